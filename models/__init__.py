@@ -1,0 +1,1 @@
+"""Speech models: the model store, transcription backends, language routing and VAD."""

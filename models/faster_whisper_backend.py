@@ -1,0 +1,105 @@
+"""The faster-whisper (CTranslate2) backend: one loaded model, one utterance at a time.
+
+Decoding is tuned for streaming: greedy or small beams, no temperature-fallback
+loop, no conditioning on previous text (each utterance stands alone), and an
+output length bounded by the audio's duration so a bad utterance cannot run away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from models.results import Segment, TranscriptionResult, Word
+from models.store import ModelFileError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+# Whisper's decoder holds 448 positions; keep room for the prompt tokens.
+MAX_DECODER_TOKENS = 440
+# Fast speech is ~4 words/s, ~1.5 tokens a word, plus timestamp tokens: 12 tokens/s is generous.
+TOKENS_PER_SECOND = 12
+MIN_NEW_TOKENS = 24
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    beam_size: int = 1
+    word_timestamps: bool = True
+
+
+def max_new_tokens_for(duration_s: float) -> int:
+    """Output budget for an utterance of this length (bounded output, bounded time)."""
+    return int(min(MAX_DECODER_TOKENS - 8, MIN_NEW_TOKENS + TOKENS_PER_SECOND * duration_s))
+
+
+class FasterWhisperBackend:
+    """Transcribes 16 kHz mono float32 utterances with a CTranslate2 Whisper model."""
+
+    backend_name = "faster-whisper"
+
+    def __init__(self, model_dir: Path, model_name: str, device: str = "cpu", compute_type: str = "int8",
+                 cpu_threads: int = 0, options: DecodeOptions | None = None) -> None:
+        from faster_whisper import WhisperModel
+
+        self.model_name = model_name
+        self.model_dir = Path(model_dir)
+        self.options = options or DecodeOptions()
+        # CTranslate2 models are safe to call from several threads, but one utterance at a
+        # time keeps the thread budget (cpu_threads) honest on small machines.
+        self._lock = threading.Lock()
+        try:
+            self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type,
+                                      cpu_threads=cpu_threads, local_files_only=True)
+        except (RuntimeError, ValueError, OSError) as error:
+            raise ModelFileError(
+                f"{self.model_dir / 'model.bin'} could not be loaded ({error}): the file is corrupted, "
+                f"truncated or not a CTranslate2 Whisper model; delete it and let the model store "
+                f"assemble it again, or reinstall/reconvert the model"
+            ) from error
+        self.is_multilingual = self.model.model.is_multilingual
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        """Most likely language of the audio and its probability."""
+        with self._lock:
+            language, probability, _ = self.model.detect_language(audio)
+        return language, float(probability)
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult:
+        duration_s = len(audio) / SAMPLE_RATE
+        if not self.is_multilingual:
+            language = "en"
+        with self._lock:
+            segments_iter, info = self.model.transcribe(
+                audio,
+                language=language,
+                beam_size=self.options.beam_size,
+                temperature=0.0,  # a single pass: no fallback loop in the streaming path
+                condition_on_previous_text=False,
+                word_timestamps=self.options.word_timestamps,
+                vad_filter=False,  # the pipeline's own VAD already cut the utterance
+                max_new_tokens=max_new_tokens_for(duration_s),
+                without_timestamps=False,
+            )
+            segments = list(segments_iter)
+        words = [
+            Word(text=w.word.strip(), start=round(float(w.start), 3), end=round(float(w.end), 3),
+                 probability=float(w.probability))
+            for segment in segments for w in (segment.words or []) if w.word.strip()
+        ]
+        return TranscriptionResult(
+            text=" ".join(s.text.strip() for s in segments if s.text.strip()),
+            language=info.language,
+            language_probability=float(info.language_probability),
+            segments=[Segment(text=s.text.strip(), start=float(s.start), end=float(s.end),
+                              avg_logprob=float(s.avg_logprob), no_speech_prob=float(s.no_speech_prob))
+                      for s in segments],
+            words=words,
+            model_name=self.model_name,
+            backend=self.backend_name,
+        )

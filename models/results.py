@@ -1,0 +1,44 @@
+"""Typed results every transcription backend returns, whatever model ran."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float  # seconds from the start of the audio given to the model
+    end: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Segment:
+    text: str
+    start: float
+    end: float
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclass(frozen=True)
+class TranscriptionResult:
+    text: str
+    language: str
+    language_probability: float
+    segments: list[Segment] = field(default_factory=list)
+    words: list[Word] = field(default_factory=list)
+    model_name: str = ""
+    backend: str = ""
+
+    @property
+    def avg_logprob(self) -> float:
+        """Mean of the segments' average log-probabilities (0.0 when nothing was said)."""
+        if not self.segments:
+            return 0.0
+        return sum(s.avg_logprob for s in self.segments) / len(self.segments)
+
+    @property
+    def no_speech_prob(self) -> float:
+        return max((s.no_speech_prob for s in self.segments), default=1.0)

@@ -1,0 +1,37 @@
+"""Speech synthesized with espeak-ng, for demos, tests and the benchmark (no recordings needed)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+VOICES = {"en": "en-us", "vi": "vi"}
+
+
+class SynthesisError(RuntimeError):
+    pass
+
+
+def synthesize_wav(text: str, path: Path, language: str = "en", words_per_minute: int = 160) -> Path:
+    """Write `text` spoken by espeak-ng to a WAV file (22.05 kHz mono PCM16)."""
+    if shutil.which("espeak-ng") is None:
+        raise SynthesisError("espeak-ng is not installed: apt-get install espeak-ng (scripts/setup does it)")
+    voice = VOICES.get(language, language)
+    result = subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(path), text],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SynthesisError(f"espeak-ng failed for voice {voice}: {result.stderr.strip()}")
+    return path
+
+
+def synthesize(text: str, language: str = "en", words_per_minute: int = 160) -> np.ndarray:
+    """`text` spoken by espeak-ng as 16 kHz mono float32 samples."""
+    from faster_whisper.audio import decode_audio
+
+    with tempfile.TemporaryDirectory() as folder:
+        wav = synthesize_wav(text, Path(folder) / "speech.wav", language, words_per_minute)
+        return decode_audio(str(wav), sampling_rate=16000)

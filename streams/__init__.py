@@ -1,0 +1,1 @@
+"""The Faust app, its agents, the settings object and the command line."""
