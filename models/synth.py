@@ -35,3 +35,22 @@ def synthesize(text: str, language: str = "en", words_per_minute: int = 160) -> 
     with tempfile.TemporaryDirectory() as folder:
         wav = synthesize_wav(text, Path(folder) / "speech.wav", language, words_per_minute)
         return decode_audio(str(wav), sampling_rate=16000)
+
+
+# Sentences espeak-ng says clearly enough for the small models: demos, tests and the benchmark use them.
+ENGLISH_SENTENCES = [
+    "Please call me back tomorrow morning.",
+    "I would like to book a table for two people.",
+    "Thank you for calling customer support.",
+    "Can you hear me clearly now?",
+    "I need to change my delivery address.",
+    "Have a great day and goodbye.",
+    "My phone number is five five five, one two three four.",
+    "We will send the invoice by email this afternoon.",
+]
+VIETNAMESE_SENTENCES = [
+    "Xin chào, tôi muốn đặt một bàn cho hai người.",
+    "Cảm ơn bạn đã gọi cho chúng tôi.",
+    "Hôm nay trời rất đẹp.",
+    "Tôi cần thay đổi địa chỉ giao hàng.",
+]

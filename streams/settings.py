@@ -1,0 +1,112 @@
+"""The one typed settings object, read from the environment once and passed down.
+
+Every setting has a `CALLSTT_*` variable; the settings of the HTTP service this project
+replaces keep their old names (USE_PHOWHISPER, USE_FASTER_WHISPER, MODEL_SIZE,
+COMPUTE_TYPE, DEVICE, OMP_NUM_THREADS) so existing deployments keep working.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value that cannot be used."""
+
+
+def env(*names: str, default: Any, doc: str) -> Any:
+    """A settings field read from the first of `names` that is set in the environment."""
+    return field(default=default, metadata={"env": names, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Kafka
+    kafka_bootstrap_servers: str = env("CALLSTT_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS",
+                                       default="127.0.0.1:9092", doc="Kafka bootstrap servers")
+    app_id: str = env("CALLSTT_APP_ID", default="callstt", doc="Faust app id = consumer group id")
+    audio_topic: str = env("CALLSTT_AUDIO_TOPIC", default="callstt.audio", doc="Topic of AudioChunk events")
+    transcript_topic: str = env("CALLSTT_TRANSCRIPT_TOPIC", default="callstt.transcripts",
+                                doc="Topic of Transcript events")
+    dead_letter_topic: str = env("CALLSTT_DEAD_LETTER_TOPIC", default="callstt.dead-letter",
+                                 doc="Topic of rejected input records (reason in a header)")
+    topic_partitions: int = env("CALLSTT_TOPIC_PARTITIONS", default=6, doc="Partitions of the audio topic and tables")
+    topic_replication: int = env("CALLSTT_TOPIC_REPLICATION", default=1, doc="Replication factor of created topics")
+    schema_registry_url: str = env("CALLSTT_SCHEMA_REGISTRY_URL", default="",
+                                   doc="Confluent-compatible Schema Registry URL; empty = embedded schema ids")
+    # Models (seed service names first)
+    use_faster_whisper: bool = env("USE_FASTER_WHISPER", "CALLSTT_USE_FASTER_WHISPER", default=True,
+                                   doc="Serve non-Vietnamese languages with faster-whisper")
+    use_phowhisper: bool = env("USE_PHOWHISPER", "CALLSTT_USE_PHOWHISPER", default=False,
+                               doc="Serve Vietnamese with PhoWhisper")
+    model: str = env("MODEL_SIZE", "CALLSTT_MODEL", default="base",
+                     doc="faster-whisper model: packaged name, local directory or hub id")
+    phowhisper_model: str = env("CALLSTT_PHOWHISPER_MODEL", default="",
+                                doc="PhoWhisper checkpoint: local directory or hub id")
+    compute_type: str = env("COMPUTE_TYPE", "CALLSTT_COMPUTE_TYPE", default="int8", doc="CTranslate2 compute type")
+    device: str = env("DEVICE", "CALLSTT_DEVICE", default="cpu", doc="cpu or cuda")
+    cpu_threads: int = env("OMP_NUM_THREADS", "CALLSTT_CPU_THREADS", default=0,
+                           doc="Threads per model call (0 = library default)")
+    beam_size: int = env("CALLSTT_BEAM_SIZE", default=1, doc="Beam size (1 = greedy, fastest)")
+    allow_hub_download: bool = env("CALLSTT_ALLOW_HUB_DOWNLOAD", default=False,
+                                   doc="Allow downloading models from the Hugging Face hub")
+    model_cache_dir: str = env("CALLSTT_MODEL_CACHE_DIR", default="",
+                               doc="Where assembled/downloaded models are kept (default ~/.cache/callstt/models)")
+    # Endpointing
+    min_silence_ms: int = env("CALLSTT_MIN_SILENCE_MS", default=600, doc="Silence that ends an utterance")
+    max_utterance_ms: int = env("CALLSTT_MAX_UTTERANCE_MS", default=15000, doc="Longest utterance before a cut")
+    idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
+                              doc="Flush a stream's open utterance after this long without chunks")
+    # Worker
+    web_host: str = env("CALLSTT_WEB_HOST", default="127.0.0.1", doc="Worker web server bind address")
+    web_port: int = env("CALLSTT_WEB_PORT", default=6066, doc="Worker web server port")
+    data_dir: str = env("CALLSTT_DATA_DIR", default=".local/worker", doc="Faust table data (rocksdict)")
+    log_level: str = env("CALLSTT_LOG_LEVEL", default="info", doc="Log level")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every field from the environment; keyword overrides (e.g. CLI flags) win."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            for name in f.metadata["env"]:
+                if name in environ:
+                    values[f.name] = _convert(environ[name], type(f.default), name)
+                    break
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+    @property
+    def model_cache_path(self) -> Path | None:
+        return Path(self.model_cache_dir) if self.model_cache_dir else None
+
+    def describe(self) -> dict[str, Any]:
+        """Settings as a dict for logs and web pages; values that look secret are masked."""
+        return {f.name: ("***" if _looks_secret(f.name) else getattr(self, f.name)) for f in fields(self)}
+
+
+def _convert(raw: str, kind: type, name: str) -> Any:
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in TRUE_WORDS:
+                return True
+            if text.lower() in FALSE_WORDS:
+                return False
+            raise ValueError(text)
+        return kind(text)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def _looks_secret(name: str) -> bool:
+    return any(word in name for word in ("password", "secret", "token", "sasl"))

@@ -1,0 +1,79 @@
+"""The packaged model, through the model store, with no hub access."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from models.faster_whisper_backend import FasterWhisperBackend
+from models.scoring import word_error_rate
+from models.store import ModelFileError, resolve_model
+from models.synth import ENGLISH_SENTENCES, synthesize
+
+pytestmark = pytest.mark.integration
+
+
+def test_packaged_base_transcribes_english_within_10_percent_wer(base_model):
+    sentences = ENGLISH_SENTENCES[:6]
+    hypotheses = [base_model.transcribe(synthesize(text, "en"), language=None).text for text in sentences]
+    wer = word_error_rate(sentences, hypotheses)
+    print(f"packaged base, {len(sentences)} espeak-ng sentences: WER {wer:.3f}")
+    assert wer <= 0.10, list(zip(sentences, hypotheses))
+
+
+def test_packaged_base_detects_english_and_gives_word_timestamps(base_model):
+    audio = synthesize(ENGLISH_SENTENCES[0], "en")
+    result = base_model.transcribe(audio, language=None)
+    assert result.language == "en" and result.language_probability > 0.5
+    assert len(result.words) >= 5
+    duration = len(audio) / 16000
+    starts = [word.start for word in result.words]
+    assert starts == sorted(starts)
+    assert all(0 <= word.start <= word.end <= duration + 0.1 for word in result.words)
+
+
+def test_base_model_is_assembled_once_with_the_size_of_its_parts(tmp_path):
+    first = resolve_model("base", cache_dir=tmp_path)
+    size = (first / "model.bin").stat().st_size
+    mtime = (first / "model.bin").stat().st_mtime_ns
+    assert size == 2 * 72608766
+    assert resolve_model("base", cache_dir=tmp_path) == first
+    assert (first / "model.bin").stat().st_mtime_ns == mtime  # not rewritten
+
+
+def test_tiny_en_resolves_to_its_package_directory(tmp_path):
+    directory = resolve_model("tiny.en", cache_dir=tmp_path)
+    assert (directory / "model.bin").is_file()
+    assert not any(tmp_path.iterdir())  # nothing to assemble for a single-file package
+
+
+def copy_model(tmp_path):
+    source = resolve_model("tiny.en")
+    target = tmp_path / "model"
+    shutil.copytree(source, target)
+    return target
+
+
+def test_truncated_model_file_gives_one_clear_error_naming_it(tmp_path):
+    model_dir = copy_model(tmp_path)
+    model_bin = model_dir / "model.bin"
+    model_bin.write_bytes(model_bin.read_bytes()[: 1 << 20])
+    with pytest.raises(ModelFileError) as caught:
+        FasterWhisperBackend(resolve_model(str(model_dir)), "broken")
+    message = str(caught.value)
+    assert str(model_bin) in message and "corrupted" in message
+    assert "\n" not in message
+
+
+def test_missing_model_file_gives_one_clear_error_naming_it(tmp_path):
+    model_dir = copy_model(tmp_path)
+    (model_dir / "model.bin").unlink()
+    with pytest.raises(ModelFileError) as caught:
+        resolve_model(str(model_dir))
+    assert str(model_dir / "model.bin") in str(caught.value) and "missing" in str(caught.value)
+
+
+def test_hub_ids_are_refused_unless_downloads_are_allowed(tmp_path):
+    with pytest.raises(ModelFileError, match="CALLSTT_ALLOW_HUB_DOWNLOAD"):
+        resolve_model("Systran/faster-whisper-small", cache_dir=tmp_path)
