@@ -1,0 +1,73 @@
+"""Language routing: which backend and model transcribe an utterance, and the stream's sticky language.
+
+The routing table maps a language to a backend: Vietnamese goes to the PhoWhisper route
+when one is configured and loaded, everything else (and Vietnamese without PhoWhisper)
+to the multilingual faster-whisper model. A route that fails to load is logged and
+replaced by the multilingual one, as the service this project replaces did.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from models.results import TranscriptionResult
+
+log = logging.getLogger(__name__)
+
+# Below this, a detected language is not trusted to stick to the stream.
+STICKY_LANGUAGE_PROBABILITY = 0.6
+# Language detection needs some speech; shorter utterances are transcribed without sticking.
+MIN_DETECTION_SECONDS = 1.0
+
+
+class Backend(Protocol):
+    backend_name: str
+    model_name: str
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult: ...
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]: ...
+
+
+@dataclass(frozen=True)
+class LanguageChoice:
+    """The language to transcribe with, and what the stream should remember."""
+
+    language: str | None
+    probability: float
+    source: str  # "hint", "sticky", "detected" or "model" (let the model decide)
+
+
+@dataclass
+class ModelRouter:
+    multilingual: Backend
+    routes: dict[str, Backend] = field(default_factory=dict)  # language -> dedicated backend
+    notes: dict[str, str] = field(default_factory=dict)  # language -> why its route is not in use
+
+    def backend_for(self, language: str | None) -> Backend:
+        return self.routes.get(language or "", self.multilingual)
+
+    def choose_language(self, audio: np.ndarray, hint: str | None, sticky: str | None,
+                        sticky_probability: float) -> LanguageChoice:
+        """The chunk's hint wins; then a confident sticky language; otherwise detect."""
+        if hint:
+            return LanguageChoice(hint, 1.0, "hint")
+        if sticky and sticky_probability >= STICKY_LANGUAGE_PROBABILITY:
+            return LanguageChoice(sticky, sticky_probability, "sticky")
+        if not getattr(self.multilingual, "is_multilingual", True):
+            return LanguageChoice("en", 1.0, "model")
+        language, probability = self.multilingual.detect_language(audio)
+        return LanguageChoice(language, probability, "detected")
+
+    def transcribe(self, audio: np.ndarray, language: str | None) -> TranscriptionResult:
+        return self.backend_for(language).transcribe(audio, language)
+
+    def describe(self) -> dict:
+        """The routing table as operators see it on /models."""
+        table = {language: {"backend": b.backend_name, "model": b.model_name} for language, b in self.routes.items()}
+        table["*"] = {"backend": self.multilingual.backend_name, "model": self.multilingual.model_name}
+        return {"routes": table, "notes": dict(self.notes)}

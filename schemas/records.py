@@ -1,0 +1,232 @@
+"""Typed records of the project's events, mirroring the Avro schemas field for field.
+
+`to_dict()` gives exactly the dict that the Avro schema describes (what
+`schemas.codec` writes), and `from_dict()` takes what the codec reads back; the
+field names are the .avsc names. The records are frozen (hashable when their lists
+are tuples) and keyword-only, so adding a field with a default never breaks a caller.
+
+Avro `float` is 32-bit: a probability such as 0.9 comes back as 0.8999999761581421.
+Compare decoded floats with a tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+# Fixed namespace for transcript ids (uuid5 of a fixed name, so it never changes).
+_TRANSCRIPT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:callstt:transcript")
+
+
+class Encoding(str, Enum):
+    """Sample encoding of an audio chunk's payload (Avro enum `callstt.AudioEncoding`)."""
+
+    PCM_S16LE = "PCM_S16LE"  # signed 16-bit little-endian linear PCM
+    MULAW = "MULAW"  # G.711 mu-law, 8 bits a sample
+    ALAW = "ALAW"  # G.711 A-law, 8 bits a sample
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 2 if self is Encoding.PCM_S16LE else 1
+
+
+def transcript_id(call_id: str, stream_id: str, utterance_index: int) -> str:
+    """The deterministic id of one utterance: the same three values always give the same id.
+
+    A UUID 5 over an unambiguous encoding of the values (a JSON array, so a '/' inside
+    an id cannot make two different triples collide), so a consumer that sees a
+    transcript twice (a redelivery after a crash) can drop the duplicate by id.
+    """
+    name = json.dumps([str(call_id), str(stream_id), int(utterance_index)], ensure_ascii=False)
+    return str(uuid.uuid5(_TRANSCRIPT_NAMESPACE, name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioChunk:
+    """One slice of one participant's audio (Avro record `callstt.AudioChunk`)."""
+
+    call_id: str
+    stream_id: str
+    seq: int
+    capture_ts_ms: int
+    sample_rate: int
+    encoding: Encoding
+    channels: int = 1
+    payload: bytes
+    language: str | None = None
+    end_of_stream: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.encoding, Encoding):
+            object.__setattr__(self, "encoding", Encoding(self.encoding))
+
+    @property
+    def duration_ms(self) -> float:
+        """Length of the payload's audio in milliseconds."""
+        frame = self.encoding.bytes_per_sample * max(self.channels, 1)
+        return 1000.0 * (len(self.payload) // frame) / self.sample_rate if self.sample_rate else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "call_id": self.call_id,
+            "stream_id": self.stream_id,
+            "seq": self.seq,
+            "capture_ts_ms": self.capture_ts_ms,
+            "sample_rate": self.sample_rate,
+            "encoding": self.encoding.value,
+            "channels": self.channels,
+            "payload": self.payload,
+            "language": self.language,
+            "end_of_stream": self.end_of_stream,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AudioChunk:
+        return cls(
+            call_id=data["call_id"],
+            stream_id=data["stream_id"],
+            seq=data["seq"],
+            capture_ts_ms=data["capture_ts_ms"],
+            sample_rate=data["sample_rate"],
+            encoding=Encoding(data["encoding"]),
+            channels=data.get("channels", 1),
+            payload=bytes(data["payload"]),
+            language=data.get("language"),
+            end_of_stream=data.get("end_of_stream", False),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscriptWord:
+    """One recognised word (Avro record `callstt.Word`); times are ms from the start of the stream."""
+
+    text: str
+    start_ms: int
+    end_ms: int
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "start_ms": self.start_ms, "end_ms": self.end_ms,
+                "probability": self.probability}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TranscriptWord:
+        return cls(text=data["text"], start_ms=data["start_ms"], end_ms=data["end_ms"],
+                   probability=data["probability"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TranscriptSentence:
+    """One sentence of an utterance (Avro record `callstt.Sentence`); times are ms from the start of the stream."""
+
+    text: str
+    start_ms: int
+    end_ms: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "start_ms": self.start_ms, "end_ms": self.end_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TranscriptSentence:
+        return cls(text=data["text"], start_ms=data["start_ms"], end_ms=data["end_ms"])
+
+
+def _words(items: Iterable[TranscriptWord | Mapping[str, Any]]) -> tuple[TranscriptWord, ...]:
+    return tuple(item if isinstance(item, TranscriptWord) else TranscriptWord.from_dict(item) for item in items)
+
+
+def _sentences(items: Iterable[TranscriptSentence | Mapping[str, Any]]) -> tuple[TranscriptSentence, ...]:
+    return tuple(item if isinstance(item, TranscriptSentence) else TranscriptSentence.from_dict(item)
+                 for item in items)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transcript:
+    """The recognised text of one utterance of one stream (Avro record `callstt.Transcript`).
+
+    `words` and `sentences` are stored as tuples (lists or dicts given are converted).
+    """
+
+    transcript_id: str
+    call_id: str
+    stream_id: str
+    utterance_index: int
+    is_final: bool = True
+    text: str
+    language: str
+    language_probability: float
+    start_ms: int
+    end_ms: int
+    words: tuple[TranscriptWord, ...] = ()
+    sentences: tuple[TranscriptSentence, ...] = ()
+    model_name: str
+    model_version: str = ""
+    backend: str
+    avg_logprob: float
+    no_speech_prob: float
+    last_audio_capture_ts_ms: int
+    last_audio_received_ts_ms: int
+    produced_ts_ms: int
+    timestamps_note: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.words, tuple) or any(not isinstance(w, TranscriptWord) for w in self.words):
+            object.__setattr__(self, "words", _words(self.words))
+        if not isinstance(self.sentences, tuple) or any(not isinstance(s, TranscriptSentence) for s in self.sentences):
+            object.__setattr__(self, "sentences", _sentences(self.sentences))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transcript_id": self.transcript_id,
+            "call_id": self.call_id,
+            "stream_id": self.stream_id,
+            "utterance_index": self.utterance_index,
+            "is_final": self.is_final,
+            "text": self.text,
+            "language": self.language,
+            "language_probability": self.language_probability,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            "words": [word.to_dict() for word in self.words],
+            "sentences": [sentence.to_dict() for sentence in self.sentences],
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "backend": self.backend,
+            "avg_logprob": self.avg_logprob,
+            "no_speech_prob": self.no_speech_prob,
+            "last_audio_capture_ts_ms": self.last_audio_capture_ts_ms,
+            "last_audio_received_ts_ms": self.last_audio_received_ts_ms,
+            "produced_ts_ms": self.produced_ts_ms,
+            "timestamps_note": self.timestamps_note,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Transcript:
+        """Build from a decoded dict; fields that came later than version 1 fall back to their defaults."""
+        return cls(
+            transcript_id=data["transcript_id"],
+            call_id=data["call_id"],
+            stream_id=data["stream_id"],
+            utterance_index=data["utterance_index"],
+            is_final=data.get("is_final", True),
+            text=data["text"],
+            language=data["language"],
+            language_probability=data["language_probability"],
+            start_ms=data["start_ms"],
+            end_ms=data["end_ms"],
+            words=_words(data.get("words", ())),
+            sentences=_sentences(data.get("sentences", ())),
+            model_name=data["model_name"],
+            model_version=data.get("model_version", ""),
+            backend=data["backend"],
+            avg_logprob=data["avg_logprob"],
+            no_speech_prob=data["no_speech_prob"],
+            last_audio_capture_ts_ms=data["last_audio_capture_ts_ms"],
+            last_audio_received_ts_ms=data["last_audio_received_ts_ms"],
+            produced_ts_ms=data["produced_ts_ms"],
+            timestamps_note=data.get("timestamps_note"),
+        )
