@@ -57,7 +57,7 @@ class EndpointConfig:
     pad_ms: int = 200  # audio kept before the first and after the last voiced window
 
     def __post_init__(self) -> None:
-        if self.max_utterance_ms < 3 * WINDOW_MS or self.min_silence_ms <= 0 or self.pad_ms < 0:
+        if self.max_utterance_ms < 1000 or self.min_silence_ms <= 0 or self.pad_ms < 0:
             raise ValueError(f"unusable endpointing settings: {self}")
 
 
@@ -176,8 +176,11 @@ class Endpointer:
                         voiced_after_quiet=s.voiced_after_quiet + 1)
         else:
             s = replace(s, silence_run=s.silence_run + 1)
-        if window_start >= s.start + self.max_samples - self.search_samples and probability < s.quiet_probability:
-            # Ties keep the earlier window: the cut lands at the start of a flat pause.
+        in_search = (s.start + self.max_samples - self.search_samples <= window_start
+                     and window_start + WINDOW_SAMPLES // 2 <= s.start + self.max_samples)
+        if in_search and probability < s.quiet_probability:
+            # A cut in this window's middle keeps the piece within max_utterance_ms. Ties keep the
+            # earlier window: the cut lands at the start of a flat pause.
             s = replace(s, quiet_window=index, quiet_probability=probability, voiced_after_quiet=0)
 
         if s.silence_run >= self.min_silence_windows:

@@ -1,0 +1,60 @@
+"""The project's topics and their settings, created (idempotently) by the worker at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication: int
+    config: dict[str, str]
+
+
+def control_topic(settings: Settings) -> str:
+    """Internal topic of idle-flush requests, co-partitioned with the audio topic."""
+    return f"{settings.app_id}-control"
+
+
+def project_topics(settings: Settings) -> list[TopicSpec]:
+    """Audio keeps 7 days for replay; transcripts 30; dead letters 14 for inspection."""
+    partitions, replication = settings.topic_partitions, settings.topic_replication
+    min_isr = str(min(2, replication))
+    return [
+        TopicSpec(settings.audio_topic, partitions, replication,
+                  {"retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr}),
+        TopicSpec(control_topic(settings), partitions, replication,
+                  {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr}),
+        TopicSpec(settings.transcript_topic, partitions, replication,
+                  {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr}),
+        TopicSpec(settings.dead_letter_topic, 1, replication,
+                  {"retention.ms": str(14 * DAY_MS), "min.insync.replicas": min_isr}),
+    ]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create the project's topics that do not exist yet; returns the names created."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    specs = project_topics(settings)
+    futures = admin.create_topics(
+        [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication,
+                  config=spec.config) for spec in specs],
+        operation_timeout=timeout, request_timeout=timeout)
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
