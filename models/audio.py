@@ -170,7 +170,7 @@ _STATE_HEADER = struct.Struct("<BIIH")  # version, sample rate, phase, history l
 _STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: == would be ambiguous, so equality is identity
 class ResampleState:
     """Where a stream's resampler stands: its rate, the last input samples and the next output's phase.
 

@@ -156,7 +156,8 @@ class Endpointer:
             return [], state
         audio_end = state.position if audio_end is None else max(audio_end, state.position)
         end = min((state.last_voiced + 1) * WINDOW_SAMPLES + self.pad, audio_end)
-        return self._close(state, end, reason)
+        closed, cut = self._close(state, end, reason)
+        return ([cut] if cut else []), closed
 
     # --- one window ------------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class Endpointer:
 
         if s.silence_run >= self.min_silence_windows:
             end = min((s.last_voiced + 1) * WINDOW_SAMPLES + self.pad, s.position)
-            return self._close_one(s, end, "silence")
+            return self._close(s, end, "silence")
         if s.position - s.start >= self.max_samples:
             return self._cut_at_quietest(s)
         return s, None
@@ -193,22 +194,18 @@ class Endpointer:
     def _cut_at_quietest(self, s: EndpointState) -> tuple[EndpointState, Cut | None]:
         end = s.quiet_window * WINDOW_SAMPLES + WINDOW_SAMPLES // 2
         carried = s.voiced_after_quiet
-        cuts, closed = self._close(replace(s, voiced=s.voiced - carried), end, "max_length")
+        closed, cut = self._close(replace(s, voiced=s.voiced - carried), end, "max_length")
         if carried == 0:  # nothing voiced after the cut: no utterance is open any more
-            return closed, (cuts[0] if cuts else None)
+            return closed, cut
         # The rest goes on as an utterance of its own, starting exactly where the cut ended.
         return replace(closed, start=end, voiced=carried, last_voiced=s.last_voiced,
-                       silence_run=s.silence_run), (cuts[0] if cuts else None)
+                       silence_run=s.silence_run), cut
 
-    def _close_one(self, s: EndpointState, end: int, reason: str) -> tuple[EndpointState, Cut | None]:
-        cuts, closed = self._close(s, end, reason)
-        return closed, (cuts[0] if cuts else None)
-
-    def _close(self, s: EndpointState, end: int, reason: str) -> tuple[list[Cut], EndpointState]:
+    def _close(self, s: EndpointState, end: int, reason: str) -> tuple[EndpointState, Cut | None]:
         """End the open utterance at `end`: a Cut if it has enough voiced time, else a drop."""
         speech_ms = int(s.voiced * WINDOW_MS)
         keep = speech_ms >= self.config.min_speech_ms
         closed = replace(s, floor=max(s.floor, end), start=-1, voiced=0, last_voiced=-1, silence_run=0,
                          quiet_window=-1, quiet_probability=2.0, voiced_after_quiet=0,
                          sent=s.sent + keep, dropped=s.dropped + (not keep))
-        return ([Cut(s.start, end, reason, speech_ms)] if keep else []), closed
+        return closed, (Cut(s.start, end, reason, speech_ms) if keep else None)

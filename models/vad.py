@@ -56,7 +56,7 @@ _STATE_VERSION = 1
 _FIXED_FLOATS = 2 * 128 + CONTEXT_SAMPLES
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # numpy fields: == would be ambiguous, so equality is identity
 class VadState:
     """A stream's Silero state between two pieces of audio; immutable, `process` returns a new one."""
 

@@ -89,5 +89,25 @@ def test_short_pieces_only_accumulate(vad):
     assert len(probabilities) == 1 and len(state.leftover) == 0 and state.windows == 1
 
 
+def test_streams_on_several_threads_share_the_session(vad, speech):
+    from concurrent.futures import ThreadPoolExecutor
+
+    audio, _, _ = speech
+    streams = [audio * gain for gain in (1.0, 0.5, 0.25, 0.1)]
+    expected = [vad.process(stream)[0] for stream in streams]
+
+    def in_pieces(stream):
+        state, pieces = VadState(), []
+        for offset in range(0, len(stream), 640):
+            probabilities, state = vad.process(stream[offset:offset + 640], state)
+            pieces.append(probabilities)
+        return np.concatenate(pieces)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(in_pieces, streams))
+    for got, want in zip(results, expected):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_one_session_serves_every_instance():
     assert StreamingVad().session is shared_vad().session
