@@ -51,6 +51,19 @@ def models(
         typer.echo(f"loaded {settings.model} ({settings.compute_type} on {settings.device})")
 
 
+@app.command()
+def worker(
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    web_port: int = typer.Option(None, "--web-port", help="Port of the worker's web pages"),
+    web_host: str = typer.Option(None, "--web-host", help="Bind address of the web pages"),
+    model: str = typer.Option(None, "--model", help="faster-whisper model reference"),
+) -> None:
+    """Run a stream-processing worker (joins the consumer group; run several to scale out)."""
+    from streams.worker import run_worker
+
+    run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,269 @@
+"""Utterance assembly for one stream: chunk in, finished utterances out, with no Kafka in sight.
+
+`StreamAssembler.accept(state, chunk, ...)` runs a chunk through the whole per-stream
+audio path (sequencing -> decode -> VAD -> endpointing) and answers with the new state,
+the table writes to make, and the utterances that are ready for the model.
+
+Storage layout (one Faust table, so every write of a stream lands, in order, in one
+changelog partition):
+- `S|<call>|<stream>`: the small `StreamState` (counters, VAD/resampler/endpointer state);
+- `A|<call>|<stream>|<block>`: one block of 16 kHz PCM16 audio per released chunk,
+  written once and deleted once no utterance needs it, so each audio byte reaches the
+  changelog about once however long the utterance runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from models.audio import ResampleState, chunk_duration_ms, decode_stream_chunk, to_mono
+from models.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
+from models.errors import BadChunk
+from models.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
+from models.vad import StreamingVad, VadState, shared_vad
+from schemas.records import AudioChunk
+
+SAMPLE_RATE = 16000
+ENCODING_CODES = {"PCM_S16LE": 0, "MULAW": 1, "ALAW": 2}
+ENCODING_NAMES = {code: name for name, code in ENCODING_CODES.items()}
+# Header kept with a chunk while the sequencer holds it: its format and capture time.
+HELD_HEADER = struct.Struct("<BiBq")
+
+
+def state_key(call_id: str, stream_id: str) -> str:
+    return f"S|{call_id}|{stream_id}"
+
+
+def block_key(call_id: str, stream_id: str, block: int) -> str:
+    return f"A|{call_id}|{stream_id}|{block}"
+
+
+@dataclass
+class Block:
+    """Where a stored audio block sits in the stream."""
+
+    number: int
+    start_sample: int
+    samples: int
+    capture_ts_ms: int
+
+
+@dataclass
+class StreamState:
+    """Everything a stream needs between chunks; small, serialisable, kept in the table."""
+
+    call_id: str
+    stream_id: str
+    sequence: bytes = b""
+    resampler: bytes = b""
+    vad: bytes = b""
+    endpoint: bytes = b""
+    position: int = 0  # 16 kHz samples decoded so far
+    blocks: list[Block] = field(default_factory=list)
+    next_block: int = 0
+    utterance_index: int = 0
+    language: str = ""  # sticky language (detected or hinted)
+    language_probability: float = 0.0
+    hint: str = ""
+    last_received_ms: int = 0
+    ended: bool = False
+    partition: int = -1  # of the audio topic, where this stream's events arrive
+
+    def to_bytes(self) -> bytes:
+        data = asdict(self)
+        for name in ("sequence", "resampler", "vad", "endpoint"):
+            data[name] = base64.b64encode(data[name]).decode()
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> "StreamState":
+        data = json.loads(raw)
+        for name in ("sequence", "resampler", "vad", "endpoint"):
+            data[name] = base64.b64decode(data[name])
+        data["blocks"] = [Block(**block) for block in data["blocks"]]
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """A finished utterance, ready for the model."""
+
+    call_id: str
+    stream_id: str
+    index: int
+    audio: np.ndarray  # 16 kHz mono float32
+    start_ms: int  # within the stream
+    end_ms: int
+    reason: str
+    hint: str
+    last_capture_ts_ms: int
+    last_received_ts_ms: int
+
+
+@dataclass
+class Outcome:
+    state: StreamState
+    writes: dict[str, bytes] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    utterances: list[Utterance] = field(default_factory=list)
+    gaps_filled: int = 0
+    duplicates: int = 0
+    pending_cuts: list[Cut] = field(default_factory=list)  # decided, not yet sliced into utterances
+
+    @property
+    def finished(self) -> bool:
+        """The stream ended: its state and audio can go."""
+        return self.state.ended
+
+
+@dataclass(frozen=True)
+class AssemblyConfig:
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    sequencing: SequencingConfig = field(default_factory=SequencingConfig)
+    max_chunk_ms: float = 2000.0
+    max_gap_ms: float = 10_000.0  # longer gaps end the utterance instead of allocating silence
+
+
+class StreamAssembler:
+    """Pure per-stream logic; one instance serves every stream of a worker."""
+
+    def __init__(self, config: AssemblyConfig | None = None, vad: StreamingVad | None = None) -> None:
+        self.config = config or AssemblyConfig()
+        self.vad = vad or shared_vad()
+        self.endpointer = Endpointer(self.config.endpoint)
+        self.sequencer = Sequencer(self.config.sequencing)
+
+    def new_state(self, call_id: str, stream_id: str) -> StreamState:
+        return StreamState(call_id=call_id, stream_id=stream_id, sequence=SequenceState().to_bytes(),
+                           endpoint=EndpointState().to_bytes())
+
+    def accept(self, state: StreamState, chunk: AudioChunk, received_ms: int,
+               read_block: Callable[[str], bytes | None]) -> Outcome:
+        """Run one chunk through the stream. Raises BadChunk (state untouched) for bad input."""
+        encoding = str(getattr(chunk.encoding, "value", chunk.encoding))
+        # Validate now, before the sequencer may hold the chunk: bad input never enters state.
+        to_mono(chunk.payload, encoding, chunk.sample_rate, chunk.channels, self.config.max_chunk_ms,
+                chunk.end_of_stream)
+        if chunk.seq < 0:
+            raise BadChunk("negative_seq", f"seq {chunk.seq} is negative")
+        duration_ms = chunk_duration_ms(len(chunk.payload), encoding, chunk.sample_rate, chunk.channels)
+        held = HELD_HEADER.pack(ENCODING_CODES[encoding], chunk.sample_rate, chunk.channels,
+                                chunk.capture_ts_ms) + chunk.payload
+        sequence = SequenceState.from_bytes(state.sequence)
+        duplicates_before = sequence.duplicates
+        releases, sequence = self.sequencer.accept(sequence, chunk.seq, held, duration_ms)
+        if chunk.end_of_stream:
+            more, sequence = self.sequencer.flush(sequence)
+            releases += more
+        state = replace(state, sequence=sequence.to_bytes(), last_received_ms=received_ms,
+                        hint=chunk.language or state.hint, blocks=list(state.blocks))
+        outcome = Outcome(state=state, duplicates=sequence.duplicates - duplicates_before)
+        for release in releases:
+            self._play(outcome, release)
+        self._cut(outcome, received_ms, read_block)
+        if chunk.end_of_stream:
+            self.flush(outcome, "end_of_stream", received_ms, read_block)
+        return outcome
+
+    def flush_idle(self, state: StreamState, received_ms: int,
+                   read_block: Callable[[str], bytes | None]) -> Outcome:
+        """Close the open utterance of a stream whose producer went quiet."""
+        outcome = Outcome(state=replace(state, blocks=list(state.blocks)))
+        self.flush(outcome, "idle", received_ms, read_block)
+        return outcome
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _play(self, outcome: Outcome, release: Ready | Gap) -> None:
+        """Decode a released chunk (or silence for a gap) and store it as the next block."""
+        state = outcome.state
+        if isinstance(release, Gap):
+            outcome.gaps_filled += release.count
+            silence_ms = min(release.silence_ms, self.config.max_gap_ms)
+            samples = np.zeros(int(silence_ms * SAMPLE_RATE / 1000), dtype=np.float32)
+            capture_ts = state.blocks[-1].capture_ts_ms if state.blocks else 0
+        else:
+            code, sample_rate, channels, capture_ts = HELD_HEADER.unpack_from(release.payload)
+            resampler = ResampleState.from_bytes(state.resampler) if state.resampler else None
+            samples, resampler = decode_stream_chunk(release.payload[HELD_HEADER.size:], ENCODING_NAMES[code],
+                                                     sample_rate, channels, resampler, self.config.max_chunk_ms,
+                                                     end_of_stream=True)
+            state.resampler = resampler.to_bytes()
+        if len(samples) == 0:
+            return
+        block = Block(state.next_block, state.position, len(samples), capture_ts)
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        outcome.writes[block_key(state.call_id, state.stream_id, block.number)] = pcm
+        state.blocks.append(block)
+        state.next_block += 1
+        state.position += len(samples)
+        vad_state = VadState.from_bytes(state.vad) if state.vad else None
+        probabilities, vad_state = self.vad.process(samples, vad_state)
+        state.vad = vad_state.to_bytes()
+        cuts, endpoint = self.endpointer.feed(EndpointState.from_bytes(state.endpoint), probabilities)
+        state.endpoint = endpoint.to_bytes()
+        outcome.pending_cuts.extend(cuts)
+
+    def flush(self, outcome: Outcome, reason: str, received_ms: int,
+              read_block: Callable[[str], bytes | None]) -> None:
+        state = outcome.state
+        cuts, endpoint = self.endpointer.flush(EndpointState.from_bytes(state.endpoint), reason,
+                                               audio_end=state.position)
+        state.endpoint = endpoint.to_bytes()
+        outcome.pending_cuts.extend(cuts)
+        self._cut(outcome, received_ms, read_block)
+        if reason == "end_of_stream":
+            state.ended = True
+            for block in state.blocks:
+                self._delete_block(outcome, block)
+            state.blocks = []
+
+    def _cut(self, outcome: Outcome, received_ms: int, read_block: Callable[[str], bytes | None]) -> None:
+        state = outcome.state
+        for cut in outcome.pending_cuts:
+            outcome.utterances.append(self._utterance(outcome, cut, received_ms, read_block))
+        outcome.pending_cuts = []
+        keep_from = self.endpointer.keep_from_sample(EndpointState.from_bytes(state.endpoint))
+        while state.blocks and state.blocks[0].start_sample + state.blocks[0].samples <= keep_from:
+            self._delete_block(outcome, state.blocks.pop(0))
+
+    def _utterance(self, outcome: Outcome, cut: Cut, received_ms: int,
+                   read_block: Callable[[str], bytes | None]) -> Utterance:
+        state = outcome.state
+        pieces = []
+        last_capture = 0
+        for block in state.blocks:
+            block_end = block.start_sample + block.samples
+            if block_end <= cut.start_sample or block.start_sample >= cut.end_sample:
+                continue
+            key = block_key(state.call_id, state.stream_id, block.number)
+            raw = outcome.writes.get(key)
+            if raw is None:
+                raw = read_block(key)
+            if raw is None:  # lost block (should not happen): keep timing with silence
+                audio = np.zeros(block.samples, dtype=np.float32)
+            else:
+                audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32767.0
+            lo = max(cut.start_sample - block.start_sample, 0)
+            hi = min(cut.end_sample - block.start_sample, block.samples)
+            pieces.append(audio[lo:hi])
+            last_capture = block.capture_ts_ms + (hi * 1000) // SAMPLE_RATE
+        index = state.utterance_index
+        state.utterance_index += 1
+        return Utterance(
+            call_id=state.call_id, stream_id=state.stream_id, index=index,
+            audio=np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32),
+            start_ms=cut.start_sample * 1000 // SAMPLE_RATE, end_ms=cut.end_sample * 1000 // SAMPLE_RATE,
+            reason=cut.reason, hint=state.hint, last_capture_ts_ms=last_capture, last_received_ts_ms=received_ms,
+        )
+
+    def _delete_block(self, outcome: Outcome, block: Block) -> None:
+        key = block_key(outcome.state.call_id, outcome.state.stream_id, block.number)
+        if outcome.writes.pop(key, None) is None:
+            outcome.deletes.append(key)

@@ -1,0 +1,77 @@
+"""From a finished utterance to a Transcript event: language choice, model call, sentences, timing.
+
+Runs in the worker's model thread (never on the event loop); pure apart from the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from models.results import TranscriptionResult
+from models.routing import MIN_DETECTION_SECONDS, LanguageChoice, ModelRouter
+from models.sentences import split_sentences
+from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
+from streams.assembly import SAMPLE_RATE, Utterance
+
+# Whisper's own rule for "this was not speech": a confident no-speech token and a weak decode.
+NO_SPEECH_PROB = 0.6
+WEAK_LOGPROB = -1.0
+
+
+@dataclass(frozen=True)
+class TranscriptionOutcome:
+    transcript: Transcript | None  # None: nothing was said (no event is published)
+    choice: LanguageChoice
+    model_seconds: float
+
+
+def is_non_speech(result: TranscriptionResult) -> bool:
+    if not result.text.strip() or not result.words:
+        return True
+    return result.no_speech_prob > NO_SPEECH_PROB and result.avg_logprob < WEAK_LOGPROB
+
+
+def transcribe_utterance(router: ModelRouter, utterance: Utterance, sticky_language: str,
+                         sticky_probability: float, model_version: str) -> TranscriptionOutcome:
+    started = time.perf_counter()
+    choice = router.choose_language(utterance.audio, utterance.hint or None, sticky_language or None,
+                                    sticky_probability)
+    result = router.transcribe(utterance.audio, choice.language)
+    elapsed = time.perf_counter() - started
+    if is_non_speech(result):
+        return TranscriptionOutcome(None, choice, elapsed)
+    return TranscriptionOutcome(build_transcript(utterance, result, choice, model_version), choice, elapsed)
+
+
+def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: LanguageChoice,
+                     model_version: str) -> Transcript:
+    offset_ms = utterance.start_ms
+    duration_ms = len(utterance.audio) * 1000 // SAMPLE_RATE
+
+    def stream_ms(seconds: float) -> int:
+        # Word times are relative to the utterance; clamp them inside it, then shift into the stream.
+        return offset_ms + min(max(int(round(seconds * 1000)), 0), duration_ms)
+
+    words = [TranscriptWord(text=w.text, start_ms=stream_ms(w.start), end_ms=stream_ms(w.end),
+                            probability=w.probability) for w in result.words]
+    sentences = [TranscriptSentence(text=s.text, start_ms=stream_ms(s.start), end_ms=stream_ms(s.end))
+                 for s in split_sentences(result.words)]
+    language = choice.language or result.language
+    probability = choice.probability if choice.source != "model" else result.language_probability
+    return Transcript(
+        transcript_id=transcript_id(utterance.call_id, utterance.stream_id, utterance.index),
+        call_id=utterance.call_id, stream_id=utterance.stream_id, utterance_index=utterance.index,
+        is_final=True, text=result.text, language=language, language_probability=probability,
+        start_ms=utterance.start_ms, end_ms=utterance.end_ms, words=words, sentences=sentences,
+        model_name=result.model_name, model_version=model_version, backend=result.backend,
+        avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
+        last_audio_capture_ts_ms=utterance.last_capture_ts_ms,
+        last_audio_received_ts_ms=utterance.last_received_ts_ms,
+        produced_ts_ms=int(time.time() * 1000),
+    )
+
+
+def should_stick(choice: LanguageChoice, utterance: Utterance) -> bool:
+    """A detected language sticks to the stream once an utterance long enough was confident."""
+    return (choice.source == "detected" and len(utterance.audio) >= MIN_DETECTION_SECONDS * SAMPLE_RATE)
