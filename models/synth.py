@@ -28,13 +28,24 @@ def synthesize_wav(text: str, path: Path, language: str = "en", words_per_minute
     return path
 
 
-def synthesize(text: str, language: str = "en", words_per_minute: int = 160) -> np.ndarray:
-    """`text` spoken by espeak-ng as 16 kHz mono float32 samples."""
+def synthesize(text: str, language: str = "en", words_per_minute: int = 160,
+               sample_rate: int = 16000) -> np.ndarray:
+    """`text` spoken by espeak-ng as mono float32 samples at `sample_rate` (16 kHz by default)."""
     from faster_whisper.audio import decode_audio
 
     with tempfile.TemporaryDirectory() as folder:
         wav = synthesize_wav(text, Path(folder) / "speech.wav", language, words_per_minute)
-        return decode_audio(str(wav), sampling_rate=16000)
+        return decode_audio(str(wav), sampling_rate=sample_rate)
+
+
+def conversation(sentences: list[str], language: str = "en", sample_rate: int = 16000,
+                 silence_s: float = 1.0, lead_s: float = 0.5) -> np.ndarray:
+    """The sentences spoken one after another with `silence_s` of silence between them."""
+    silence = np.zeros(int(silence_s * sample_rate), dtype=np.float32)
+    pieces = [np.zeros(int(lead_s * sample_rate), dtype=np.float32)]
+    for text in sentences:
+        pieces += [synthesize(text, language, sample_rate=sample_rate), silence]
+    return np.concatenate(pieces)
 
 
 # Sentences espeak-ng says clearly enough for the small models: demos, tests and the benchmark use them.

@@ -1,0 +1,167 @@
+"""The stream processor end to end: real broker, real packaged model, a real worker process."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer
+
+from models.scoring import word_error_rate
+from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
+from schemas.codec import AvroCodec
+from streams.producer import ChunkPlan, iter_chunks
+from tests.pipeline import WorkerProcess, by_call
+
+pytestmark = pytest.mark.integration
+
+EN = ENGLISH_SENTENCES[:3]
+VI = VIETNAMESE_SENTENCES[:2]
+FORMATS = {
+    "mulaw-8k-20ms": ChunkPlan(sample_rate=8000, encoding="MULAW", chunk_ms=20),
+    "pcm-16k-100ms": ChunkPlan(sample_rate=16000, encoding="PCM_S16LE", chunk_ms=100),
+}
+
+
+@pytest.fixture(scope="module")
+def worker(kafka_bootstrap, tmp_path_factory):
+    process = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("worker")).start()
+    yield process
+    process.stop()
+
+
+def call_chunks(sentences, language, plan, call_id, hint=None):
+    audio = conversation(sentences, language, sample_rate=plan.sample_rate)
+    return list(iter_chunks(audio, call_id, "caller", plan, start_ms=1_700_000_000_000, language=hint))
+
+
+def publish_interleaved(worker, *calls):
+    """Send several calls' chunks alternately, as concurrent calls arrive."""
+    with worker.publisher() as publisher:
+        longest = max(len(chunks) for chunks in calls)
+        for index in range(longest):
+            for chunks in calls:
+                if index < len(chunks):
+                    publisher.send(chunks[index])
+
+
+@pytest.fixture(scope="module")
+def direct_english_wer(base_model):
+    hypotheses = [base_model.transcribe(synthesize(text, "en"), language="en").text for text in EN]
+    return word_error_rate(EN, hypotheses)
+
+
+@pytest.mark.parametrize("format_name", FORMATS)
+def test_two_concurrent_calls_give_one_transcript_per_sentence(worker, format_name, direct_english_wer):
+    plan = FORMATS[format_name]
+    english, vietnamese = f"en-{format_name}-{uuid.uuid4().hex[:6]}", f"vi-{format_name}-{uuid.uuid4().hex[:6]}"
+    publish_interleaved(worker, call_chunks(EN, "en", plan, english),
+                        call_chunks(VI, "vi", plan, vietnamese, hint="vi"))
+
+    calls = by_call(worker.transcripts(expected=len(EN) + len(VI)))
+
+    assert [t.utterance_index for t in calls[english]] == list(range(len(EN)))
+    assert [t.utterance_index for t in calls[vietnamese]] == list(range(len(VI)))
+    assert {t.language for t in calls[english]} == {"en"}
+    assert {t.language for t in calls[vietnamese]} == {"vi"}
+    for transcript in calls[english] + calls[vietnamese]:
+        assert transcript.is_final and transcript.words and transcript.sentences
+        assert transcript.model_name == "base" and transcript.backend == "faster-whisper"
+        for word in transcript.words:
+            assert transcript.start_ms <= word.start_ms <= word.end_ms <= transcript.end_ms
+        assert transcript.last_audio_capture_ts_ms >= 1_700_000_000_000
+        assert transcript.produced_ts_ms >= transcript.last_audio_received_ts_ms
+    wer = word_error_rate(EN, [t.text for t in calls[english]])
+    print(f"{format_name}: pipeline WER {wer:.3f}, direct WER {direct_english_wer:.3f}")
+    assert wer <= 0.15
+    assert wer <= direct_english_wer + 0.02
+
+
+def test_silence_and_noise_produce_no_transcript(worker):
+    plan = FORMATS["pcm-16k-100ms"]
+    rng = np.random.default_rng(7)
+    silence = np.zeros(16000 * 6, dtype=np.float32)
+    noise = (rng.standard_normal(16000 * 6) * 0.01).astype(np.float32)
+    sentinel = f"sentinel-{uuid.uuid4().hex[:6]}"
+    with worker.publisher() as publisher:
+        for name, audio in (("silence", silence), ("noise", noise)):
+            for chunk in iter_chunks(audio, f"{name}-{sentinel}", "caller", plan, 0):
+                publisher.send(chunk)
+        for chunk in call_chunks(EN[:1], "en", plan, sentinel):
+            publisher.send(chunk)
+
+    calls = by_call(worker.transcripts(expected=1))
+    assert set(calls) >= {sentinel}
+    assert f"silence-{sentinel}" not in calls and f"noise-{sentinel}" not in calls
+
+
+def test_duplicate_and_reordered_chunks_give_the_same_transcripts(worker):
+    plan = FORMATS["mulaw-8k-20ms"]
+    clean_id, messy_id = f"clean-{uuid.uuid4().hex[:6]}", f"messy-{uuid.uuid4().hex[:6]}"
+    clean = call_chunks(EN[:2], "en", plan, clean_id)
+    messy = [replace(chunk, call_id=messy_id) for chunk in clean]
+    rng = random.Random(3)
+    for start in range(0, len(messy) - 4, 9):  # shuffle small windows, as a jittery network would
+        window = messy[start:start + 4]
+        rng.shuffle(window)
+        messy[start:start + 4] = window
+    messy += [messy[i] for i in rng.sample(range(len(messy) - 1), 15)]  # and resend some
+    messy.sort(key=lambda chunk: chunk.end_of_stream)  # the end marker still comes last
+    publish_interleaved(worker, clean, messy)
+
+    calls = by_call(worker.transcripts(expected=4))
+    assert [t.text for t in calls[messy_id]] == [t.text for t in calls[clean_id]]
+    assert [(t.start_ms, t.end_ms) for t in calls[messy_id]] == [(t.start_ms, t.end_ms) for t in calls[clean_id]]
+
+
+def dead_letters(worker, expected: int, timeout: float = 60.0) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = Consumer({"bootstrap.servers": worker.bootstrap, "group.id": f"dlq-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([worker.dead_letter_topic])
+    records = []
+    try:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                records.append((message.value(), dict(message.headers() or [])))
+    finally:
+        consumer.close()
+    return records
+
+
+def test_bad_input_goes_to_the_dead_letter_topic_and_good_calls_go_on(worker):
+    plan = FORMATS["pcm-16k-100ms"]
+    call_id = f"shared-{uuid.uuid4().hex[:6]}"  # bad records share the good call's key, so its partition
+    good = call_chunks(EN[:1], "en", plan, call_id)
+    codec = AvroCodec()
+    template = replace(good[0], stream_id="bad")
+    valid = codec.encode_chunk(template, worker.audio_topic)
+    bad_records = {
+        "bad_magic_byte": bytes(random.Random(1).getrandbits(8) for _ in range(64)).replace(b"\x00", b"\x01"),
+        "truncated_avro": valid[: len(valid) // 2],
+        "bad_sample_rate": codec.encode_chunk(replace(template, sample_rate=12345), worker.audio_topic),
+        "partial_sample": codec.encode_chunk(replace(template, payload=b"\x01\x02\x03"), worker.audio_topic),
+        "oversized_chunk": codec.encode_chunk(replace(template, payload=bytes(16000 * 2 * 10)), worker.audio_topic),
+        "negative_seq": codec.encode_chunk(replace(template, seq=-5), worker.audio_topic),
+        "bad_channels": codec.encode_chunk(replace(template, channels=0), worker.audio_topic),
+    }
+    with worker.publisher() as publisher:
+        for index, chunk in enumerate(good):
+            publisher.send(chunk)
+            if index == 3:
+                for value in bad_records.values():
+                    publisher.send_raw(call_id, value)
+
+    calls = by_call(worker.transcripts(expected=1))
+    assert len(calls[call_id]) == 1
+    records = dead_letters(worker, expected=len(bad_records))
+    reasons = {headers["reason"].decode(): value for value, headers in records}
+    assert set(reasons) == set(bad_records)
+    for reason, value in bad_records.items():
+        assert reasons[reason] == value  # the raw record, unchanged
