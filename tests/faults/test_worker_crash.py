@@ -1,0 +1,72 @@
+"""A worker SIGKILLed mid-call loses nothing: its successor resumes the open utterance from the
+changelog-backed table, and every sentence is transcribed once after dropping duplicates by id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from models.scoring import word_error_rate
+from models.synth import ENGLISH_SENTENCES, synthesize
+from streams.consumer import TranscriptReader
+from streams.producer import ChunkPlan, iter_chunks
+from tests.pipeline import WorkerProcess, by_call
+
+pytestmark = pytest.mark.faults
+
+SENTENCES = ENGLISH_SENTENCES[:4]
+PLAN = ChunkPlan(sample_rate=16000, encoding="PCM_S16LE", chunk_ms=20)
+
+
+def call_with_midpoints(call_id: str):
+    """The call's chunks, and the chunk index in the middle of each sentence."""
+    silence = np.zeros(16000, dtype=np.float32)
+    pieces, midpoints, position = [silence[:8000]], [], 8000
+    for text in SENTENCES:
+        speech = synthesize(text, "en")
+        midpoints.append((position + len(speech) // 2) // (16000 * PLAN.chunk_ms // 1000))
+        pieces += [speech, silence]
+        position += len(speech) + len(silence)
+    chunks = list(iter_chunks(np.concatenate(pieces), call_id, "caller", PLAN, start_ms=1_700_000_000_000))
+    return chunks, midpoints
+
+
+def wait_for_first_transcript(worker: WorkerProcess, timeout: float = 90.0) -> None:
+    with TranscriptReader(worker.bootstrap, worker.transcript_topic) as reader:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if list(reader.follow(idle_exit_s=1.0)):
+                return
+    raise AssertionError(f"no transcript before the kill:\n{worker.log_tail()}")
+
+
+@pytest.mark.parametrize("kill_point", ["mid_utterance", "during_inference"])
+def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tmp_path, kill_point):
+    call_id = f"crash-{kill_point}-{uuid.uuid4().hex[:6]}"
+    chunks, midpoints = call_with_midpoints(call_id)
+    worker = WorkerProcess(kafka_bootstrap, tmp_path).start()
+    try:
+        # Up to the middle of the second sentence: one utterance done, one open.
+        split = midpoints[1] if kill_point == "mid_utterance" else len(chunks)
+        with worker.publisher() as publisher:
+            for chunk in chunks[:split]:
+                publisher.send(chunk)
+        wait_for_first_transcript(worker)
+        worker.kill()  # SIGKILL: no shutdown, no final commit, no flush
+
+        worker.start()  # same group, topics and data folder: a replacement worker
+        with worker.publisher() as publisher:
+            for chunk in chunks[split:]:
+                publisher.send(chunk)
+        received = worker.transcripts(expected=len(SENTENCES))
+    finally:
+        worker.stop()
+
+    transcripts = by_call(received)[call_id]
+    duplicates = len([t for t in received if t.call_id == call_id]) - len(transcripts)
+    print(f"{kill_point}: {len(transcripts)} transcripts, {duplicates} duplicates dropped by transcript_id")
+    assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
+    assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
