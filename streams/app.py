@@ -142,6 +142,10 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
         except BadChunk as error:
             await dead_letter(event, error.reason, f"call {chunk.call_id} stream {chunk.stream_id}: {error}")
             return
+        except Exception as error:  # a bug on odd input must not stop the partition: park the record
+            log.exception("processing failed for call %s stream %s", chunk.call_id, chunk.stream_id)
+            await dead_letter(event, "processing_error", f"{type(error).__name__}: {error}")
+            return
         await publish(outcome)
         save(outcome, event.message.partition)
 

@@ -5,12 +5,20 @@ Exit codes scripts can test: 0 ok, 1 failure (one clear line on stderr), 2 usage
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
+import os
 import sys
+from contextlib import contextmanager
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
 
 import typer
 
 from models.store import PACKAGED_MODELS, ModelFileError, resolve_model
+from schemas.records import Encoding
 from streams.settings import Settings, SettingsError
 
 app = typer.Typer(help="Speech-to-text stream processor for live calls (Kafka in, Avro transcripts out).",
@@ -62,6 +70,263 @@ def worker(
     from streams.worker import run_worker
 
     run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
+
+
+# --- publish ---------------------------------------------------------------------------------
+
+def _sample_rate(value: int) -> int:
+    from streams.publishing import SAMPLE_RATES
+
+    if value not in SAMPLE_RATES:
+        raise typer.BadParameter(f"{value} is not one of {', '.join(map(str, SAMPLE_RATES))}")
+    return value
+
+
+@app.command()
+def publish(
+    inputs: list[Path] = typer.Argument(None, metavar="FILE_OR_DIR", show_default=False,
+                                        help="Audio files (anything ffmpeg reads) or directories of them; each is one call"),
+    say: list[str] = typer.Option(None, "--say", metavar="TEXT", show_default=False,
+                                  help="Synthesize TEXT with espeak-ng as one more call (repeatable)"),
+    language: str = typer.Option(None, "--language", show_default=False,
+                                 help="Language of --say (default en); when given also sent as the chunks' language hint"),
+    call_id: str = typer.Option(None, "--call-id", show_default=False,
+                                help="Call id (default call-<8 hex>); several calls get -1, -2, ... appended"),
+    stream_id: str = typer.Option("caller", "--stream-id", help="Stream (participant leg) id"),
+    chunk_ms: int = typer.Option(20, "--chunk-ms", min=1, max=10000, help="Milliseconds of audio per chunk"),
+    sample_rate: int = typer.Option(16000, "--sample-rate", callback=_sample_rate, help="8000, 16000 or 48000"),
+    encoding: Encoding = typer.Option(Encoding.PCM_S16LE, "--encoding",
+                                      help="Payload encoding"),
+    realtime: bool = typer.Option(False, "--realtime/--fast", help="Pace chunks at real time, or send at once"),
+    calls: int = typer.Option(None, "--calls", min=1, show_default=False,
+                              help="Simulate N concurrent calls cycling over the inputs (default: one per input)"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    topic: str = typer.Option(None, "--topic", help="Audio topic (default CALLSTT_AUDIO_TOPIC)"),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds the broker may stay silent before failing"),
+) -> None:
+    """Publish audio files or synthesized speech as simulated calls (AudioChunk events).
+
+    Prints one line per call when the broker has acknowledged every chunk:
+    call id, stream, seconds of audio, chunks, source.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from schemas.codec import AvroCodec
+    from streams.producer import ChunkPlan
+    from streams.publishing import InputError, PublishError, load_inputs, plan_calls
+    from streams.publishing import publish as publish_calls
+
+    if not inputs and not say:
+        raise typer.BadParameter("give audio files or directories, or --say TEXT", param_hint="FILE_OR_DIR")
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, audio_topic=topic)
+    plan = ChunkPlan(sample_rate=sample_rate, encoding=encoding.value, chunk_ms=chunk_ms)
+    stderr = Console(stderr=True)
+    try:
+        with stderr.status("loading audio...", spinner="dots"):
+            sources = load_inputs(inputs or (), say or (), language=language or "en", sample_rate=sample_rate)
+        jobs = plan_calls(sources, calls, call_id, stream_id, language)
+        total = sum(job.chunk_count(plan) for job in jobs)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=stderr, transient=True) as progress:
+            task = progress.add_task(f"publishing {len(jobs)} call(s) to {settings.audio_topic}", total=total)
+            results = publish_calls(settings.kafka_bootstrap_servers, settings.audio_topic, jobs, plan,
+                                    realtime=realtime, timeout=timeout,
+                                    codec=AvroCodec(settings.schema_registry_url or None),
+                                    on_chunk=lambda job: progress.advance(task))
+    except (InputError, PublishError) as error:
+        raise CliFailure(str(error)) from None
+    width = max(len(result.call_id) for result in results)
+    for result in results:
+        typer.echo(f"{result.call_id:<{width}}  {result.stream_id}  {result.seconds:7.2f} s  "
+                   f"{result.chunks:6d} chunks  {result.source}")
+
+
+# --- tail ------------------------------------------------------------------------------------
+
+def _since(value: str | None) -> datetime | None:
+    from streams.tailing import parse_since
+
+    if value is None:
+        return None
+    try:
+        return parse_since(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+@app.command()
+def tail(
+    call: str = typer.Option(None, "--call", metavar="ID", show_default=False, help="Only this call's transcripts"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line (the Transcript schema's fields)"),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest kept transcript"),
+    since: str = typer.Option(None, "--since", metavar="TIME", show_default=False,
+                              help="Start at TIME: ISO-8601 (2024-05-01T09:30) or ago (30s, 10m, 2h, 1d)"),
+    idle_exit: float = typer.Option(None, "--idle-exit", metavar="SECONDS", min=0, show_default=False,
+                                    help="Exit 0 after SECONDS without a new transcript"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    topic: str = typer.Option(None, "--topic", help="Transcript topic (default CALLSTT_TRANSCRIPT_TOPIC)"),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker before failing"),
+) -> None:
+    """Follow the transcripts: one line each (local time, call, stream, language, text), or JSON.
+
+    Starts at new transcripts unless --from-beginning or --since. Ctrl-C stops it (exit 0).
+    """
+    from streams.tailing import TailError, TranscriptTail, format_transcript
+
+    start_at = _since(since)
+    if start_at is not None and from_beginning:
+        raise typer.BadParameter("use --since or --from-beginning, not both", param_hint="--since")
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, transcript_topic=topic)
+    from schemas.codec import AvroCodec
+
+    reader = None
+    try:
+        reader = TranscriptTail(settings.kafka_bootstrap_servers, settings.transcript_topic,
+                                start=start_at or ("beginning" if from_beginning else "end"),
+                                codec=AvroCodec(settings.schema_registry_url or None), timeout=timeout)
+        for transcript in reader.follow(idle_exit_s=idle_exit, call_id=call):
+            if as_json:
+                typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False))
+            else:
+                typer.echo(format_transcript(transcript))
+    except TailError as error:
+        raise CliFailure(str(error)) from None
+    except (KeyboardInterrupt, BrokenPipeError):
+        _quiet_exit()
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _quiet_exit() -> None:
+    """Ctrl-C or a closed pipe: stop at once, exit 0, print nothing (no broken-pipe noise either)."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        pass
+    raise typer.Exit(0)
+
+
+# --- topics ----------------------------------------------------------------------------------
+
+class TopicsAction(str, Enum):
+    create = "create"
+    describe = "describe"
+
+
+DESCRIBED_CONFIGS = ("retention.ms", "cleanup.policy", "min.insync.replicas")
+
+
+@app.command()
+def topics(
+    action: TopicsAction = typer.Argument(TopicsAction.describe, help="create: create the missing project topics; "
+                                          "describe: show them as the broker reports them"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    app_id: str = typer.Option(None, "--app-id", help="App id (names the control and changelog topics)"),
+    partitions: int = typer.Option(None, "--partitions", min=1, show_default=False,
+                                   help="Partitions for create (default CALLSTT_TOPIC_PARTITIONS)"),
+    replication: int = typer.Option(None, "--replication", min=1, show_default=False,
+                                    help="Replication factor for create (default CALLSTT_TOPIC_REPLICATION)"),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker before failing"),
+) -> None:
+    """Create or describe the project's topics (audio, control, transcripts, dead letters, changelog).
+
+    Topic names come from the settings (CALLSTT_AUDIO_TOPIC, ...).
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from streams.publishing import ClientErrors, PublishError, check_topic
+
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, app_id=app_id, topic_partitions=partitions,
+                             topic_replication=replication)
+    errors = ClientErrors()
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **errors.config()})
+    try:
+        check_topic(admin, settings.kafka_bootstrap_servers, None, timeout, errors)
+        if action is TopicsAction.create:
+            _create_topics(settings, timeout)
+        else:
+            _describe_topics(admin, settings, timeout)
+    except PublishError as error:
+        raise CliFailure(str(error)) from None
+    except KafkaException as error:
+        raise CliFailure(f"Kafka at {settings.kafka_bootstrap_servers}: {error.args[0].str()}") from None
+
+
+def _create_topics(settings: Settings, timeout: float) -> None:
+    from streams.topics import ensure_topics, project_topics
+
+    with _librdkafka_stderr_silenced():
+        created = set(ensure_topics(settings, timeout=timeout))
+    for spec in project_topics(settings):
+        if spec.name in created:
+            typer.echo(f"created  {spec.name}  partitions={spec.partitions} replication={spec.replication}")
+        else:
+            typer.echo(f"exists   {spec.name}")
+
+
+@contextmanager
+def _librdkafka_stderr_silenced():
+    """Keep librdkafka's own log lines (written straight to file descriptor 2) off stderr.
+
+    ensure_topics' AdminClient has no logger configured, and when it is destroyed right after its
+    requests it sometimes logs 'BGQUEUE ... Purging 1 unserved events'. Its failures still arrive
+    as exceptions, printed (after this) as our one line.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            gc.collect()  # destroy the client while stderr is still quiet
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The worker's table changelog (Faust names it <app_id>-<table>-changelog)."""
+    return f"{settings.app_id}-streams-changelog"
+
+
+def _describe_topics(admin, settings: Settings, timeout: float) -> None:
+    from confluent_kafka import KafkaError, KafkaException, TopicCollection
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    from streams.topics import project_topics
+
+    names = [spec.name for spec in project_topics(settings)]
+    existing = admin.list_topics(timeout=timeout).topics
+    if changelog_topic(settings) in existing:
+        names.append(changelog_topic(settings))
+    present = [name for name in names if name in existing]
+    descriptions = admin.describe_topics(TopicCollection(present), request_timeout=timeout) if present else {}
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in present]
+    configs = admin.describe_configs(resources, request_timeout=timeout) if present else {}
+    configs_by_name = {resource.name: future for resource, future in configs.items()}
+    width = max(len(name) for name in names)
+    for name in names:
+        if name not in existing:
+            typer.echo(f"{name:<{width}}  missing (run: callstt topics create)")
+            continue
+        try:
+            description = descriptions[name].result(timeout=timeout)
+            entries = configs_by_name[name].result(timeout=timeout)
+        except KafkaException as error:
+            if error.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                typer.echo(f"{name:<{width}}  missing (run: callstt topics create)")
+                continue
+            raise
+        replicas = {len(partition.replicas) for partition in description.partitions}
+        config_text = " ".join(f"{key}={entries[key].value if key in entries else '?'}" for key in DESCRIBED_CONFIGS)
+        typer.echo(f"{name:<{width}}  partitions={len(description.partitions)} "
+                   f"replication={'/'.join(map(str, sorted(replicas)))}  {config_text}")
 
 
 def main() -> None:

@@ -94,6 +94,8 @@ def check_topic(client: Any, bootstrap: str, topic: str | None, timeout: float,
     try:
         metadata = client.list_topics(topic, timeout=timeout)
     except KafkaException as error:
+        if errors is not None and hasattr(client, "poll"):
+            client.poll(0)  # serve the error events queued meanwhile (the callback runs only in poll)
         why = (errors.describe() if errors else "") or error.args[0].str()
         raise PublishError(f"cannot reach Kafka at {bootstrap} within {timeout:g}s: {why}") from None
     if topic is None:
@@ -158,7 +160,7 @@ def load_inputs(paths: Iterable[Path | str] = (), say: Iterable[str] = (), langu
         try:
             samples = load_audio(path, sample_rate)
         except Exception as error:  # PyAV raises many kinds; all mean the same to the caller
-            detail = " ".join(str(error).split()) or type(error).__name__
+            detail = getattr(error, "strerror", None) or " ".join(str(error).split()) or type(error).__name__
             raise InputError(f"cannot read audio from {path}: {detail}") from None
         if len(samples) == 0:
             raise InputError(f"no audio in {path}")

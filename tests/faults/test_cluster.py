@@ -1,0 +1,58 @@
+"""The local 3-broker cluster (replication 3, min ISR 2) the failure tests stand on."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_local import LocalKafka
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = LocalKafka(name="test-cluster", brokers=3, port=29192)
+    cluster.wipe()
+    cluster.start()
+    yield cluster
+    cluster.wipe()
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    for value in values:
+        producer.produce(topic, key=value, value=value)
+    assert producer.flush(60) == 0
+
+
+def test_three_brokers_replicate_and_survive_one_broker_down(cluster):
+    bootstrap = cluster.bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"replicated-{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic].result(timeout=60)
+    metadata = admin.list_topics(topic, timeout=30)
+    assert len(metadata.brokers) == 3
+    assert all(len(p.replicas) == 3 for p in metadata.topics[topic].partitions.values())
+
+    produce(bootstrap, topic, [b"before-%d" % i for i in range(50)])
+    cluster.stop_node(2)  # one broker down: ISR 2 of 3 still satisfies min.insync.replicas=2
+    produce(bootstrap, topic, [b"during-%d" % i for i in range(50)])
+    cluster.start_node(2)
+    cluster.wait_ready(expected_brokers=3)
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    seen = set()
+    for _ in range(120):
+        message = consumer.poll(0.5)
+        if message is not None and not message.error():
+            seen.add(message.value())
+        if len(seen) == 100:
+            break
+    consumer.close()
+    assert len(seen) == 100
