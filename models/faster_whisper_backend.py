@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,7 @@ class FasterWhisperBackend:
         # CTranslate2 models are safe to call from several threads, but one utterance at a
         # time keeps the thread budget (cpu_threads) honest on small machines.
         self._lock = threading.Lock()
+        started = time.perf_counter()
         try:
             self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type,
                                       cpu_threads=cpu_threads, local_files_only=True)
@@ -63,6 +65,13 @@ class FasterWhisperBackend:
                 f"assemble it again, or reinstall/reconvert the model"
             ) from error
         self.is_multilingual = self.model.model.is_multilingual
+        # What operators see on /models.
+        self.details = {
+            "path": str(self.model_dir), "size_bytes": (self.model_dir / "model.bin").stat().st_size,
+            "compute_type": compute_type, "device": device, "cpu_threads": cpu_threads,
+            "beam_size": self.options.beam_size, "multilingual": self.is_multilingual,
+            "load_seconds": round(time.perf_counter() - started, 3),
+        }
 
     def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
         """Most likely language of the audio and its probability."""

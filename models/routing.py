@@ -68,6 +68,9 @@ class ModelRouter:
 
     def describe(self) -> dict:
         """The routing table as operators see it on /models."""
-        table = {language: {"backend": b.backend_name, "model": b.model_name} for language, b in self.routes.items()}
-        table["*"] = {"backend": self.multilingual.backend_name, "model": self.multilingual.model_name}
+        def entry(backend: Backend) -> dict:
+            return {"backend": backend.backend_name, "model": backend.model_name, **getattr(backend, "details", {})}
+
+        table = {language: entry(backend) for language, backend in self.routes.items()}
+        table["*"] = entry(self.multilingual)
         return {"routes": table, "notes": dict(self.notes)}

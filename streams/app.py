@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
@@ -23,12 +24,14 @@ import faust
 from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
 from models.routing import ModelRouter
+from models.store import ModelFileError
 from schemas.codec import AvroCodec, DecodeError
 from streams import metrics
 from streams.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, state_key
 from streams.settings import Settings
 from streams.topics import control_topic
 from streams.transcripts import should_stick, transcribe_utterance
+from streams.web import WorkerStatus, register_pages
 
 log = logging.getLogger("callstt.worker")
 
@@ -39,7 +42,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def create_app(settings: Settings, router: ModelRouter) -> faust.App:
+def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> faust.App:
+    """The worker's Faust app. Models load in the background (`load_router` runs in the model
+    thread), so the web server answers /health with 503 and the reason while they load."""
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
@@ -60,6 +65,7 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
     assembler = StreamAssembler(AssemblyConfig(endpoint=EndpointConfig(
         min_silence_ms=settings.min_silence_ms, max_utterance_ms=settings.max_utterance_ms)))
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    status = WorkerStatus(settings)
 
     source = app.topic(settings.audio_topic, control_topic(settings), partitions=settings.topic_partitions)
     transcripts = app.topic(settings.transcript_topic)
@@ -67,8 +73,6 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
     # bytes key/value types make Faust use the raw serializer in the store and the changelog.
     table = app.Table("streams", default=None, partitions=settings.topic_partitions,
                       key_type=bytes, value_type=bytes)
-    # Streams this worker saw, for the idle timer: state key -> partition.
-    recent_streams: dict[str, int] = {}
     flush_requested: dict[str, float] = {}
 
     def read_block(key: str) -> bytes | None:
@@ -93,12 +97,16 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
         """Transcribe the outcome's utterances in the model thread and publish them, acknowledged."""
         loop = asyncio.get_running_loop()
         state = outcome.state
+        decided_at = time.time()
         for utterance in outcome.utterances:
+            audio_seconds = len(utterance.audio) / 16000
             metrics.UTTERANCES.labels(utterance.reason).inc()
-            metrics.UTTERANCE_SECONDS.observe(len(utterance.audio) / 16000)
-            result = await loop.run_in_executor(model_thread, transcribe_utterance, router, utterance,
+            metrics.UTTERANCE_SECONDS.observe(audio_seconds)
+            result = await loop.run_in_executor(model_thread, transcribe_utterance, status.router, utterance,
                                                 state.language, state.language_probability, MODEL_VERSION)
-            metrics.MODEL_SECONDS.observe(result.model_seconds)
+            metrics.INFERENCE_SECONDS.observe(result.model_seconds)
+            if audio_seconds > 0:
+                metrics.REALTIME_FACTOR.observe(result.model_seconds / audio_seconds)
             if should_stick(result.choice, utterance):
                 state.language, state.language_probability = result.choice.language, result.choice.probability
             if result.transcript is None:
@@ -108,7 +116,12 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
             future = await transcripts.send(key=transcript.call_id.encode(),
                                             value=codec.encode_transcript(transcript, settings.transcript_topic))
             await future
-            metrics.TRANSCRIPTS.labels(transcript.language, transcript.backend).inc()
+            acknowledged = time.time()
+            metrics.TRANSCRIPTS.labels(transcript.language, transcript.model_name).inc()
+            metrics.ENDPOINT_LATENCY.observe(acknowledged - decided_at)
+            if transcript.last_audio_capture_ts_ms > 0:
+                metrics.END_OF_SPEECH_LATENCY.observe(max(acknowledged - transcript.last_audio_capture_ts_ms / 1000, 0))
+            status.on_transcript(transcript)
             log.info("transcript call=%s stream=%s #%d [%s] %s", transcript.call_id, transcript.stream_id,
                      transcript.utterance_index, transcript.language, transcript.text)
 
@@ -120,17 +133,18 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
         key = state_key(outcome.state.call_id, outcome.state.stream_id)
         if outcome.finished:
             table.pop(key.encode(), None)
-            recent_streams.pop(key, None)
+            status.forget_stream(key)
         else:
             outcome.state.partition = partition
             table[key.encode()] = outcome.state.to_bytes()
-            recent_streams[key] = partition
+            status.on_stream(key, outcome.state)
         flush_requested.pop(key, None)
         metrics.GAP_CHUNKS.inc(outcome.gaps_filled)
         metrics.DUPLICATE_CHUNKS.inc(outcome.duplicates)
 
     async def handle_chunk(event) -> None:
         metrics.CHUNKS.inc()
+        metrics.CHUNK_BYTES.inc(len(event.message.value or b""))
         try:
             chunk = codec.decode_chunk(event.message.value)
         except DecodeError as error:
@@ -161,8 +175,24 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
         await publish(outcome)
         save(outcome, event.message.partition)
 
+    @app.task
+    async def load_models() -> None:
+        started = time.perf_counter()
+        try:
+            router = await asyncio.get_running_loop().run_in_executor(model_thread, load_router)
+        except ModelFileError as error:
+            status.model_error = str(error)
+            log.critical("models could not be loaded: %s", error)
+            await app.crash(error)
+            return
+        metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
+        status.router = router
+        status.models_ready.set()
+        log.info("models loaded in %.1fs: %s", time.perf_counter() - started, router.describe())
+
     @app.agent(source, concurrency=1)
     async def process(stream):
+        await status.models_ready.wait()  # records wait in the consumer meanwhile
         async for event in stream.events():
             if event.message.topic == control_topic(settings):
                 await handle_flush(event)
@@ -176,8 +206,20 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
     def rescan_table() -> None:
         """Find streams recovered from the changelog (after a restart or a rebalance)."""
         for raw_key, raw in table.items():
-            if raw_key.startswith(b"S|") and raw:
-                recent_streams.setdefault(raw_key.decode(), StreamState.from_bytes(raw).partition)
+            if raw_key.startswith(b"S|") and raw and raw_key.decode() not in status.streams:
+                status.on_stream(raw_key.decode(), StreamState.from_bytes(raw))
+
+    def update_lag() -> None:
+        for tp in app.consumer.assignment():
+            if tp.topic != settings.audio_topic:
+                continue
+            read = getattr(app.consumer, "_read_offset", {}).get(tp)
+            try:
+                highwater = app.consumer.highwater(tp)
+            except Exception:  # not fetched yet
+                continue
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(highwater - ((read or -1) + 1), 0))
 
     @app.timer(interval=1.0)
     async def flush_idle_streams() -> None:
@@ -185,12 +227,13 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
         if time.monotonic() - last_scan[0] > 30:
             last_scan[0] = time.monotonic()
             rescan_table()
+        update_lag()
         deadline = now_ms() - settings.idle_flush_s * 1000
-        metrics.OPEN_STREAMS.set(len(recent_streams))
-        for key, partition in list(recent_streams.items()):
+        for key, view in list(status.streams.items()):
+            partition = view["partition"]
             raw = table.get(key.encode()) if partition in assigned_partitions() else None
             if raw is None:
-                recent_streams.pop(key, None)
+                status.forget_stream(key)
                 continue
             state = StreamState.from_bytes(raw)
             if state.last_received_ms > deadline or not EndpointState.from_bytes(state.endpoint).is_open:
@@ -203,17 +246,6 @@ def create_app(settings: Settings, router: ModelRouter) -> faust.App:
     def assigned_partitions() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.audio_topic}
 
-    @app.page("/health")
-    async def health(web, request):
-        return web.json({"status": "ok", "app": settings.app_id, "partitions": sorted(assigned_partitions()),
-                         "open_streams": len(recent_streams), "models": router.describe()})
-
-    @app.page("/models")
-    async def models_page(web, request):
-        return web.json(router.describe())
-
-    @app.page("/metrics")
-    async def metrics_page(web, request):
-        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
-
+    status.assigned_partitions = assigned_partitions
+    register_pages(app, status)
     return app

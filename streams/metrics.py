@@ -1,26 +1,45 @@
-"""The worker's Prometheus metrics (served on /metrics by the worker's web server)."""
+"""The worker's Prometheus metrics (served on /metrics by the worker's web server).
+
+Names follow Prometheus conventions: a unit suffix, `_total` for counters.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 
 CHUNKS = Counter("callstt_chunks_total", "Audio chunks received", registry=REGISTRY)
-DEAD_LETTERS = Counter("callstt_dead_letters_total", "Input records rejected to the dead-letter topic",
-                       ["reason"], registry=REGISTRY)
+CHUNK_BYTES = Counter("callstt_chunk_bytes_total", "Audio payload bytes received", registry=REGISTRY)
+DEAD_LETTERS = Counter("callstt_chunks_dropped_total",
+                       "Input records rejected to the dead-letter topic, by reason", ["reason"], registry=REGISTRY)
 DUPLICATE_CHUNKS = Counter("callstt_duplicate_chunks_total", "Chunks ignored as duplicates", registry=REGISTRY)
 GAP_CHUNKS = Counter("callstt_gap_chunks_total", "Missing chunks filled with silence", registry=REGISTRY)
-UTTERANCES = Counter("callstt_utterances_total", "Utterances cut by the endpointer", ["reason"], registry=REGISTRY)
-TRANSCRIPTS = Counter("callstt_transcripts_total", "Transcripts published", ["language", "backend"],
+UTTERANCES = Counter("callstt_utterances_total", "Utterances cut, by end reason", ["reason"], registry=REGISTRY)
+TRANSCRIPTS = Counter("callstt_transcripts_total", "Transcripts published", ["language", "model"],
                       registry=REGISTRY)
 SILENT_UTTERANCES = Counter("callstt_silent_utterances_total", "Utterances the model found no speech in",
                             registry=REGISTRY)
-MODEL_SECONDS = Histogram("callstt_model_seconds", "Model time per utterance",
-                          buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16), registry=REGISTRY)
-UTTERANCE_SECONDS = Histogram("callstt_utterance_audio_seconds", "Audio length per utterance",
+ACTIVE_STREAMS = Gauge("callstt_active_streams", "Streams with state on this worker", registry=REGISTRY)
+BUFFERED_SECONDS = Gauge("callstt_buffered_audio_seconds", "Audio held for open utterances", registry=REGISTRY)
+UTTERANCE_SECONDS = Histogram("callstt_utterance_duration_seconds", "Audio length per utterance",
                               buckets=(0.5, 1, 2, 4, 8, 15, 30), registry=REGISTRY)
-OPEN_STREAMS = Gauge("callstt_open_streams", "Streams with state on this worker", registry=REGISTRY)
+INFERENCE_SECONDS = Histogram("callstt_inference_seconds", "Model time per utterance",
+                              buckets=(0.1, 0.25, 0.5, 1, 2, 4, 8, 16), registry=REGISTRY)
+REALTIME_FACTOR = Histogram("callstt_realtime_factor_ratio", "Model time / audio time per utterance",
+                            buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2), registry=REGISTRY)
+END_OF_SPEECH_LATENCY = Histogram(
+    "callstt_end_of_speech_to_publish_seconds",
+    "From the capture time of an utterance's last audio to its transcript being acknowledged",
+    buckets=LATENCY_BUCKETS, registry=REGISTRY)
+ENDPOINT_LATENCY = Histogram(
+    "callstt_endpoint_to_publish_seconds",
+    "From the endpoint decision (utterance cut) to its transcript being acknowledged",
+    buckets=LATENCY_BUCKETS, registry=REGISTRY)
+MODEL_LOAD_SECONDS = Gauge("callstt_model_load_seconds", "Time taken to load the models", registry=REGISTRY)
+CONSUMER_LAG = Gauge("callstt_consumer_lag_messages", "Audio records not yet read, per partition",
+                     ["partition"], registry=REGISTRY)
 
 
 def render() -> bytes:

@@ -34,9 +34,7 @@ def run_worker(settings: Settings) -> None:
     created = ensure_topics(settings)
     if created:
         log.info("created topics: %s", ", ".join(created))
-    router = build_router(settings)
-    log.info("models: %s", router.describe())
-    app = create_app(settings, router)
+    app = create_app(settings, lambda: build_router(settings))
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     log.info("worker web pages on http://%s:%d/ (health: /health, models: /models, metrics: /metrics)",
              settings.web_host, settings.web_port)

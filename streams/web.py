@@ -1,0 +1,123 @@
+"""The worker's own web pages, served by Faust's web server beside its built-in ones.
+
+/api (service, version, endpoints; Faust's statistics view keeps `/`), /health, /models,
+/metrics, /calls (JSON), /calls/live (an HTML page for people) and POST /transcribe
+(the old HTTP service's endpoint, see streams/http_transcribe.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from schemas.records import Transcript
+from streams import metrics
+from streams.settings import Settings
+
+LIVE_PAGE = Path(__file__).with_name("live.html")
+
+
+def package_version() -> str:
+    try:
+        return version("callstt")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class WorkerStatus:
+    """What the worker knows about itself, for its web pages; updated by the agent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.router = None
+        self.model_error = ""
+        self.models_ready = asyncio.Event()
+        self.started_at = time.time()
+        self.streams: dict[str, dict] = {}  # state key -> what /calls shows
+        self.recent_transcripts: deque[dict] = deque(maxlen=200)
+        self.assigned_partitions: Callable[[], set[int]] = set
+
+    def on_stream(self, key: str, state) -> None:
+        previous = self.streams.get(key, {})
+        self.streams[key] = {
+            "call_id": state.call_id, "stream_id": state.stream_id, "partition": state.partition,
+            "language": state.language or state.hint or None, "utterances": state.utterance_index,
+            "buffered_seconds": round(sum(block.samples for block in state.blocks) / 16000, 2),
+            "last_chunk_ms": state.last_received_ms, "last_transcript": previous.get("last_transcript"),
+        }
+        self._update_gauges()
+
+    def forget_stream(self, key: str) -> None:
+        self.streams.pop(key, None)
+        self._update_gauges()
+
+    def on_transcript(self, transcript: Transcript) -> None:
+        entry = {"call_id": transcript.call_id, "stream_id": transcript.stream_id,
+                 "utterance_index": transcript.utterance_index, "language": transcript.language,
+                 "text": transcript.text, "produced_ts_ms": transcript.produced_ts_ms,
+                 "latency_seconds": round((transcript.produced_ts_ms - transcript.last_audio_capture_ts_ms) / 1000, 3)
+                 if transcript.last_audio_capture_ts_ms else None}
+        self.recent_transcripts.append(entry)
+        for view in self.streams.values():
+            if view["call_id"] == transcript.call_id and view["stream_id"] == transcript.stream_id:
+                view["last_transcript"] = transcript.text
+
+    def _update_gauges(self) -> None:
+        metrics.ACTIVE_STREAMS.set(len(self.streams))
+        metrics.BUFFERED_SECONDS.set(sum(view["buffered_seconds"] for view in self.streams.values()))
+
+    def health(self) -> tuple[int, dict]:
+        body = {"service": "callstt", "app": self.settings.app_id,
+                "uptime_seconds": round(time.time() - self.started_at, 1),
+                "partitions": sorted(self.assigned_partitions()), "active_streams": len(self.streams)}
+        if self.model_error:
+            return 503, {**body, "status": "error", "reason": f"models failed to load: {self.model_error}"}
+        if not self.models_ready.is_set():
+            return 503, {**body, "status": "starting", "reason": "models loading"}
+        if not body["partitions"]:
+            return 503, {**body, "status": "starting", "reason": "no partitions of the audio topic assigned yet"}
+        return 200, {**body, "status": "ok"}
+
+    def calls(self) -> dict:
+        return {"streams": sorted(self.streams.values(), key=lambda v: (v["call_id"], v["stream_id"])),
+                "recent_transcripts": list(self.recent_transcripts)[-50:]}
+
+
+def register_pages(app, status: WorkerStatus) -> None:
+    from streams.http_transcribe import TranscribeView
+
+    @app.page("/api")
+    async def api_root(web, request):
+        return web.json({"service": "callstt", "version": package_version(),
+                         "description": "Speech-to-text stream processor for live calls",
+                         "endpoints": ["/api", "/health", "/models", "/metrics", "/calls", "/calls/live",
+                                       "POST /transcribe", "/router/", "/table/"]})
+
+    @app.page("/health")
+    async def health(web, request):
+        code, body = status.health()
+        return web.json(body, status=code)
+
+    @app.page("/models")
+    async def models_page(web, request):
+        if status.router is None:
+            return web.json({"status": "loading", "reason": status.model_error or "models loading"}, status=503)
+        return web.json(status.router.describe())
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.page("/calls")
+    async def calls_page(web, request):
+        return web.json(status.calls())
+
+    @app.page("/calls/live")
+    async def live_page(web, request):
+        return web.html(LIVE_PAGE.read_text())
+
+    app.page("/transcribe")(TranscribeView.for_status(status))
