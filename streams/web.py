@@ -110,7 +110,7 @@ def register_pages(app, status: WorkerStatus) -> None:
 
     @app.page("/metrics")
     async def metrics_page(web, request):
-        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4; charset=utf-8")
+        return web.bytes(metrics.render(), content_type="text/plain")
 
     @app.page("/calls")
     async def calls_page(web, request):
