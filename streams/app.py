@@ -35,9 +35,6 @@ from streams.web import WorkerStatus, register_pages
 
 log = logging.getLogger("callstt.worker")
 
-MODEL_VERSION = "1"
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -103,7 +100,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             metrics.UTTERANCES.labels(utterance.reason).inc()
             metrics.UTTERANCE_SECONDS.observe(audio_seconds)
             result = await loop.run_in_executor(model_thread, transcribe_utterance, status.router, utterance,
-                                                state.language, state.language_probability, MODEL_VERSION)
+                                                state.language, state.language_probability,
+                                                settings.model_version_label)
             metrics.INFERENCE_SECONDS.observe(result.model_seconds)
             if audio_seconds > 0:
                 metrics.REALTIME_FACTOR.observe(result.model_seconds / audio_seconds)

@@ -53,6 +53,8 @@ class Settings:
     device: str = env("DEVICE", "CALLSTT_DEVICE", default="cpu", doc="cpu or cuda")
     cpu_threads: int = env("OMP_NUM_THREADS", "CALLSTT_CPU_THREADS", default=0,
                            doc="Threads per model call (0 = library default)")
+    model_version: str = env("CALLSTT_MODEL_VERSION", default="",
+                             doc="Label written into transcripts (default: model name and compute type)")
     beam_size: int = env("CALLSTT_BEAM_SIZE", default=1, doc="Beam size (1 = greedy, fastest)")
     allow_hub_download: bool = env("CALLSTT_ALLOW_HUB_DOWNLOAD", default=False,
                                    doc="Allow downloading models from the Hugging Face hub")
@@ -84,6 +86,10 @@ class Settings:
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+    @property
+    def model_version_label(self) -> str:
+        return self.model_version or f"{self.model}-{self.compute_type}"
 
     @property
     def model_cache_path(self) -> Path | None:
