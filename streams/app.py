@@ -161,15 +161,21 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         await publish(outcome)
         save(outcome, event.message.partition)
 
-    async def handle_flush(event) -> None:
+    async def handle_control(event) -> None:
+        """A request from the timer, run in the stream's own partition: `flush|stream` or `evict|stream`."""
         call_id = event.message.key.decode()
-        stream_id = event.message.value.decode()
+        action, _, stream_id = event.message.value.decode().partition("|")
         state = load_state(call_id, stream_id)
-        if state is None or not EndpointState.from_bytes(state.endpoint).is_open:
+        if state is None:
             return
-        if now_ms() - state.last_received_ms < settings.idle_flush_s * 1000:
-            return  # audio came back after the request was sent
-        outcome = assembler.flush_idle(state, now_ms(), read_block)
+        idle_ms = now_ms() - state.last_received_ms
+        if action == "evict":
+            log.info("evicting stream call=%s stream=%s (idle %.0fs)", call_id, stream_id, idle_ms / 1000)
+            outcome = assembler.evict(state, now_ms(), read_block)
+        elif EndpointState.from_bytes(state.endpoint).is_open and idle_ms >= settings.idle_flush_s * 1000:
+            outcome = assembler.flush_idle(state, now_ms(), read_block)
+        else:
+            return  # nothing open, or audio came back after the request was sent
         await publish(outcome)
         save(outcome, event.message.partition)
 
@@ -193,7 +199,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         await status.models_ready.wait()  # records wait in the consumer meanwhile
         async for event in stream.events():
             if event.message.topic == control_topic(settings):
-                await handle_flush(event)
+                await handle_control(event)
             else:
                 await handle_chunk(event)
 
@@ -221,25 +227,35 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
 
     @app.timer(interval=1.0)
     async def flush_idle_streams() -> None:
-        """Ask the stream's own partition to flush streams whose producer went quiet."""
+        """Ask each stream's own partition to flush a stream whose producer went quiet, or to
+        evict one idle past its TTL or over the stream cap (memory stays bounded)."""
         if time.monotonic() - last_scan[0] > 30:
             last_scan[0] = time.monotonic()
             rescan_table()
         update_lag()
-        deadline = now_ms() - settings.idle_flush_s * 1000
-        for key, view in list(status.streams.items()):
+        now = now_ms()
+        # Over the cap, the longest-idle streams go first.
+        by_idleness = sorted(status.streams.items(), key=lambda item: item[1]["last_chunk_ms"])
+        over_cap = {key for key, _ in by_idleness[:max(len(by_idleness) - settings.max_streams, 0)]}
+        for key, view in by_idleness:
             partition = view["partition"]
             raw = table.get(key.encode()) if partition in assigned_partitions() else None
             if raw is None:
                 status.forget_stream(key)
                 continue
             state = StreamState.from_bytes(raw)
-            if state.last_received_ms > deadline or not EndpointState.from_bytes(state.endpoint).is_open:
+            idle_ms = now - state.last_received_ms
+            if key in over_cap or idle_ms >= settings.stream_ttl_s * 1000:
+                action = "evict"
+            elif idle_ms >= settings.idle_flush_s * 1000 and EndpointState.from_bytes(state.endpoint).is_open:
+                action = "flush"
+            else:
                 continue
             if time.monotonic() - flush_requested.get(key, 0) < settings.idle_flush_s:
-                continue
+                continue  # asked already; the request is on its way
             flush_requested[key] = time.monotonic()
-            await control.send(key=state.call_id.encode(), value=state.stream_id.encode(), partition=partition)
+            await control.send(key=state.call_id.encode(), value=f"{action}|{state.stream_id}".encode(),
+                               partition=partition)
 
     def assigned_partitions() -> set[int]:
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.audio_topic}

@@ -219,10 +219,21 @@ class StreamAssembler:
         outcome.pending_cuts.extend(cuts)
         self._cut(outcome, received_ms, read_block)
         if reason == "end_of_stream":
-            state.ended = True
-            for block in state.blocks:
-                self._delete_block(outcome, block)
-            state.blocks = []
+            self._close(outcome)
+
+    def evict(self, state: StreamState, received_ms: int, read_block: Callable[[str], bytes | None]) -> Outcome:
+        """Forget a stream that stayed idle too long (or one over the stream cap): its open
+        utterance is transcribed first, then its state and audio go."""
+        outcome = self.flush_idle(state, received_ms, read_block)
+        self._close(outcome)
+        return outcome
+
+    def _close(self, outcome: Outcome) -> None:
+        state = outcome.state
+        state.ended = True
+        for block in state.blocks:
+            self._delete_block(outcome, block)
+        state.blocks = []
 
     def _cut(self, outcome: Outcome, received_ms: int, read_block: Callable[[str], bytes | None]) -> None:
         state = outcome.state

@@ -49,6 +49,16 @@ class Settings:
                      doc="faster-whisper model: packaged name, local directory or hub id")
     phowhisper_model: str = env("CALLSTT_PHOWHISPER_MODEL", default="",
                                 doc="PhoWhisper checkpoint: local directory or hub id")
+    phowhisper_backend: str = env("CALLSTT_PHOWHISPER_BACKEND", default="auto",
+                                  doc="How PhoWhisper runs: converted (CTranslate2, converted once into the model "
+                                      "cache), transformers, or auto (a CTranslate2 directory or converted copy when "
+                                      "there is one, else transformers)")
+    phowhisper_quantization: str = env("CALLSTT_PHOWHISPER_QUANTIZATION", default="int8",
+                                       doc="Quantization of PhoWhisper's CTranslate2 conversion: int8, int8_float16, "
+                                           "float16 or float32")
+    torch_dtype: str = env("CALLSTT_TORCH_DTYPE", default="auto",
+                           doc="dtype of the transformers backend: auto (float32 on CPU, float16 on CUDA), "
+                               "float32, float16 or bfloat16")
     compute_type: str = env("COMPUTE_TYPE", "CALLSTT_COMPUTE_TYPE", default="int8", doc="CTranslate2 compute type")
     device: str = env("DEVICE", "CALLSTT_DEVICE", default="cpu", doc="cpu or cuda")
     cpu_threads: int = env("OMP_NUM_THREADS", "CALLSTT_CPU_THREADS", default=0,
@@ -65,6 +75,10 @@ class Settings:
     max_utterance_ms: int = env("CALLSTT_MAX_UTTERANCE_MS", default=15000, doc="Longest utterance before a cut")
     idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
                               doc="Flush a stream's open utterance after this long without chunks")
+    stream_ttl_s: float = env("CALLSTT_STREAM_TTL_S", default=600.0,
+                              doc="Forget a stream's state after this long without chunks")
+    max_streams: int = env("CALLSTT_MAX_STREAMS", default=10000,
+                           doc="Most streams a worker keeps; the longest idle are evicted beyond it")
     # Worker
     web_host: str = env("CALLSTT_WEB_HOST", default="127.0.0.1", doc="Worker web server bind address")
     web_port: int = env("CALLSTT_WEB_PORT", default=6066, doc="Worker web server port")

@@ -165,3 +165,33 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_good_calls_go_on(worker):
     assert set(reasons) == set(bad_records)
     for reason, value in bad_records.items():
         assert reasons[reason] == value  # the raw record, unchanged
+
+
+def test_a_call_that_never_ends_is_flushed_then_forgotten(kafka_bootstrap, tmp_path):
+    import httpx
+
+    worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_IDLE_FLUSH_S": "2",
+                                                                "CALLSTT_STREAM_TTL_S": "6"}).start()
+    try:
+        call_id = f"endless-{uuid.uuid4().hex[:6]}"
+        plan = FORMATS["pcm-16k-100ms"]
+        speech = synthesize(EN[0], "en")  # no trailing silence and no end_of_stream: the producer vanished
+        chunks = [replace(chunk, end_of_stream=False) for chunk in iter_chunks(speech, call_id, "caller", plan, 0)]
+        with worker.publisher() as publisher:
+            for chunk in chunks:
+                publisher.send(chunk)
+        calls = by_call(worker.transcripts(expected=1, idle_s=1))
+        assert word_error_rate(EN[0], calls[call_id][0].text) <= 0.15
+
+        def streams():
+            return httpx.get(f"http://127.0.0.1:{worker.web_port}/calls").json()["streams"]
+
+        import time
+
+        deadline = time.monotonic() + 30
+        while any(s["call_id"] == call_id for s in streams()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not any(s["call_id"] == call_id for s in streams())
+        assert "evicting stream call=" + call_id in worker.log_tail(200)
+    finally:
+        worker.stop()
