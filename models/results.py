@@ -31,6 +31,8 @@ class TranscriptionResult:
     words: list[Word] = field(default_factory=list)
     model_name: str = ""
     backend: str = ""
+    # Caveat about the timings for the transcript (e.g. word times only segment-level); "" = word-level.
+    timestamps_note: str = ""
 
     @property
     def avg_logprob(self) -> float:

@@ -8,11 +8,17 @@ A reference is one of
 - a hub id ("Systran/faster-whisper-small", or a size such as "small"), fetched by
   faster-whisper from the Hugging Face hub, only when hub downloads are allowed.
 
+The Vietnamese (PhoWhisper) route also takes transformers Whisper checkpoints
+(`choose_checkpoint`): a local checkpoint directory or a hub id such as
+vinai/PhoWhisper-small, run through transformers, or its CTranslate2 conversion
+(`models/convert.py`), which lives in the cache under converted/ and is preferred when present.
+
 Every failure is a ModelFileError that names the file and says what to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -139,8 +145,11 @@ def check_model_dir(path: Path) -> Path:
     for name in REQUIRED_FILES:
         file = path / name
         if not file.is_file():
+            if is_transformers_checkpoint(path):
+                raise ModelFileError(f"{path} is a transformers checkpoint, not a CTranslate2 model: convert it "
+                                     f"with `python -m models.convert {path}` (or use it as the PhoWhisper route)")
             raise ModelFileError(f"{file} is missing: the model directory is incomplete; copy the whole "
-                                 f"model again or convert it with ct2-transformers-converter")
+                                 f"model again or convert it with `python -m models.convert`")
         if file.stat().st_size == 0:
             raise ModelFileError(f"{file} is empty: the model directory is damaged; copy the model again")
     if not any((path / name).is_file() for name in VOCABULARY_FILES):
@@ -164,5 +173,143 @@ def download_from_hub(reference: str, cache_dir: Path, allow_hub: bool) -> Path:
 
     try:
         return Path(download_model(reference, cache_dir=str(cache_dir / "hub")))
+    except Exception as error:  # network and hub errors come in many types
+        raise ModelFileError(f"downloading '{reference}' from the hub failed: {error}") from error
+
+
+# --- transformers checkpoints and their CTranslate2 conversions (the PhoWhisper route) ---------------
+
+# Files holding a transformers checkpoint's weights (single file or sharded).
+TRANSFORMERS_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                             "pytorch_model.bin.index.json")
+# How the route runs a checkpoint: "converted" (CTranslate2 via faster-whisper), "transformers", or
+# "auto": a CTranslate2 directory or an existing converted copy when there is one, else transformers.
+CHECKPOINT_BACKENDS = ("auto", "converted", "transformers")
+QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    """What the PhoWhisper route loads: `path` with `kind` ("ctranslate2" or "transformers").
+    When `convert_from` is set, `path` does not exist yet: convert that checkpoint into it first."""
+
+    path: Path
+    kind: str
+    convert_from: Path | None = None
+
+
+def is_ctranslate2_dir(path: Path) -> bool:
+    """A CTranslate2 model directory (what faster-whisper loads and `models.convert` writes)."""
+    return (path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES)
+            and any((path / name).is_file() for name in VOCABULARY_FILES))
+
+
+def is_transformers_checkpoint(path: Path) -> bool:
+    """A transformers Whisper checkpoint: config.json with model_type whisper, and its weights."""
+    config_file = path / "config.json"
+    if not config_file.is_file() or (path / "model.bin").is_file():
+        return False
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError:
+        return False
+    return (isinstance(config, dict) and config.get("model_type") == "whisper"
+            and any((path / name).is_file() for name in TRANSFORMERS_WEIGHT_FILES))
+
+
+def _is_local_reference(reference: str) -> bool:
+    return Path(reference).expanduser().exists() or reference.startswith((".", "/", "~"))
+
+
+def converted_dir_for(reference: str, quantization: str, cache_dir: Path | None = None) -> Path:
+    """Where the CTranslate2 conversion of checkpoint `reference` is kept in the model cache:
+    converted/<owner>--<name>-<quantization> for a hub id, converted/<dir name>-<hash of its path>-<quantization>
+    for a local directory (so two local checkpoints with the same name do not collide)."""
+    cache_dir = cache_dir or default_cache_dir()
+    if _is_local_reference(reference):
+        resolved = Path(reference).expanduser().resolve()
+        name = f"{resolved.name}-{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+    else:
+        name = reference.strip("/").replace("/", "--")
+    return cache_dir / "converted" / f"{name}-{quantization}"
+
+
+def find_converted(reference: str, quantization: str, cache_dir: Path | None = None) -> Path | None:
+    """An existing converted copy of `reference`: the wanted quantization first, then any other."""
+    for candidate in (quantization, *[q for q in QUANTIZATIONS if q != quantization]):
+        directory = converted_dir_for(reference, candidate, cache_dir)
+        if is_ctranslate2_dir(directory):
+            return directory
+    return None
+
+
+def choose_checkpoint(reference: str, backend: str = "auto", quantization: str = "int8",
+                      cache_dir: Path | None = None, allow_hub: bool = False) -> CheckpointChoice:
+    """Decide what the PhoWhisper route loads for `reference` (a local directory or a hub id).
+
+    - a CTranslate2 directory runs as it is (backend auto or converted);
+    - a transformers checkpoint runs through transformers (backend transformers, or auto when it
+      has no converted copy yet), or through its converted copy in the cache (auto when one exists,
+      converted always: the copy is made on first use when missing);
+    - a hub id is looked up among the converted copies first (no download needed), then downloaded
+      only when hub downloads are allowed.
+    """
+    if backend not in CHECKPOINT_BACKENDS:
+        raise ModelFileError(f"unknown PhoWhisper backend '{backend}': use one of {', '.join(CHECKPOINT_BACKENDS)}")
+    if quantization not in QUANTIZATIONS:
+        raise ModelFileError(f"unknown quantization '{quantization}': use one of {', '.join(QUANTIZATIONS)}")
+    cache_dir = cache_dir or default_cache_dir()
+    if _is_local_reference(reference):
+        path = Path(reference).expanduser()
+        if not path.is_dir():
+            raise ModelFileError(f"checkpoint directory {path} does not exist: give a transformers Whisper "
+                                 f"checkpoint directory, a CTranslate2 model directory or a hub id")
+    else:
+        if "/" not in reference:
+            raise ModelFileError(f"unknown checkpoint reference '{reference}': give a local directory or a hub id "
+                                 f"such as vinai/PhoWhisper-small")
+        if backend != "transformers":
+            converted = find_converted(reference, quantization, cache_dir)
+            if converted is not None:
+                return CheckpointChoice(converted, "ctranslate2")
+        path = download_checkpoint(reference, cache_dir, allow_hub)
+    if is_ctranslate2_dir(path):
+        if backend == "transformers":
+            raise ModelFileError(f"{path} is a CTranslate2 model, which the transformers backend cannot run: "
+                                 f"give the transformers checkpoint, or use backend converted or auto")
+        return CheckpointChoice(check_model_dir(path), "ctranslate2")
+    if not is_transformers_checkpoint(path):
+        raise ModelFileError(f"{path} is neither a transformers Whisper checkpoint (config.json with model_type "
+                             f"whisper, and model.safetensors or pytorch_model.bin) nor a CTranslate2 model "
+                             f"(model.bin, config.json, vocabulary): copy the checkpoint again")
+    if backend == "transformers":
+        return CheckpointChoice(path, "transformers")
+    converted = find_converted(reference, quantization, cache_dir)
+    if converted is not None:
+        return CheckpointChoice(converted, "ctranslate2")
+    if backend == "converted":
+        return CheckpointChoice(converted_dir_for(reference, quantization, cache_dir), "ctranslate2", convert_from=path)
+    return CheckpointChoice(path, "transformers")
+
+
+def download_checkpoint(reference: str, cache_dir: Path, allow_hub: bool) -> Path:
+    """Fetch a transformers (or CTranslate2) checkpoint from the hub, for users with internet access only;
+    one weights format is fetched (safetensors when the repository has it)."""
+    if not allow_hub:
+        raise ModelFileError(
+            f"checkpoint '{reference}' would be downloaded from the Hugging Face hub, which is disabled: set "
+            f"CALLSTT_ALLOW_HUB_DOWNLOAD=true to allow it, or give a local checkpoint directory, or convert it "
+            f"once where the hub is reachable (`python -m models.convert {reference} --allow-hub`)"
+        )
+    try:
+        from huggingface_hub import list_repo_files, snapshot_download
+
+        files = list_repo_files(reference)
+        if any(name.endswith(".safetensors") for name in files):
+            weights = ["*.safetensors", "*.safetensors.index.json"]
+        else:
+            weights = ["pytorch_model*.bin", "pytorch_model.bin.index.json", "model.bin"]
+        patterns = ["*.json", "*.txt", "*.model", *weights]
+        return Path(snapshot_download(reference, cache_dir=str(cache_dir / "hub"), allow_patterns=patterns))
     except Exception as error:  # network and hub errors come in many types
         raise ModelFileError(f"downloading '{reference}' from the hub failed: {error}") from error

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
+from faust.types import TP
 
 from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
@@ -172,7 +173,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         if action == "evict":
             log.info("evicting stream call=%s stream=%s (idle %.0fs)", call_id, stream_id, idle_ms / 1000)
             outcome = assembler.evict(state, now_ms(), read_block)
-        elif EndpointState.from_bytes(state.endpoint).is_open and idle_ms >= settings.idle_flush_s * 1000:
+        elif (EndpointState.from_bytes(state.endpoint).is_open and idle_ms >= settings.idle_flush_s * 1000
+              and partition_lag(event.message.partition) == 0):
             outcome = assembler.flush_idle(state, now_ms(), read_block)
         else:
             return  # nothing open, or audio came back after the request was sent
@@ -213,17 +215,23 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             if raw_key.startswith(b"S|") and raw and raw_key.decode() not in status.streams:
                 status.on_stream(raw_key.decode(), StreamState.from_bytes(raw))
 
+    def partition_lag(partition: int) -> int | None:
+        """Audio records of the partition not read yet (None: unknown so far)."""
+        tp = TP(settings.audio_topic, partition)
+        read = getattr(app.consumer, "_read_offset", {}).get(tp)
+        try:
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # nothing fetched yet
+            return None
+        if highwater is None:
+            return None
+        return max(highwater - ((read if read is not None else -1) + 1), 0)
+
     def update_lag() -> None:
-        for tp in app.consumer.assignment():
-            if tp.topic != settings.audio_topic:
-                continue
-            read = getattr(app.consumer, "_read_offset", {}).get(tp)
-            try:
-                highwater = app.consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                continue
-            if highwater is not None:
-                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(highwater - ((read or -1) + 1), 0))
+        for partition in assigned_partitions():
+            lag = partition_lag(partition)
+            if lag is not None:
+                metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
 
     @app.timer(interval=1.0)
     async def flush_idle_streams() -> None:
@@ -247,7 +255,10 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             idle_ms = now - state.last_received_ms
             if key in over_cap or idle_ms >= settings.stream_ttl_s * 1000:
                 action = "evict"
-            elif idle_ms >= settings.idle_flush_s * 1000 and EndpointState.from_bytes(state.endpoint).is_open:
+            elif (idle_ms >= settings.idle_flush_s * 1000 and EndpointState.from_bytes(state.endpoint).is_open
+                  and partition_lag(partition) == 0):
+                # Quiet only counts once the partition is read to its end: a worker that is behind
+                # has the stream's next chunks waiting, and must not cut the utterance early.
                 action = "flush"
             else:
                 continue

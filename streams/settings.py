@@ -66,6 +66,16 @@ class Settings:
     model_version: str = env("CALLSTT_MODEL_VERSION", default="",
                              doc="Label written into transcripts (default: model name and compute type)")
     beam_size: int = env("CALLSTT_BEAM_SIZE", default=1, doc="Beam size (1 = greedy, fastest)")
+    inference_mode: str = env("CALLSTT_INFERENCE_MODE", default="single",
+                              doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
+                                  "single (one per model call), batched (one 30 s window each, one batched call) "
+                                  "or packed (short utterances of one language share 30 s windows)")
+    inference_batch_size: int = env("CALLSTT_INFERENCE_BATCH_SIZE", default=8,
+                                    doc="Most windows per batched model call (batched and packed modes)")
+    pack_window_s: float = env("CALLSTT_PACK_WINDOW_S", default=28.0,
+                               doc="Longest packed window in seconds (packed mode; Whisper's window is 30 s)")
+    pack_gap_s: float = env("CALLSTT_PACK_GAP_S", default=0.8,
+                            doc="Silence placed between packed utterances, in seconds (packed mode)")
     allow_hub_download: bool = env("CALLSTT_ALLOW_HUB_DOWNLOAD", default=False,
                                    doc="Allow downloading models from the Hugging Face hub")
     model_cache_dir: str = env("CALLSTT_MODEL_CACHE_DIR", default="",

@@ -68,7 +68,7 @@ def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: 
         avg_logprob=result.avg_logprob, no_speech_prob=result.no_speech_prob,
         last_audio_capture_ts_ms=utterance.last_capture_ts_ms,
         last_audio_received_ts_ms=utterance.last_received_ts_ms,
-        produced_ts_ms=int(time.time() * 1000),
+        produced_ts_ms=int(time.time() * 1000), timestamps_note=result.timestamps_note or None,
     )
 
 

@@ -12,18 +12,35 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from kafka_local import LocalKafka  # noqa: E402  (scripts/ is not a package)
 
-# Tests use their own ports and data folder, so a developer's running demo broker is left alone.
-TEST_KAFKA_PORT = 29092
+def free_port_pair() -> int:
+    """A port p with p and p+1 free (client and controller listeners of a one-node broker)."""
+    import random
+    import socket
+
+    for _ in range(100):
+        port = random.randint(30000, 39000)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("127.0.0.1", port))
+                second.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for the test broker")
 
 
 @pytest.fixture(scope="session")
 def kafka_cluster() -> LocalKafka:
-    """A fresh single-node KRaft broker on 127.0.0.1, wiped and started once per session."""
-    cluster = LocalKafka(name="test", brokers=1, port=TEST_KAFKA_PORT)
-    cluster.wipe()
+    """A fresh single-node KRaft broker on 127.0.0.1, started once per test session.
+
+    Its own free ports and data folder (.local/kafka/test-<pid>/), so a developer's demo
+    broker and other test sessions are left alone; wiped at the end."""
+    import os
+
+    cluster = LocalKafka(name=f"test-{os.getpid()}", brokers=1, port=free_port_pair())
     cluster.start()
     yield cluster
-    cluster.stop()
+    cluster.wipe()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.faults
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = LocalKafka(name="test-cluster", brokers=3, port=29192)
+    import os
+
+    cluster = LocalKafka(name=f"test-cluster-{os.getpid()}", brokers=3, port=29192)
     cluster.wipe()
     cluster.start()
     yield cluster
