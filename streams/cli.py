@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -85,18 +85,19 @@ def _sample_rate(value: int) -> int:
 @app.command()
 def publish(
     inputs: list[Path] = typer.Argument(None, metavar="FILE_OR_DIR", show_default=False,
-                                        help="Audio files (anything ffmpeg reads) or directories of them; each is one call"),
+                                        help="Audio files (anything ffmpeg reads) or directories of them; "
+                                             "each is one call"),
     say: list[str] = typer.Option(None, "--say", metavar="TEXT", show_default=False,
                                   help="Synthesize TEXT with espeak-ng as one more call (repeatable)"),
     language: str = typer.Option(None, "--language", show_default=False,
-                                 help="Language of --say (default en); when given also sent as the chunks' language hint"),
+                                 help="Language of --say (default en); when given also sent as the chunks' "
+                                      "language hint"),
     call_id: str = typer.Option(None, "--call-id", show_default=False,
                                 help="Call id (default call-<8 hex>); several calls get -1, -2, ... appended"),
     stream_id: str = typer.Option("caller", "--stream-id", help="Stream (participant leg) id"),
     chunk_ms: int = typer.Option(20, "--chunk-ms", min=1, max=10000, help="Milliseconds of audio per chunk"),
     sample_rate: int = typer.Option(16000, "--sample-rate", callback=_sample_rate, help="8000, 16000 or 48000"),
-    encoding: Encoding = typer.Option(Encoding.PCM_S16LE, "--encoding",
-                                      help="Payload encoding"),
+    encoding: Encoding = typer.Option(Encoding.PCM_S16LE, "--encoding", help="Payload encoding"),
     realtime: bool = typer.Option(False, "--realtime/--fast", help="Pace chunks at real time, or send at once"),
     calls: int = typer.Option(None, "--calls", min=1, show_default=False,
                               help="Simulate N concurrent calls cycling over the inputs (default: one per input)"),
@@ -122,14 +123,15 @@ def publish(
     settings = load_settings(kafka_bootstrap_servers=bootstrap, audio_topic=topic)
     plan = ChunkPlan(sample_rate=sample_rate, encoding=encoding.value, chunk_ms=chunk_ms)
     stderr = Console(stderr=True)
+    live = stderr.is_terminal  # progress only where someone watches: pipes and logs get just the result
     try:
-        with stderr.status("loading audio...", spinner="dots"):
+        with stderr.status("loading audio...", spinner="dots") if live else nullcontext():
             sources = load_inputs(inputs or (), say or (), language=language or "en", sample_rate=sample_rate)
         jobs = plan_calls(sources, calls, call_id, stream_id, language)
         total = sum(job.chunk_count(plan) for job in jobs)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("chunks"),
                    TimeRemainingColumn())
-        with Progress(*columns, console=stderr, transient=True) as progress:
+        with Progress(*columns, console=stderr, transient=True, disable=not live) as progress:
             task = progress.add_task(f"publishing {len(jobs)} call(s) to {settings.audio_topic}", total=total)
             results = publish_calls(settings.kafka_bootstrap_servers, settings.audio_topic, jobs, plan,
                                     realtime=realtime, timeout=timeout,
@@ -173,14 +175,15 @@ def tail(
 
     Starts at new transcripts unless --from-beginning or --since. Ctrl-C stops it (exit 0).
     """
+    from confluent_kafka import KafkaException
+
+    from schemas.codec import AvroCodec
     from streams.tailing import TailError, TranscriptTail, format_transcript
 
     start_at = _since(since)
     if start_at is not None and from_beginning:
         raise typer.BadParameter("use --since or --from-beginning, not both", param_hint="--since")
     settings = load_settings(kafka_bootstrap_servers=bootstrap, transcript_topic=topic)
-    from schemas.codec import AvroCodec
-
     reader = None
     try:
         reader = TranscriptTail(settings.kafka_bootstrap_servers, settings.transcript_topic,
@@ -193,20 +196,18 @@ def tail(
                 typer.echo(format_transcript(transcript))
     except TailError as error:
         raise CliFailure(str(error)) from None
-    except (KeyboardInterrupt, BrokenPipeError):
-        _quiet_exit()
+    except KafkaException as error:  # e.g. the time seek (offsets_for_times) in the assignment
+        raise CliFailure(f"following {settings.transcript_topic} failed: {error.args[0].str()}") from None
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None  # Ctrl-C: stop quietly
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop quietly, and point stdout at
+        # /dev/null so the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     finally:
         if reader is not None:
             reader.close()
-
-
-def _quiet_exit() -> None:
-    """Ctrl-C or a closed pipe: stop at once, exit 0, print nothing (no broken-pipe noise either)."""
-    try:
-        sys.stdout.flush()
-    except (BrokenPipeError, OSError):
-        pass
-    raise typer.Exit(0)
 
 
 # --- topics ----------------------------------------------------------------------------------
@@ -254,6 +255,8 @@ def topics(
         raise CliFailure(str(error)) from None
     except KafkaException as error:
         raise CliFailure(f"Kafka at {settings.kafka_bootstrap_servers}: {error.args[0].str()}") from None
+    except TimeoutError:
+        raise CliFailure(f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout:g}s") from None
 
 
 def _create_topics(settings: Settings, timeout: float) -> None:

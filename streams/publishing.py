@@ -279,23 +279,21 @@ def send_calls(publisher: CallPublisher, jobs: Sequence[CallJob], plan: ChunkPla
                for job, result in zip(jobs, results)]
     started = time.monotonic()
     for step in itertools.count():
+        batch = [(job, result, chunks, next(chunks, None)) for job, result, chunks in streams]
+        streams = [(job, result, chunks) for job, result, chunks, chunk in batch if chunk is not None]
         if not streams:
             break
         if realtime:
             delay = started + step * plan.chunk_ms / 1000 - time.monotonic()
             if delay > 0:
                 sleep(delay)
-        still_open = []
-        for job, result, chunks in streams:
-            chunk = next(chunks, None)
+        for job, result, _, chunk in batch:
             if chunk is None:
                 continue
             publisher.send(chunk)
             result.chunks += 1
             if on_chunk:
                 on_chunk(job)
-            still_open.append((job, result, chunks))
-        streams = still_open
     return results
 
 

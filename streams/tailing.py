@@ -7,8 +7,9 @@
 * fail fast, with one clear line, when the broker cannot be reached or the topic does not
   exist (`TailError`), instead of polling an unreachable broker forever; librdkafka's own
   log lines are kept off stderr;
-* count the idle time of `follow(idle_exit_s=...)` from when it got its partitions (so a slow
-  group join does not eat the idle window) and only over the transcripts it yields.
+* count the idle time of `follow(idle_exit_s=...)` over the transcripts it yields, from when
+  it got its partitions (a slow group join does not eat the idle window) and not while it is
+  still reading older records (a long backlog of other calls does not either).
 
 `parse_since` turns what a user types (`10m`, `2h30m`, `2024-05-01T09:00`, ...) into the
 datetime to start at.
@@ -27,7 +28,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import Transcript
@@ -117,15 +118,17 @@ class TranscriptTail(TranscriptReader):
     def follow(self, idle_exit_s: float | None = None, call_id: str | None = None) -> Iterator[Transcript]:
         """Yield transcripts (of `call_id` only, if given) as they arrive.
 
-        With `idle_exit_s`, stop once that long passed without yielding one, counted from the
-        later of the call and the partition assignment.
+        With `idle_exit_s`, stop once that long passed without yielding one. The clock starts at
+        the later of this call and the partition assignment, and is held back while records
+        older than this call are being read (catching up on a backlog of other calls is not
+        idleness); new records of other calls do not hold it back.
         """
         started = time.monotonic()
-        last_yield: float | None = None
+        started_ms = time.time() * 1000
+        active_at = started
         while True:
             if idle_exit_s is not None:
-                reference = last_yield or max(started, self.assigned_at or started)
-                if time.monotonic() - reference >= idle_exit_s:
+                if time.monotonic() - max(active_at, self.assigned_at or started) >= idle_exit_s:
                     return
             message = self.consumer.poll(0.2)
             if message is None:
@@ -134,12 +137,15 @@ class TranscriptTail(TranscriptReader):
                 if message.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise TailError(f"consuming {self.topic} failed: {message.error().str()}")
+            kind, timestamp_ms = message.timestamp()
+            if kind != TIMESTAMP_NOT_AVAILABLE and timestamp_ms < started_ms:
+                active_at = time.monotonic()  # still reading the backlog
             try:
                 transcript = self.codec.decode_transcript(message.value())
             except DecodeError:
                 continue  # not ours to judge: tail shows only what it can read
             if call_id is None or transcript.call_id == call_id:
-                last_yield = time.monotonic()
+                active_at = time.monotonic()
                 yield transcript
 
 
