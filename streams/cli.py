@@ -332,6 +332,65 @@ def _describe_topics(admin, settings: Settings, timeout: float) -> None:
                    f"replication={'/'.join(map(str, sorted(replicas)))}  {config_text}")
 
 
+@app.command()
+def replay(
+    output_topic: str = typer.Option(..., "--output-topic", help="Where replayed transcripts go, e.g. callstt.transcripts.v2"),
+    calls: list[str] = typer.Option(None, "--call", help="A call to replay (repeatable); default: every call in the range"),
+    since: str = typer.Option(None, "--since", help="Start of the range: ISO-8601 or a time ago (2h, 30m)"),
+    until: str = typer.Option(None, "--until", help="End of the range: ISO-8601 or a time ago"),
+    model: str = typer.Option(None, "--model", help="Model to replay through (default: MODEL_SIZE / CALLSTT_MODEL)"),
+    model_version: str = typer.Option(None, "--model-version", help="Version label written into the transcripts"),
+    rewind_group: str = typer.Option(None, "--rewind-group",
+                                     help="Instead: move this (stopped) consumer group back to --since"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+) -> None:
+    """Reprocess calls from the audio topic through a chosen model into a chosen topic (never joins the
+    live workers' group), or rewind a stopped worker group to a time for a full reprocess."""
+    from streams.replay import replay_calls
+    from streams.replay import rewind_group as rewind
+    from streams.worker import build_router
+
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, model=model, model_version=model_version)
+    since_at, until_at = _since(since), _since(until)
+    if rewind_group:
+        if since_at is None:
+            raise typer.BadParameter("--rewind-group needs --since", param_hint="--since")
+        offsets = rewind(settings, rewind_group, int(since_at.timestamp() * 1000))
+        for partition, offset in sorted(offsets.items()):
+            typer.echo(f"{settings.audio_topic}[{partition}] -> offset {offset}")
+        return
+    router = build_router(settings)
+    report = replay_calls(
+        settings, router, output_topic, settings.model_version_label, call_ids=set(calls) if calls else None,
+        since_ms=int(since_at.timestamp() * 1000) if since_at else None,
+        until_ms=int(until_at.timestamp() * 1000) if until_at else None,
+        on_transcript=lambda t: typer.echo(f"{t.call_id} {t.stream_id} #{t.utterance_index} [{t.language}] {t.text}"))
+    typer.echo(f"replayed {len(report.calls)} call(s), {report.chunks} chunks -> {report.transcripts} transcripts "
+               f"into {output_topic} (model version {settings.model_version_label}; "
+               f"{report.rejected_chunks} rejected, {report.skipped_chunks} skipped)", err=True)
+
+
+@app.command()
+def convert(
+    checkpoint: str = typer.Argument(..., help="transformers Whisper checkpoint: local directory or hub id"),
+    output: Path = typer.Option(None, "--output", "-o", help="Output directory (default: the model cache)"),
+    quantization: str = typer.Option("int8", "--quantization", "-q", help="int8, int8_float16, float16 or float32"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory"),
+    benchmark: bool = typer.Option(False, "--benchmark", help="Then time transformers against the converted model"),
+) -> None:
+    """Convert a transformers Whisper checkpoint (e.g. PhoWhisper) to CTranslate2 for the faster-whisper backend."""
+    from models.convert import main as convert_main
+
+    settings = load_settings()
+    argv = [checkpoint, "-q", quantization]
+    argv += ["-o", str(output)] if output else []
+    argv += ["--force"] if force else []
+    argv += ["--benchmark"] if benchmark else []
+    argv += ["--allow-hub"] if settings.allow_hub_download else []
+    argv += ["--cache-dir", settings.model_cache_dir] if settings.model_cache_dir else []
+    raise typer.Exit(convert_main(argv))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
