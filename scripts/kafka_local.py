@@ -130,6 +130,8 @@ class LocalKafka:
     name: str = "dev"
     brokers: int = 1
     port: int = 9092
+    # SCRAM-SHA-256 users; when set, each node also listens with SASL_PLAINTEXT on sasl_port(node).
+    scram_users: dict[str, str] | None = None
 
     @property
     def root(self) -> Path:
@@ -148,6 +150,13 @@ class LocalKafka:
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id - 1]
+
+    def sasl_port(self, node: Node) -> int:
+        return self.port + 2 * self.brokers + node.node_id - 1
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{self.sasl_port(node)}" for node in self.nodes)
 
     # -- configuration -------------------------------------------------------------
 
@@ -176,6 +185,14 @@ class LocalKafka:
             "auto.create.topics.enable": "true",
             "delete.topic.enable": "true",
         }
+        if self.scram_users:
+            sasl = f"SASL_PLAINTEXT://127.0.0.1:{self.sasl_port(node)}"
+            settings["listeners"] += "," + sasl
+            settings["advertised.listeners"] += "," + sasl
+            settings["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            settings["sasl.enabled.mechanisms"] = "SCRAM-SHA-256"
+            settings["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def cluster_id(self) -> str:
@@ -198,8 +215,10 @@ class LocalKafka:
         node.config_file.write_text(self.server_properties(node))
         if (node.data_dir / "meta.properties").exists():
             return
+        scram = [argument for user, password in (self.scram_users or {}).items()
+                 for argument in ("--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]")]
         command = java_command("kafka.tools.StorageTool", "format", "-t", self.cluster_id(),
-                               "-c", str(node.config_file), "--ignore-formatted",
+                               "-c", str(node.config_file), "--ignore-formatted", *scram,
                                extra_opts=self.log_opts(node))
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:

@@ -46,6 +46,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        broker_credentials=settings.faust_credentials(),  # TLS / SASL from settings
         store="rocksdb://",  # rocksdict under the hood
         datadir=settings.data_dir,
         topic_partitions=settings.topic_partitions,
@@ -55,6 +56,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         web_host=settings.web_host,
+        web_bind=settings.web_host,  # Faust binds to web_bind (default 0.0.0.0); web_host is only advertised
         web_port=settings.web_port,
         web_enabled=True,
         topic_disable_leader=True,

@@ -136,7 +136,8 @@ def publish(
             results = publish_calls(settings.kafka_bootstrap_servers, settings.audio_topic, jobs, plan,
                                     realtime=realtime, timeout=timeout,
                                     codec=AvroCodec(settings.schema_registry_url or None),
-                                    on_chunk=lambda job: progress.advance(task))
+                                    on_chunk=lambda job: progress.advance(task),
+                                    client_config=settings.kafka_client_config())
     except (InputError, PublishError) as error:
         raise CliFailure(str(error)) from None
     width = max(len(result.call_id) for result in results)
@@ -188,7 +189,8 @@ def tail(
     try:
         reader = TranscriptTail(settings.kafka_bootstrap_servers, settings.transcript_topic,
                                 start=start_at or ("beginning" if from_beginning else "end"),
-                                codec=AvroCodec(settings.schema_registry_url or None), timeout=timeout)
+                                codec=AvroCodec(settings.schema_registry_url or None), timeout=timeout,
+                                extra_config=settings.kafka_client_config())
         for transcript in reader.follow(idle_exit_s=idle_exit, call_id=call):
             if as_json:
                 typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False))
@@ -244,7 +246,7 @@ def topics(
     settings = load_settings(kafka_bootstrap_servers=bootstrap, app_id=app_id, topic_partitions=partitions,
                              topic_replication=replication)
     errors = ClientErrors()
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **errors.config()})
+    admin = AdminClient({**settings.kafka_client_config(), **errors.config()})
     try:
         check_topic(admin, settings.kafka_bootstrap_servers, None, timeout, errors)
         if action is TopicsAction.create:

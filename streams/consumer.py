@@ -16,13 +16,15 @@ class TranscriptReader:
     """Follows the transcript topic with its own consumer group (it never disturbs the workers')."""
 
     def __init__(self, bootstrap_servers: str, topic: str, from_beginning: bool = True,
-                 codec: AvroCodec | None = None, group_id: str | None = None) -> None:
+                 codec: AvroCodec | None = None, group_id: str | None = None,
+                 extra_config: dict | None = None) -> None:
         self.codec = codec or AvroCodec()
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id or f"callstt-tail-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": group_id is not None,
+            **(extra_config or {}),  # e.g. Settings.kafka_client_config(): TLS / SASL
         })
         self.consumer.subscribe([topic])
 

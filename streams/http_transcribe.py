@@ -137,13 +137,14 @@ class TranscribeView(View):
 
     def publish(self, samples: np.ndarray, call_id: str, language: str | None) -> None:
         settings = self.status.settings
-        with CallPublisher(settings.kafka_bootstrap_servers, settings.audio_topic) as publisher:
+        with CallPublisher(settings.kafka_bootstrap_servers, settings.audio_topic,
+                           extra_config=settings.kafka_client_config()) as publisher:
             publisher.publish_call(samples, call_id, "caller", 16000, "PCM_S16LE", CHUNK_MS, language)
 
     async def transcript_consumer(self) -> AIOKafkaConsumer:
         """A group-less consumer positioned at the end of every transcript partition (before publishing)."""
         settings = self.status.settings
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**settings.aiokafka_config(), enable_auto_commit=False)
         await consumer.start()
         partitions = consumer.partitions_for_topic(settings.transcript_topic) or set()
         if not partitions:

@@ -313,7 +313,8 @@ def wait_acknowledged(publisher: CallPublisher, stall_timeout: float) -> None:
 
 def publish(bootstrap: str, topic: str, jobs: Sequence[CallJob], plan: ChunkPlan, realtime: bool = False,
             timeout: float = 10.0, codec: AvroCodec | None = None,
-            on_chunk: Callable[[CallJob], None] | None = None) -> list[CallResult]:
+            on_chunk: Callable[[CallJob], None] | None = None,
+            client_config: dict[str, Any] | None = None) -> list[CallResult]:
     """Publish the calls to `topic` and wait until the broker acknowledged every chunk.
 
     `timeout`: how long the broker may stay silent (first contact, and while waiting for
@@ -324,6 +325,7 @@ def publish(bootstrap: str, topic: str, jobs: Sequence[CallJob], plan: ChunkPlan
     results = new_results(jobs)
     tracker = DeliveryTracker({result.call_id: result for result in results})
     publisher = CallPublisher(bootstrap, topic, codec=codec, extra_config={
+        **(client_config or {}),  # security settings (TLS/SASL)
         **errors.config(),
         "on_delivery": tracker,
         # A missing topic must be an error, not auto-created with the broker's default partitions.

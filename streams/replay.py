@@ -60,10 +60,10 @@ def replay_calls(settings: Settings, router: ModelRouter, output_topic: str, mod
     codec = AvroCodec(settings.schema_registry_url or None)
     assembler = StreamAssembler(AssemblyConfig(endpoint=EndpointConfig(
         min_silence_ms=settings.min_silence_ms, max_utterance_ms=settings.max_utterance_ms)))
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers,
+    consumer = Consumer({**settings.kafka_client_config(),
                          "group.id": f"callstt-replay-{uuid.uuid4().hex[:8]}",  # never committed
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all",
+    producer = Producer({**settings.kafka_client_config(), "acks": "all",
                          "enable.idempotence": True, "partitioner": "murmur2_random"})
     report = ReplayReport()
     states: dict[tuple[str, str], StreamState] = {}
@@ -146,8 +146,8 @@ def rewind_group(settings: Settings, group_id: str, to_ms: int) -> dict[int, int
     so stop the workers first. Streams that had ended are then reprocessed from scratch
     with the same transcript ids; streams still open keep their table state.
     """
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group_id,
+    admin = AdminClient(settings.kafka_client_config())
+    consumer = Consumer({**settings.kafka_client_config(), "group.id": group_id,
                          "enable.auto.commit": False})
     try:
         targets = start_offsets(consumer, settings.audio_topic, to_ms)

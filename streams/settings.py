@@ -30,6 +30,15 @@ class Settings:
     # Kafka
     kafka_bootstrap_servers: str = env("CALLSTT_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS",
                                        default="127.0.0.1:9092", doc="Kafka bootstrap servers")
+    kafka_security_protocol: str = env("CALLSTT_KAFKA_SECURITY_PROTOCOL", default="PLAINTEXT",
+                                       doc="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: str = env("CALLSTT_KAFKA_SASL_MECHANISM", default="SCRAM-SHA-256",
+                                    doc="SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN")
+    kafka_sasl_username: str = env("CALLSTT_KAFKA_SASL_USERNAME", default="", doc="SASL user")
+    kafka_sasl_password: str = env("CALLSTT_KAFKA_SASL_PASSWORD", default="", doc="SASL password (never logged)")
+    kafka_ssl_cafile: str = env("CALLSTT_KAFKA_SSL_CAFILE", default="", doc="CA bundle for TLS to the brokers")
+    kafka_ssl_certfile: str = env("CALLSTT_KAFKA_SSL_CERTFILE", default="", doc="Client certificate (mutual TLS)")
+    kafka_ssl_keyfile: str = env("CALLSTT_KAFKA_SSL_KEYFILE", default="", doc="Client key (mutual TLS)")
     app_id: str = env("CALLSTT_APP_ID", default="callstt", doc="Faust app id = consumer group id")
     audio_topic: str = env("CALLSTT_AUDIO_TOPIC", default="callstt.audio", doc="Topic of AudioChunk events")
     transcript_topic: str = env("CALLSTT_TRANSCRIPT_TOPIC", default="callstt.transcripts",
@@ -112,6 +121,61 @@ class Settings:
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})
 
     @property
+    def uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.upper().startswith("SASL")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.kafka_security_protocol.upper() in ("SSL", "SASL_SSL")
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka (confluent-kafka) connection settings: every client the project makes starts here."""
+        config = {"bootstrap.servers": self.kafka_bootstrap_servers,
+                  "security.protocol": self.kafka_security_protocol.upper()}
+        if self.uses_sasl:
+            config.update({"sasl.mechanism": self.kafka_sasl_mechanism, "sasl.username": self.kafka_sasl_username,
+                           "sasl.password": self.kafka_sasl_password})
+        if self.uses_tls:
+            config.update({key: value for key, value in (("ssl.ca.location", self.kafka_ssl_cafile),
+                                                         ("ssl.certificate.location", self.kafka_ssl_certfile),
+                                                         ("ssl.key.location", self.kafka_ssl_keyfile)) if value})
+        return config
+
+    def ssl_context(self):
+        import ssl
+
+        if not self.uses_tls:
+            return None
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
+        return context
+
+    def faust_credentials(self):
+        """Broker credentials for Faust (aiokafka), or None for plaintext."""
+        import faust
+
+        if self.uses_sasl:
+            return faust.SASLCredentials(username=self.kafka_sasl_username, password=self.kafka_sasl_password,
+                                         mechanism=self.kafka_sasl_mechanism, ssl_context=self.ssl_context())
+        if self.uses_tls:
+            return faust.SSLCredentials(self.ssl_context())
+        return None
+
+    def aiokafka_config(self) -> dict:
+        config: dict = {"bootstrap_servers": self.kafka_bootstrap_servers,
+                        "security_protocol": self.kafka_security_protocol.upper()}
+        if self.uses_sasl:
+            config.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
+                          sasl_plain_password=self.kafka_sasl_password)
+        if self.uses_tls:
+            config["ssl_context"] = self.ssl_context()
+        return config
+
+    def __repr__(self) -> str:  # keeps the password out of tracebacks and logs
+        return f"Settings({self.describe()})"
+
+    @property
     def model_version_label(self) -> str:
         return self.model_version or f"{self.model}-{self.compute_type}"
 
@@ -139,4 +203,4 @@ def _convert(raw: str, kind: type, name: str) -> Any:
 
 
 def _looks_secret(name: str) -> bool:
-    return any(word in name for word in ("password", "secret", "token", "sasl"))
+    return any(word in name for word in ("password", "secret", "token"))

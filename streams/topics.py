@@ -43,7 +43,7 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the project's topics that do not exist yet; returns the names created."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(settings.kafka_client_config())
     specs = project_topics(settings)
     futures = admin.create_topics(
         [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication,

@@ -41,6 +41,7 @@ class WorkerProcess:
     data_root: Path
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
     extra_env: dict[str, str] = field(default_factory=dict)
+    client_config: dict[str, str] = field(default_factory=dict)  # TLS/SASL for the test's own clients
     process: subprocess.Popen | None = None
     web_port: int = field(default_factory=free_port)
 
@@ -84,15 +85,14 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float) -> None:
-        """Ready = /health answers and the worker holds partitions of the audio topic."""
+        """Ready = /health answers 200: models loaded and partitions of the audio topic assigned."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                health = httpx.get(f"http://127.0.0.1:{self.web_port}/health", timeout=2).json()
-                if health.get("partitions"):
-                    return
+                if httpx.get(f"http://127.0.0.1:{self.web_port}/health", timeout=2).status_code == 200:
+                    return  # models loaded and audio partitions assigned
             except (httpx.HTTPError, ValueError):
                 pass
             time.sleep(0.5)
@@ -117,13 +117,13 @@ class WorkerProcess:
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
     def publisher(self) -> CallPublisher:
-        return CallPublisher(self.bootstrap, self.audio_topic)
+        return CallPublisher(self.bootstrap, self.audio_topic, extra_config=self.client_config)
 
     def transcripts(self, expected: int, timeout: float = 120.0, idle_s: float = 8.0) -> list[Transcript]:
         """Read transcripts until `expected` distinct ids arrived and then `idle_s` passed quietly
         (so extra, unexpected transcripts are seen too), or `timeout`."""
         collected: list[Transcript] = []
-        reader = TranscriptReader(self.bootstrap, self.transcript_topic)
+        reader = TranscriptReader(self.bootstrap, self.transcript_topic, extra_config=self.client_config)
         deadline = time.monotonic() + timeout
         try:
             quiet_since = None
