@@ -393,6 +393,27 @@ def convert(
     raise typer.Exit(convert_main(argv))
 
 
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="K=1,2 for ~15 s each: a couple of minutes (CI smoke check)"),
+    output: Path = typer.Option(Path(".local/bench"), "--output", help="Folder for bench.json and bench.md"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="A running broker (default: its own on 127.0.0.1:39092)"),
+    calls: str = typer.Option(None, "--calls", help="Live K values, comma-separated (default 1,2,4,8)"),
+    live_seconds: float = typer.Option(None, "--live-seconds", help="Length of each live call (default 120; quick 15)"),
+    model: str = typer.Option(None, "--model", help="Model reference (default: MODEL_SIZE / CALLSTT_MODEL)"),
+) -> None:
+    """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes."""
+    from streams.bench import markdown, run_bench
+
+    try:
+        live_calls = [int(k) for k in calls.split(",")] if calls else None
+    except ValueError:
+        raise typer.BadParameter("comma-separated integers, e.g. 1,2,4", param_hint="--calls") from None
+    report = run_bench(quick=quick, out_dir=output, bootstrap=bootstrap, settings=load_settings(model=model),
+                       live_calls=live_calls, live_seconds=live_seconds)
+    typer.echo(markdown(report))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -1,0 +1,300 @@
+"""Several utterances per model call: one at a time, batched, or packed into shared 30 s windows.
+
+Whisper pads every input to a 30 s window, so the encoder costs as much for a 2 s utterance
+as for a 30 s one. Three ways to run the utterances that are ready at one moment (across
+calls) through a faster-whisper backend:
+
+- ``single``: one utterance per model call (what the worker does today);
+- ``batched``: each utterance in its own 30 s window, the windows encoded and decoded as one
+  batch (faster-whisper's ``BatchedInferencePipeline`` with one clip per utterance);
+- ``packed``: short utterances of the same language placed one after another in shared
+  windows of at most ``window_s`` seconds, separated by ``gap_s`` of silence; each window is
+  one encoder pass and one decode (WhisperX's idea, with its VAD merge); the words are split
+  back to their utterances by their timestamps. Windows are batched too.
+
+Every result is a ``TranscriptionResult`` relative to its own utterance (word times start at
+0 at the utterance's first sample), exactly as ``backend.transcribe`` returns, so
+``streams.transcripts.build_transcript`` takes it unchanged.
+
+    results = transcribe_many(router, [InferenceRequest(audio, "en"), InferenceRequest(audio2, "vi")],
+                              mode="packed")
+
+A backend that is not faster-whisper (the transformers PhoWhisper route), a request without
+a language, or an utterance longer than a window always runs one at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from models.results import Segment, TranscriptionResult, Word
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+MODES = ("single", "batched", "packed")
+# Packed windows stay under Whisper's 30 s so nothing is trimmed by pad_or_trim.
+DEFAULT_WINDOW_S = 28.0
+DEFAULT_GAP_S = 0.8
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One utterance ready for the model: 16 kHz mono float32 audio and the language to use."""
+
+    audio: np.ndarray
+    language: str | None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an utterance sits inside a packed window (seconds)."""
+
+    request: int  # index into the requests
+    start: float
+    end: float
+
+
+def plan_windows(durations: Sequence[float], window_s: float = DEFAULT_WINDOW_S,
+                 gap_s: float = DEFAULT_GAP_S) -> list[list[tuple[int, float]]]:
+    """Greedy packing in arrival order: windows of (request index, offset seconds).
+
+    An utterance that does not fit the current window opens a new one; one longer than the
+    window gets a window of its own (its caller runs it alone).
+    """
+    windows: list[list[tuple[int, float]]] = []
+    cursor = 0.0
+    for index, duration in enumerate(durations):
+        if windows and windows[-1] and cursor + gap_s + duration <= window_s:
+            offset = cursor + gap_s
+            windows[-1].append((index, offset))
+            cursor = offset + duration
+        else:
+            windows.append([(index, 0.0)])
+            cursor = duration
+    return windows
+
+
+def assign_words(words: Sequence[Word], placements: Sequence[Placement]) -> dict[int, list[Word]]:
+    """Words of a packed window split back to their utterances, times made utterance-relative.
+
+    A word belongs to the utterance whose span holds the word's midpoint, or else to the
+    nearest span (a word Whisper stretched into a gap). Times are clamped inside the utterance.
+    """
+    assigned: dict[int, list[Word]] = {p.request: [] for p in placements}
+    for word in words:
+        middle = (word.start + word.end) / 2
+
+        def distance(p: Placement) -> float:
+            return 0.0 if p.start <= middle <= p.end else min(abs(middle - p.start), abs(middle - p.end))
+
+        home = min(placements, key=distance)
+        length = home.end - home.start
+
+        def local(t: float) -> float:
+            return round(min(max(t - home.start, 0.0), length), 3)
+
+        assigned[home.request].append(Word(word.text, local(word.start), local(word.end), word.probability))
+    return assigned
+
+
+def _words_text(words: Sequence[Word]) -> str:
+    return " ".join(w.text for w in words if w.text).strip()
+
+
+def _supports_batching(backend) -> bool:
+    return hasattr(backend, "model") and hasattr(backend.model, "feature_extractor") and \
+        getattr(backend, "backend_name", "") == "faster-whisper"
+
+
+def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], language: str,
+               batch_size: int, word_timestamps: bool) -> list[tuple[list[Word], float, float]]:
+    """One BatchedInferencePipeline pass over `clips` (seconds) of `audio`: per clip, its words
+    (times relative to `audio`), avg_logprob and no_speech_prob."""
+    from faster_whisper import BatchedInferencePipeline
+    from models.faster_whisper_backend import max_new_tokens_for
+
+    pipeline = BatchedInferencePipeline(backend.model)
+    longest = max(end - start for start, end in clips)
+    with backend._lock:
+        segments_iter, _ = pipeline.transcribe(
+            audio, language=language, task="transcribe", beam_size=backend.options.beam_size,
+            temperature=0.0, word_timestamps=word_timestamps, without_timestamps=False, vad_filter=False,
+            clip_timestamps=[{"start": start, "end": end} for start, end in clips],
+            batch_size=max(1, batch_size), max_new_tokens=max_new_tokens_for(longest),
+            condition_on_previous_text=False,
+        )
+        segments = list(segments_iter)
+    per_clip: list[tuple[list[Word], list[float], float]] = [([], [], 0.0) for _ in clips]
+    starts = [int(round(start * SAMPLE_RATE)) for start, _ in clips]
+    for segment in segments:
+        # segment.seek is the clip's offset in frames (100 per second): find its clip.
+        offset_samples = segment.seek * SAMPLE_RATE // 100
+        clip = min(range(len(clips)), key=lambda i: abs(starts[i] - offset_samples))
+        words, logprobs, no_speech = per_clip[clip]
+        if word_timestamps:
+            words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3), float(w.probability))
+                      for w in (segment.words or []) if w.word.strip()]
+        else:
+            text = segment.text.strip()
+            if text:
+                words.append(Word(text, float(segment.start), float(segment.end), 1.0))
+        logprobs.append(float(segment.avg_logprob))
+        per_clip[clip] = (words, logprobs, max(no_speech, float(segment.no_speech_prob)))
+    return [(words, (sum(lp) / len(lp)) if lp else 0.0, ns if lp else 1.0) for words, lp, ns in per_clip]
+
+
+def _result(backend, words: list[Word], language: str, avg_logprob: float, no_speech_prob: float,
+            duration: float) -> TranscriptionResult:
+    text = _words_text(words)
+    segments = [Segment(text=text, start=words[0].start if words else 0.0,
+                        end=words[-1].end if words else duration,
+                        avg_logprob=avg_logprob, no_speech_prob=no_speech_prob)] if text else []
+    return TranscriptionResult(text=text, language=language, language_probability=1.0, segments=segments,
+                               words=words, model_name=backend.model_name, backend=backend.backend_name)
+
+
+def transcribe_batched(backend, audios: Sequence[np.ndarray], language: str,
+                       batch_size: int = DEFAULT_BATCH_SIZE) -> list[TranscriptionResult]:
+    """Each utterance in its own window, `batch_size` windows per encoder/decoder call."""
+    if not audios:
+        return []
+    gap = np.zeros(int(0.1 * SAMPLE_RATE), dtype=np.float32)  # clips never touch
+    pieces, clips, cursor = [], [], 0
+    for audio in audios:
+        clips.append((cursor / SAMPLE_RATE, (cursor + len(audio)) / SAMPLE_RATE))
+        pieces += [audio.astype(np.float32, copy=False), gap]
+        cursor += len(audio) + len(gap)
+    joined = np.concatenate(pieces)
+    word_timestamps = backend.options.word_timestamps
+    results = []
+    for (start, end), (words, logprob, no_speech) in zip(clips, _run_clips(
+            backend, joined, clips, language, batch_size, word_timestamps)):
+        placement = Placement(0, start, end)
+        local = assign_words(words, [placement])[0]
+        results.append(_result(backend, local, language, logprob, no_speech, end - start))
+    return results
+
+
+def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, window_s: float = DEFAULT_WINDOW_S,
+                      gap_s: float = DEFAULT_GAP_S, batch_size: int = DEFAULT_BATCH_SIZE) -> list[TranscriptionResult]:
+    """Utterances packed into shared windows (gap_s of silence between them), windows batched."""
+    if not audios:
+        return []
+    results: list[TranscriptionResult | None] = [None] * len(audios)
+    durations = [len(audio) / SAMPLE_RATE for audio in audios]
+    windows = plan_windows(durations, window_s, gap_s)
+    separator = np.zeros(int(0.5 * SAMPLE_RATE), dtype=np.float32)  # between windows: clips never touch
+    pieces, clips, placements_per_window, cursor = [], [], [], 0
+    for window in windows:
+        window_start = cursor / SAMPLE_RATE
+        placements = []
+        position = 0
+        for index, offset in window:
+            begin = int(round(offset * SAMPLE_RATE))
+            if begin > position:
+                pieces.append(np.zeros(begin - position, dtype=np.float32))
+            pieces.append(audios[index].astype(np.float32, copy=False))
+            position = begin + len(audios[index])
+            placements.append(Placement(index, window_start + begin / SAMPLE_RATE,
+                                        window_start + position / SAMPLE_RATE))
+        pieces.append(separator)
+        clips.append((window_start, window_start + position / SAMPLE_RATE))
+        placements_per_window.append(placements)
+        cursor += position + len(separator)
+    joined = np.concatenate(pieces)
+    outputs = _run_clips(backend, joined, clips, language, batch_size, word_timestamps=True)
+    for placements, (words, logprob, no_speech) in zip(placements_per_window, outputs):
+        for index, local in assign_words(words, placements).items():
+            results[index] = _result(backend, local, language, logprob, no_speech, durations[index])
+    return results  # type: ignore[return-value]
+
+
+def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "single",
+                    batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
+                    gap_s: float = DEFAULT_GAP_S) -> list[TranscriptionResult]:
+    """Transcribe the utterances ready now (any calls), results in request order.
+
+    `router` is a models.routing.ModelRouter (or anything with `backend_for(language)`), or a
+    single backend. Requests are grouped by backend and language; each group runs as `mode`
+    says. Call it from the model thread, like `backend.transcribe`.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown inference mode {mode!r}: use one of {', '.join(MODES)}")
+    results: list[TranscriptionResult | None] = [None] * len(requests)
+    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    backends: dict[int, object] = {}
+    for index, request in enumerate(requests):
+        backend = router.backend_for(request.language) if hasattr(router, "backend_for") else router
+        long = len(request.audio) / SAMPLE_RATE > window_s
+        if mode == "single" or request.language is None or long or not _supports_batching(backend):
+            results[index] = backend.transcribe(request.audio, request.language)
+            continue
+        backends[id(backend)] = backend
+        groups[(id(backend), request.language)].append(index)
+    for (backend_id, language), indices in groups.items():
+        backend = backends[backend_id]
+        audios = [requests[i].audio for i in indices]
+        if len(indices) == 1:
+            outputs = [backend.transcribe(audios[0], language)]
+        elif mode == "batched":
+            outputs = transcribe_batched(backend, audios, language, batch_size)
+        else:
+            outputs = transcribe_packed(backend, audios, language, window_s, gap_s, batch_size)
+        for index, output in zip(indices, outputs):
+            results[index] = output
+    return results  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class PendingUtterance:
+    """An utterance ready now, with what its stream knows: the worker's side of `choose_and_transcribe`."""
+
+    stream: str  # any key of the stream (e.g. "call|stream"): stickiness carries within one batch
+    audio: np.ndarray
+    hint: str | None
+    sticky_language: str | None
+    sticky_probability: float
+
+
+@dataclass(frozen=True)
+class Decided:
+    choice: object  # models.routing.LanguageChoice
+    result: TranscriptionResult
+    model_seconds: float  # the batch's model time shared out by audio length
+
+
+def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str = "single",
+                          batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
+                          gap_s: float = DEFAULT_GAP_S) -> list[Decided]:
+    """What `streams.transcripts.transcribe_utterance` does for one utterance, for all those ready at
+    once: choose each one's language (hint > sticky > detection, a detection sticking to the later
+    utterances of its stream in this batch as `should_stick` says), then one `transcribe_many`.
+    Run it in the model thread; results in input order."""
+    import time
+
+    from models.routing import MIN_DETECTION_SECONDS, STICKY_LANGUAGE_PROBABILITY
+
+    started = time.perf_counter()
+    sticky: dict[str, tuple[str | None, float]] = {}
+    choices = []
+    for item in pending:
+        language, probability = sticky.get(item.stream, (item.sticky_language, item.sticky_probability))
+        choice = router.choose_language(item.audio, item.hint or None, language or None, probability)
+        if choice.source == "detected" and len(item.audio) >= MIN_DETECTION_SECONDS * SAMPLE_RATE \
+                and choice.probability >= STICKY_LANGUAGE_PROBABILITY:
+            sticky[item.stream] = (choice.language, choice.probability)
+        choices.append(choice)
+    results = transcribe_many(router, [InferenceRequest(item.audio, choice.language)
+                                       for item, choice in zip(pending, choices)],
+                              mode, batch_size, window_s, gap_s)
+    elapsed = time.perf_counter() - started
+    total = sum(len(item.audio) for item in pending) or 1
+    return [Decided(choice, result, elapsed * len(item.audio) / total)
+            for item, choice, result in zip(pending, choices, results)]

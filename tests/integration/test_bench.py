@@ -1,0 +1,55 @@
+"""The benchmark end to end (quick mode) on the test broker: every section is there with sane values.
+
+No timing thresholds: the bench reports speed, tests never fail on it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from streams.bench import run_bench
+
+
+def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
+    report = run_bench(quick=True, out_dir=tmp_path, bootstrap=kafka_bootstrap, live_seconds=12.0)
+
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["settings"] == report["settings"]
+    table = (tmp_path / "bench.md").read_text()
+    assert "overhead" in table and "capacity" in table and "inference packed" in table
+
+    for section in ("machine", "settings", "workload", "floor", "pipeline", "live", "capacity", "worker",
+                    "accuracy", "inference_modes"):
+        assert section in report, section
+    assert report["machine"]["cpu_count"] >= 1 and report["machine"]["python"]
+
+    floor, pipeline = report["floor"], report["pipeline"]
+    assert floor["utterances"] > 0 and floor["seconds"] > 0
+    assert pipeline["transcripts"] > 0 and pipeline["seconds"] > 0
+    assert pipeline["overhead"] > 0
+    assert pipeline["where_the_time_goes"]["model_seconds_in_worker"] > 0
+
+    assert [live["calls"] for live in report["live"]] == [1, 2]
+    for live in report["live"]:
+        assert live["transcripts"] > 0
+        for name in ("end_of_speech_to_received_s", "after_endpoint_to_received_s"):
+            figures = live[name]
+            assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"] < 120
+        # End of speech comes before the endpoint decision, so its latency is the longer one.
+        assert live["end_of_speech_to_received_s"]["p50"] >= live["after_endpoint_to_received_s"]["p50"]
+        assert isinstance(live["lag"]["grows"], bool)
+
+    assert report["capacity"]["live_calls"] in (0, 1, 2)
+    worker = report["worker"]
+    assert worker["start_to_health_200_s"] > 0 and worker["model_load_s"] > 0
+    assert 50 < worker["idle"]["VmRSS"] <= worker["peak_rss_mb"] < 8000
+
+    english = report["accuracy"]["pipeline"]["wer_en"]
+    assert english is not None and 0 <= english < 0.6
+    assert 0 <= report["accuracy"]["pipeline"]["language_id_accuracy"] <= 1
+
+    modes = report["inference_modes"]["modes"]
+    assert set(modes) == {"single", "batched", "packed"}
+    for mode in modes.values():
+        assert mode["utterances_per_second"] > 0 and 0 <= mode["wer_en"] < 0.6
+    assert report["inference_modes"]["best_within_1_point_wer"] in modes

@@ -1,0 +1,77 @@
+"""Batched and packed inference (models/batching.py): window planning, splitting words back to
+their utterances, and a real packed transcription with the packaged base model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.batching import (InferenceRequest, Placement, assign_words, plan_windows, transcribe_many,
+                             transcribe_packed)
+from models.results import Word
+
+SAMPLE_RATE = 16000
+
+
+def test_plan_windows_packs_in_order_and_opens_a_window_when_full() -> None:
+    windows = plan_windows([3.0, 4.0, 10.0, 12.0, 2.0], window_s=20.0, gap_s=1.0)
+    assert windows == [[(0, 0.0), (1, 4.0), (2, 9.0)], [(3, 0.0), (4, 13.0)]]
+
+
+def test_plan_windows_gives_a_long_utterance_its_own_window() -> None:
+    windows = plan_windows([2.0, 29.0, 2.0], window_s=28.0, gap_s=0.8)
+    assert windows == [[(0, 0.0)], [(1, 0.0)], [(2, 0.0)]]
+
+
+def test_assign_words_by_midpoint_nearest_span_and_local_times() -> None:
+    placements = [Placement(0, 0.0, 2.0), Placement(1, 2.8, 5.0)]
+    words = [Word("hello", 0.1, 0.5, 0.9), Word("there", 1.7, 2.3, 0.9),  # midpoint 2.0: first span
+             Word("stray", 2.45, 2.6, 0.5),  # in the gap, nearer the second span
+             Word("again", 3.0, 3.4, 0.9), Word("late", 4.9, 5.3, 0.9)]  # end clamped to the utterance
+    assigned = assign_words(words, placements)
+    assert [w.text for w in assigned[0]] == ["hello", "there"]
+    assert assigned[0][1].end == 2.0  # clamped inside the first utterance
+    assert [w.text for w in assigned[1]] == ["stray", "again", "late"]
+    assert assigned[1][0].start == 0.0  # before the span start: clamped to 0
+    assert assigned[1][1].start == pytest.approx(0.2) and assigned[1][1].end == pytest.approx(0.6)
+    assert assigned[1][2].end == pytest.approx(2.2)
+
+
+def test_unknown_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown inference mode"):
+        transcribe_many(object(), [], mode="bogus")
+
+
+@pytest.fixture(scope="module")
+def utterances() -> list[tuple[str, np.ndarray]]:
+    from models.synth import synthesize
+
+    pad = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
+    texts = ["Please call me back tomorrow morning.", "Thank you for calling customer support.",
+             "I need to change my delivery address."]
+    return [(text, np.concatenate([pad, synthesize(text, "en"), pad])) for text in texts]
+
+
+def test_packing_splits_words_back_to_their_utterances(base_model, utterances) -> None:
+    from models.scoring import word_error_rate
+
+    audios = [audio for _, audio in utterances]
+    results = transcribe_packed(base_model, audios, "en", gap_s=0.8)
+    assert len(results) == len(audios)
+    for (text, audio), result in zip(utterances, results):
+        duration = len(audio) / SAMPLE_RATE
+        assert word_error_rate(text, result.text) <= 0.2, (text, result.text)
+        assert result.words, text
+        # Times are relative to the utterance itself: its speech starts after the 0.3 s pad.
+        assert 0.0 <= result.words[0].start <= 0.8, (text, result.words[0])
+        assert all(0.0 <= w.start <= w.end <= duration for w in result.words)
+        assert [w.start for w in result.words] == sorted(w.start for w in result.words)
+        assert result.model_name == "base" and result.language == "en"
+
+
+def test_transcribe_many_keeps_request_order_across_modes(base_model, utterances) -> None:
+    requests = [InferenceRequest(audio, "en") for _, audio in utterances[:2]]
+    single = transcribe_many(base_model, requests, mode="single")
+    batched = transcribe_many(base_model, requests, mode="batched")
+    for one, other in zip(single, batched):
+        assert one.text.split()[:2] == other.text.split()[:2]
