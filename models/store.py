@@ -310,6 +310,7 @@ def download_checkpoint(reference: str, cache_dir: Path, allow_hub: bool) -> Pat
         else:
             weights = ["pytorch_model*.bin", "pytorch_model.bin.index.json", "model.bin"]
         patterns = ["*.json", "*.txt", "*.model", *weights]
-        return Path(snapshot_download(reference, cache_dir=str(cache_dir / "hub"), allow_patterns=patterns))
+        # Reached only with CALLSTT_ALLOW_HUB_DOWNLOAD=true (checked above); tests never get here.
+        return Path(snapshot_download(reference, cache_dir=str(cache_dir / "hub"), allow_patterns=patterns))  # hub users only
     except Exception as error:  # network and hub errors come in many types
         raise ModelFileError(f"downloading '{reference}' from the hub failed: {error}") from error
