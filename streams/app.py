@@ -274,5 +274,6 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.audio_topic}
 
     status.assigned_partitions = assigned_partitions
+    status.lag_records = lambda: sum(partition_lag(p) or 0 for p in assigned_partitions())
     register_pages(app, status)
     return app

@@ -98,6 +98,8 @@ class Settings:
                               doc="Forget a stream's state after this long without chunks")
     max_streams: int = env("CALLSTT_MAX_STREAMS", default=10000,
                            doc="Most streams a worker keeps; the longest idle are evicted beyond it")
+    overload_lag_records: int = env("CALLSTT_OVERLOAD_LAG_RECORDS", default=1000,
+                                    doc="/health reports 'overloaded' above this many unread audio records")
     # Worker
     web_host: str = env("CALLSTT_WEB_HOST", default="127.0.0.1", doc="Worker web server bind address")
     web_port: int = env("CALLSTT_WEB_PORT", default=6066, doc="Worker web server port")

@@ -40,6 +40,7 @@ class WorkerStatus:
         self.streams: dict[str, dict] = {}  # state key -> what /calls shows
         self.recent_transcripts: deque[dict] = deque(maxlen=200)
         self.assigned_partitions: Callable[[], set[int]] = set
+        self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not read yet
 
     def on_stream(self, key: str, state) -> None:
         previous = self.streams.get(key, {})
@@ -80,6 +81,12 @@ class WorkerStatus:
             return 503, {**body, "status": "starting", "reason": "models loading"}
         if not body["partitions"]:
             return 503, {**body, "status": "starting", "reason": "no partitions of the audio topic assigned yet"}
+        lag = self.lag_records()
+        body["lag_records"] = lag
+        if lag > self.settings.overload_lag_records:
+            # Still 200: the worker is healthy, only behind; restarting it would make things worse.
+            return 200, {**body, "status": "overloaded",
+                         "reason": f"behind by {lag} audio records: transcripts are delayed, nothing is lost"}
         return 200, {**body, "status": "ok"}
 
     def calls(self) -> dict:
