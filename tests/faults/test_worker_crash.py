@@ -70,3 +70,46 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
     print(f"{kill_point}: {len(transcripts)} transcripts, {duplicates} duplicates dropped by transcript_id")
     assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
     assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
+
+
+def test_repeated_sigkills_at_random_moments_lose_nothing(kafka_bootstrap, tmp_path):
+    """Three SIGKILLs at random moments of a streaming call (buffering, inference, just after a
+    publish, before a commit: wherever they land), each followed by a replacement worker."""
+    import random
+    import threading
+
+    rng = random.Random(int(time.time()))  # a different schedule every run; printed for reruns
+    call_id = f"random-kills-{uuid.uuid4().hex[:6]}"
+    chunks, _ = call_with_midpoints(call_id)
+    worker = WorkerProcess(kafka_bootstrap, tmp_path).start()
+    kills = []
+
+    def stream() -> None:
+        started = time.monotonic()
+        with worker.publisher() as publisher:
+            for index, chunk in enumerate(chunks):
+                delay = started + index * PLAN.chunk_ms / 1000 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                publisher.send(chunk)
+
+    streaming = threading.Thread(target=stream)
+    try:
+        streaming.start()
+        for _ in range(3):
+            time.sleep(rng.uniform(1.0, 6.0))
+            kills.append(round(time.monotonic(), 1))
+            worker.kill()
+            worker.start()
+        streaming.join()
+        received = worker.transcripts(expected=len(SENTENCES), timeout=300)
+    finally:
+        streaming.join()
+        worker.stop()
+
+    transcripts = by_call(received)[call_id]
+    duplicates = len([t for t in received if t.call_id == call_id]) - len(transcripts)
+    print(f"random kills at {kills}: {len(SENTENCES)} expected, {len(transcripts)} received, "
+          f"{duplicates} duplicates dropped by transcript_id")
+    assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
+    assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
