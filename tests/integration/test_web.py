@@ -147,7 +147,9 @@ def test_live_page_shows_a_transcript_as_it_is_produced(worker):
         deadline = time.monotonic() + 60
         rows = []
         while time.monotonic() < deadline:
-            rows = [row.text for row in browser.find_elements("css selector", "#transcripts tbody tr")]
+            # One atomic snapshot: the page rebuilds its rows every second, so element handles go stale.
+            rows = browser.execute_script(
+                "return Array.from(document.querySelectorAll('#transcripts tbody tr')).map(r => r.innerText)")
             if any(call_id in row for row in rows):
                 break
             time.sleep(0.5)
