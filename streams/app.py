@@ -16,22 +16,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
+import faust.streams as faust_streams
 from faust.types import TP
 
+from models.batching import PendingUtterance, choose_and_transcribe
 from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
 from models.routing import ModelRouter
 from models.store import ModelFileError
 from schemas.codec import AvroCodec, DecodeError
 from streams import metrics
-from streams.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, state_key
+from streams.assembly import SAMPLE_RATE, AssemblyConfig, Outcome, StreamAssembler, StreamState, state_key
+from streams.batch import TableBatch
 from streams.settings import Settings
 from streams.topics import control_topic
-from streams.transcripts import should_stick, transcribe_utterance
+from streams.transcripts import build_transcript, is_non_speech, should_stick
 from streams.web import WorkerStatus, register_pages
 
 log = logging.getLogger("callstt.worker")
@@ -75,12 +79,18 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                       key_type=bytes, value_type=bytes)
     flush_requested: dict[str, float] = {}
 
-    def read_block(key: str) -> bytes | None:
-        return table.get(key.encode())
+    control_name = control_topic(settings)
 
-    def load_state(call_id: str, stream_id: str) -> StreamState | None:
-        raw = table.get(state_key(call_id, stream_id).encode())
-        return StreamState.from_bytes(raw) if raw else None
+    def bind(event) -> None:
+        """Make `event` Faust's current event in this task. Table reads and writes go to the
+        current event's partition (its store and its changelog partition); Faust sets it while a
+        stream is read one event at a time, but `take_events` hands over a batch, so each event
+        is bound before its table work. Only the context variable is set: the stream's own
+        `current_event` attribute belongs to the background reader that fills the batch."""
+        faust_streams._current_event.set(weakref.ref(event))
+
+    def table_get(key: str) -> bytes | None:
+        return table.get(key.encode())
 
     async def dead_letter(event, reason: str, detail: str) -> None:
         message = event.message
@@ -93,95 +103,131 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         future = await dead_letters.send(key=message.key, value=message.value, headers=headers)
         await future
 
-    async def publish(outcome: Outcome) -> None:
-        """Transcribe the outcome's utterances in the model thread and publish them, acknowledged."""
-        loop = asyncio.get_running_loop()
-        state = outcome.state
-        decided_at = time.time()
-        for utterance in outcome.utterances:
-            audio_seconds = len(utterance.audio) / 16000
-            metrics.UTTERANCES.labels(utterance.reason).inc()
-            metrics.UTTERANCE_SECONDS.observe(audio_seconds)
-            result = await loop.run_in_executor(model_thread, transcribe_utterance, status.router, utterance,
-                                                state.language, state.language_probability,
-                                                settings.model_version_label)
-            metrics.INFERENCE_SECONDS.observe(result.model_seconds)
-            if audio_seconds > 0:
-                metrics.REALTIME_FACTOR.observe(result.model_seconds / audio_seconds)
-            if should_stick(result.choice, utterance):
-                state.language, state.language_probability = result.choice.language, result.choice.probability
-            if result.transcript is None:
-                metrics.SILENT_UTTERANCES.inc()
-                continue
-            transcript = result.transcript
-            future = await transcripts.send(key=transcript.call_id.encode(),
-                                            value=codec.encode_transcript(transcript, settings.transcript_topic))
-            await future
-            acknowledged = time.time()
-            metrics.TRANSCRIPTS.labels(transcript.language, transcript.model_name).inc()
-            metrics.ENDPOINT_LATENCY.observe(acknowledged - decided_at)
-            if transcript.last_audio_capture_ts_ms > 0:
-                metrics.END_OF_SPEECH_LATENCY.observe(max(acknowledged - transcript.last_audio_capture_ts_ms / 1000, 0))
-            status.on_transcript(transcript)
-            log.info("transcript call=%s stream=%s #%d [%s] %s", transcript.call_id, transcript.stream_id,
-                     transcript.utterance_index, transcript.language, transcript.text)
-
-    def save(outcome: Outcome, partition: int) -> None:
-        for key in outcome.deletes:
-            table.pop(key.encode(), None)
-        for key, value in outcome.writes.items():
-            table[key.encode()] = value
-        key = state_key(outcome.state.call_id, outcome.state.stream_id)
-        if outcome.finished:
-            table.pop(key.encode(), None)
-            status.forget_stream(key)
-        else:
-            outcome.state.partition = partition
-            table[key.encode()] = outcome.state.to_bytes()
-            status.on_stream(key, outcome.state)
-        flush_requested.pop(key, None)
-        metrics.GAP_CHUNKS.inc(outcome.gaps_filled)
-        metrics.DUPLICATE_CHUNKS.inc(outcome.duplicates)
-
-    async def handle_chunk(event) -> None:
+    async def chunk_outcome(event, batch: TableBatch) -> Outcome | None:
+        """One audio chunk through its stream; None when the record went to the dead-letter topic."""
         metrics.CHUNKS.inc()
         metrics.CHUNK_BYTES.inc(len(event.message.value or b""))
         try:
-            chunk = codec.decode_chunk(event.message.value)
+            with metrics.timed("avro_decode"):
+                chunk = codec.decode_chunk(event.message.value)
         except DecodeError as error:
             await dead_letter(event, error.reason, str(error))
-            return
-        state = load_state(chunk.call_id, chunk.stream_id) or assembler.new_state(chunk.call_id, chunk.stream_id)
+            return None
         try:
-            outcome = assembler.accept(state, chunk, now_ms(), read_block)
+            with metrics.timed("assembly"):
+                state = batch.state(chunk.call_id, chunk.stream_id) or assembler.new_state(chunk.call_id,
+                                                                                         chunk.stream_id)
+                return assembler.accept(state, chunk, now_ms(), batch.read)
         except BadChunk as error:
             await dead_letter(event, error.reason, f"call {chunk.call_id} stream {chunk.stream_id}: {error}")
-            return
         except Exception as error:  # a bug on odd input must not stop the partition: park the record
             log.exception("processing failed for call %s stream %s", chunk.call_id, chunk.stream_id)
             await dead_letter(event, "processing_error", f"{type(error).__name__}: {error}")
-            return
-        await publish(outcome)
-        save(outcome, event.message.partition)
+        return None
 
-    async def handle_control(event) -> None:
+    def control_outcome(event, batch: TableBatch) -> Outcome | None:
         """A request from the timer, run in the stream's own partition: `flush|stream` or `evict|stream`."""
         call_id = event.message.key.decode()
         action, _, stream_id = event.message.value.decode().partition("|")
-        state = load_state(call_id, stream_id)
+        state = batch.state(call_id, stream_id)
         if state is None:
-            return
+            return None
         idle_ms = now_ms() - state.last_received_ms
         if action == "evict":
             log.info("evicting stream call=%s stream=%s (idle %.0fs)", call_id, stream_id, idle_ms / 1000)
-            outcome = assembler.evict(state, now_ms(), read_block)
-        elif (EndpointState.from_bytes(state.endpoint).is_open and idle_ms >= settings.idle_flush_s * 1000
-              and partition_lag(event.message.partition) == 0):
-            outcome = assembler.flush_idle(state, now_ms(), read_block)
-        else:
-            return  # nothing open, or audio came back after the request was sent
-        await publish(outcome)
-        save(outcome, event.message.partition)
+            return assembler.evict(state, now_ms(), batch.read)
+        if (EndpointState.from_bytes(state.endpoint).is_open and idle_ms >= settings.idle_flush_s * 1000
+                and partition_lag(event.message.partition) == 0):
+            return assembler.flush_idle(state, now_ms(), batch.read)
+        return None  # nothing open, or audio came back after the request was sent
+
+    async def publish(batch: TableBatch) -> None:
+        """Transcribe every utterance the batch finished, across calls, in one go in the model thread
+        (`CALLSTT_INFERENCE_MODE`: one per model call, batched or packed), and publish the
+        transcripts, acknowledged."""
+        # Each outcome's state carries its stream's language as the batch found it (languages
+        # change only below, after the model has run).
+        ready = [(outcome.state, utterance) for _, outcome in batch.outcomes for utterance in outcome.utterances]
+        if not ready:
+            return
+        decided_at = time.time()
+        pending = []
+        for state, utterance in ready:
+            pending.append(PendingUtterance(stream=state_key(utterance.call_id, utterance.stream_id),
+                                            audio=utterance.audio, hint=utterance.hint,
+                                            sticky_language=state.language,
+                                            sticky_probability=state.language_probability))
+            metrics.UTTERANCES.labels(utterance.reason).inc()
+            metrics.UTTERANCE_SECONDS.observe(len(utterance.audio) / SAMPLE_RATE)
+        started = time.perf_counter()
+        decisions = await asyncio.get_running_loop().run_in_executor(
+            model_thread, choose_and_transcribe, status.router, pending, settings.inference_mode,
+            settings.inference_batch_size, settings.pack_window_s, settings.pack_gap_s)
+        metrics.STAGE_SECONDS.labels("model").inc(time.perf_counter() - started)
+        metrics.UTTERANCES_PER_MODEL_CALL.observe(len(ready))
+        with metrics.timed("publish"):
+            sent = []
+            for (_, utterance), decided in zip(ready, decisions):
+                audio_seconds = len(utterance.audio) / SAMPLE_RATE
+                metrics.INFERENCE_SECONDS.observe(decided.model_seconds)
+                if audio_seconds > 0:
+                    metrics.REALTIME_FACTOR.observe(decided.model_seconds / audio_seconds)
+                latest = batch.latest_state(utterance.call_id, utterance.stream_id)
+                if latest is not None and should_stick(decided.choice, utterance):
+                    latest.language, latest.language_probability = decided.choice.language, decided.choice.probability
+                if is_non_speech(decided.result):
+                    metrics.SILENT_UTTERANCES.inc()
+                    continue
+                transcript = build_transcript(utterance, decided.result, decided.choice, settings.model_version_label)
+                value = codec.encode_transcript(transcript, settings.transcript_topic)
+                sent.append((transcript, await transcripts.send(key=transcript.call_id.encode(), value=value)))
+            for transcript, future in sent:  # all in flight at once; each partition keeps its order
+                await future
+                acknowledged = time.time()
+                metrics.TRANSCRIPTS.labels(transcript.language, transcript.model_name).inc()
+                metrics.ENDPOINT_LATENCY.observe(acknowledged - decided_at)
+                if transcript.last_audio_capture_ts_ms > 0:
+                    metrics.END_OF_SPEECH_LATENCY.observe(
+                        max(acknowledged - transcript.last_audio_capture_ts_ms / 1000, 0))
+                status.on_transcript(transcript)
+                log.info("transcript call=%s stream=%s #%d [%s] %s", transcript.call_id, transcript.stream_id,
+                         transcript.utterance_index, transcript.language, transcript.text)
+
+    def save(batch: TableBatch) -> None:
+        """The batch's table changes, each bound to its own event (so to its partition)."""
+        with metrics.timed("table_writes"):
+            for key, value, event in batch.changes(partition_of=lambda event: event.message.partition):
+                bind(event)
+                if value is None:
+                    table.pop(key.encode(), None)
+                else:
+                    table[key.encode()] = value
+        for _, outcome in batch.outcomes:
+            key = state_key(outcome.state.call_id, outcome.state.stream_id)
+            if outcome.finished:
+                status.forget_stream(key)
+            else:
+                status.on_stream(key, outcome.state)
+            flush_requested.pop(key, None)
+            metrics.GAP_CHUNKS.inc(outcome.gaps_filled)
+            metrics.DUPLICATE_CHUNKS.inc(outcome.duplicates)
+
+    async def handle_batch(events) -> None:
+        """Events in arrival order through their streams, then one model call for every utterance
+        they finished, then the transcripts acknowledged, then the table writes. Faust acks the
+        events (so their offsets may be committed) only after this returns."""
+        batch = TableBatch(read=table_get)
+        metrics.EVENTS_PER_BATCH.observe(len(events))
+        for event in events:
+            bind(event)
+            if event.message.topic == control_name:
+                outcome = control_outcome(event, batch)
+            else:
+                outcome = await chunk_outcome(event, batch)
+            if outcome is not None:
+                batch.record(outcome, event)
+        await publish(batch)
+        save(batch)
 
     @app.task
     async def load_models() -> None:
@@ -201,13 +247,10 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     @app.agent(source, concurrency=1)
     async def process(stream):
         await status.models_ready.wait()  # records wait in the consumer meanwhile
-        async for event in stream.events():
-            if event.message.topic == control_topic(settings):
-                await handle_control(event)
-            else:
-                await handle_chunk(event)
+        async for events in stream.take_events(settings.batch_max_events, settings.batch_wait_s):
+            await handle_batch(events)
 
-    control = app.topic(control_topic(settings))
+    control = app.topic(control_name)
 
     last_scan = [0.0]
 

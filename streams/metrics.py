@@ -5,6 +5,10 @@ Names follow Prometheus conventions: a unit suffix, `_total` for counters.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -40,6 +44,26 @@ ENDPOINT_LATENCY = Histogram(
 MODEL_LOAD_SECONDS = Gauge("callstt_model_load_seconds", "Time taken to load the models", registry=REGISTRY)
 CONSUMER_LAG = Gauge("callstt_consumer_lag_messages", "Audio records not yet read, per partition",
                      ["partition"], registry=REGISTRY)
+
+UTTERANCES_PER_MODEL_CALL = Histogram("callstt_utterances_per_model_call", "Utterances transcribed together in one go",
+                                      buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY)
+EVENTS_PER_BATCH = Histogram("callstt_events_per_batch", "Input records the agent handled as one batch",
+                             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=REGISTRY)
+# Where the worker's time goes, for the benchmark's overhead breakdown: avro_decode, assembly
+# (sequencing, G.711/PCM decode, resampling, VAD, endpointing), model, publish (Avro encode,
+# produce, wait for acks), table_writes. The rest of a worker's wall time is Kafka fetches,
+# commits and idling.
+STAGE_SECONDS = Counter("callstt_stage_seconds_total", "Worker time spent per stage of the data path",
+                        ["stage"], registry=REGISTRY)
+
+
+@contextmanager
+def timed(stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(stage).inc(time.perf_counter() - started)
 
 
 def render() -> bytes:

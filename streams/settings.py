@@ -75,10 +75,15 @@ class Settings:
     model_version: str = env("CALLSTT_MODEL_VERSION", default="",
                              doc="Label written into transcripts (default: model name and compute type)")
     beam_size: int = env("CALLSTT_BEAM_SIZE", default=1, doc="Beam size (1 = greedy, fastest)")
-    inference_mode: str = env("CALLSTT_INFERENCE_MODE", default="single",
+    inference_mode: str = env("CALLSTT_INFERENCE_MODE", default="packed",
                               doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
                                   "single (one per model call), batched (one 30 s window each, one batched call) "
                                   "or packed (short utterances of one language share 30 s windows)")
+    batch_max_events: int = env("CALLSTT_BATCH_MAX_EVENTS", default=500,
+                                doc="Most input records the agent takes as one batch: every utterance they finish "
+                                    "meets the model together, and their table writes are made once")
+    batch_wait_s: float = env("CALLSTT_BATCH_WAIT_S", default=0.05,
+                              doc="Longest wait for a batch to fill, in seconds (adds at most this to latency)")
     inference_batch_size: int = env("CALLSTT_INFERENCE_BATCH_SIZE", default=8,
                                     doc="Most windows per batched model call (batched and packed modes)")
     pack_window_s: float = env("CALLSTT_PACK_WINDOW_S", default=28.0,
@@ -118,6 +123,14 @@ class Settings:
                     break
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)
+
+    def __post_init__(self) -> None:
+        from models.batching import MODES
+
+        if self.inference_mode not in MODES:
+            raise SettingsError(f"CALLSTT_INFERENCE_MODE={self.inference_mode!r}: use one of {', '.join(MODES)}")
+        if self.batch_max_events < 1 or self.batch_wait_s <= 0:
+            raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})
