@@ -80,6 +80,43 @@ def test_two_concurrent_calls_give_one_transcript_per_sentence(worker, format_na
     assert wer <= direct_english_wer + 0.02
 
 
+def worker_metrics(worker) -> dict[str, float]:
+    import httpx
+
+    from streams.bench import parse_metrics
+
+    return parse_metrics(httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5).text)
+
+
+def test_utterances_of_concurrent_calls_share_model_calls_without_losing_accuracy(worker, direct_english_wer):
+    """Calls arriving together: the worker packs their utterances into shared model calls (the
+    default CALLSTT_INFERENCE_MODE=packed), and every transcript is as good and as well timed."""
+    plan = FORMATS["mulaw-8k-20ms"]
+    sentences = {f"pack{n}-{uuid.uuid4().hex[:6]}": [EN[(n + i) % len(EN)] for i in range(3)] for n in range(4)}
+    before = worker_metrics(worker)
+    publish_interleaved(worker, *[call_chunks(texts, "en", plan, call_id) for call_id, texts in sentences.items()])
+
+    calls = by_call(worker.transcripts(expected=12))
+    after = worker_metrics(worker)
+
+    model_calls = after["callstt_utterances_per_model_call_count"] - before["callstt_utterances_per_model_call_count"]
+    utterances = after["callstt_utterances_per_model_call_sum"] - before["callstt_utterances_per_model_call_sum"]
+    print(f"{utterances:.0f} utterances in {model_calls:.0f} model calls")
+    assert utterances >= 12 and model_calls < utterances  # some model calls carried several utterances
+    references, hypotheses = [], []
+    for call_id, texts in sentences.items():
+        assert [t.utterance_index for t in calls[call_id]] == [0, 1, 2]
+        for transcript in calls[call_id]:
+            assert transcript.language == "en" and transcript.words
+            for word in transcript.words:  # words split back to their own utterance
+                assert transcript.start_ms <= word.start_ms <= word.end_ms <= transcript.end_ms
+        references += texts
+        hypotheses += [t.text for t in calls[call_id]]
+    wer = word_error_rate(references, hypotheses)
+    print(f"packed pipeline WER {wer:.3f}, direct WER {direct_english_wer:.3f}")
+    assert wer <= max(0.15, direct_english_wer + 0.05)
+
+
 def test_silence_and_noise_produce_no_transcript(worker):
     plan = FORMATS["pcm-16k-100ms"]
     rng = np.random.default_rng(7)
