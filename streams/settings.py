@@ -75,6 +75,9 @@ class Settings:
     model_version: str = env("CALLSTT_MODEL_VERSION", default="",
                              doc="Label written into transcripts (default: model name and compute type)")
     beam_size: int = env("CALLSTT_BEAM_SIZE", default=1, doc="Beam size (1 = greedy, fastest)")
+    fast_language_detection: bool = env("CALLSTT_FAST_LANGUAGE_DETECTION", default=True,
+                                        doc="Detect a language from the utterance alone (10-20x cheaper), checking "
+                                            "unsure answers with Whisper's full 30 s window; false: always the full window")
     inference_mode: str = env("CALLSTT_INFERENCE_MODE", default="packed",
                               doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
                                   "single (one per model call), batched (one 30 s window each, one batched call) "

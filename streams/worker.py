@@ -24,7 +24,7 @@ def build_router(settings: Settings) -> ModelRouter:
     router.notes["vi"] (shown on /models), and Vietnamese falls back to the multilingual model.
     """
     directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
-    options = DecodeOptions(beam_size=settings.beam_size)
+    options = DecodeOptions(beam_size=settings.beam_size, fast_language_detection=settings.fast_language_detection)
     multilingual = FasterWhisperBackend(directory, settings.model, settings.device, settings.compute_type,
                                         settings.cpu_threads, options)
     router = ModelRouter(multilingual=multilingual)

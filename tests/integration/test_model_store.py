@@ -77,3 +77,34 @@ def test_missing_model_file_gives_one_clear_error_naming_it(tmp_path):
 def test_hub_ids_are_refused_unless_downloads_are_allowed(tmp_path):
     with pytest.raises(ModelFileError, match="CALLSTT_ALLOW_HUB_DOWNLOAD"):
         resolve_model("Systran/faster-whisper-small", cache_dir=tmp_path)
+
+
+def test_fast_language_detection_agrees_with_the_full_window(base_model):
+    """The short-window detection (default) names the language Whisper's own 30 s window names,
+    on English and Vietnamese speech, 16 kHz and telephone 8 kHz mu-law."""
+    from dataclasses import replace
+
+    from models.audio import decode_stream_chunk
+    from models.synth import VIETNAMESE_SENTENCES
+    from streams.producer import encode_samples
+
+    def telephone(text: str, language: str):
+        payload = encode_samples(synthesize(text, language, sample_rate=8000), "MULAW")
+        return decode_stream_chunk(payload, "MULAW", 8000, 1, None, 10**7, end_of_stream=True)[0]
+
+    audios = [synthesize(text, "en") for text in ENGLISH_SENTENCES[:4]] + \
+        [telephone(text, "en") for text in ENGLISH_SENTENCES[4:8]] + \
+        [synthesize(text, "vi") for text in VIETNAMESE_SENTENCES[:2]] + \
+        [telephone(text, "vi") for text in VIETNAMESE_SENTENCES[2:4]]
+    assert base_model.options.fast_language_detection
+    fast = [base_model.detect_language(audio) for audio in audios]
+    full_options = replace(base_model.options, fast_language_detection=False)
+    fast_options, base_model.options = base_model.options, full_options
+    try:
+        full = [base_model.detect_language(audio) for audio in audios]
+    finally:
+        base_model.options = fast_options
+    print("fast:", [(language, round(p, 2)) for language, p in fast])
+    print("full:", [(language, round(p, 2)) for language, p in full])
+    assert [language for language, _ in fast[:8]] == ["en"] * 8
+    assert [language for language, _ in fast] == [language for language, _ in full]
