@@ -625,7 +625,7 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
         settings = settings.with_overrides(cpu_threads=len(os.sched_getaffinity(0)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    live_calls = live_calls or ([1, 2] if quick else [1, 2, 4, 8])
+    live_calls = live_calls or ([1, 2] if quick else [1, 2, 4, 8, 12])
     live_seconds = live_seconds or (15.0 if quick else 120.0)
     run_id = uuid.uuid4().hex[:6]
     total_started = time.monotonic()

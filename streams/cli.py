@@ -59,6 +59,30 @@ def models(
         typer.echo(f"loaded {settings.model} ({settings.compute_type} on {settings.device})")
 
 
+@app.command("settings")
+def show_settings(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per setting instead of a table"),
+) -> None:
+    """Every setting: its environment variables, the value in effect now (secrets masked) and its meaning."""
+    from dataclasses import fields
+
+    settings = load_settings()
+    values = settings.describe()
+    rows = [{"name": f.name, "env": list(f.metadata["env"]), "value": values[f.name], "default": f.default,
+             "doc": f.metadata["doc"]} for f in fields(Settings)]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("variable", "value", "meaning", show_lines=False)
+    for row in rows:
+        table.add_row(" / ".join(row["env"]), str(row["value"]), row["doc"])
+    Console(width=max(120, Console().width)).print(table)
+
+
 @app.command()
 def worker(
     bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),

@@ -209,3 +209,27 @@ def test_topics_describe_shows_the_workers_changelog(worker):
     changelog = rows[f"{worker.name}-streams-changelog"]
     assert "partitions=3" in changelog and "cleanup.policy=compact" in changelog
     assert f"{worker.audio_topic}" in rows and "partitions=3" in rows[worker.audio_topic]
+
+
+def test_settings_lists_every_setting_with_its_value_and_masks_secrets():
+    from dataclasses import fields
+
+    from streams.settings import Settings
+
+    result = ok(callstt("settings", "--json", env=clean_env(CALLSTT_INFERENCE_MODE="batched", MODEL_SIZE="tiny.en",
+                                                             CALLSTT_KAFKA_SASL_PASSWORD="hunter2")))
+    rows = {row["name"]: row for row in map(json.loads, result.stdout.splitlines())}
+    assert set(rows) == {f.name for f in fields(Settings)}
+    assert rows["inference_mode"]["value"] == "batched" and rows["inference_mode"]["default"] == "packed"
+    assert rows["model"]["value"] == "tiny.en" and "MODEL_SIZE" in rows["model"]["env"]
+    assert rows["kafka_sasl_password"]["value"] == "***" and "hunter2" not in result.stdout
+    assert all(row["doc"] for row in rows.values())
+    table = ok(callstt("settings", env=clean_env(CALLSTT_KAFKA_SASL_PASSWORD="hunter2"))).stdout
+    assert "CALLSTT_INFERENCE_MODE" in table and "OMP_NUM_THREADS" in table and "hunter2" not in table
+
+
+def test_a_bad_setting_is_one_line_and_exit_1():
+    result = callstt("settings", env=clean_env(CALLSTT_INFERENCE_MODE="fastest"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == \
+        "callstt: error: CALLSTT_INFERENCE_MODE='fastest': use one of single, batched, packed"
