@@ -131,6 +131,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         action, _, stream_id = event.message.value.decode().partition("|")
         state = batch.state(call_id, stream_id)
         if state is None:
+            status.forget_stream(state_key(call_id, stream_id))  # ended or evicted meanwhile
             return None
         idle_ms = now_ms() - state.last_received_ms
         if action == "evict":
@@ -290,18 +291,16 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         # Over the cap, the longest-idle streams go first.
         by_idleness = sorted(status.streams.items(), key=lambda item: item[1]["last_chunk_ms"])
         over_cap = {key for key, _ in by_idleness[:max(len(by_idleness) - settings.max_streams, 0)]}
+        assigned = assigned_partitions()
         for key, view in by_idleness:
             partition = view["partition"]
-            raw = table.get(key.encode()) if partition in assigned_partitions() else None
-            if raw is None:
-                status.forget_stream(key)
+            if partition not in assigned:
+                status.forget_stream(key)  # moved to another worker in a rebalance
                 continue
-            state = StreamState.from_bytes(raw)
-            idle_ms = now - state.last_received_ms
+            idle_ms = now - view["last_chunk_ms"]
             if key in over_cap or idle_ms >= settings.stream_ttl_s * 1000:
                 action = "evict"
-            elif (idle_ms >= settings.idle_flush_s * 1000 and EndpointState.from_bytes(state.endpoint).is_open
-                  and partition_lag(partition) == 0):
+            elif idle_ms >= settings.idle_flush_s * 1000 and view["utterance_open"] and partition_lag(partition) == 0:
                 # Quiet only counts once the partition is read to its end: a worker that is behind
                 # has the stream's next chunks waiting, and must not cut the utterance early.
                 action = "flush"
@@ -310,7 +309,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             if time.monotonic() - flush_requested.get(key, 0) < settings.idle_flush_s:
                 continue  # asked already; the request is on its way
             flush_requested[key] = time.monotonic()
-            await control.send(key=state.call_id.encode(), value=f"{action}|{state.stream_id}".encode(),
+            # The stream's own partition re-checks the request against the stream's real state.
+            await control.send(key=view["call_id"].encode(), value=f"{action}|{view['stream_id']}".encode(),
                                partition=partition)
 
     def assigned_partitions() -> set[int]:

@@ -38,22 +38,31 @@ class WorkerStatus:
         self.models_ready = asyncio.Event()
         self.started_at = time.time()
         self.streams: dict[str, dict] = {}  # state key -> what /calls shows
+        self._buffered_seconds = 0.0  # over all streams
         self.recent_transcripts: deque[dict] = deque(maxlen=200)
         self.assigned_partitions: Callable[[], set[int]] = set
         self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not read yet
 
     def on_stream(self, key: str, state) -> None:
+        from models.endpointing import EndpointState
+
         previous = self.streams.get(key, {})
-        self.streams[key] = {
+        view = {
             "call_id": state.call_id, "stream_id": state.stream_id, "partition": state.partition,
             "language": state.language or state.hint or None, "utterances": state.utterance_index,
             "buffered_seconds": round(sum(block.samples for block in state.blocks) / 16000, 2),
             "last_chunk_ms": state.last_received_ms, "last_transcript": previous.get("last_transcript"),
+            # For the idle timer, which then reads the table only for the streams it acts on.
+            "utterance_open": EndpointState.from_bytes(state.endpoint).is_open,
         }
+        self._buffered_seconds += view["buffered_seconds"] - previous.get("buffered_seconds", 0.0)
+        self.streams[key] = view
         self._update_gauges()
 
     def forget_stream(self, key: str) -> None:
-        self.streams.pop(key, None)
+        view = self.streams.pop(key, None)
+        if view is not None:
+            self._buffered_seconds -= view["buffered_seconds"]
         self._update_gauges()
 
     def on_transcript(self, transcript: Transcript) -> None:
@@ -67,9 +76,9 @@ class WorkerStatus:
             if view["call_id"] == transcript.call_id and view["stream_id"] == transcript.stream_id:
                 view["last_transcript"] = transcript.text
 
-    def _update_gauges(self) -> None:
+    def _update_gauges(self) -> None:  # a running total: a sum over every stream per chunk is too slow
         metrics.ACTIVE_STREAMS.set(len(self.streams))
-        metrics.BUFFERED_SECONDS.set(sum(view["buffered_seconds"] for view in self.streams.values()))
+        metrics.BUFFERED_SECONDS.set(max(round(self._buffered_seconds, 2), 0.0))
 
     def health(self) -> tuple[int, dict]:
         body = {"service": "callstt", "app": self.settings.app_id,
