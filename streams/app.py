@@ -114,10 +114,14 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             await dead_letter(event, error.reason, str(error))
             return None
         try:
-            with metrics.timed("assembly"):
-                state = batch.state(chunk.call_id, chunk.stream_id) or assembler.new_state(chunk.call_id,
-                                                                                         chunk.stream_id)
-                return assembler.accept(state, chunk, now_ms(), batch.read)
+            started = time.perf_counter()
+            state = batch.state(chunk.call_id, chunk.stream_id) or assembler.new_state(chunk.call_id, chunk.stream_id)
+            outcome = assembler.accept(state, chunk, now_ms(), batch.read)
+            metrics.STAGE_SECONDS.labels("audio_decode").inc(outcome.decode_seconds)
+            metrics.STAGE_SECONDS.labels("vad").inc(outcome.vad_seconds)
+            metrics.STAGE_SECONDS.labels("assembly").inc(
+                max(time.perf_counter() - started - outcome.decode_seconds - outcome.vad_seconds, 0.0))
+            return outcome
         except BadChunk as error:
             await dead_letter(event, error.reason, f"call {chunk.call_id} stream {chunk.stream_id}: {error}")
         except Exception as error:  # a bug on odd input must not stop the partition: park the record

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
@@ -115,6 +116,10 @@ class Outcome:
     gaps_filled: int = 0
     duplicates: int = 0
     pending_cuts: list[Cut] = field(default_factory=list)  # decided, not yet sliced into utterances
+    # Where the time went (seconds), for the worker's stage metrics: G.711/PCM decode with
+    # resampling, and the VAD; the rest of `accept` is sequencing, endpointing and bookkeeping.
+    decode_seconds: float = 0.0
+    vad_seconds: float = 0.0
 
     @property
     def finished(self) -> bool:
@@ -189,12 +194,14 @@ class StreamAssembler:
             samples = np.zeros(int(silence_ms * SAMPLE_RATE / 1000), dtype=np.float32)
             capture_ts = state.blocks[-1].capture_ts_ms if state.blocks else 0
         else:
+            started = time.perf_counter()
             code, sample_rate, channels, capture_ts = HELD_HEADER.unpack_from(release.payload)
             resampler = ResampleState.from_bytes(state.resampler) if state.resampler else None
             samples, resampler = decode_stream_chunk(release.payload[HELD_HEADER.size:], ENCODING_NAMES[code],
                                                      sample_rate, channels, resampler, self.config.max_chunk_ms,
                                                      end_of_stream=True)
             state.resampler = resampler.to_bytes()
+            outcome.decode_seconds += time.perf_counter() - started
         if len(samples) == 0:
             return
         block = Block(state.next_block, state.position, len(samples), capture_ts)
@@ -203,9 +210,11 @@ class StreamAssembler:
         state.blocks.append(block)
         state.next_block += 1
         state.position += len(samples)
+        started = time.perf_counter()
         vad_state = VadState.from_bytes(state.vad) if state.vad else None
         probabilities, vad_state = self.vad.process(samples, vad_state)
         state.vad = vad_state.to_bytes()
+        outcome.vad_seconds += time.perf_counter() - started
         cuts, endpoint = self.endpointer.feed(EndpointState.from_bytes(state.endpoint), probabilities)
         state.endpoint = endpoint.to_bytes()
         outcome.pending_cuts.extend(cuts)

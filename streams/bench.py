@@ -445,7 +445,7 @@ def run_pipeline(worker: BenchWorker, calls: dict[str, BenchCall], expected: int
         texts[a.transcript.call_id].append((a.transcript.utterance_index, a.transcript.text, a.transcript.language))
     stages = {stage: _r(metric_sum(after, f'callstt_stage_seconds_total{{stage="{stage}"}}')
                         - metric_sum(before, f'callstt_stage_seconds_total{{stage="{stage}"}}'))
-              for stage in ("avro_decode", "assembly", "model", "publish", "table_writes")}
+              for stage in ("avro_decode", "audio_decode", "vad", "assembly", "model", "publish", "table_writes")}
     accounted = sum(value or 0.0 for value in stages.values())
     model_calls = metric_sum(after, "callstt_utterances_per_model_call_count") - \
         metric_sum(before, "callstt_utterances_per_model_call_count")
@@ -461,7 +461,8 @@ def run_pipeline(worker: BenchWorker, calls: dict[str, BenchCall], expected: int
             "kafka_and_waiting_s": _r(wall_s - accounted) if wall_s else None,
             "assembly_seconds_same_audio_in_process": _r(assembly_s),
             "note": "worker stage times: callstt_stage_seconds_total deltas on its /metrics (avro_decode: "
-                    "Avro decode of chunks; assembly: sequencing, G.711 decode, resampling, VAD, endpointing; "
+                    "Avro decode of chunks; audio_decode: G.711/PCM decode and resampling; vad: Silero VAD; "
+                    "assembly: sequencing, endpointing and state bookkeeping; "
                     "model: language choice and transcription; publish: Avro encode, produce, acks; "
                     "table_writes: state and audio blocks into the table and its changelog); the rest is "
                     "Kafka fetches, commits and the worker waiting for input",

@@ -49,10 +49,11 @@ UTTERANCES_PER_MODEL_CALL = Histogram("callstt_utterances_per_model_call", "Utte
                                       buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY)
 EVENTS_PER_BATCH = Histogram("callstt_events_per_batch", "Input records the agent handled as one batch",
                              buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=REGISTRY)
-# Where the worker's time goes, for the benchmark's overhead breakdown: avro_decode, assembly
-# (sequencing, G.711/PCM decode, resampling, VAD, endpointing), model, publish (Avro encode,
-# produce, wait for acks), table_writes. The rest of a worker's wall time is Kafka fetches,
-# commits and idling.
+# Where the worker's time goes, for the benchmark's overhead breakdown: avro_decode (input
+# records), audio_decode (G.711/PCM decode and resampling), vad, assembly (sequencing,
+# endpointing, state bookkeeping), model (language choice and transcription), publish (Avro
+# encode, produce, wait for acks), table_writes. The rest of a worker's wall time is Kafka
+# fetches, commits and waiting for input.
 STAGE_SECONDS = Counter("callstt_stage_seconds_total", "Worker time spent per stage of the data path",
                         ["stage"], registry=REGISTRY)
 

@@ -29,6 +29,7 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
     assert pipeline["overhead"] > 0
     stages = pipeline["where_the_time_goes"]
     assert stages["model_s"] > 0 and stages["assembly_s"] > 0 and stages["avro_decode_s"] > 0
+    assert stages["audio_decode_s"] > 0 and stages["vad_s"] > 0
     assert stages["publish_s"] > 0 and stages["table_writes_s"] > 0
     assert pipeline["model_calls"] > 0
     assert pipeline["overhead_vs_floor_in_worker_mode"] > 0
