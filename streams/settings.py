@@ -82,7 +82,7 @@ class Settings:
                               doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
                                   "single (one per model call), batched (one 30 s window each, one batched call) "
                                   "or packed (short utterances of one language share 30 s windows)")
-    batch_max_events: int = env("CALLSTT_BATCH_MAX_EVENTS", default=500,
+    batch_max_events: int = env("CALLSTT_BATCH_MAX_EVENTS", default=2000,
                                 doc="Most input records the agent takes as one batch: every utterance they finish "
                                     "meets the model together, and their table writes are made once")
     batch_wait_s: float = env("CALLSTT_BATCH_WAIT_S", default=0.05,
