@@ -213,6 +213,12 @@ def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, wind
     for placements, (words, logprob, no_speech) in zip(placements_per_window, outputs):
         for index, local in assign_words(words, placements).items():
             results[index] = _result(backend, local, language, logprob, no_speech, durations[index])
+    shared = {index for window in windows if len(window) > 1 for index, _ in window}
+    for index in sorted(shared):
+        if not results[index].words:
+            # The decoder can skip an utterance inside a shared window; the VAD heard speech
+            # there, so it gets its own window rather than being dropped as silence.
+            results[index] = backend.transcribe(audios[index], language)
     return results  # type: ignore[return-value]
 
 

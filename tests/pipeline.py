@@ -119,9 +119,11 @@ class WorkerProcess:
     def publisher(self) -> CallPublisher:
         return CallPublisher(self.bootstrap, self.audio_topic, extra_config=self.client_config)
 
-    def transcripts(self, expected: int, timeout: float = 120.0, idle_s: float = 8.0) -> list[Transcript]:
-        """Read transcripts until `expected` distinct ids arrived and then `idle_s` passed quietly
-        (so extra, unexpected transcripts are seen too), or `timeout`."""
+    def transcripts(self, expected: int, timeout: float = 120.0, idle_s: float = 8.0,
+                    call_ids: set[str] | None = None) -> list[Transcript]:
+        """Read transcripts until `expected` distinct ids arrived (of `call_ids` only, when given:
+        the topic also holds earlier tests' calls) and then `idle_s` passed quietly (so extra,
+        unexpected transcripts are seen too), or `timeout`."""
         collected: list[Transcript] = []
         reader = TranscriptReader(self.bootstrap, self.transcript_topic, extra_config=self.client_config)
         deadline = time.monotonic() + timeout
@@ -130,7 +132,8 @@ class WorkerProcess:
             while time.monotonic() < deadline:
                 batch = list(reader.follow(idle_exit_s=1.0))
                 collected += batch
-                if len({t.transcript_id for t in collected}) >= expected:
+                counted = {t.transcript_id for t in collected if call_ids is None or t.call_id in call_ids}
+                if len(counted) >= expected:
                     if batch:
                         quiet_since = time.monotonic()
                     elif quiet_since is None:

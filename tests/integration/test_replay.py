@@ -40,7 +40,7 @@ def test_replay_two_calls_into_a_new_topic_gives_identical_ids_and_text(worker, 
     publish(worker, first, ENGLISH_SENTENCES[:2])
     publish(worker, second, ENGLISH_SENTENCES[2:3])
     publish(worker, other, ENGLISH_SENTENCES[3:4])
-    live = by_call(worker.transcripts(expected=4, idle_s=2))
+    live = by_call(worker.transcripts(expected=4, idle_s=2, call_ids={first, second, other}))
 
     output = f"{worker.name}.transcripts.v2"
     report = replay_calls(settings_for(worker), ModelRouter(base_model), output, model_version="v2",
@@ -60,11 +60,12 @@ def test_group_rewind_reprocesses_a_time_range(worker):
     run = uuid.uuid4().hex[:6]
     before, after = f"before-{run}", f"after-{run}"
     publish(worker, before, ENGLISH_SENTENCES[:1])
-    worker.transcripts(expected=1, idle_s=1)
+    worker.transcripts(expected=1, idle_s=1, call_ids={before})
     time.sleep(1.0)
     rewind_to = int(time.time() * 1000)
     publish(worker, after, ENGLISH_SENTENCES[1:2])
-    first_pass = [t for t in worker.transcripts(expected=1, idle_s=3) if t.call_id in (before, after)]
+    first_pass = [t for t in worker.transcripts(expected=2, idle_s=3, call_ids={before, after})
+                  if t.call_id in (before, after)]
     assert sorted(t.call_id for t in first_pass) == sorted([before, after])
 
     worker.stop()  # Kafka only moves a group's offsets while it has no members

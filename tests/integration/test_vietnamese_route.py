@@ -361,7 +361,7 @@ def test_vietnamese_call_through_the_pipeline_names_the_route(route_worker):
         for chunk in iter_chunks(en_audio, english, "caller", plan, start_ms=0):
             publisher.send(chunk)
 
-    calls = by_call(route_worker.transcripts(expected=2, idle_s=3))
+    calls = by_call(route_worker.transcripts(expected=2, idle_s=3, call_ids={vietnamese, english}))
 
     [vi] = calls[vietnamese]
     assert (vi.model_name, vi.backend, vi.language, vi.text) == ("tiny-vi", "transformers", "vi", "xin chào")

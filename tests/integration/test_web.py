@@ -96,7 +96,7 @@ def test_calls_and_metrics_after_a_call(worker):
     call_id = f"web-{uuid.uuid4().hex[:6]}"
     with CallPublisher(worker.bootstrap, worker.audio_topic) as publisher:
         publisher.publish_call(conversation(ENGLISH_SENTENCES[:2]), call_id, "agent", chunk_ms=100)
-    worker.transcripts(expected=2, idle_s=1)
+    worker.transcripts(expected=2, idle_s=1, call_ids={call_id})
     calls = httpx.get(url(worker, "/calls")).json()
     mine = [t for t in calls["recent_transcripts"] if t["call_id"] == call_id]
     assert [t["utterance_index"] for t in mine] == [0, 1] and mine[0]["text"]
