@@ -29,10 +29,7 @@ import logging
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from streams.worker_process import WorkerProcess
 
 log = logging.getLogger("callstt.bench")
 
@@ -165,12 +164,6 @@ def _r(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def machine_info() -> dict[str, Any]:
     model = ""
     try:
@@ -194,31 +187,6 @@ def machine_info() -> dict[str, Any]:
     return {"cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)), "cpu_model": model,
             "platform": platform.platform(), "python": platform.python_version(), "packages": versions,
             "load_average_at_start": [round(x, 2) for x in load] if load else None}
-
-
-def read_proc_status(pid: int) -> dict[str, float]:
-    """VmRSS / VmHWM (peak RSS) of a process, in MB."""
-    values = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                name, amount = line.split(":", 1)
-                values[name] = round(int(amount.split()[0]) / 1024, 1)
-    except OSError:
-        pass
-    return values
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {'name{label="v"}': value} (samples only)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
 
 
 def metric_sum(samples: dict[str, float], name: str) -> float:
@@ -250,79 +218,6 @@ def histogram_quantile(before: dict[str, float], after: dict[str, float], name: 
 
 
 # --- the worker under test ------------------------------------------------------------------
-
-class BenchWorker:
-    """One `callstt worker` subprocess with its own app id, topics, data folder and web port."""
-
-    def __init__(self, bootstrap: str, data_root: Path, env: dict[str, str]) -> None:
-        self.bootstrap = bootstrap
-        self.name = f"bench{uuid.uuid4().hex[:8]}"
-        self.data_root = data_root
-        self.web_port = free_port()
-        self.extra_env = env
-        self.process: subprocess.Popen | None = None
-        self.started_at = 0.0
-        self.health_ok_s: float | None = None
-        self.log_file = data_root / f"{self.name}.log"
-
-    @property
-    def audio_topic(self) -> str:
-        return f"{self.name}.audio"
-
-    @property
-    def transcript_topic(self) -> str:
-        return f"{self.name}.transcripts"
-
-    def start(self, timeout: float = 180.0) -> None:
-        import httpx
-
-        env = {**os.environ,
-               "CALLSTT_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "CALLSTT_APP_ID": self.name,
-               "CALLSTT_AUDIO_TOPIC": self.audio_topic, "CALLSTT_TRANSCRIPT_TOPIC": self.transcript_topic,
-               "CALLSTT_DEAD_LETTER_TOPIC": f"{self.name}.dead-letter", "CALLSTT_TOPIC_PARTITIONS": "3",
-               "CALLSTT_DATA_DIR": str(self.data_root / self.name), "CALLSTT_WEB_PORT": str(self.web_port),
-               "CALLSTT_WEB_HOST": "127.0.0.1", "CALLSTT_IDLE_FLUSH_S": "3", **self.extra_env}
-        log_handle = open(self.log_file, "ab")
-        self.started_at = time.monotonic()
-        self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log_handle,
-                                        stderr=subprocess.STDOUT, cwd=REPO_ROOT, start_new_session=True)
-        log_handle.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"bench worker exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                response = httpx.get(f"http://127.0.0.1:{self.web_port}/health", timeout=2)
-                if response.status_code == 200:
-                    self.health_ok_s = time.monotonic() - self.started_at
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"bench worker not healthy within {timeout}s:\n{self.log_tail()}")
-
-    def metrics(self) -> dict[str, float]:
-        import httpx
-
-        return parse_metrics(httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5).text)
-
-    def memory(self) -> dict[str, float]:
-        return read_proc_status(self.process.pid) if self.process else {}
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-
-    def log_tail(self, lines: int = 40) -> str:
-        if not self.log_file.exists():
-            return ""
-        return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-
 
 @dataclass
 class Arrival:
@@ -416,7 +311,7 @@ def run_floor(router, calls: dict[str, BenchCall], settings) -> dict[str, Any]:
     }
 
 
-def run_pipeline(worker: BenchWorker, calls: dict[str, BenchCall], expected: int, floor_s: float,
+def run_pipeline(worker: WorkerProcess, calls: dict[str, BenchCall], expected: int, floor_s: float,
                  assembly_s: float) -> dict[str, Any]:
     from streams.consumer import TranscriptReader
     from streams.producer import CallPublisher, ChunkPlan
@@ -471,7 +366,7 @@ def run_pipeline(worker: BenchWorker, calls: dict[str, BenchCall], expected: int
     }
 
 
-def run_live(worker: BenchWorker, calls: list[BenchCall], k: int, seed: int, run_id: str) -> dict[str, Any]:
+def run_live(worker: WorkerProcess, calls: list[BenchCall], k: int, seed: int, run_id: str) -> dict[str, Any]:
     """K calls at real-time pace, staggered starts; latency per transcript and the lag trend."""
     from streams.consumer import TranscriptReader
     from streams.producer import CallPublisher, ChunkPlan
@@ -674,12 +569,12 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
                       "CALLSTT_MIN_SILENCE_MS": str(settings.min_silence_ms),
                       "CALLSTT_MAX_UTTERANCE_MS": str(settings.max_utterance_ms),
                       "CALLSTT_INFERENCE_MODE": settings.inference_mode}
-        worker = BenchWorker(bootstrap, data_root, worker_env)
+        worker = WorkerProcess(bootstrap, data_root, name=f"bench{uuid.uuid4().hex[:8]}", extra_env=worker_env)
         log.info("starting a worker (%s)", worker.name)
-        worker.start()
+        worker.start(timeout=180)
         time.sleep(1.0)
         idle_metrics = worker.metrics()
-        report["worker"] = {"start_to_health_200_s": _r(worker.health_ok_s),
+        report["worker"] = {"start_to_health_200_s": _r(worker.ready_after_s),
                             "model_load_s": _r(idle_metrics.get("callstt_model_load_seconds")),
                             "idle": worker.memory()}
 
@@ -688,7 +583,8 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
         router = build_router(settings)
         in_process_load = time.perf_counter() - load_started
         floor = run_floor(router, fast, settings)
-        utterances, floor_texts = floor.pop("_utterances"), floor.pop("_texts")
+        utterances = floor.pop("_utterances")
+        floor.pop("_texts")
         floor["model_load_s_in_process"] = _r(in_process_load)
         report["floor"] = floor
 
@@ -774,7 +670,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"(pipeline / worker's own model time: {pipe['overhead_vs_worker_model_time']}) |",
         f"| the same floor in the worker's inference mode ({s['inference_mode']}); overhead against it | "
         f"{pipe.get('floor_in_worker_mode_s')} s; {pipe.get('overhead_vs_floor_in_worker_mode')} |",
-        f"| where the pipeline's time goes (worker metrics), s | " + ", ".join(
+        "| where the pipeline's time goes (worker metrics), s | " + ", ".join(
             f"{name.removesuffix('_s')} {value}" for name, value in pipe["where_the_time_goes"].items()
             if name.endswith("_s") and name != "assembly_seconds_same_audio_in_process") +
         f" ({pipe['model_calls']} model calls for {pipe['transcripts']} transcripts) |",

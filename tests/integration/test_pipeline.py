@@ -80,24 +80,16 @@ def test_two_concurrent_calls_give_one_transcript_per_sentence(worker, format_na
     assert wer <= direct_english_wer + 0.02
 
 
-def worker_metrics(worker) -> dict[str, float]:
-    import httpx
-
-    from streams.bench import parse_metrics
-
-    return parse_metrics(httpx.get(f"http://127.0.0.1:{worker.web_port}/metrics", timeout=5).text)
-
-
 def test_utterances_of_concurrent_calls_share_model_calls_without_losing_accuracy(worker, direct_english_wer):
     """Calls arriving together: the worker packs their utterances into shared model calls (the
     default CALLSTT_INFERENCE_MODE=packed), and every transcript is as good and as well timed."""
     plan = FORMATS["mulaw-8k-20ms"]
     sentences = {f"pack{n}-{uuid.uuid4().hex[:6]}": [EN[(n + i) % len(EN)] for i in range(3)] for n in range(4)}
-    before = worker_metrics(worker)
+    before = worker.metrics()
     publish_interleaved(worker, *[call_chunks(texts, "en", plan, call_id) for call_id, texts in sentences.items()])
 
     calls = by_call(worker.transcripts(expected=12, call_ids=set(sentences)))
-    after = worker_metrics(worker)
+    after = worker.metrics()
 
     model_calls = after["callstt_utterances_per_model_call_count"] - before["callstt_utterances_per_model_call_count"]
     utterances = after["callstt_utterances_per_model_call_sum"] - before["callstt_utterances_per_model_call_sum"]

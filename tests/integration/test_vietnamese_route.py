@@ -17,11 +17,9 @@ of the converted route against the transformers route (printed; the README quote
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import json
 import shutil
-import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
