@@ -8,6 +8,7 @@ by git). Used by the README's commands and by the test fixtures.
 
     python scripts/kafka_local.py start              # one broker on 127.0.0.1:9092
     python scripts/kafka_local.py start --brokers 3 --name cluster --port 19192
+    python scripts/kafka_local.py start --name tls --port 19292 --tls   # + a TLS listener
     python scripts/kafka_local.py status
     python scripts/kafka_local.py stop
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -100,6 +102,16 @@ class Node:
     def pid_file(self) -> Path:
         return self.home / "kafka.pid"
 
+    @property
+    def keystore(self) -> Path:
+        """PKCS12: this node's TLS key and certificate (signed by the cluster's CA)."""
+        return self.home / "tls" / "keystore.p12"
+
+    @property
+    def truststore(self) -> Path:
+        """PKCS12: the cluster's CA certificate, trusted."""
+        return self.home / "tls" / "truststore.p12"
+
     def pid(self) -> int | None:
         """The pid of this node's running JVM, or None (stale pid files are ignored)."""
         try:
@@ -124,7 +136,8 @@ class LocalKafka:
     """A local KRaft cluster of `brokers` combined broker+controller nodes.
 
     Node i (from 1) listens on 127.0.0.1:(port + i - 1) for clients and on
-    127.0.0.1:(port + brokers + i - 1) for the controller quorum.
+    127.0.0.1:(port + brokers + i - 1) for the controller quorum; with SCRAM users on
+    (port + 2 * brokers + i - 1) for SASL_PLAINTEXT, with tls on (port + 3 * brokers + i - 1) for SSL.
     """
 
     name: str = "dev"
@@ -132,6 +145,9 @@ class LocalKafka:
     port: int = 9092
     # SCRAM-SHA-256 users; when set, each node also listens with SASL_PLAINTEXT on sasl_port(node).
     scram_users: dict[str, str] | None = None
+    # When set, each node also listens with SSL on ssl_port(node), with a certificate for
+    # 127.0.0.1/localhost signed by a throwaway CA made at start; clients trust `ca_file` (PEM).
+    tls: bool = False
 
     @property
     def root(self) -> Path:
@@ -157,6 +173,22 @@ class LocalKafka:
     @property
     def sasl_bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{self.sasl_port(node)}" for node in self.nodes)
+
+    def ssl_port(self, node: Node) -> int:
+        return self.port + 3 * self.brokers + node.node_id - 1
+
+    @property
+    def ssl_bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{self.ssl_port(node)}" for node in self.nodes)
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA's certificate (PEM), for clients: CALLSTT_KAFKA_SSL_CAFILE."""
+        return self.tls_dir / "ca.pem"
 
     # -- configuration -------------------------------------------------------------
 
@@ -193,6 +225,19 @@ class LocalKafka:
             settings["sasl.enabled.mechanisms"] = "SCRAM-SHA-256"
             settings["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"] = (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        if self.tls:
+            ssl = f"SSL://127.0.0.1:{self.ssl_port(node)}"
+            password = self.store_password()
+            settings["listeners"] += "," + ssl
+            settings["advertised.listeners"] += "," + ssl
+            settings["listener.security.protocol.map"] += ",SSL:SSL"
+            settings.update({
+                "ssl.keystore.type": "PKCS12", "ssl.keystore.location": node.keystore,
+                "ssl.keystore.password": password, "ssl.key.password": password,
+                "ssl.truststore.type": "PKCS12", "ssl.truststore.location": node.truststore,
+                "ssl.truststore.password": password,
+                "ssl.client.auth": "none",
+            })
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def cluster_id(self) -> str:
@@ -209,9 +254,59 @@ class LocalKafka:
         id_file.write_text(cluster_id)
         return cluster_id
 
+    # -- TLS ---------------------------------------------------------------------------
+
+    def store_password(self) -> str:
+        """The password of every key/trust store of this cluster (random, made once)."""
+        password_file = self.tls_dir / "store.password"
+        if not password_file.exists():
+            self.tls_dir.mkdir(parents=True, exist_ok=True)
+            password_file.write_text(secrets.token_hex(16))
+            password_file.chmod(0o600)
+        return password_file.read_text().strip()
+
+    def make_tls_files(self, node: Node) -> None:
+        """The cluster's CA (once), and this node's PKCS12 keystore and truststore (once).
+
+        openssl makes the CA and a certificate for 127.0.0.1 and localhost (subjectAltName, as
+        clients verify the host name); keytool writes the truststore Java reads as trusted.
+        """
+        for tool in ("openssl", "keytool"):
+            if shutil.which(tool) is None:
+                raise BrokerError(f"{tool} is not installed: the TLS listener needs openssl and a JDK's keytool")
+        ca_key = self.tls_dir / "ca.key"
+        if not self.ca_file.exists():
+            self.tls_dir.mkdir(parents=True, exist_ok=True)
+            _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key,
+                  "-out", self.ca_file, "-days", "825", "-subj", f"/CN=callstt local CA {self.name}"],
+                 "making the CA")
+        if node.keystore.exists() and node.truststore.exists():
+            return
+        tls = node.keystore.parent
+        tls.mkdir(parents=True, exist_ok=True)
+        password = self.store_password()
+        key, request, cert, extensions = (tls / "broker.key", tls / "broker.csr", tls / "broker.pem",
+                                          tls / "broker.ext")
+        extensions.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                              "extendedKeyUsage=serverAuth,clientAuth\n")
+        _run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request,
+              "-subj", f"/CN=localhost/OU=node{node.node_id}"], "making the broker key")
+        _run(["openssl", "x509", "-req", "-in", request, "-CA", self.ca_file, "-CAkey", ca_key,
+              "-CAcreateserial", "-CAserial", self.tls_dir / "ca.srl", "-out", cert, "-days", "825",
+              "-extfile", extensions], "signing the broker certificate")
+        node.keystore.unlink(missing_ok=True)
+        node.truststore.unlink(missing_ok=True)
+        _run(["openssl", "pkcs12", "-export", "-in", cert, "-inkey", key, "-certfile", self.ca_file,
+              "-name", "broker", "-out", node.keystore, "-passout", f"pass:{password}"], "writing the keystore")
+        _run(["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", self.ca_file,
+              "-keystore", node.truststore, "-storetype", "PKCS12", "-storepass", password],
+             "writing the truststore")
+
     def prepare(self, node: Node) -> None:
-        """Write the node's config and format its storage (once)."""
+        """Write the node's config (and TLS files) and format its storage (once)."""
         node.logs_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            self.make_tls_files(node)
         node.config_file.write_text(self.server_properties(node))
         if (node.data_dir / "meta.properties").exists():
             return
@@ -316,6 +411,13 @@ class LocalKafka:
         return "(no log written)"
 
 
+def _run(command: list, what: str) -> None:
+    result = subprocess.run([str(part) for part in command], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BrokerError(f"{what} failed ({command[0]} exited {result.returncode}): "
+                          f"{result.stdout[-1500:]}{result.stderr[-1500:]}")
+
+
 def _reap(pid: int) -> None:
     """Collect the exit status when the node is our own child, so it does not linger as a zombie."""
     try:
@@ -346,9 +448,14 @@ def fetch() -> None:
 
 
 @cli.command()
-def start(name: str = NameOption, brokers: int = BrokersOption, port: int = PortOption) -> None:
+def start(name: str = NameOption, brokers: int = BrokersOption, port: int = PortOption,
+          tls: bool = typer.Option(False, "--tls", help="Also listen with TLS on PORT+3*BROKERS+i-1 "
+                                   "(a throwaway CA; its PEM is printed for CALLSTT_KAFKA_SSL_CAFILE)")) -> None:
     """Start the broker(s) if not running and wait until they answer."""
-    print(LocalKafka(name, brokers, port).start())
+    cluster = LocalKafka(name, brokers, port, tls=tls)
+    print(cluster.start())
+    if tls:
+        print(f"TLS: {cluster.ssl_bootstrap_servers} (CA file {cluster.ca_file})")
 
 
 @cli.command()

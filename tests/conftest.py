@@ -12,21 +12,23 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from kafka_local import LocalKafka  # noqa: E402  (scripts/ is not a package)
 
-def free_port_pair() -> int:
-    """A port p with p and p+1 free (client and controller listeners of a one-node broker)."""
+def free_port_pair(count: int = 2) -> int:
+    """A port p with p..p+count-1 free: by default the client and controller listeners of a
+    one-node broker; 4 with its SASL (p+2) and TLS (p+3) listeners too."""
     import random
     import socket
+    from contextlib import ExitStack
 
     for _ in range(100):
         port = random.randint(30000, 39000)
         try:
-            with socket.socket() as first, socket.socket() as second:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
+            with ExitStack() as stack:
+                for offset in range(count):
+                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port + offset))
             return port
         except OSError:
             continue
-    raise RuntimeError("no free port pair for the test broker")
+    raise RuntimeError(f"no {count} free consecutive ports for the test broker")
 
 
 @pytest.fixture(scope="session")
