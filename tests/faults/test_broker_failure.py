@@ -4,7 +4,6 @@ and restarts. Workers reconnect by themselves and every sentence is transcribed.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -12,7 +11,6 @@ import uuid
 import numpy as np
 import pytest
 
-from kafka_local import LocalKafka
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, conversation
 from streams.producer import ChunkPlan, iter_chunks
@@ -24,12 +22,9 @@ SENTENCES = ENGLISH_SENTENCES[:4]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    cluster = LocalKafka(name=f"test-failover-{os.getpid()}", brokers=3, port=29292)
-    cluster.wipe()
-    cluster.start()
-    yield cluster
-    cluster.wipe()
+def cluster(three_brokers):
+    with three_brokers("failover", port=29292) as cluster:
+        yield cluster
 
 
 def stream(worker: WorkerProcess, call_id: str, audio: np.ndarray) -> None:

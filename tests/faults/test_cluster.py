@@ -8,20 +8,13 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from kafka_local import LocalKafka
-
 pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    import os
-
-    cluster = LocalKafka(name=f"test-cluster-{os.getpid()}", brokers=3, port=29192)
-    cluster.wipe()
-    cluster.start()
-    yield cluster
-    cluster.wipe()
+def cluster(three_brokers):
+    with three_brokers("cluster", port=29192) as cluster:
+        yield cluster
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
