@@ -38,17 +38,17 @@ def stream(worker: WorkerProcess, call_id: str, audio: np.ndarray) -> None:
             publisher.send(chunk)
 
 
-def check(received, call_id: str) -> None:
+def check(received, call_id: str, scenario, name: str) -> None:
+    scenario.report(received, {call_id: len(SENTENCES)}, name=name)
     transcripts = by_call(received).get(call_id, [])
-    duplicates = len([t for t in received if t.call_id == call_id]) - len(transcripts)
-    print(f"{call_id}: {len(SENTENCES)} expected, {len(transcripts)} received, {duplicates} duplicates")
     assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
     assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15
 
 
-def test_one_broker_down_then_the_whole_cluster_down(cluster, tmp_path):
+def test_one_broker_down_then_the_whole_cluster_down(cluster, tmp_path, scenario):
     worker = WorkerProcess(cluster.bootstrap_servers, tmp_path, extra_env={
         "CALLSTT_TOPIC_REPLICATION": "3", "CALLSTT_TOPIC_PARTITIONS": "3"}).start()
+    scenario.watch(worker)
     audio = conversation(SENTENCES)
     try:
         # 1. One broker stops mid-call and comes back: ISR 2 of 3 keeps acks=all writes going.
@@ -60,7 +60,8 @@ def test_one_broker_down_then_the_whole_cluster_down(cluster, tmp_path):
         time.sleep(6)
         cluster.start_node(3)
         streaming.join()
-        check(worker.transcripts(expected=len(SENTENCES), timeout=180, idle_s=5), first)
+        check(worker.transcripts(expected=len(SENTENCES), timeout=180, idle_s=5), first, scenario,
+              "1 of 3 brokers down mid-call")
 
         # 2. The whole cluster stops for ~20 s between two calls; the worker keeps running.
         cluster.stop()
@@ -68,7 +69,8 @@ def test_one_broker_down_then_the_whole_cluster_down(cluster, tmp_path):
         cluster.start(timeout=120)
         second = f"all-down-{uuid.uuid4().hex[:6]}"
         stream(worker, second, audio)
-        check(worker.transcripts(expected=2 * len(SENTENCES), timeout=240, idle_s=5), second)
+        check(worker.transcripts(expected=2 * len(SENTENCES), timeout=240, idle_s=5), second, scenario,
+              "whole cluster down 20 s")
         assert worker.process.poll() is None, "the worker should have reconnected, not exited"
     finally:
         worker.stop()

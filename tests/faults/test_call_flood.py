@@ -24,21 +24,14 @@ FLOOD_CALLS = int(os.environ.get("CALLSTT_FLOOD_CALLS", "100000"))
 STREAM_CAP = 2000
 
 
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def test_a_flood_of_call_ids_is_evicted_and_good_calls_go_on(kafka_bootstrap, tmp_path):
+def test_a_flood_of_call_ids_is_evicted_and_good_calls_go_on(kafka_bootstrap, tmp_path, scenario):
     worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_MAX_STREAMS": str(STREAM_CAP)}).start()
-    peak = {"rss": 0.0, "streams": 0}
+    scenario.watch(worker)
+    peak = {"streams": 0}
     done = threading.Event()
 
     def watch() -> None:
         while not done.is_set():
-            peak["rss"] = max(peak["rss"], rss_mb(worker.process.pid))
             try:
                 health = httpx.get(f"http://127.0.0.1:{worker.web_port}/health", timeout=5).json()
                 peak["streams"] = max(peak["streams"], health["active_streams"])
@@ -63,7 +56,8 @@ def test_a_flood_of_call_ids_is_evicted_and_good_calls_go_on(kafka_bootstrap, tm
         good = f"after-flood-{run}"
         with worker.publisher() as publisher:
             publisher.publish_call(conversation(ENGLISH_SENTENCES[:1]), good, chunk_ms=100)
-        transcripts = by_call(worker.transcripts(expected=1, timeout=900, idle_s=1)).get(good, [])
+        received = worker.transcripts(expected=1, timeout=900, idle_s=1)
+        transcripts = by_call(received).get(good, [])
         # The cap is enforced by the idle timer, a little behind the flood: wait for it to catch up.
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
@@ -75,12 +69,12 @@ def test_a_flood_of_call_ids_is_evicted_and_good_calls_go_on(kafka_bootstrap, tm
         done.set()
         watcher.join()
         worker.stop()
-    print(f"flood: {FLOOD_CALLS} call ids published in {published_s:.0f} s, all processed in "
-          f"{time.monotonic() - started:.0f} s; max active streams {peak['streams']} (cap {STREAM_CAP}), "
-          f"max RSS {peak['rss']:.0f} MB; good call transcripts: {len(transcripts)}; "
-          f"streams after eviction {settled}")
+    row = scenario.report(received, {good: 1}, name="call-id flood", calls=FLOOD_CALLS + 1,
+                          note=f"{FLOOD_CALLS} silent call ids published in {published_s:.0f} s, processed in "
+                               f"{time.monotonic() - started:.0f} s; max active streams {peak['streams']} "
+                               f"(cap {STREAM_CAP}), {settled} after eviction")
     assert len(transcripts) == 1 and word_error_rate(ENGLISH_SENTENCES[0], transcripts[0].text) <= 0.15
-    assert peak["rss"] < 1500
+    assert row.max_rss_mb < 1500
     assert settled <= STREAM_CAP  # evicted down to the cap: state (and memory) stay bounded
     evicted = worker.log_file.read_text(errors="replace").count("evicting stream call=flood-")
     assert evicted >= FLOOD_CALLS - STREAM_CAP

@@ -19,16 +19,10 @@ CALLS = 10
 SENTENCES = ENGLISH_SENTENCES[:3]
 
 
-def rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def test_overload_is_reported_then_drains_with_nothing_lost(kafka_bootstrap, tmp_path):
+def test_overload_is_reported_then_drains_with_nothing_lost(kafka_bootstrap, tmp_path, scenario):
     worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_OVERLOAD_LAG_RECORDS": "200"}).start()
-    health_seen, peak_rss = [], [0.0]
+    scenario.watch(worker)
+    health_seen = []
     watching = threading.Event()
 
     def watch() -> None:
@@ -37,7 +31,6 @@ def test_overload_is_reported_then_drains_with_nothing_lost(kafka_bootstrap, tmp
                 health_seen.append(httpx.get(f"http://127.0.0.1:{worker.web_port}/health", timeout=2).json())
             except httpx.HTTPError:
                 pass
-            peak_rss[0] = max(peak_rss[0], rss_mb(worker.process.pid))
             time.sleep(0.5)
 
     watcher = threading.Thread(target=watch)
@@ -55,13 +48,11 @@ def test_overload_is_reported_then_drains_with_nothing_lost(kafka_bootstrap, tmp
         watcher.join()
         worker.stop()
 
+    row = scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids}, name="overload",
+                          note=f"max lag {max((h.get('lag_records', 0) for h in health_seen), default=0)} records")
     calls = by_call(received)
-    unique = sum(len(calls.get(call_id, [])) for call_id in call_ids)
-    print(f"overload: {CALLS} calls, {CALLS * len(SENTENCES)} utterances expected, {unique} received, "
-          f"{CALLS * len(SENTENCES) - unique} lost, max RSS {peak_rss[0]:.0f} MB, "
-          f"max lag {max(h.get('lag_records', 0) for h in health_seen)} records")
     for call_id in call_ids:
         assert [t.utterance_index for t in calls.get(call_id, [])] == list(range(len(SENTENCES))), call_id
     assert any(h["status"] == "overloaded" for h in health_seen)
     assert health_seen[-1]["status"] == "ok" and health_seen[-1]["lag_records"] == 0
-    assert peak_rss[0] < 1500  # bounded: the backlog waits in Kafka, not in the worker's memory
+    assert row.max_rss_mb < 1500  # bounded: the backlog waits in Kafka, not in the worker's memory

@@ -36,7 +36,7 @@ def stream_calls(worker: WorkerProcess, call_ids: list[str], audio: np.ndarray) 
                 publisher.send(chunks[index])
 
 
-def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path):
+def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path, scenario):
     group = f"scale{uuid.uuid4().hex[:6]}"
 
     def worker(index: int) -> WorkerProcess:
@@ -46,6 +46,7 @@ def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path)
     for index in range(3):
         (tmp_path / f"w{index}").mkdir()
     first, second, third = worker(0).start(), worker(1).start(), worker(2)
+    scenario.watch(first, second, third)
     call_ids = [f"scale-{i}-{uuid.uuid4().hex[:4]}" for i in range(CALLS)]
     audio = conversation(SENTENCES)
     streaming = threading.Thread(target=stream_calls, args=(first, call_ids, audio))
@@ -61,11 +62,9 @@ def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path)
         for process in (first, second, third):
             process.stop()
 
+    scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids}, name="scale 2 -> 3 -> 2 workers",
+                    note="6 partitions")
     calls = by_call(received)
-    mine = [t for t in received if t.call_id in call_ids]
-    unique = sum(len(calls.get(call_id, [])) for call_id in call_ids)
-    print(f"scale out/back: {CALLS} calls, {CALLS * len(SENTENCES)} utterances expected, "
-          f"{unique} transcripts, {CALLS * len(SENTENCES) - unique} lost, {len(mine) - unique} duplicated")
     for call_id in call_ids:
         transcripts = calls.get(call_id, [])
         assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES))), call_id
