@@ -18,7 +18,7 @@ from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.faults
 
-CALLS = 8
+CALLS = 12
 SENTENCES = ENGLISH_SENTENCES[:4]
 
 
