@@ -397,8 +397,12 @@ class LocalKafka:
             self.stop_node(node.node_id)
 
     def wipe(self) -> None:
-        """Stop the cluster and delete its data (a fresh cluster on next start)."""
-        self.stop()
+        """Stop the cluster and delete its data (a fresh cluster on next start).
+
+        SIGKILL, not a clean shutdown: the data goes anyway, and the last node of a 3-node
+        cluster would wait out stop_node's 30 s for a controller quorum that has already left."""
+        for node in self.nodes:
+            self.stop_node(node.node_id, signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def running(self) -> list[int]:
