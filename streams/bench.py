@@ -454,8 +454,21 @@ def run_live(worker: WorkerProcess, calls: list[BenchCall], k: int, seed: int, r
                 "consumer_lag_messages_early": _r(statistics.fmean(lag_values[:lag_third])) if lag_values else None,
                 "consumer_lag_messages_late": _r(statistics.fmean(lag_values[-lag_third:])) if lag_values else None},
         "peak_rss_mb_sampled": peak_rss[0] or None,
+        # How the worker's model step went: how many utterances each model call carried, and
+        # the share of the run the model was busy (near 1: the machine is at its limit).
+        "model": _model_use(before, after, duration),
         "accuracy": call_accuracy(by_id, texts),
     }
+
+
+def _model_use(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, Any]:
+    def delta(name: str) -> float:
+        return metric_sum(after, name) - metric_sum(before, name)
+
+    calls, utterances = delta("callstt_utterances_per_model_call_count"), delta("callstt_utterances_per_model_call_sum")
+    busy = delta('callstt_stage_seconds_total{stage="model"}')
+    return {"model_calls": int(calls), "utterances_per_model_call": _r(utterances / calls, 2) if calls else None,
+            "model_busy_fraction": _r(busy / seconds, 2) if seconds else None}
 
 
 def run_inference_modes(router, utterances: list, calls: dict[str, BenchCall], batch_size: int) -> dict[str, Any]:
@@ -679,8 +692,10 @@ def markdown(report: dict[str, Any]) -> str:
         eos, ep = live["end_of_speech_to_received_s"], live["after_endpoint_to_received_s"]
         lines.append(f"| live K={live['calls']} ({live['call_seconds']} s calls, {live['speech_fraction']} speech): "
                      f"end of speech -> received p50/p95/p99 | {eos['p50']} / {eos['p95']} / {eos['p99']} s |")
-        lines.append(f"| live K={live['calls']}: after endpoint p50/p95/p99; lag grows | "
-                     f"{ep['p50']} / {ep['p95']} / {ep['p99']} s; {live['lag']['grows']} |")
+        model = live.get("model", {})
+        lines.append(f"| live K={live['calls']}: after endpoint p50/p95/p99; lag grows; utterances per model "
+                     f"call, model busy | {ep['p50']} / {ep['p95']} / {ep['p99']} s; {live['lag']['grows']}; "
+                     f"{model.get('utterances_per_model_call')}, {model.get('model_busy_fraction')} |")
     lines += [
         f"| **capacity** (p95 after endpoint < {P95_LIMIT_S} s, no lag growth) | **{cap['live_calls']}** of "
         f"K={cap['tried']}{' (sweep limit)' if cap['limited_by_sweep'] else ''}; model-bound estimate "

@@ -43,6 +43,8 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
         # End of speech comes before the endpoint decision, so its latency is the longer one.
         assert live["end_of_speech_to_received_s"]["p50"] >= live["after_endpoint_to_received_s"]["p50"]
         assert isinstance(live["lag"]["grows"], bool)
+        assert live["model"]["model_calls"] > 0 and live["model"]["utterances_per_model_call"] >= 1
+        assert 0 < live["model"]["model_busy_fraction"] < 1.5
 
     assert report["capacity"]["live_calls"] in (0, 1, 2)
     worker = report["worker"]
