@@ -234,6 +234,24 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         await publish(batch)
         save(batch)
 
+    async def handle_batch_until_done(events) -> None:
+        """A batch that fails (a broker hiccup, a table's changelog not known yet) is retried as a
+        whole, with backoff, rather than skipped: its transcripts were published at most, and the
+        table writes made before the failure only tell the retry that those chunks are done."""
+        delay = 0.5
+        while True:
+            try:
+                await handle_batch(events)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                metrics.BATCH_FAILURES.inc()
+                log.exception("a batch of %d records failed (%s: %s); retrying in %.1f s, its records stay "
+                              "unacknowledged meanwhile", len(events), type(error).__name__, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
     @app.task
     async def load_models() -> None:
         started = time.perf_counter()
@@ -253,7 +271,14 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     async def process(stream):
         await status.models_ready.wait()  # records wait in the consumer meanwhile
         async for events in stream.take_events(settings.batch_max_events, settings.batch_wait_s):
-            await handle_batch(events)
+            # take_events acks every record of the batch when this body ends, even when it ends by
+            # cancellation (a shutdown or a rebalance mid-inference): an extra reference on each
+            # record keeps those acks from letting its offset be committed until the batch is done.
+            for event in events:
+                event.message.incref()
+            await handle_batch_until_done(events)
+            for event in events:
+                event.message.decref()  # done: take_events' own ack now releases the record
 
     control = app.topic(control_name)
 

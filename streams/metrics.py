@@ -49,6 +49,9 @@ UTTERANCES_PER_MODEL_CALL = Histogram("callstt_utterances_per_model_call", "Utte
                                       buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY)
 EVENTS_PER_BATCH = Histogram("callstt_events_per_batch", "Input records the agent handled as one batch",
                              buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=REGISTRY)
+BATCH_FAILURES = Counter("callstt_batch_failures_total",
+                         "Batches that failed and were retried (their records stay unacknowledged until done)",
+                         registry=REGISTRY)
 # Where the worker's time goes, for the benchmark's overhead breakdown: avro_decode (input
 # records), audio_decode (G.711/PCM decode and resampling), vad, assembly (sequencing,
 # endpointing, state bookkeeping), model (language choice and transcription), publish (Avro

@@ -97,7 +97,9 @@ def check_topic(client: Any, bootstrap: str, topic: str | None, timeout: float,
         if errors is not None and hasattr(client, "poll"):
             client.poll(0)  # serve the error events queued meanwhile (the callback runs only in poll)
         why = (errors.describe() if errors else "") or error.args[0].str()
-        raise PublishError(f"cannot reach Kafka at {bootstrap} within {timeout:g}s: {why}") from None
+        # A plaintext client at a TLS listener sees only "brokers are down": say what else to check.
+        raise PublishError(f"cannot reach Kafka at {bootstrap} within {timeout:g}s: {why} (check the address, "
+                           "and CALLSTT_KAFKA_SECURITY_PROTOCOL if the brokers expect TLS or SASL)") from None
     if topic is None:
         return
     found = metadata.topics.get(topic)

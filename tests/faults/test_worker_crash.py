@@ -3,6 +3,7 @@ changelog-backed table, and every sentence is transcribed once after dropping du
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 
@@ -43,8 +44,10 @@ def wait_for_first_transcript(worker: WorkerProcess, timeout: float = 90.0) -> N
     raise AssertionError(f"no transcript before the kill:\n{worker.log_tail()}")
 
 
-@pytest.mark.parametrize("kill_point", ["mid_utterance", "during_inference"])
+@pytest.mark.parametrize("kill_point", ["mid_utterance", "during_inference", "sigterm_during_inference"])
 def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tmp_path, kill_point, scenario):
+    """SIGKILL: no shutdown at all. SIGTERM (a deploy): Faust shuts down and commits what was
+    acknowledged, while a batch is still in the model; that batch must not count as done."""
     call_id = f"crash-{kill_point}-{uuid.uuid4().hex[:6]}"
     chunks, midpoints = call_with_midpoints(call_id)
     worker = WorkerProcess(kafka_bootstrap, tmp_path).start()
@@ -52,11 +55,13 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
     try:
         # Up to the middle of the second sentence: one utterance done, one open.
         split = midpoints[1] if kill_point == "mid_utterance" else len(chunks)
+        graceful = kill_point.startswith("sigterm")
         with worker.publisher() as publisher:
             for chunk in chunks[:split]:
                 publisher.send(chunk)
         wait_for_first_transcript(worker)
-        worker.kill()  # SIGKILL: no shutdown, no final commit, no flush
+        # SIGKILL: no shutdown, no final commit, no flush. SIGTERM: a clean shutdown and commit.
+        worker.kill(signal.SIGTERM if graceful else signal.SIGKILL)
 
         worker.start()  # same group, topics and data folder: a replacement worker
         with worker.publisher() as publisher:
@@ -66,7 +71,8 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
     finally:
         worker.stop()
 
-    scenario.report(received, {call_id: len(SENTENCES)}, name=f"worker SIGKILL {kill_point}")
+    scenario.report(received, {call_id: len(SENTENCES)},
+                    name=f"worker SIGTERM {kill_point[8:]}" if graceful else f"worker SIGKILL {kill_point}")
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
     assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
