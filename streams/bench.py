@@ -726,7 +726,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="K = 1, 2 for ~20 s each: a couple of minutes")
     parser.add_argument("--output", default=".local/bench", help="folder for bench.json and bench.md")
     parser.add_argument("--bootstrap", default=None, help="a running broker (default: start one on port 39092)")
-    parser.add_argument("--calls", default=None, help="live K values, comma-separated (default 1,2,4,8)")
+    parser.add_argument("--calls", default=None, help="live K values, comma-separated (default 1,2,4,8,12)")
     parser.add_argument("--live-seconds", type=float, default=None, help="length of each live call")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
