@@ -64,6 +64,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         web_port=settings.web_port,
         web_enabled=True,
         topic_disable_leader=True,
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.kafka_session_timeout_s / 3),  # Kafka wants < 1/3
     )
     codec = AvroCodec(settings.schema_registry_url or None)
     assembler = StreamAssembler(AssemblyConfig(endpoint=EndpointConfig(

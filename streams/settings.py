@@ -82,6 +82,9 @@ class Settings:
                               doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
                                   "single (one per model call), batched (one 30 s window each, one batched call) "
                                   "or packed (short utterances of one language share 30 s windows)")
+    kafka_session_timeout_s: float = env("CALLSTT_KAFKA_SESSION_TIMEOUT_S", default=60.0,
+                                         doc="How long the group waits for a silent worker before its partitions "
+                                             "move to the others (a crashed worker's calls wait this long)")
     batch_max_events: int = env("CALLSTT_BATCH_MAX_EVENTS", default=2000,
                                 doc="Most input records the agent takes as one batch: every utterance they finish "
                                     "meets the model together, and their table writes are made once")

@@ -22,11 +22,11 @@ SENTENCES = ENGLISH_SENTENCES[:4]
 PLAN = ChunkPlan(sample_rate=16000, encoding="PCM_S16LE", chunk_ms=20)
 
 
-def call_with_midpoints(call_id: str):
+def call_with_midpoints(call_id: str, sentences: list[str] = SENTENCES):
     """The call's chunks, and the chunk index in the middle of each sentence."""
     silence = np.zeros(16000, dtype=np.float32)
     pieces, midpoints, position = [silence[:8000]], [], 8000
-    for text in SENTENCES:
+    for text in sentences:
         speech = synthesize(text, "en")
         midpoints.append((position + len(speech) // 2) // (16000 * PLAN.chunk_ms // 1000))
         pieces += [speech, silence]
@@ -86,8 +86,9 @@ def test_repeated_sigkills_at_random_moments_lose_nothing(kafka_bootstrap, tmp_p
 
     rng = random.Random(int(time.time()))  # a different schedule every run; printed for reruns
     call_id = f"random-kills-{uuid.uuid4().hex[:6]}"
-    chunks, _ = call_with_midpoints(call_id)
-    worker = WorkerProcess(kafka_bootstrap, tmp_path).start()
+    chunks, _ = call_with_midpoints(call_id, SENTENCES * 2)  # ~40 s: every kill lands while it streams
+    # A replacement is ready once the group gives up on the dead worker: 10 s, not the default 60 s.
+    worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_KAFKA_SESSION_TIMEOUT_S": "10"}).start()
     scenario.watch(worker)
     kills = []
 
@@ -110,13 +111,14 @@ def test_repeated_sigkills_at_random_moments_lose_nothing(kafka_bootstrap, tmp_p
             worker.kill()
             worker.start()
         streaming.join()
-        received = worker.transcripts(expected=len(SENTENCES), timeout=300)
+        received = worker.transcripts(expected=2 * len(SENTENCES), timeout=300)
     finally:
         streaming.join()
         worker.stop()
 
-    scenario.report(received, {call_id: len(SENTENCES)}, name="worker 3 random SIGKILLs",
-                    note=f"kills at {kills} s into the call")
+    call_seconds = len(chunks) * PLAN.chunk_ms / 1000
+    scenario.report(received, {call_id: 2 * len(SENTENCES)}, name="worker 3 random SIGKILLs",
+                    note=f"kills at {kills} s into a {call_seconds:.0f} s call")
     transcripts = by_call(received).get(call_id, [])
-    assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
-    assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
+    assert [t.utterance_index for t in transcripts] == list(range(2 * len(SENTENCES)))
+    assert word_error_rate(SENTENCES * 2, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
