@@ -14,7 +14,7 @@ calls) through a faster-whisper backend:
 
 Every result is a ``TranscriptionResult`` relative to its own utterance (word times start at
 0 at the utterance's first sample), exactly as ``backend.transcribe`` returns, so
-``streams.transcripts.build_transcript`` takes it unchanged.
+``streams.core.transcripts.build_transcript`` takes it unchanged.
 
     results = transcribe_many(router, [InferenceRequest(audio, "en"), InferenceRequest(audio2, "vi")],
                               mode="packed")
@@ -279,7 +279,7 @@ class Decided:
 def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str = "single",
                           batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
                           gap_s: float = DEFAULT_GAP_S) -> list[Decided]:
-    """What `streams.transcripts.transcribe_utterance` does for one utterance, for all those ready at
+    """What `streams.core.transcripts.transcribe_utterance` does for one utterance, for all those ready at
     once: choose each one's language (hint > sticky > detection, a detection sticking to the later
     utterances of its stream in this batch as `should_stick` says), then one `transcribe_many`.
     Run it in the model thread; results in input order."""

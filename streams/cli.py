@@ -19,6 +19,7 @@ import typer
 
 from models.store import PACKAGED_MODELS, ModelFileError, resolve_model
 from schemas.records import Encoding
+from streams.client.kafka import confluent_config
 from streams.settings import Settings, SettingsError
 
 app = typer.Typer(help="Speech-to-text stream processor for live calls (Kafka in, Avro transcripts out).",
@@ -91,7 +92,7 @@ def worker(
     model: str = typer.Option(None, "--model", help="faster-whisper model reference"),
 ) -> None:
     """Run a stream-processing worker (joins the consumer group; run several to scale out)."""
-    from streams.worker import run_worker
+    from streams.worker.runner import run_worker
 
     run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
 
@@ -99,7 +100,7 @@ def worker(
 # --- publish ---------------------------------------------------------------------------------
 
 def _sample_rate(value: int) -> int:
-    from streams.publishing import SAMPLE_RATES
+    from streams.client.publishing import SAMPLE_RATES
 
     if value not in SAMPLE_RATES:
         raise typer.BadParameter(f"{value} is not one of {', '.join(map(str, SAMPLE_RATES))}")
@@ -138,9 +139,9 @@ def publish(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from schemas.codec import AvroCodec
-    from streams.producer import ChunkPlan
-    from streams.publishing import InputError, PublishError, load_inputs, plan_calls
-    from streams.publishing import publish as publish_calls
+    from streams.client.producer import ChunkPlan
+    from streams.client.publishing import InputError, PublishError, load_inputs, plan_calls
+    from streams.client.publishing import publish as publish_calls
 
     if not inputs and not say:
         raise typer.BadParameter("give audio files or directories, or --say TEXT", param_hint="FILE_OR_DIR")
@@ -161,7 +162,7 @@ def publish(
                                     realtime=realtime, timeout=timeout,
                                     codec=AvroCodec(settings.schema_registry_url or None),
                                     on_chunk=lambda job: progress.advance(task),
-                                    client_config=settings.kafka_client_config())
+                                    client_config=confluent_config(settings))
     except (InputError, PublishError) as error:
         raise CliFailure(str(error)) from None
     width = max(len(result.call_id) for result in results)
@@ -173,7 +174,7 @@ def publish(
 # --- tail ------------------------------------------------------------------------------------
 
 def _since(value: str | None) -> datetime | None:
-    from streams.tailing import parse_since
+    from streams.client.tailing import parse_since
 
     if value is None:
         return None
@@ -203,7 +204,7 @@ def tail(
     from confluent_kafka import KafkaException
 
     from schemas.codec import AvroCodec
-    from streams.tailing import TailError, TranscriptTail, format_transcript
+    from streams.client.tailing import TailError, TranscriptTail, format_transcript
 
     start_at = _since(since)
     if start_at is not None and from_beginning:
@@ -214,7 +215,7 @@ def tail(
         reader = TranscriptTail(settings.kafka_bootstrap_servers, settings.transcript_topic,
                                 start=start_at or ("beginning" if from_beginning else "end"),
                                 codec=AvroCodec(settings.schema_registry_url or None), timeout=timeout,
-                                extra_config=settings.kafka_client_config())
+                                extra_config=confluent_config(settings))
         for transcript in reader.follow(idle_exit_s=idle_exit, call_id=call):
             if as_json:
                 typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False))
@@ -265,12 +266,12 @@ def topics(
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from streams.publishing import ClientErrors, PublishError, check_topic
+    from streams.client.publishing import ClientErrors, PublishError, check_topic
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, app_id=app_id, topic_partitions=partitions,
                              topic_replication=replication)
     errors = ClientErrors()
-    admin = AdminClient({**settings.kafka_client_config(), **errors.config()})
+    admin = AdminClient({**confluent_config(settings), **errors.config()})
     try:
         check_topic(admin, settings.kafka_bootstrap_servers, None, timeout, errors)
         if action is TopicsAction.create:
@@ -286,7 +287,7 @@ def topics(
 
 
 def _create_topics(settings: Settings, timeout: float) -> None:
-    from streams.topics import ensure_topics, project_topics
+    from streams.client.topics import ensure_topics, project_topics
 
     with _librdkafka_stderr_silenced():
         created = set(ensure_topics(settings, timeout=timeout))
@@ -328,7 +329,7 @@ def _describe_topics(admin, settings: Settings, timeout: float) -> None:
     from confluent_kafka import KafkaError, KafkaException, TopicCollection
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    from streams.topics import project_topics
+    from streams.client.topics import project_topics
 
     names = [spec.name for spec in project_topics(settings)]
     existing = admin.list_topics(timeout=timeout).topics
@@ -374,7 +375,7 @@ def replay(
     live workers' group), or rewind a stopped worker group to a time for a full reprocess."""
     from streams.replay import replay_calls
     from streams.replay import rewind_group as rewind
-    from streams.worker import build_router
+    from streams.worker.runner import build_router
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, model=model, model_version=model_version)
     since_at, until_at = _since(since), _since(until)

@@ -24,9 +24,9 @@ from models.endpointing import EndpointConfig
 from models.errors import BadChunk
 from models.routing import ModelRouter
 from schemas.codec import AvroCodec, DecodeError
-from streams.assembly import AssemblyConfig, StreamAssembler, StreamState
+from streams.core.assembly import AssemblyConfig, StreamAssembler, StreamState
 from streams.settings import Settings
-from streams.transcripts import should_stick, transcribe_utterance
+from streams.core.transcripts import should_stick, transcribe_utterance
 
 log = logging.getLogger("callstt.replay")
 

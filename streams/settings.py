@@ -149,50 +149,6 @@ class Settings:
     def uses_tls(self) -> bool:
         return self.kafka_security_protocol.upper() in ("SSL", "SASL_SSL")
 
-    def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka (confluent-kafka) connection settings: every client the project makes starts here."""
-        config = {"bootstrap.servers": self.kafka_bootstrap_servers,
-                  "security.protocol": self.kafka_security_protocol.upper()}
-        if self.uses_sasl:
-            config.update({"sasl.mechanism": self.kafka_sasl_mechanism, "sasl.username": self.kafka_sasl_username,
-                           "sasl.password": self.kafka_sasl_password})
-        if self.uses_tls:
-            config.update({key: value for key, value in (("ssl.ca.location", self.kafka_ssl_cafile),
-                                                         ("ssl.certificate.location", self.kafka_ssl_certfile),
-                                                         ("ssl.key.location", self.kafka_ssl_keyfile)) if value})
-        return config
-
-    def ssl_context(self):
-        import ssl
-
-        if not self.uses_tls:
-            return None
-        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
-        if self.kafka_ssl_certfile:
-            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
-        return context
-
-    def faust_credentials(self):
-        """Broker credentials for Faust (aiokafka), or None for plaintext."""
-        import faust
-
-        if self.uses_sasl:
-            return faust.SASLCredentials(username=self.kafka_sasl_username, password=self.kafka_sasl_password,
-                                         mechanism=self.kafka_sasl_mechanism, ssl_context=self.ssl_context())
-        if self.uses_tls:
-            return faust.SSLCredentials(self.ssl_context())
-        return None
-
-    def aiokafka_config(self) -> dict:
-        config: dict = {"bootstrap_servers": self.kafka_bootstrap_servers,
-                        "security_protocol": self.kafka_security_protocol.upper()}
-        if self.uses_sasl:
-            config.update(sasl_mechanism=self.kafka_sasl_mechanism, sasl_plain_username=self.kafka_sasl_username,
-                          sasl_plain_password=self.kafka_sasl_password)
-        if self.uses_tls:
-            config["ssl_context"] = self.ssl_context()
-        return config
-
     def __repr__(self) -> str:  # keeps the password out of tracebacks and logs
         return f"Settings({self.describe()})"
 

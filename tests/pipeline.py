@@ -9,7 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from schemas.records import Transcript
-from streams.worker_process import REPO_ROOT, WorkerProcess, free_port  # noqa: F401 (used by the tests)
+from tests.worker_process import REPO_ROOT, WorkerProcess, free_port  # noqa: F401 (used by the tests)
 
 CALLSTT = str(Path(sys.executable).parent / "callstt")
 

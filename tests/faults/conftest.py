@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from kafka_local import LocalKafka
-from streams.worker_process import WorkerProcess, read_proc_status
+from tests.worker_process import WorkerProcess, read_proc_status
 
 # -- the 3-broker cluster -----------------------------------------------------------------------
 

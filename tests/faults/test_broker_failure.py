@@ -13,7 +13,7 @@ import pytest
 
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, conversation
-from streams.producer import ChunkPlan, iter_chunks
+from streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.faults

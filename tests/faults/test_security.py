@@ -18,6 +18,7 @@ import pytest
 from kafka_local import LocalKafka
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
+from streams.client.kafka import confluent_config
 from streams.settings import Settings
 from tests.conftest import free_port_pair
 from tests.pipeline import CALLSTT, WorkerProcess, by_call
@@ -55,7 +56,7 @@ def tls_env(cafile: Path | None) -> dict[str, str]:
 
 def test_worker_and_clients_over_sasl_scram_keep_the_password_secret(scram_broker, tmp_path, scenario):
     bootstrap = scram_broker.sasl_bootstrap_servers
-    client = Settings.from_env({**sasl_env(), "CALLSTT_KAFKA_BOOTSTRAP_SERVERS": bootstrap}).kafka_client_config()
+    client = confluent_config(Settings.from_env({**sasl_env(), "CALLSTT_KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
     worker = WorkerProcess(bootstrap, tmp_path, extra_env=sasl_env(), client_config=client).start()
     scenario.watch(worker)
     try:
@@ -90,7 +91,7 @@ def test_worker_and_clients_over_tls(tls_broker, tmp_path, scenario):
     trusting the broker's certificate through CALLSTT_KAFKA_SSL_CAFILE."""
     bootstrap = tls_broker.ssl_bootstrap_servers
     env = tls_env(tls_broker.ca_file)
-    client = Settings.from_env({**env, "CALLSTT_KAFKA_BOOTSTRAP_SERVERS": bootstrap}).kafka_client_config()
+    client = confluent_config(Settings.from_env({**env, "CALLSTT_KAFKA_BOOTSTRAP_SERVERS": bootstrap}))
     worker = WorkerProcess(bootstrap, tmp_path, extra_env=env, client_config=client).start()
     scenario.watch(worker)
     sentences = ENGLISH_SENTENCES[:2]

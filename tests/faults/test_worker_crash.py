@@ -12,8 +12,8 @@ import pytest
 
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, synthesize
-from streams.consumer import TranscriptReader
-from streams.producer import ChunkPlan, iter_chunks
+from streams.client.reader import TranscriptReader
+from streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.faults

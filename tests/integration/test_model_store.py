@@ -86,7 +86,7 @@ def test_fast_language_detection_agrees_with_the_full_window(base_model):
 
     from models.audio import decode_stream_chunk
     from models.synth import VIETNAMESE_SENTENCES
-    from streams.producer import encode_samples
+    from streams.client.producer import encode_samples
 
     def telephone(text: str, language: str):
         payload = encode_samples(synthesize(text, language, sample_rate=8000), "MULAW")

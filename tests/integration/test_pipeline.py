@@ -13,7 +13,7 @@ from confluent_kafka import Consumer
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
 from schemas.codec import AvroCodec
-from streams.producer import ChunkPlan, iter_chunks
+from streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 
 from models.routing import ModelRouter
 from models.synth import ENGLISH_SENTENCES, conversation
-from streams.consumer import TranscriptReader
+from streams.client.reader import TranscriptReader
 from streams.replay import replay_calls, rewind_group
 from streams.settings import Settings
 from tests.pipeline import WorkerProcess, by_call

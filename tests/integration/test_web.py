@@ -13,7 +13,7 @@ import pytest
 
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
-from streams.producer import CallPublisher
+from streams.client.producer import CallPublisher
 from tests.pipeline import CALLSTT, WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from streams import metrics
+from streams.worker import metrics
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "dashboards" / "callstt.json"
 

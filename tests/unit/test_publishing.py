@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from schemas.records import Transcript
-from streams.producer import ChunkPlan, iter_chunks
-from streams.publishing import (CallInput, CallJob, DeliveryTracker, InputError, call_ids, list_inputs, load_inputs,
+from streams.client.producer import ChunkPlan, iter_chunks
+from streams.client.publishing import (CallInput, CallJob, DeliveryTracker, InputError, call_ids, list_inputs, load_inputs,
                                 new_results, plan_calls, send_calls)
-from streams.tailing import TranscriptTail, format_transcript, parse_since
+from streams.client.tailing import TranscriptTail, format_transcript, parse_since
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from models.synth import ENGLISH_SENTENCES, conversation
-from streams.assembly import StreamAssembler, StreamState, state_key
-from streams.batch import TableBatch
-from streams.producer import ChunkPlan, iter_chunks
+from streams.core.assembly import StreamAssembler, StreamState, state_key
+from streams.core.batch import TableBatch
+from streams.client.producer import ChunkPlan, iter_chunks
 
 
 class Event:
@@ -124,7 +124,7 @@ def test_reads_see_the_batch_own_changes():
     batch = TableBatch(read=table.get)
     state = batch.state("c", "s")
     assert state == StreamState("c", "s")
-    from streams.assembly import Outcome
+    from streams.core.assembly import Outcome
 
     newer = StreamState("c", "s", position=160)
     batch.record(Outcome(state=newer, writes={"A|c|s|2": b"new"}, deletes=["A|c|s|1"]), Event(5))

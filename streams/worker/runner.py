@@ -63,8 +63,8 @@ def build_router(settings: Settings) -> ModelRouter:
 def run_worker(settings: Settings) -> None:
     import faust
 
-    from streams.app import create_app
-    from streams.topics import ensure_topics
+    from streams.worker.app import create_app
+    from streams.client.topics import ensure_topics
 
     created = ensure_topics(settings)
     if created:

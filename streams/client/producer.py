@@ -1,6 +1,6 @@
 """The producer library: how a call platform publishes a call's audio as AudioChunk events.
 
-Importable on its own (`from streams.producer import CallPublisher`), so a platform can
+Importable on its own (`from streams.client.producer import CallPublisher`), so a platform can
 embed the same code as `callstt publish`. Records are keyed by call ID and partitioned
 with murmur2, the hash Java clients and Faust use, so every producer sends a call to the
 same partition.

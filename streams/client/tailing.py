@@ -1,6 +1,6 @@
 """Following the transcript topic for `callstt tail`: TranscriptReader plus a start position.
 
-`TranscriptTail` is a `streams.consumer.TranscriptReader` that can also
+`TranscriptTail` is a `streams.client.reader.TranscriptReader` that can also
 
 * start at a point in time (`start=datetime`): on assignment each partition is moved to
   the first record at or after it (`Consumer.offsets_for_times`);
@@ -32,8 +32,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Topic
 
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import Transcript
-from streams.consumer import TranscriptReader
-from streams.publishing import ClientErrors, PublishError, check_topic
+from streams.client.reader import TranscriptReader
+from streams.client.publishing import ClientErrors, PublishError, check_topic
 
 _UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
           "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}

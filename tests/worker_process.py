@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 from schemas.records import Transcript
-from streams.consumer import TranscriptReader
-from streams.producer import CallPublisher
+from streams.client.reader import TranscriptReader
+from streams.client.producer import CallPublisher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streams.client.kafka import confluent_config
 from streams.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
@@ -43,7 +44,7 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the project's topics that do not exist yet; returns the names created."""
-    admin = AdminClient(settings.kafka_client_config())
+    admin = AdminClient(confluent_config(settings))
     specs = project_topics(settings)
     futures = admin.create_topics(
         [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication,

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.worker_process import WorkerProcess
+from tests.worker_process import WorkerProcess
 
 log = logging.getLogger("callstt.bench")
 
@@ -125,8 +125,8 @@ def cut_utterances(call: BenchCall, call_id: str, settings) -> tuple[list, float
     """The utterances a worker cuts from this call's chunks (same assembler, VAD, endpointing),
     and the seconds that took (decode + VAD + endpointing, in-process)."""
     from models.endpointing import EndpointConfig
-    from streams.assembly import AssemblyConfig, StreamAssembler
-    from streams.producer import ChunkPlan, iter_chunks
+    from streams.core.assembly import AssemblyConfig, StreamAssembler
+    from streams.client.producer import ChunkPlan, iter_chunks
 
     assembler = StreamAssembler(AssemblyConfig(endpoint=EndpointConfig(
         min_silence_ms=settings.min_silence_ms, max_utterance_ms=settings.max_utterance_ms)))
@@ -279,7 +279,7 @@ def call_accuracy(calls: dict[str, BenchCall], texts: dict[str, list[tuple[int, 
 # --- the sections ---------------------------------------------------------------------------
 
 def run_floor(router, calls: dict[str, BenchCall], settings) -> dict[str, Any]:
-    from streams.transcripts import should_stick, transcribe_utterance
+    from streams.core.transcripts import should_stick, transcribe_utterance
 
     cut = {call_id: cut_utterances(call, call_id, settings) for call_id, call in calls.items()}
     assembly_s = sum(seconds for _, seconds in cut.values())
@@ -313,9 +313,9 @@ def run_floor(router, calls: dict[str, BenchCall], settings) -> dict[str, Any]:
 
 def run_pipeline(worker: WorkerProcess, calls: dict[str, BenchCall], expected: int, floor_s: float,
                  assembly_s: float) -> dict[str, Any]:
-    from streams.consumer import TranscriptReader
-    from streams.producer import CallPublisher, ChunkPlan
-    from streams.publishing import CallInput, CallJob, send_calls
+    from streams.client.reader import TranscriptReader
+    from streams.client.producer import CallPublisher, ChunkPlan
+    from streams.client.publishing import CallInput, CallJob, send_calls
 
     jobs = [CallJob(call_id, "caller", CallInput(call.name, call.samples, SAMPLE_RATE)) for call_id, call in calls.items()]
     before = worker.metrics()
@@ -368,9 +368,9 @@ def run_pipeline(worker: WorkerProcess, calls: dict[str, BenchCall], expected: i
 
 def run_live(worker: WorkerProcess, calls: list[BenchCall], k: int, seed: int, run_id: str) -> dict[str, Any]:
     """K calls at real-time pace, staggered starts; latency per transcript and the lag trend."""
-    from streams.consumer import TranscriptReader
-    from streams.producer import CallPublisher, ChunkPlan
-    from streams.publishing import CallInput, CallJob, send_calls
+    from streams.client.reader import TranscriptReader
+    from streams.client.producer import CallPublisher, ChunkPlan
+    from streams.client.publishing import CallInput, CallJob, send_calls
 
     rng = random.Random(seed + k)
     jobs, by_id = [], {}
@@ -475,7 +475,7 @@ def run_inference_modes(router, utterances: list, calls: dict[str, BenchCall], b
     """(a) single, (b) batched, (c) packed on the same utterances, all ready at once, each with the
     worker's whole model step (`choose_and_transcribe`: language choice and detection included)."""
     from models.batching import PendingUtterance, choose_and_transcribe
-    from streams.transcripts import is_non_speech
+    from streams.core.transcripts import is_non_speech
 
     pending = [PendingUtterance(stream=u.call_id, audio=u.audio, hint=None, sticky_language=None,
                                 sticky_probability=0.0) for u in utterances]
@@ -525,7 +525,7 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     floor and the worker use its model, compute type, device, threads and beam size.
     """
     from streams.settings import Settings
-    from streams.worker import build_router
+    from streams.worker.runner import build_router
 
     settings = settings or Settings.from_env()
     for noisy in ("faster_whisper", "httpx"):  # one INFO line per model call / per scrape otherwise

@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from schemas.records import Transcript
-from streams import metrics
+from streams.worker import metrics
 from streams.settings import Settings
 
 LIVE_PAGE = Path(__file__).with_name("live.html")
@@ -104,7 +104,7 @@ class WorkerStatus:
 
 
 def register_pages(app, status: WorkerStatus) -> None:
-    from streams.http_transcribe import TranscribeView
+    from streams.worker.http_transcribe import TranscribeView
 
     @app.page("/api")
     async def api_root(web, request):

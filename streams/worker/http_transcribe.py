@@ -24,8 +24,9 @@ from faust.web import View
 from models.endpointing import EndpointConfig
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import Transcript
-from streams.assembly import AssemblyConfig, StreamAssembler
-from streams.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
+from streams.core.assembly import AssemblyConfig, StreamAssembler
+from streams.client.kafka import aiokafka_config, confluent_config
+from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 TIMEOUT_S = 120.0
@@ -138,13 +139,13 @@ class TranscribeView(View):
     def publish(self, samples: np.ndarray, call_id: str, language: str | None) -> None:
         settings = self.status.settings
         with CallPublisher(settings.kafka_bootstrap_servers, settings.audio_topic,
-                           extra_config=settings.kafka_client_config()) as publisher:
+                           extra_config=confluent_config(settings)) as publisher:
             publisher.publish_call(samples, call_id, "caller", 16000, "PCM_S16LE", CHUNK_MS, language)
 
     async def transcript_consumer(self) -> AIOKafkaConsumer:
         """A group-less consumer positioned at the end of every transcript partition (before publishing)."""
         settings = self.status.settings
-        consumer = AIOKafkaConsumer(**settings.aiokafka_config(), enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**aiokafka_config(settings), enable_auto_commit=False)
         await consumer.start()
         partitions = consumer.partitions_for_topic(settings.transcript_topic) or set()
         if not partitions:

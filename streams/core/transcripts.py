@@ -12,7 +12,7 @@ from models.results import TranscriptionResult
 from models.routing import MIN_DETECTION_SECONDS, LanguageChoice, ModelRouter
 from models.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
-from streams.assembly import SAMPLE_RATE, Utterance
+from streams.core.assembly import SAMPLE_RATE, Utterance
 
 # Whisper's own rule for "this was not speech": a confident no-speech token and a weak decode.
 NO_SPEECH_PROB = 0.6

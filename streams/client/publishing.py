@@ -34,7 +34,7 @@ import numpy as np
 from confluent_kafka import KafkaError, KafkaException
 
 from schemas.codec import AvroCodec
-from streams.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
+from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
 
 # What a directory argument contributes: the files whose suffix is one of these (PyAV reads them all).
 AUDIO_SUFFIXES = frozenset({
@@ -52,7 +52,7 @@ class PublishError(RuntimeError):
     """The broker could not be reached, or did not acknowledge every chunk; the message is one line."""
 
 
-# --- Kafka client helpers (shared with streams.tailing and the CLI) -------------------------
+# --- Kafka client helpers (shared with streams.client.tailing and the CLI) -------------------------
 
 _quiet_log = logging.getLogger("callstt.kafka-client")
 _quiet_log.addHandler(logging.NullHandler())

@@ -1,9 +1,10 @@
 """The Faust app: topics, the stream table, the agent, the idle timer and the worker's web pages.
 
-Data path of one chunk (see docs/data-path.md): audio topic -> `process` agent ->
-codec.decode_chunk -> StreamAssembler.accept (sequencing, decode, VAD, endpointing) ->
-model thread (transcripts.transcribe_utterance) -> transcript topic, acknowledged ->
-table writes -> offset commit (Faust flushes the producer before it commits).
+Data path of one batch of chunks (see docs/data-path.md): audio topic -> `process` agent
+(take_events) -> per chunk codec.decode_chunk -> StreamAssembler.accept through a TableBatch
+(sequencing, decode, VAD, endpointing) -> model thread, every finished utterance at once
+(models.batching.choose_and_transcribe) -> transcript topic, acknowledged -> table writes ->
+records acked -> offset commit (Faust flushes the producer before it commits).
 
 Guarantee: at-least-once. Table state is written only after the transcripts it led to
 are acknowledged, so a crash repeats work (same transcript_id) and never skips it.
@@ -30,13 +31,13 @@ from models.errors import BadChunk
 from models.routing import ModelRouter
 from models.store import ModelFileError
 from schemas.codec import AvroCodec, DecodeError
-from streams import metrics
-from streams.assembly import SAMPLE_RATE, AssemblyConfig, Outcome, StreamAssembler, StreamState, state_key
-from streams.batch import TableBatch
+from streams.worker import metrics
+from streams.core.assembly import SAMPLE_RATE, AssemblyConfig, Outcome, StreamAssembler, StreamState, state_key
+from streams.core.batch import TableBatch
 from streams.settings import Settings
-from streams.topics import control_topic
-from streams.transcripts import build_transcript, is_non_speech, should_stick
-from streams.web import WorkerStatus, register_pages
+from streams.client.topics import control_topic
+from streams.core.transcripts import build_transcript, is_non_speech, should_stick
+from streams.worker.web import WorkerStatus, register_pages
 
 log = logging.getLogger("callstt.worker")
 

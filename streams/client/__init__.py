@@ -1,0 +1,1 @@
+"""The client library call platforms embed: publish audio, read transcripts, manage topics."""

@@ -1,0 +1,1 @@
+"""The Faust-free pipeline core: chunk in, transcripts and state changes out."""
