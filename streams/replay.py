@@ -3,10 +3,11 @@ chosen model into a chosen topic, or rewind a consumer group for a full reproces
 
 `replay_calls` never joins the live workers' consumer group: it reads the audio topic with
 manually assigned partitions, from the offsets at `since` up to the end offsets taken when
-it started, runs the same per-stream assembly as the workers (streams/assembly.py) and
-the same transcription (streams/transcripts.py), and publishes Transcript events carrying
-the model version it was given. Greedy decoding is deterministic, so replaying the same
-input with the same model gives the same transcript ids and text.
+it started, and drives the same pipeline core as the workers (streams/core/pipeline.py:
+assembly, language choice, the inference mode, transcripts), batch by batch, keeping the
+calls' state in memory. It publishes Transcript events carrying the model version it was
+given. Greedy decoding is deterministic, so replaying the same input with the same model
+gives the transcript ids and text the live worker gave.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from models.endpointing import EndpointConfig
-from models.errors import BadChunk
 from models.routing import ModelRouter
-from schemas.codec import AvroCodec, DecodeError
-from streams.core.assembly import AssemblyConfig, StreamAssembler, StreamState
+from schemas.records import AudioChunk
+from streams.client.kafka import RELIABLE_PRODUCER, confluent_config
+from streams.core.assembly import StreamState
+from streams.core.pipeline import MemoryStore, Pipeline, PipelineBatch, Rejected
 from streams.settings import Settings
-from streams.core.transcripts import should_stick, transcribe_utterance
 
 log = logging.getLogger("callstt.replay")
 
@@ -53,89 +53,114 @@ def start_offsets(consumer: Consumer, topic: str, since_ms: int | None) -> list[
     return consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in partitions], timeout=30)
 
 
+@dataclass
+class Replay:
+    """One replay job: what to read, the pipeline, and the calls' state between batches."""
+
+    pipeline: Pipeline
+    router: ModelRouter
+    producer: Producer
+    output_topic: str
+    call_ids: set[str] | None
+    until_ms: int | None
+    on_transcript: Callable | None
+    report: ReplayReport = field(default_factory=ReplayReport)
+    store: MemoryStore = field(default_factory=MemoryStore)
+
+    def run_batch(self, messages: list[Message]) -> None:
+        """A batch of audio records through the pipeline, as the worker runs one."""
+        batch = self.pipeline.batch(self.store.get)
+        for message in messages:
+            chunk = self.pipeline.decode(message.value())
+            if isinstance(chunk, Rejected):
+                self.report.rejected_chunks += 1
+            elif self.wanted(chunk, message):
+                self.accept(batch, chunk, message.timestamp()[1])
+            else:
+                self.report.skipped_chunks += 1
+        self.finish(batch)
+
+    def wanted(self, chunk: AudioChunk, message: Message) -> bool:
+        timestamp = message.timestamp()[1]  # when the broker got it: the range is on that axis
+        return (not self.call_ids or chunk.call_id in self.call_ids) and \
+            (self.until_ms is None or timestamp <= self.until_ms)
+
+    def accept(self, batch: PipelineBatch, chunk: AudioChunk, received_ms: int) -> None:
+        if isinstance(batch.accept_chunk(chunk, received_ms, owner=None), Rejected):
+            self.report.rejected_chunks += 1
+            return
+        self.report.chunks += 1
+        self.report.calls.add(chunk.call_id)
+
+    def close_open_streams(self) -> None:
+        """Calls cut off by the end of the range: close their open utterances."""
+        batch = self.pipeline.batch(self.store.get)
+        for key, raw in list(self.store.items()):
+            if key.startswith("S|"):
+                state = StreamState.from_bytes(raw)
+                batch.flush(state.call_id, state.stream_id, int(time.time() * 1000))
+        self.finish(batch)
+
+    def finish(self, batch: PipelineBatch) -> None:
+        """Transcribe what the batch finished, publish it, keep the state."""
+        for result in batch.transcribe(self.router):
+            if result.transcript is None:
+                continue
+            self.producer.produce(self.output_topic, key=result.transcript.call_id.encode(),
+                                  value=self.pipeline.codec.encode_transcript(result.transcript, self.output_topic))
+            self.producer.poll(0)
+            self.report.transcripts += 1
+            if self.on_transcript:
+                self.on_transcript(result.transcript)
+        self.store.apply(batch.changes())
+
+
 def replay_calls(settings: Settings, router: ModelRouter, output_topic: str, model_version: str,
                  call_ids: set[str] | None = None, since_ms: int | None = None, until_ms: int | None = None,
                  on_transcript: Callable | None = None) -> ReplayReport:
     """Reprocess the chosen calls / time range; returns what was done."""
-    codec = AvroCodec(settings.schema_registry_url or None)
-    assembler = StreamAssembler(AssemblyConfig(endpoint=EndpointConfig(
-        min_silence_ms=settings.min_silence_ms, max_utterance_ms=settings.max_utterance_ms)))
-    consumer = Consumer({**settings.kafka_client_config(),
-                         "group.id": f"callstt-replay-{uuid.uuid4().hex[:8]}",  # never committed
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    producer = Producer({**settings.kafka_client_config(), "acks": "all",
-                         "enable.idempotence": True, "partitioner": "murmur2_random"})
-    report = ReplayReport()
-    states: dict[tuple[str, str], StreamState] = {}
-    blocks: dict[str, bytes] = {}
-
-    def emit(outcome) -> None:
-        """Transcribe and publish an outcome's utterances, as the worker does; keep its blocks."""
-        for utterance in outcome.utterances:
-            result = transcribe_utterance(router, utterance, outcome.state.language,
-                                          outcome.state.language_probability, model_version)
-            if should_stick(result.choice, utterance):
-                outcome.state.language = result.choice.language
-                outcome.state.language_probability = result.choice.probability
-            if result.transcript is None:
-                continue
-            producer.produce(output_topic, key=result.transcript.call_id.encode(),
-                             value=codec.encode_transcript(result.transcript, output_topic))
-            producer.poll(0)
-            report.transcripts += 1
-            if on_transcript:
-                on_transcript(result.transcript)
-        blocks.update(outcome.writes)
-        for block in outcome.deletes:
-            blocks.pop(block, None)
-
+    consumer = Consumer(confluent_config(settings, **{
+        "group.id": f"callstt-replay-{uuid.uuid4().hex[:8]}",  # never committed
+        "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
+    producer = Producer(confluent_config(settings, **RELIABLE_PRODUCER))
+    replay = Replay(Pipeline.from_settings(settings, model_version=model_version), router, producer, output_topic,
+                    call_ids, until_ms, on_transcript)
     try:
-        assignment = [tp for tp in start_offsets(consumer, settings.audio_topic, since_ms)
-                      if tp.offset != END_OF_PARTITION]
-        # Stop at the end offsets seen now: a replay is a bounded job, not a second live worker.
-        stop_at = {tp.partition: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in assignment}
-        assignment = [tp for tp in assignment if tp.offset < stop_at[tp.partition]]
-        consumer.assign(assignment)
-        remaining = {tp.partition for tp in assignment}
-        while remaining:
-            message = consumer.poll(1.0)
-            if message is None or message.error():
-                continue
-            if message.offset() >= stop_at[message.partition()] - 1:
-                remaining.discard(message.partition())
-            if message.offset() >= stop_at[message.partition()]:
-                continue
-            try:
-                chunk = codec.decode_chunk(message.value())
-            except DecodeError:
-                report.rejected_chunks += 1
-                continue
-            timestamp = message.timestamp()[1]  # when the broker got it: the range is on that axis
-            if (call_ids and chunk.call_id not in call_ids) or (until_ms is not None and timestamp > until_ms):
-                report.skipped_chunks += 1
-                continue
-            key = (chunk.call_id, chunk.stream_id)
-            state = states.get(key) or assembler.new_state(*key)
-            try:
-                outcome = assembler.accept(state, chunk, message.timestamp()[1], blocks.get)
-            except BadChunk:
-                report.rejected_chunks += 1
-                continue
-            report.chunks += 1
-            report.calls.add(chunk.call_id)
-            emit(outcome)
-            if outcome.finished:
-                states.pop(key, None)
-            else:
-                states[key] = outcome.state
-        # Calls cut off by the end of the range: close their open utterances.
-        for state in states.values():
-            emit(assembler.flush_idle(state, int(time.time() * 1000), blocks.get))
+        stop_at = assign_range(consumer, settings.audio_topic, since_ms)
+        for messages in read_until(consumer, stop_at, settings.batch_max_events):
+            replay.run_batch(messages)
+        replay.close_open_streams()
         if producer.flush(60):
             raise KafkaException("replayed transcripts were not all acknowledged within 60 s")
     finally:
         consumer.close()
-    return report
+    return replay.report
+
+
+def assign_range(consumer: Consumer, topic: str, since_ms: int | None) -> dict[int, int]:
+    """Assign the partitions from `since_ms` (or their start); returns each one's end offset now:
+    a replay is a bounded job, not a second live worker."""
+    assignment = [tp for tp in start_offsets(consumer, topic, since_ms) if tp.offset != END_OF_PARTITION]
+    stop_at = {tp.partition: consumer.get_watermark_offsets(tp, timeout=30)[1] for tp in assignment}
+    assignment = [tp for tp in assignment if tp.offset < stop_at[tp.partition]]
+    consumer.assign(assignment)
+    return {tp.partition: stop_at[tp.partition] for tp in assignment}
+
+
+def read_until(consumer: Consumer, stop_at: dict[int, int], batch_size: int):
+    """Batches of records (as the worker takes them) until every partition reached its end offset."""
+    remaining = set(stop_at)
+    while remaining:
+        batch = []
+        for message in consumer.consume(batch_size, timeout=1.0):
+            if message.error():
+                continue
+            if message.offset() >= stop_at[message.partition()] - 1:
+                remaining.discard(message.partition())
+            if message.offset() < stop_at[message.partition()]:
+                batch.append(message)
+        if batch:
+            yield batch
 
 
 def rewind_group(settings: Settings, group_id: str, to_ms: int) -> dict[int, int]:
@@ -146,9 +171,8 @@ def rewind_group(settings: Settings, group_id: str, to_ms: int) -> dict[int, int
     so stop the workers first. Streams that had ended are then reprocessed from scratch
     with the same transcript ids; streams still open keep their table state.
     """
-    admin = AdminClient(settings.kafka_client_config())
-    consumer = Consumer({**settings.kafka_client_config(), "group.id": group_id,
-                         "enable.auto.commit": False})
+    admin = AdminClient(confluent_config(settings))
+    consumer = Consumer(confluent_config(settings, **{"group.id": group_id, "enable.auto.commit": False}))
     try:
         targets = start_offsets(consumer, settings.audio_topic, to_ms)
         resolved = []

@@ -106,6 +106,10 @@ class Utterance:
     last_capture_ts_ms: int
     last_received_ts_ms: int
 
+    @property
+    def seconds(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
 
 @dataclass
 class Outcome:

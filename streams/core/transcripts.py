@@ -1,15 +1,12 @@
-"""From a finished utterance to a Transcript event: language choice, model call, sentences, timing.
-
-Runs in the worker's model thread (never on the event loop); pure apart from the model.
-"""
+"""From a model result to a Transcript event: non-speech, sentences, word timing in the stream,
+and whether a detected language sticks to its stream. Pure; streams/core/pipeline.py calls it."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from models.results import TranscriptionResult
-from models.routing import MIN_DETECTION_SECONDS, LanguageChoice, ModelRouter
+from models.routing import MIN_DETECTION_SECONDS, LanguageChoice
 from models.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
 from streams.core.assembly import SAMPLE_RATE, Utterance
@@ -19,29 +16,10 @@ NO_SPEECH_PROB = 0.6
 WEAK_LOGPROB = -1.0
 
 
-@dataclass(frozen=True)
-class TranscriptionOutcome:
-    transcript: Transcript | None  # None: nothing was said (no event is published)
-    choice: LanguageChoice
-    model_seconds: float
-
-
 def is_non_speech(result: TranscriptionResult) -> bool:
     if not result.text.strip() or not result.words:
         return True
     return result.no_speech_prob > NO_SPEECH_PROB and result.avg_logprob < WEAK_LOGPROB
-
-
-def transcribe_utterance(router: ModelRouter, utterance: Utterance, sticky_language: str,
-                         sticky_probability: float, model_version: str) -> TranscriptionOutcome:
-    started = time.perf_counter()
-    choice = router.choose_language(utterance.audio, utterance.hint or None, sticky_language or None,
-                                    sticky_probability)
-    result = router.transcribe(utterance.audio, choice.language)
-    elapsed = time.perf_counter() - started
-    if is_non_speech(result):
-        return TranscriptionOutcome(None, choice, elapsed)
-    return TranscriptionOutcome(build_transcript(utterance, result, choice, model_version), choice, elapsed)
 
 
 def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: LanguageChoice,

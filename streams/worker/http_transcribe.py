@@ -21,12 +21,12 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
-from models.endpointing import EndpointConfig
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import Transcript
-from streams.core.assembly import AssemblyConfig, StreamAssembler
 from streams.client.kafka import aiokafka_config, confluent_config
 from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
+from streams.core.pipeline import Pipeline, cut_utterances
+from streams.worker.faust_compat import refresh_metadata
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 TIMEOUT_S = 120.0
@@ -52,17 +52,10 @@ def decode_upload(data: bytes) -> np.ndarray:
     return samples
 
 
-def expected_utterances(samples: np.ndarray, call_id: str, endpoint: EndpointConfig) -> int:
-    """How many utterances the workers will cut from this audio (same chunks, same endpointing)."""
-    assembler = StreamAssembler(AssemblyConfig(endpoint=endpoint))
-    state, store, count = assembler.new_state(call_id, "caller"), {}, 0
-    for chunk in iter_chunks(samples, call_id, "caller", ChunkPlan(16000, "PCM_S16LE", CHUNK_MS), 0):
-        outcome = assembler.accept(state, chunk, 0, store.get)
-        store.update(outcome.writes)
-        for key in outcome.deletes:
-            store.pop(key, None)
-        state, count = outcome.state, count + len(outcome.utterances)
-    return count
+def expected_utterances(samples: np.ndarray, call_id: str, settings) -> int:
+    """How many utterances the workers will cut from this audio (same chunks, same pipeline core)."""
+    chunks = iter_chunks(samples, call_id, "caller", ChunkPlan(16000, "PCM_S16LE", CHUNK_MS), 0)
+    return len(cut_utterances(Pipeline.from_settings(settings), chunks))
 
 
 def response_body(call_id: str, transcripts: list[Transcript], duration_s: float, elapsed_s: float) -> dict:
@@ -123,8 +116,7 @@ class TranscribeView(View):
 
         call_id = f"http-{uuid.uuid4().hex[:12]}"
         started = time.monotonic()
-        endpoint = EndpointConfig(min_silence_ms=settings.min_silence_ms, max_utterance_ms=settings.max_utterance_ms)
-        expected = await loop.run_in_executor(None, expected_utterances, samples, call_id, endpoint)
+        expected = await loop.run_in_executor(None, expected_utterances, samples, call_id, settings)
         consumer = await self.transcript_consumer()
         try:
             await loop.run_in_executor(None, self.publish, samples, call_id, language)
@@ -149,7 +141,7 @@ class TranscribeView(View):
         await consumer.start()
         partitions = consumer.partitions_for_topic(settings.transcript_topic) or set()
         if not partitions:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             partitions = consumer.partitions_for_topic(settings.transcript_topic) or {0}
         assigned = [TopicPartition(settings.transcript_topic, p) for p in sorted(partitions)]
         consumer.assign(assigned)

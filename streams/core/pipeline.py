@@ -1,0 +1,267 @@
+"""The pipeline core: from audio-chunk records to Transcript events and the state changes to keep,
+over any key-value store, with no Kafka or Faust in sight.
+
+Every path that turns audio into transcripts drives this one core: the worker's Faust agent
+(streams/worker/app.py), `callstt replay` (streams/replay.py), `POST /transcribe`'s count of
+the utterances to wait for (streams/worker/http_transcribe.py) and `callstt bench`. A batch
+of records goes through it like this:
+
+    pipeline = Pipeline.from_settings(settings)
+    batch = pipeline.batch(read=store.get)               # reads see the batch's own changes
+    for record in records:
+        result = batch.accept_record(record.value, now_ms, owner=record)
+        if isinstance(result, Rejected): ...             # to the dead-letter topic, reason kept
+    transcribed = batch.transcribe(router)               # in the model thread: every utterance
+    ...publish each t.transcript, await the acks...      # the batch finished, in one model call
+    for key, value, owner in batch.changes(partition_of):  # only then: value None = delete
+        ...write the store...
+
+Steps inside (file per step): Avro decode (schemas/codec.py) -> sequencing, audio decode,
+VAD and endpointing per stream (streams/core/assembly.py) through the batch's overlay of the
+store (streams/core/batch.py) -> language choice and the model call in the configured
+inference mode (models/batching.py) -> Transcript records (streams/core/transcripts.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.batching import PendingUtterance, choose_and_transcribe
+from models.endpointing import EndpointConfig, EndpointState
+from models.errors import BadChunk
+from models.routing import LanguageChoice
+from schemas.codec import AvroCodec, DecodeError
+from schemas.records import AudioChunk, Transcript
+from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance
+from streams.core.batch import TableBatch
+from streams.core.transcripts import build_transcript, is_non_speech, should_stick
+
+log = logging.getLogger("callstt.pipeline")
+
+Read = Callable[[str], "bytes | None"]
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """What the core needs of the settings (streams.settings.Settings.from_env() gives them all)."""
+
+    assembly: AssemblyConfig = field(default_factory=AssemblyConfig)
+    inference_mode: str = "packed"
+    inference_batch_size: int = 8
+    pack_window_s: float = 28.0
+    pack_gap_s: float = 0.8
+    model_version: str = "base-int8"
+    idle_flush_ms: float = 5000.0
+
+    @classmethod
+    def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
+        config = cls(
+            assembly=AssemblyConfig(endpoint=EndpointConfig(min_silence_ms=settings.min_silence_ms,
+                                                            max_utterance_ms=settings.max_utterance_ms)),
+            inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
+            pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s,
+            model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000)
+        return config.with_overrides(**overrides)
+
+    def with_overrides(self, **overrides: Any) -> "PipelineConfig":
+        from dataclasses import replace
+
+        return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record the pipeline cannot use: it goes to the dead-letter topic with `reason` as its header."""
+
+    reason: str  # stable snake_case code (models.errors.BadChunk.REASONS, schemas.codec.DecodeError)
+    detail: str  # for people
+
+
+@dataclass(frozen=True)
+class Transcribed:
+    """One utterance after the model: its transcript (None when nothing was said), and how."""
+
+    utterance: Utterance
+    transcript: Transcript | None
+    choice: LanguageChoice
+    model_seconds: float  # the model call's time shared out by audio length
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.utterance.seconds
+
+
+class Pipeline:
+    """The data path's logic, shared by every batch; one per worker (or replay, or bench)."""
+
+    def __init__(self, config: PipelineConfig | None = None, codec: AvroCodec | None = None,
+                 assembler: StreamAssembler | None = None) -> None:
+        self.config = config or PipelineConfig()
+        self.codec = codec or AvroCodec()
+        self.assembler = assembler or StreamAssembler(self.config.assembly)
+
+    @classmethod
+    def from_settings(cls, settings, **overrides: Any) -> "Pipeline":
+        return cls(PipelineConfig.from_settings(settings, **overrides), AvroCodec(settings.schema_registry_url or None))
+
+    def batch(self, read: Read) -> "PipelineBatch":
+        return PipelineBatch(self, read)
+
+    def decode(self, value: bytes | None) -> AudioChunk | Rejected:
+        """An audio-chunk record's value (Avro, Confluent framing), or why it cannot be read."""
+        try:
+            return self.codec.decode_chunk(value)
+        except DecodeError as error:
+            return Rejected(error.reason, str(error))
+
+    def transcribe(self, router, ready: Sequence[tuple[StreamState, Utterance]],
+                   latest: Callable[[Utterance], StreamState | None], mode: str | None = None) -> list[Transcribed]:
+        """Choose each utterance's language and run them all through the model in one go
+        (`mode`, default the configured inference mode); a language that sticks is written to
+        `latest(utterance)`, the stream's state as the caller will keep it. Run it in the
+        model thread. Results in input order."""
+        if not ready:
+            return []
+        pending = [PendingUtterance(stream=f"{u.call_id}|{u.stream_id}", audio=u.audio, hint=u.hint,
+                                    sticky_language=state.language, sticky_probability=state.language_probability)
+                   for state, u in ready]
+        config = self.config
+        decisions = choose_and_transcribe(router, pending, mode or config.inference_mode,
+                                          config.inference_batch_size, config.pack_window_s, config.pack_gap_s)
+        results = []
+        for (_, utterance), decided in zip(ready, decisions):
+            state = latest(utterance)
+            if state is not None and should_stick(decided.choice, utterance):
+                state.language, state.language_probability = decided.choice.language, decided.choice.probability
+            transcript = None if is_non_speech(decided.result) else build_transcript(
+                utterance, decided.result, decided.choice, config.model_version)
+            results.append(Transcribed(utterance, transcript, decided.choice, decided.model_seconds))
+        return results
+
+
+class PipelineBatch:
+    """One batch of records over a key-value store: accept them in order, transcribe what they
+    finished, then hand back the store changes. Nothing is written before `changes()`."""
+
+    def __init__(self, pipeline: Pipeline, read: Read) -> None:
+        self.pipeline = pipeline
+        self.table = TableBatch(read=read)
+        # Where the time went (seconds), for the worker's stage metrics.
+        self.stage_seconds: dict[str, float] = defaultdict(float)
+
+    @property
+    def outcomes(self) -> list[tuple[Any, Outcome]]:
+        return self.table.outcomes
+
+    def state(self, call_id: str, stream_id: str) -> StreamState | None:
+        return self.table.state(call_id, stream_id)
+
+    def accept_record(self, value: bytes | None, received_ms: int, owner: Any) -> Outcome | Rejected:
+        """An audio-chunk record through its stream (`owner`: what the changes belong to, e.g. the event)."""
+        started = time.perf_counter()
+        chunk = self.pipeline.decode(value)
+        self.stage_seconds["avro_decode"] += time.perf_counter() - started
+        if isinstance(chunk, Rejected):
+            return chunk
+        return self.accept_chunk(chunk, received_ms, owner)
+
+    def accept_chunk(self, chunk: AudioChunk, received_ms: int, owner: Any) -> Outcome | Rejected:
+        assembler = self.pipeline.assembler
+        started = time.perf_counter()
+        try:
+            state = self.table.state(chunk.call_id, chunk.stream_id) or assembler.new_state(chunk.call_id,
+                                                                                           chunk.stream_id)
+            outcome = assembler.accept(state, chunk, received_ms, self.table.read)
+        except BadChunk as error:
+            return Rejected(error.reason, f"call {chunk.call_id} stream {chunk.stream_id}: {error}")
+        except Exception as error:  # a bug on odd input must not stop the partition: park the record
+            log.exception("processing failed for call %s stream %s", chunk.call_id, chunk.stream_id)
+            return Rejected("processing_error", f"{type(error).__name__}: {error}")
+        self.stage_seconds["audio_decode"] += outcome.decode_seconds
+        self.stage_seconds["vad"] += outcome.vad_seconds
+        self.stage_seconds["assembly"] += max(
+            time.perf_counter() - started - outcome.decode_seconds - outcome.vad_seconds, 0.0)
+        self.table.record(outcome, owner)
+        return outcome
+
+    def flush_idle(self, call_id: str, stream_id: str, now_ms: int, caught_up: bool, owner: Any) -> Outcome | None:
+        """Close the open utterance of a stream whose producer went quiet: only when one is open,
+        it is still quiet now (audio may have come back since the request), and its partition
+        is read to its end (`caught_up`: a worker that is behind has the stream's next chunks
+        waiting and must not cut the utterance early)."""
+        state = self.table.state(call_id, stream_id)
+        if state is None or not caught_up or not EndpointState.from_bytes(state.endpoint).is_open:
+            return None
+        if now_ms - state.last_received_ms < self.pipeline.config.idle_flush_ms:
+            return None
+        return self._record(self.pipeline.assembler.flush_idle(state, now_ms, self.table.read), owner)
+
+    def evict(self, call_id: str, stream_id: str, now_ms: int, owner: Any) -> Outcome | None:
+        """Forget a stream (idle past its TTL, or over the stream cap): its open utterance is
+        transcribed first, then its state and audio go."""
+        state = self.table.state(call_id, stream_id)
+        if state is None:
+            return None
+        log.info("evicting stream call=%s stream=%s (idle %.0fs)", call_id, stream_id,
+                 (now_ms - state.last_received_ms) / 1000)
+        return self._record(self.pipeline.assembler.evict(state, now_ms, self.table.read), owner)
+
+    def flush(self, call_id: str, stream_id: str, now_ms: int, owner: Any = None) -> Outcome | None:
+        """Close a stream's open utterance now (a bounded job, such as a replay, reached its end)."""
+        state = self.table.state(call_id, stream_id)
+        if state is None:
+            return None
+        return self._record(self.pipeline.assembler.flush_idle(state, now_ms, self.table.read), owner)
+
+    def _record(self, outcome: Outcome, owner: Any) -> Outcome:
+        self.table.record(outcome, owner)
+        return outcome
+
+    @property
+    def ready(self) -> list[tuple[StreamState, Utterance]]:
+        """Every utterance the batch finished, with its stream's state as the batch found it
+        (languages change only in `transcribe`, after the model has run)."""
+        return [(outcome.state, utterance) for _, outcome in self.outcomes for utterance in outcome.utterances]
+
+    def transcribe(self, router, mode: str | None = None) -> list[Transcribed]:
+        """Every finished utterance through the model at once (see `Pipeline.transcribe`)."""
+        started = time.perf_counter()
+        results = self.pipeline.transcribe(router, self.ready,
+                                           lambda u: self.table.latest_state(u.call_id, u.stream_id), mode)
+        self.stage_seconds["model"] += time.perf_counter() - started
+        return results
+
+    def changes(self, partition_of: Callable[[Any], int] = lambda owner: -1) -> Iterator[tuple[str, bytes | None, Any]]:
+        """Every key the batch changed, once: (key, value or None for a delete, owner)."""
+        return self.table.changes(partition_of)
+
+
+class MemoryStore(dict):
+    """A plain in-memory key-value store for the core: what replay, the bench and `POST /transcribe`
+    keep a call's state in (the worker keeps it in a Faust table)."""
+
+    def apply(self, changes: Iterable[tuple[str, bytes | None, Any]]) -> None:
+        for key, value, _ in changes:
+            if value is None:
+                self.pop(key, None)
+            else:
+                self[key] = value
+
+
+def cut_utterances(pipeline: Pipeline, chunks: Iterable[AudioChunk],
+                   received_ms: Callable[[AudioChunk], int] = lambda chunk: 0) -> list[Utterance]:
+    """The utterances a worker cuts from these chunks (same assembly, VAD and endpointing), without
+    the model: what `POST /transcribe` waits for and what the bench's floor transcribes."""
+    batch = pipeline.batch(MemoryStore().get)  # one batch: the state stays decoded throughout
+    utterances: list[Utterance] = []
+    for chunk in chunks:
+        result = batch.accept_chunk(chunk, received_ms(chunk), None)
+        if isinstance(result, Rejected):  # our own chunks: a bug, not bad input
+            raise BadChunk(result.reason, result.detail)
+        utterances += result.utterances
+    return utterances

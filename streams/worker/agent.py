@@ -1,0 +1,187 @@
+"""What the worker's agent does with one batch of records, around the pipeline core.
+
+    records -> PipelineBatch (streams/core/pipeline.py): chunks accepted, control requests run
+            -> rejected records to the dead-letter topic
+            -> every finished utterance through the model at once, in the model thread
+            -> transcripts published and acknowledged
+            -> table writes (each to its own record's partition)
+            -> the records may now be committed (the caller releases them)
+
+Guarantee: at-least-once. Table state is written only after the transcripts it led to are
+acknowledged, so a crash repeats work (same transcript_id) and never skips it. This module
+knows Faust only through the callables it is given; streams/worker/app.py wires them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from schemas.records import Transcript
+from streams.core.assembly import state_key
+from streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
+from streams.worker import metrics
+from streams.worker.faust_compat import bind_event
+from streams.worker.web import WorkerStatus
+
+log = logging.getLogger("callstt.worker")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def dead_letter_headers(message: Any, reason: str, detail: str) -> dict[str, bytes]:
+    """The headers of a dead-letter record: why, and where the original came from."""
+    return {"reason": reason.encode(), "detail": detail[:500].encode(),
+            "source_topic": message.topic.encode(), "source_partition": str(message.partition).encode(),
+            "source_offset": str(message.offset).encode()}
+
+
+@dataclass
+class WorkerIO:
+    """How the batch handler reaches Kafka and the table (given by streams/worker/app.py)."""
+
+    send_transcript: Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # key, value -> ack future
+    send_dead_letter: Callable[[Any, dict[str, bytes]], Awaitable[Awaitable[Any]]]  # message, headers
+    read_table: Callable[[str], bytes | None]
+    write_table: Callable[[str, bytes | None], None]  # None: delete
+    caught_up: Callable[[int], bool]  # the audio partition is read to its end
+    control_topic: str
+
+
+class BatchHandler:
+    def __init__(self, pipeline: Pipeline, status: WorkerStatus, io: WorkerIO, model_thread: ThreadPoolExecutor,
+                 flush_requested: dict[str, float]) -> None:
+        self.pipeline = pipeline
+        self.status = status
+        self.io = io
+        self.model_thread = model_thread
+        self.flush_requested = flush_requested  # the idle timer's requests on their way
+
+    async def handle_until_done(self, events: list) -> None:
+        """A batch that fails (a broker hiccup, a table's changelog not known yet) is retried as a
+        whole, with backoff, rather than skipped: its transcripts were published at most, and the
+        table writes made before the failure only tell the retry that those chunks are done."""
+        delay = 0.5
+        while True:
+            try:
+                await self.handle(events)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                metrics.BATCH_FAILURES.inc()
+                log.exception("a batch of %d records failed (%s: %s); retrying in %.1f s, its records stay "
+                              "unacknowledged meanwhile", len(events), type(error).__name__, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def handle(self, events: list) -> None:
+        """Events in arrival order through their streams, then one model call for every utterance
+        they finished, then the transcripts acknowledged, then the table writes."""
+        batch = self.pipeline.batch(self.io.read_table)
+        metrics.EVENTS_PER_BATCH.observe(len(events))
+        for event in events:
+            bind_event(event)
+            if event.message.topic == self.io.control_topic:
+                self.control(event, batch)
+                continue
+            metrics.CHUNKS.inc()
+            metrics.CHUNK_BYTES.inc(len(event.message.value or b""))
+            result = batch.accept_record(event.message.value, now_ms(), owner=event)
+            if isinstance(result, Rejected):
+                await self.dead_letter(event, result)
+        await self.publish(batch)
+        self.save(batch)
+
+    def control(self, event: Any, batch: PipelineBatch) -> None:
+        """A request from the idle timer, run in the stream's own partition: `flush|stream` or `evict|stream`."""
+        call_id = event.message.key.decode()
+        action, _, stream_id = event.message.value.decode().partition("|")
+        if batch.state(call_id, stream_id) is None:
+            self.status.forget_stream(state_key(call_id, stream_id))  # ended or evicted meanwhile
+        elif action == "evict":
+            batch.evict(call_id, stream_id, now_ms(), owner=event)
+        else:
+            batch.flush_idle(call_id, stream_id, now_ms(), self.io.caught_up(event.message.partition), owner=event)
+
+    async def dead_letter(self, event: Any, rejected: Rejected) -> None:
+        message = event.message
+        metrics.DEAD_LETTERS.labels(rejected.reason).inc()
+        log.warning("dead-letter %s: %s (topic %s partition %s offset %s)", rejected.reason, rejected.detail,
+                    message.topic, message.partition, message.offset)
+        await (await self.io.send_dead_letter(message, dead_letter_headers(message, rejected.reason,
+                                                                            rejected.detail)))
+
+    async def publish(self, batch: PipelineBatch) -> None:
+        """Transcribe every utterance the batch finished, across calls, in one go in the model thread
+        (`CALLSTT_INFERENCE_MODE`), and publish the transcripts, acknowledged."""
+        ready = batch.ready
+        if not ready:
+            self.observe_stages(batch)
+            return
+        decided_at = time.time()
+        for _, utterance in ready:
+            metrics.UTTERANCES.labels(utterance.reason).inc()
+            metrics.UTTERANCE_SECONDS.observe(utterance.seconds)
+        results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe,
+                                                                   self.status.router)
+        metrics.UTTERANCES_PER_MODEL_CALL.observe(len(ready))
+        self.observe_stages(batch)
+        with metrics.timed("publish"):
+            sent = []
+            for result in results:
+                self.observe_model(result)
+                if result.transcript is None:
+                    metrics.SILENT_UTTERANCES.inc()
+                    continue
+                value = self.pipeline.codec.encode_transcript(result.transcript, self.status.settings.transcript_topic)
+                sent.append((result.transcript,
+                             await self.io.send_transcript(result.transcript.call_id.encode(), value)))
+            for transcript, future in sent:  # all in flight at once; each partition keeps its order
+                await future
+                self.on_published(transcript, decided_at)
+
+    @staticmethod
+    def observe_stages(batch: PipelineBatch) -> None:
+        for stage, seconds in batch.stage_seconds.items():
+            metrics.STAGE_SECONDS.labels(stage).inc(seconds)
+        batch.stage_seconds.clear()
+
+    @staticmethod
+    def observe_model(result: Transcribed) -> None:
+        metrics.INFERENCE_SECONDS.observe(result.model_seconds)
+        if result.audio_seconds > 0:
+            metrics.REALTIME_FACTOR.observe(result.model_seconds / result.audio_seconds)
+
+    def on_published(self, transcript: Transcript, decided_at: float) -> None:
+        acknowledged = time.time()
+        metrics.TRANSCRIPTS.labels(transcript.language, transcript.model_name).inc()
+        metrics.ENDPOINT_LATENCY.observe(acknowledged - decided_at)
+        if transcript.last_audio_capture_ts_ms > 0:
+            metrics.END_OF_SPEECH_LATENCY.observe(max(acknowledged - transcript.last_audio_capture_ts_ms / 1000, 0))
+        self.status.on_transcript(transcript)
+        log.info("transcript call=%s stream=%s #%d [%s] %s", transcript.call_id, transcript.stream_id,
+                 transcript.utterance_index, transcript.language, transcript.text)
+
+    def save(self, batch: PipelineBatch) -> None:
+        """The batch's table changes, each bound to its own event (so to its partition)."""
+        with metrics.timed("table_writes"):
+            for key, value, event in batch.changes(partition_of=lambda event: event.message.partition):
+                bind_event(event)
+                self.io.write_table(key, value)
+        for _, outcome in batch.outcomes:
+            key = state_key(outcome.state.call_id, outcome.state.stream_id)
+            if outcome.finished:
+                self.status.forget_stream(key)
+            else:
+                self.status.on_stream(key, outcome.state)
+            self.flush_requested.pop(key, None)
+            metrics.GAP_CHUNKS.inc(outcome.gaps_filled)
+            metrics.DUPLICATE_CHUNKS.inc(outcome.duplicates)

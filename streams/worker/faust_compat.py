@@ -1,0 +1,57 @@
+"""The private Faust and aiokafka internals the worker relies on, in one place.
+
+Each one is something the public API does not offer; each is checked against
+faust-streaming 0.15.3 and aiokafka 0.14.0, and tests/unit/test_faust_compat.py fails
+loudly when an upgrade removes or renames one. Nothing else in the project touches them.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import faust.streams as faust_streams
+from faust.types import TP
+
+
+def bind_event(event: Any) -> None:
+    """Make `event` Faust's current event in this task.
+
+    Why: table reads and writes go to the current event's partition (its store and its
+    changelog partition). Faust sets it while a stream is read one event at a time, but
+    `stream.take_events` hands over a batch, so the agent binds each event before its table
+    work. Only the context variable is set (`faust.streams._current_event`): the stream's
+    own `current_event` attribute belongs to the background reader that fills the batch."""
+    faust_streams._current_event.set(weakref.ref(event))
+
+
+def hold(event: Any) -> None:
+    """Keep an event's offset from being committed until `release`.
+
+    Why: `take_events` acks every record of a batch when the agent's body ends, even when it
+    ends by cancellation (a shutdown or a rebalance mid-inference). An extra reference
+    (`Message.incref`) keeps that ack from letting the offset be committed before the batch's
+    transcripts are acknowledged and its table writes made."""
+    event.message.incref()
+
+
+def release(event: Any) -> None:
+    """The batch is done: take_events' own ack now releases the record (`Message.decref`)."""
+    event.message.decref()
+
+
+def read_offset(app: Any, tp: TP) -> int | None:
+    """The last offset the worker's consumer has read from `tp` (None: none yet).
+
+    Why: consumer lag is highwater minus the next offset to read; Faust's public
+    `consumer.position` is a coroutine that asks the broker, while the idle timer and /health
+    need the in-memory value every second (`Consumer._read_offset`)."""
+    return getattr(app.consumer, "_read_offset", {}).get(tp)
+
+
+async def refresh_metadata(consumer: Any) -> None:
+    """Ask the broker for fresh topic metadata now (aiokafka `AIOKafkaConsumer._client`).
+
+    Why: a group-less aiokafka consumer learns a topic's partitions only from metadata, and a
+    topic created a moment ago is not in its first answer; the public API has no refresh."""
+    await consumer._client.force_metadata_update()

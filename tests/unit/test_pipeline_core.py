@@ -1,0 +1,75 @@
+"""The pipeline core (streams/core/pipeline.py) without Kafka and without the model: records in,
+rejections with their dead-letter reasons, utterances, idle flushes and state changes out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.synth import ENGLISH_SENTENCES, conversation
+from schemas.codec import AvroCodec
+from streams.client.producer import ChunkPlan, iter_chunks
+from streams.core.pipeline import MemoryStore, Pipeline, PipelineConfig, Rejected, cut_utterances
+
+
+@pytest.fixture(scope="module")
+def call_chunks():
+    audio = conversation(ENGLISH_SENTENCES[:2], sample_rate=8000, silence_s=1.0)
+    return list(iter_chunks(audio, "call-1", "caller", ChunkPlan(8000, "MULAW", 20), start_ms=0))
+
+
+def run_records(pipeline: Pipeline, records: list[bytes], batch_size: int):
+    """Records through the core in batches, as the worker runs them; state kept in a MemoryStore."""
+    store, utterances, rejected = MemoryStore(), [], []
+    for start in range(0, len(records), batch_size):
+        batch = pipeline.batch(store.get)
+        for record in records[start:start + batch_size]:
+            result = batch.accept_record(record, 1000, owner=None)
+            if isinstance(result, Rejected):
+                rejected.append(result)
+        utterances += [utterance for _, utterance in batch.ready]
+        store.apply(batch.changes())
+    return store, utterances, rejected
+
+
+def test_records_in_batches_cut_what_the_chunks_cut_alone(call_chunks):
+    pipeline = Pipeline()
+    records = [pipeline.codec.encode_chunk(chunk, "audio") for chunk in call_chunks]
+    store, utterances, rejected = run_records(pipeline, records, batch_size=37)
+    alone = cut_utterances(pipeline, call_chunks)
+    assert rejected == [] and len(alone) >= 2
+    assert [(u.index, u.start_ms, u.end_ms) for u in utterances] == [(u.index, u.start_ms, u.end_ms) for u in alone]
+    for ours, theirs in zip(utterances, alone):
+        assert np.array_equal(ours.audio, theirs.audio)
+    assert store == {}  # the call ended: no state and no audio left behind
+
+
+def test_bad_records_are_rejected_with_their_reason_and_the_rest_goes_on(call_chunks):
+    from dataclasses import replace
+
+    pipeline = Pipeline()
+    codec = AvroCodec()
+    good = [codec.encode_chunk(chunk, "audio") for chunk in call_chunks]
+    negative = codec.encode_chunk(replace(call_chunks[0], call_id="call-2", seq=-1), "audio")
+    _, utterances, rejected = run_records(pipeline, [b"\x00garbage", negative] + good, batch_size=50)
+    assert [r.reason for r in rejected][1] == "negative_seq"
+    assert rejected[0].reason and "call-2" in rejected[1].detail
+    assert len(utterances) >= 2  # the good call is unaffected
+
+
+def test_an_idle_flush_waits_for_quiet_and_a_caught_up_partition(call_chunks):
+    pipeline = Pipeline(PipelineConfig(idle_flush_ms=5000))
+    store = MemoryStore()
+    speaking = [chunk for chunk in call_chunks if not chunk.end_of_stream][:100]  # 2 s: mid-sentence
+    batch = pipeline.batch(store.get)
+    for chunk in speaking:
+        batch.accept_chunk(chunk, 1000, owner=None)
+    store.apply(batch.changes())
+
+    batch = pipeline.batch(store.get)
+    assert batch.flush_idle("call-1", "caller", 3000, caught_up=True, owner=None) is None  # quiet 2 s only
+    assert batch.flush_idle("call-1", "caller", 9000, caught_up=False, owner=None) is None  # still reading
+    assert batch.flush_idle("nobody", "caller", 9000, caught_up=True, owner=None) is None
+    outcome = batch.flush_idle("call-1", "caller", 9000, caught_up=True, owner=None)
+    assert [u.reason for u in outcome.utterances] == ["idle"]
+    assert batch.ready[0][1].index == 0
