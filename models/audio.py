@@ -30,16 +30,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import BadChunk
+from schemas.records import Encoding
 
-TARGET_RATE = 16000
+# The one sample rate of the models' input: every Whisper backend, the VAD and the audio the worker
+# stores run at 16 kHz. (Producers may send other rates, SUPPORTED_RATES; they are resampled to this.)
+SAMPLE_RATE = 16000
 # Standard telephony and media rates; each gives a small up/down ratio to 16 kHz. An arbitrary
 # rate such as 8001 Hz would need a 16000-phase filter, and is a producer bug anyway.
 SUPPORTED_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 MAX_CHANNELS = 8
 DEFAULT_MAX_CHUNK_MS = 2000
-# Bytes per sample of each encoding (one channel).
-SAMPLE_BYTES = {"PCM_S16LE": 2, "MULAW": 1, "ALAW": 1}
-ENCODINGS = tuple(SAMPLE_BYTES)
+# The encodings are the Avro enum's (schemas.records.Encoding, the one list); bytes per sample of each (one channel).
+ENCODINGS = tuple(encoding.value for encoding in Encoding)
+SAMPLE_BYTES = {encoding.value: encoding.bytes_per_sample for encoding in Encoding}
 
 # Filter design: the passband ends at 92% of the lower rate's Nyquist frequency (telephone
 # audio stops at 3.4 kHz of 4, wideband speech has little above 7.4 kHz of 8), 16 zero
@@ -94,31 +97,40 @@ def check_format(encoding: str, sample_rate: int, channels: int) -> str:
     return encoding
 
 
-def to_mono(payload: bytes, encoding: str, sample_rate: int, channels: int,
-            max_chunk_ms: float = DEFAULT_MAX_CHUNK_MS, end_of_stream: bool = False) -> np.ndarray:
-    """Check a chunk and decode it to mono float32 in [-1, 1) at its own sample rate."""
+def check_payload(payload: bytes, encoding: str, sample_rate: int, channels: int,
+                  max_chunk_ms: float = DEFAULT_MAX_CHUNK_MS, end_of_stream: bool = False) -> str:
+    """Raise BadChunk unless the chunk can be decoded (format, whole frames, size); decodes nothing.
+    Returns the encoding's name."""
     encoding = check_format(encoding, sample_rate, channels)
-    sample_rate, channels = int(sample_rate), int(channels)
     if not payload:
         if end_of_stream:  # the closing record of a stream may carry no audio
-            return np.zeros(0, dtype=np.float32)
+            return encoding
         raise BadChunk("empty_payload", "the chunk has no audio and is not the end of its stream")
-    frame_bytes = SAMPLE_BYTES[encoding] * channels
+    frame_bytes = SAMPLE_BYTES[encoding] * int(channels)
     if len(payload) % frame_bytes:
         raise BadChunk("partial_sample", f"{len(payload)} bytes is not a whole number of {frame_bytes}-byte "
                                          f"frames ({encoding}, {channels} channel(s))")
-    frames = len(payload) // frame_bytes
-    duration_ms = frames * 1000.0 / sample_rate
+    duration_ms = len(payload) // frame_bytes * 1000.0 / int(sample_rate)
     if duration_ms > max_chunk_ms:
         raise BadChunk("oversized_chunk", f"the chunk holds {duration_ms:.0f} ms of audio, more than the "
                                           f"{max_chunk_ms:g} ms allowed")
+    return encoding
+
+
+def to_mono(payload: bytes, encoding: str, sample_rate: int, channels: int,
+            max_chunk_ms: float = DEFAULT_MAX_CHUNK_MS, end_of_stream: bool = False) -> np.ndarray:
+    """Check a chunk and decode it to mono float32 in [-1, 1) at its own sample rate."""
+    encoding = check_payload(payload, encoding, sample_rate, channels, max_chunk_ms, end_of_stream)
+    if not payload:
+        return np.zeros(0, dtype=np.float32)
+    channels = int(channels)
     if encoding == "PCM_S16LE":
         samples = np.frombuffer(payload, dtype="<i2").astype(np.float32) / np.float32(32768.0)
     else:
         table = MULAW_TABLE if encoding == "MULAW" else ALAW_TABLE
         samples = table[np.frombuffer(payload, dtype=np.uint8)]
     if channels > 1:  # interleaved frames: one row per frame
-        samples = samples.reshape(frames, channels).mean(axis=1, dtype=np.float32)
+        samples = samples.reshape(len(samples) // channels, channels).mean(axis=1, dtype=np.float32)
     return samples
 
 
@@ -141,8 +153,8 @@ class _Polyphase:
 @functools.lru_cache(maxsize=None)
 def _polyphase(sample_rate: int) -> _Polyphase:
     """The resampling filter from `sample_rate` to 16 kHz, designed once per rate."""
-    g = math.gcd(sample_rate, TARGET_RATE)
-    up, down = TARGET_RATE // g, sample_rate // g
+    g = math.gcd(sample_rate, SAMPLE_RATE)
+    up, down = SAMPLE_RATE // g, sample_rate // g
     factor = max(up, down)
     length = 2 * _ZERO_CROSSINGS * factor + 1
     n = np.arange(length) - (length - 1) / 2
@@ -159,7 +171,7 @@ def _polyphase(sample_rate: int) -> _Polyphase:
 
 def group_delay_ms(sample_rate: int) -> float:
     """How much later than the input the resampled audio arrives (0 at 16 kHz)."""
-    if sample_rate == TARGET_RATE:
+    if sample_rate == SAMPLE_RATE:
         return 0.0
     filt = _polyphase(sample_rate)
     length = 2 * _ZERO_CROSSINGS * max(filt.up, filt.down) + 1
@@ -185,7 +197,7 @@ class ResampleState:
 
     @classmethod
     def fresh(cls, sample_rate: int) -> "ResampleState":
-        width = _polyphase(sample_rate).width if sample_rate != TARGET_RATE else 1
+        width = _polyphase(sample_rate).width if sample_rate != SAMPLE_RATE else 1
         return cls(sample_rate, np.zeros(width - 1, dtype=np.float32), 0)
 
     def to_bytes(self) -> bytes:
@@ -204,9 +216,9 @@ class ResampleState:
 def resample(samples: np.ndarray, state: ResampleState) -> tuple[np.ndarray, ResampleState]:
     """Resample the next piece of a stream to 16 kHz; returns the output and the new state.
 
-    Output for n inputs so far totals ceil(n * 16000 / rate) samples whatever the chunking.
+    Output for n inputs so far totals ceil(n * SAMPLE_RATE / rate) samples whatever the chunking.
     """
-    if state.sample_rate == TARGET_RATE:
+    if state.sample_rate == SAMPLE_RATE:
         return np.asarray(samples, dtype=np.float32), state
     filt = _polyphase(state.sample_rate)
     keep = filt.width - 1

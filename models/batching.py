@@ -32,12 +32,11 @@ from typing import Sequence
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE
 from models.results import Segment, TranscriptionResult, Word
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-MODES = ("single", "batched", "packed")
 # Packed windows stay under Whisper's 30 s so nothing is trimmed by pad_or_trim.
 DEFAULT_WINDOW_S = 28.0
 DEFAULT_GAP_S = 0.8
@@ -231,8 +230,10 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
     single backend. Requests are grouped by backend and language; each group runs as `mode`
     says. Call it from the model thread, like `backend.transcribe`.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown inference mode {mode!r}: use one of {', '.join(MODES)}")
+    # The three modes below. Their names are offered to users by streams.settings (CALLSTT_INFERENCE_MODE's
+    # choices); tests/unit/test_settings.py checks that those are exactly the names accepted here.
+    if mode not in ("single", "batched", "packed"):
+        raise ValueError(f"unknown inference mode {mode!r}: use one of single, batched, packed")
     results: list[TranscriptionResult | None] = [None] * len(requests)
     groups: dict[tuple[int, str], list[int]] = defaultdict(list)
     backends: dict[int, object] = {}
@@ -279,13 +280,13 @@ class Decided:
 def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str = "single",
                           batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
                           gap_s: float = DEFAULT_GAP_S) -> list[Decided]:
-    """What `streams.core.transcripts.transcribe_utterance` does for one utterance, for all those ready at
-    once: choose each one's language (hint > sticky > detection, a detection sticking to the later
-    utterances of its stream in this batch as `should_stick` says), then one `transcribe_many`.
+    """The model step for every utterance ready at once: choose each one's language (hint > sticky >
+    detection, a detection sticking to the later utterances of its stream in this batch as
+    `models.routing.sticks` says), then one `transcribe_many` in `mode`.
     Run it in the model thread; results in input order."""
     import time
 
-    from models.routing import MIN_DETECTION_SECONDS, STICKY_LANGUAGE_PROBABILITY
+    from models.routing import sticks
 
     started = time.perf_counter()
     sticky: dict[str, tuple[str | None, float]] = {}
@@ -293,8 +294,7 @@ def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str
     for item in pending:
         language, probability = sticky.get(item.stream, (item.sticky_language, item.sticky_probability))
         choice = router.choose_language(item.audio, item.hint or None, language or None, probability)
-        if choice.source == "detected" and len(item.audio) >= MIN_DETECTION_SECONDS * SAMPLE_RATE \
-                and choice.probability >= STICKY_LANGUAGE_PROBABILITY:
+        if sticks(choice, len(item.audio)):
             sticky[item.stream] = (choice.language, choice.probability)
         choices.append(choice)
     results = transcribe_many(router, [InferenceRequest(item.audio, choice.language)

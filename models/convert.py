@@ -15,6 +15,14 @@ Without --output the model goes where the PhoWhisper route looks for it
 (`<model cache>/converted/<name>-<quantization>`, see models.store.converted_dir_for), so a worker
 with CALLSTT_PHOWHISPER_BACKEND=auto or converted picks it up. Needs torch and transformers
 (`pip install -e ".[vietnamese]"`).
+
+This module reads no environment (models/ does not depend on the settings in streams/): run as
+`python -m models.convert`, hub downloads are off unless --allow-hub and the cache is --cache-dir or
+~/.cache/callstt/models. `callstt convert` is the same command with both defaults taken from the
+settings (CALLSTT_ALLOW_HUB_DOWNLOAD, CALLSTT_MODEL_CACHE_DIR), passed to `main`.
+
+--benchmark prints the converted route's speed against transformers' (`benchmark`: fastest of 5 runs,
+same weights, same utterance). It is a measurement for people, not a test: no test compares the times.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from models.audio import SAMPLE_RATE
 from models.store import (QUANTIZATIONS, ModelFileError, check_model_dir, converted_dir_for, default_cache_dir,
                           download_checkpoint, is_ctranslate2_dir, is_transformers_checkpoint)
 
@@ -146,50 +155,63 @@ def benchmark(checkpoint: Path, converted: Path, audio, language: str = "vi", ru
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser(allow_hub: bool = False, cache_dir: Path | None = None) -> argparse.ArgumentParser:
+    """The command line; `allow_hub` and `cache_dir` are the defaults of --allow-hub and --cache-dir."""
     parser = argparse.ArgumentParser(
         prog="python -m models.convert",
-        description="Convert a transformers Whisper checkpoint (e.g. PhoWhisper) to CTranslate2 for faster-whisper.")
+        description="Convert a transformers Whisper checkpoint (e.g. PhoWhisper) to CTranslate2 for faster-whisper. "
+                    "Reads no environment: `callstt convert` takes --allow-hub and --cache-dir from the settings "
+                    "(CALLSTT_ALLOW_HUB_DOWNLOAD, CALLSTT_MODEL_CACHE_DIR).")
     parser.add_argument("checkpoint", help="local checkpoint directory or hub id (e.g. vinai/PhoWhisper-small)")
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="output directory (default: the model cache, where the PhoWhisper route looks)")
     parser.add_argument("--quantization", "-q", choices=QUANTIZATIONS, default=DEFAULT_QUANTIZATION,
                         help="weights type (default int8; float16 is known to break some fine-tuned checkpoints)")
     parser.add_argument("--force", action="store_true", help="replace an existing output directory")
-    parser.add_argument("--allow-hub", action="store_true",
-                        default=os.environ.get("CALLSTT_ALLOW_HUB_DOWNLOAD", "").lower() in {"1", "true", "yes", "on"},
-                        help="allow downloading a hub id (default: CALLSTT_ALLOW_HUB_DOWNLOAD)")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="model cache (default: CALLSTT_MODEL_CACHE_DIR or ~/.cache/callstt/models)")
+    parser.add_argument("--allow-hub", action="store_true", default=allow_hub,
+                        help=f"allow downloading a hub id (default: {'on' if allow_hub else 'off'})")
+    parser.add_argument("--cache-dir", type=Path, default=cache_dir,
+                        help=f"model cache (default: {cache_dir or default_cache_dir()})")
     parser.add_argument("--benchmark", action="store_true",
                         help="then time one utterance through transformers and through the converted model "
                              "(a Vietnamese sentence spoken by espeak-ng, or --audio)")
     parser.add_argument("--audio", type=Path, default=None, help="audio file for --benchmark")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for --benchmark (default 2)")
-    args = parser.parse_args(argv)
-    cache_dir = args.cache_dir or (Path(os.environ["CALLSTT_MODEL_CACHE_DIR"])
-                                   if os.environ.get("CALLSTT_MODEL_CACHE_DIR") else None)
+    return parser
+
+
+def main(argv: list[str] | None = None, *, allow_hub: bool = False, cache_dir: Path | None = None) -> int:
+    """`python -m models.convert`: convert, print the output directory, and with --benchmark time both routes.
+
+    `allow_hub` and `cache_dir` are the defaults of --allow-hub and --cache-dir: this module reads no
+    environment; `callstt convert` (streams/cli.py) passes the settings' values."""
+    args = build_parser(allow_hub, cache_dir).parse_args(argv)
     try:
-        path = convert_reference(args.checkpoint, args.output, args.quantization, args.force, cache_dir,
+        path = convert_reference(args.checkpoint, args.output, args.quantization, args.force, args.cache_dir,
                                  args.allow_hub, reuse_existing=args.benchmark)
     except ModelFileError as error:
         print(f"convert: error: {error}", file=sys.stderr)
         return 1
     print(path)
     if args.benchmark:
-        from faster_whisper.audio import decode_audio
-
-        from models.synth import VIETNAMESE_SENTENCES, synthesize
-
-        audio = decode_audio(str(args.audio)) if args.audio else synthesize(VIETNAMESE_SENTENCES[0], "vi")
-        checkpoint = Path(args.checkpoint).expanduser()
-        if not checkpoint.is_dir():
-            checkpoint = download_checkpoint(args.checkpoint, cache_dir or default_cache_dir(), args.allow_hub)
-        result = benchmark(checkpoint, path, audio, cpu_threads=args.threads)
-        print(f"{len(audio) / 16000:.1f} s utterance, {args.threads} threads: transformers "
-              f"{result['transformers']:.0f} ms, converted ({args.quantization}) {result['converted']:.0f} ms: "
-              f"{result['speedup']:.1f}x faster")
+        print_benchmark(args, path)
     return 0
+
+
+def print_benchmark(args: argparse.Namespace, converted: Path) -> None:
+    """--benchmark: one utterance through the transformers route and the converted route, timed and printed."""
+    from faster_whisper.audio import decode_audio
+
+    from models.synth import VIETNAMESE_SENTENCES, synthesize
+
+    audio = decode_audio(str(args.audio)) if args.audio else synthesize(VIETNAMESE_SENTENCES[0], "vi")
+    checkpoint = Path(args.checkpoint).expanduser()
+    if not checkpoint.is_dir():
+        checkpoint = download_checkpoint(args.checkpoint, args.cache_dir or default_cache_dir(), args.allow_hub)
+    result = benchmark(checkpoint, converted, audio, cpu_threads=args.threads)
+    print(f"{len(audio) / SAMPLE_RATE:.1f} s utterance, {args.threads} threads: transformers "
+          f"{result['transformers']:.0f} ms, converted ({args.quantization}) {result['converted']:.0f} ms: "
+          f"{result['speedup']:.1f}x faster")
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ import math
 import struct
 from dataclasses import astuple, dataclass, replace
 
+from models.audio import SAMPLE_RATE
+
 WINDOW_SAMPLES = 512  # one Silero window at 16 kHz
-SAMPLES_PER_MS = 16
+SAMPLES_PER_MS = SAMPLE_RATE // 1000
 WINDOW_MS = WINDOW_SAMPLES / SAMPLES_PER_MS  # 32 ms
 # Where a max-length cut may fall: in the last third of the utterance, so the piece sent keeps
 # at least two thirds of the maximum length and the carried rest stays short.
@@ -72,11 +74,11 @@ class Cut:
 
     @property
     def start_s(self) -> float:
-        return self.start_sample / 16000
+        return self.start_sample / SAMPLE_RATE
 
     @property
     def duration_s(self) -> float:
-        return (self.end_sample - self.start_sample) / 16000
+        return (self.end_sample - self.start_sample) / SAMPLE_RATE
 
 
 @dataclass(frozen=True)

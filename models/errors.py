@@ -7,8 +7,10 @@ parsing messages. The message is for people and may change; the reason may not.
 
 from __future__ import annotations
 
+from schemas.errors import CallsttError
 
-class BadChunk(ValueError):
+
+class BadChunk(CallsttError, ValueError):
     """One audio chunk cannot be used; `reason` says why in one stable snake_case word group."""
 
     # The codes raised by this project (models.audio and models.sequencing); listed so a

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE
 from models.results import Segment, TranscriptionResult, Word
 from models.store import ModelFileError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 # Whisper's decoder holds 448 positions; keep room for the prompt tokens.
 MAX_DECODER_TOKENS = 440
 # Fast speech is ~4 words/s, ~1.5 tokens a word, plus timestamp tokens: 12 tokens/s is generous.

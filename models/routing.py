@@ -42,6 +42,15 @@ class LanguageChoice:
     source: str  # "hint", "sticky", "detected" or "model" (let the model decide)
 
 
+def sticks(choice: "LanguageChoice", samples: int) -> bool:
+    """The one rule for when a detected language sticks to its stream (later utterances skip
+    detection): detected on at least MIN_DETECTION_SECONDS of audio, and confident."""
+    from models.audio import SAMPLE_RATE
+
+    return (choice.source == "detected" and samples >= MIN_DETECTION_SECONDS * SAMPLE_RATE
+            and choice.probability >= STICKY_LANGUAGE_PROBABILITY)
+
+
 @dataclass
 class ModelRouter:
     multilingual: Backend

@@ -25,6 +25,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from schemas.errors import CallsttError
+
 # The files a CTranslate2 Whisper model directory must hold; the vocabulary may be .txt or .json.
 REQUIRED_FILES = ("model.bin", "config.json")
 VOCABULARY_FILES = ("vocabulary.txt", "vocabulary.json")
@@ -34,7 +36,7 @@ HUB_SIZES = {"tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium"
              "large-v1", "large-v2", "large-v3", "large", "distil-large-v3", "turbo", "large-v3-turbo"}
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(CallsttError, RuntimeError):
     """A model could not be found, assembled or loaded; the message says which file and what to do."""
 
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from models.audio import SAMPLE_RATE
+from schemas.errors import CallsttError
+
 VOICES = {"en": "en-us", "vi": "vi"}
 
 
-class SynthesisError(RuntimeError):
-    pass
+class SynthesisError(CallsttError, RuntimeError):
+    """espeak-ng is missing or failed; the message says which and what to do."""
 
 
 def synthesize_wav(text: str, path: Path, language: str = "en", words_per_minute: int = 160) -> Path:
@@ -29,8 +32,8 @@ def synthesize_wav(text: str, path: Path, language: str = "en", words_per_minute
 
 
 def synthesize(text: str, language: str = "en", words_per_minute: int = 160,
-               sample_rate: int = 16000) -> np.ndarray:
-    """`text` spoken by espeak-ng as mono float32 samples at `sample_rate` (16 kHz by default)."""
+               sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """`text` spoken by espeak-ng as mono float32 samples at `sample_rate` (by default the models' rate)."""
     from faster_whisper.audio import decode_audio
 
     with tempfile.TemporaryDirectory() as folder:
@@ -38,7 +41,7 @@ def synthesize(text: str, language: str = "en", words_per_minute: int = 160,
         return decode_audio(str(wav), sampling_rate=sample_rate)
 
 
-def conversation(sentences: list[str], language: str = "en", sample_rate: int = 16000,
+def conversation(sentences: list[str], language: str = "en", sample_rate: int = SAMPLE_RATE,
                  silence_s: float = 1.0, lead_s: float = 0.5) -> np.ndarray:
     """The sentences spoken one after another with `silence_s` of silence between them."""
     silence = np.zeros(int(silence_s * sample_rate), dtype=np.float32)

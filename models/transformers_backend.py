@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.faster_whisper_backend import SAMPLE_RATE, DecodeOptions, max_new_tokens_for
+from models.audio import SAMPLE_RATE
+from models.faster_whisper_backend import DecodeOptions, max_new_tokens_for
 from models.results import Segment, TranscriptionResult, Word
 from models.store import ModelFileError
 

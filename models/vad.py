@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 512  # Silero's window at 16 kHz: 32 ms
 CONTEXT_SAMPLES = 64  # samples of the previous window prepended to each window (as faster-whisper does)
 STATE_SHAPE = (1, 1, 128)  # h and c of Silero v6's LSTM

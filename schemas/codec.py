@@ -69,6 +69,7 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
+from schemas.errors import CallsttError
 from schemas.records import AudioChunk, Transcript
 
 SCHEMAS_DIR = Path(__file__).resolve().parent
@@ -84,8 +85,15 @@ _UNKNOWN_ID_TTL_S = 30.0
 _UNKNOWN_ID_MAX = 1024
 
 
-class DecodeError(ValueError):
+class DecodeError(CallsttError, ValueError):
     """The bytes are not a decodable event; `reason` is a short token for a dead-letter header."""
+
+    # Every reason this module raises (see the module docstring), so a dead-letter consumer or a
+    # test can check it knows each one.
+    REASONS = frozenset({
+        "empty", "short_frame", "bad_magic_byte", "unknown_schema_id", "schema_mismatch",
+        "truncated_avro", "bad_avro", "trailing_bytes",
+    })
 
     def __init__(self, reason: str, detail: str = "", schema_id: int | None = None) -> None:
         self.reason = reason
@@ -94,11 +102,11 @@ class DecodeError(ValueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
 
 
-class EncodeError(ValueError):
+class EncodeError(CallsttError, ValueError):
     """The record does not fit its Avro schema."""
 
 
-class SchemaRegistryUnavailable(RuntimeError):
+class SchemaRegistryUnavailable(CallsttError, RuntimeError):
     """Registry mode could not reach the schema registry, or it refused the schema."""
 
 

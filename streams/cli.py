@@ -18,6 +18,7 @@ from pathlib import Path
 import typer
 
 from models.store import PACKAGED_MODELS, ModelFileError, resolve_model
+from schemas.errors import CallsttError
 from schemas.records import Encoding
 from streams.client.kafka import confluent_config
 from streams.settings import Settings, SettingsError
@@ -31,7 +32,7 @@ def callstt() -> None:
     """Settings come from the environment (CALLSTT_*, plus the old service's names); flags override them."""
 
 
-class CliFailure(Exception):
+class CliFailure(CallsttError):
     """An expected failure: printed as one line, exit code 1."""
 
 
@@ -405,7 +406,10 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory"),
     benchmark: bool = typer.Option(False, "--benchmark", help="Then time transformers against the converted model"),
 ) -> None:
-    """Convert a transformers Whisper checkpoint (e.g. PhoWhisper) to CTranslate2 for the faster-whisper backend."""
+    """Convert a transformers Whisper checkpoint (e.g. PhoWhisper) to CTranslate2 for the faster-whisper backend.
+
+    The model cache and hub access come from the settings (CALLSTT_MODEL_CACHE_DIR, CALLSTT_ALLOW_HUB_DOWNLOAD).
+    """
     from models.convert import main as convert_main
 
     settings = load_settings()
@@ -413,9 +417,7 @@ def convert(
     argv += ["-o", str(output)] if output else []
     argv += ["--force"] if force else []
     argv += ["--benchmark"] if benchmark else []
-    argv += ["--allow-hub"] if settings.allow_hub_download else []
-    argv += ["--cache-dir", settings.model_cache_dir] if settings.model_cache_dir else []
-    raise typer.Exit(convert_main(argv))
+    raise typer.Exit(convert_main(argv, allow_hub=settings.allow_hub_download, cache_dir=settings.model_cache_path))
 
 
 @app.command()

@@ -12,17 +12,20 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from schemas.errors import CallsttError
+
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
 
 
-class SettingsError(ValueError):
+class SettingsError(CallsttError, ValueError):
     """A setting in the environment has a value that cannot be used."""
 
 
-def env(*names: str, default: Any, doc: str) -> Any:
-    """A settings field read from the first of `names` that is set in the environment."""
-    return field(default=default, metadata={"env": names, "doc": doc})
+def env(*names: str, default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    """A settings field read from the first of `names` that is set in the environment; with `choices`,
+    any other value is refused."""
+    return field(default=default, metadata={"env": names, "doc": doc, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Settings:
                                         doc="Detect a language from the utterance alone (10-20x cheaper), checking "
                                             "unsure answers with Whisper's full 30 s window; false: always the full window")
     inference_mode: str = env("CALLSTT_INFERENCE_MODE", default="packed",
+                              choices=("single", "batched", "packed"),  # what models.batching implements
                               doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
                                   "single (one per model call), batched (one 30 s window each, one batched call) "
                                   "or packed (short utterances of one language share 30 s windows)")
@@ -131,12 +135,17 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
-        from models.batching import MODES
-
-        if self.inference_mode not in MODES:
-            raise SettingsError(f"CALLSTT_INFERENCE_MODE={self.inference_mode!r}: use one of {', '.join(MODES)}")
+        for f in fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices", ())
+            if choices and value not in choices:
+                raise SettingsError(f"{f.metadata['env'][0]}={value!r}: use one of {', '.join(choices)}")
         if self.batch_max_events < 1 or self.batch_wait_s <= 0:
             raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        """The values a setting allows (e.g. `Settings.choices("inference_mode")`), () if any."""
+        return next(f.metadata.get("choices", ()) for f in fields(cls) if f.name == name)
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})

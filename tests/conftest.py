@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from infra.local.kafka import LocalKafka
 
-from kafka_local import LocalKafka  # noqa: E402  (scripts/ is not a package)
 
 def free_port_pair(count: int = 2) -> int:
     """A port p with p..p+count-1 free: by default the client and controller listeners of a

@@ -1,4 +1,4 @@
-"""Test helpers for the real pipeline: the worker subprocess (streams/worker_process.py) and
+"""Test helpers for the real pipeline: the worker subprocess (tests/worker_process.py) and
 transcripts grouped per call.
 """
 

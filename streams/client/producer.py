@@ -22,6 +22,7 @@ from confluent_kafka import Producer
 
 from schemas.codec import AvroCodec
 from schemas.records import AudioChunk, Encoding
+from streams.client.kafka import RELIABLE_PRODUCER
 
 
 def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
@@ -105,10 +106,7 @@ class CallPublisher:
         self.codec = codec or AvroCodec()
         self.producer = Producer({
             "bootstrap.servers": bootstrap_servers,
-            # librdkafka's default hash (crc32) differs from Java/Faust; murmur2 agrees with them.
-            "partitioner": "murmur2_random",
-            "acks": "all",
-            "enable.idempotence": True,
+            **RELIABLE_PRODUCER,  # acks=all, idempotence, murmur2 (the partitioner Java clients and Faust use)
             "linger.ms": 5,
             **(extra_config or {}),
         })

@@ -34,6 +34,7 @@ import numpy as np
 from confluent_kafka import KafkaError, KafkaException
 
 from schemas.codec import AvroCodec
+from schemas.errors import CallsttError
 from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
 
 # What a directory argument contributes: the files whose suffix is one of these (PyAV reads them all).
@@ -41,14 +42,15 @@ AUDIO_SUFFIXES = frozenset({
     ".wav", ".wave", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".webm",
     ".mka", ".aif", ".aiff", ".au", ".amr", ".gsm", ".caf", ".mp4",
 })
+# The rates `callstt publish` may send (a producer's choice; the worker resamples to models.audio.SAMPLE_RATE).
 SAMPLE_RATES = (8000, 16000, 48000)
 
 
-class InputError(ValueError):
+class InputError(CallsttError, ValueError):
     """An input cannot be used (missing, unreadable, no audio); the message is one line."""
 
 
-class PublishError(RuntimeError):
+class PublishError(CallsttError, RuntimeError):
     """The broker could not be reached, or did not acknowledge every chunk; the message is one line."""
 
 

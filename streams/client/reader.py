@@ -1,12 +1,18 @@
-"""Reading transcripts back: the library under `callstt tail`, the demo and the tests."""
+"""Reading transcripts back: the library under `callstt tail`, the demo, the benchmark and the tests.
+
+`TranscriptReader.records` is the one poll loop every transcript reader of the project runs
+(`follow` here, `streams.client.tailing.TranscriptTail.follow`, the benchmark's collector):
+poll, skip end-of-partition events, raise on consumer errors, decode the Avro transcript and
+skip records that do not decode.
+"""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import Consumer, KafkaError, Message
 
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import Transcript
@@ -28,21 +34,47 @@ class TranscriptReader:
         })
         self.consumer.subscribe([topic])
 
-    def follow(self, idle_exit_s: float | None = None, call_id: str | None = None) -> Iterator[Transcript]:
-        """Yield transcripts as they arrive; stop after `idle_exit_s` without a new one."""
-        last_seen = time.monotonic()
-        while idle_exit_s is None or time.monotonic() - last_seen < idle_exit_s:
-            message = self.consumer.poll(0.5)
+    def records(self, stop: Callable[[], bool] | None = None, poll_s: float = 0.5,
+                on_record: Callable[[Message], None] | None = None,
+                on_error: Callable[[KafkaError], None] | None = None) -> Iterator[tuple[Message, Transcript]]:
+        """Yield `(record, transcript)` for every record that decodes as a Transcript, until `stop()`
+        (asked before every poll of `poll_s` seconds) returns true.
+
+        End-of-partition events are skipped; other consumer errors go to `on_error` (default:
+        `consumer_error`, which raises; one that returns means "retry"). `on_record` sees every
+        record before it is decoded; records that do not decode are skipped (not ours to judge:
+        a reader shows only what it can read).
+        """
+        on_error = on_error or self.consumer_error
+        while stop is None or not stop():
+            message = self.consumer.poll(poll_s)
             if message is None:
                 continue
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise RuntimeError(f"consuming transcripts failed: {message.error()}")
+            error = message.error()
+            if error:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    on_error(error)
+                continue
+            if on_record is not None:
+                on_record(message)
             try:
                 transcript = self.codec.decode_transcript(message.value())
             except DecodeError:
-                continue  # not ours to judge: tail shows only what it can read
+                continue
+            yield message, transcript
+
+    def consumer_error(self, error: KafkaError) -> None:
+        """What a consumer error (not end-of-partition) does to `records`: raise."""
+        raise RuntimeError(f"consuming transcripts failed: {error}")
+
+    def follow(self, idle_exit_s: float | None = None, call_id: str | None = None) -> Iterator[Transcript]:
+        """Yield transcripts as they arrive; stop after `idle_exit_s` without a new one."""
+        last_seen = time.monotonic()
+
+        def idle() -> bool:
+            return idle_exit_s is not None and time.monotonic() - last_seen >= idle_exit_s
+
+        for _, transcript in self.records(stop=idle, poll_s=0.5):
             last_seen = time.monotonic()
             if call_id is None or transcript.call_id == call_id:
                 yield transcript

@@ -30,7 +30,8 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
-from schemas.codec import AvroCodec, DecodeError
+from schemas.codec import AvroCodec
+from schemas.errors import CallsttError
 from schemas.records import Transcript
 from streams.client.reader import TranscriptReader
 from streams.client.publishing import ClientErrors, PublishError, check_topic
@@ -41,7 +42,7 @@ _RELATIVE_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _RELATIVE = re.compile(r"(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+", re.IGNORECASE)
 
 
-class TailError(RuntimeError):
+class TailError(CallsttError, RuntimeError):
     """The transcripts cannot be followed (broker unreachable, topic missing, consumer error)."""
 
 
@@ -115,6 +116,9 @@ class TranscriptTail(TranscriptReader):
         consumer.assign(partitions)
         self.assigned_at = time.monotonic()
 
+    def consumer_error(self, error: KafkaError) -> None:
+        raise TailError(f"consuming {self.topic} failed: {error.str()}")
+
     def follow(self, idle_exit_s: float | None = None, call_id: str | None = None) -> Iterator[Transcript]:
         """Yield transcripts (of `call_id` only, if given) as they arrive.
 
@@ -126,24 +130,18 @@ class TranscriptTail(TranscriptReader):
         started = time.monotonic()
         started_ms = time.time() * 1000
         active_at = started
-        while True:
-            if idle_exit_s is not None:
-                if time.monotonic() - max(active_at, self.assigned_at or started) >= idle_exit_s:
-                    return
-            message = self.consumer.poll(0.2)
-            if message is None:
-                continue
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise TailError(f"consuming {self.topic} failed: {message.error().str()}")
+
+        def idle() -> bool:
+            return (idle_exit_s is not None
+                    and time.monotonic() - max(active_at, self.assigned_at or started) >= idle_exit_s)
+
+        def on_record(message) -> None:
+            nonlocal active_at
             kind, timestamp_ms = message.timestamp()
             if kind != TIMESTAMP_NOT_AVAILABLE and timestamp_ms < started_ms:
                 active_at = time.monotonic()  # still reading the backlog
-            try:
-                transcript = self.codec.decode_transcript(message.value())
-            except DecodeError:
-                continue  # not ours to judge: tail shows only what it can read
+
+        for _, transcript in self.records(stop=idle, poll_s=0.2, on_record=on_record):
             if call_id is None or transcript.call_id == call_id:
                 active_at = time.monotonic()
                 yield transcript

@@ -23,16 +23,16 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from models.audio import ResampleState, chunk_duration_ms, decode_stream_chunk, to_mono
+from models.audio import ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms, decode_stream_chunk
 from models.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
 from models.errors import BadChunk
 from models.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
 from models.vad import StreamingVad, VadState, shared_vad
 from schemas.records import AudioChunk
 
-SAMPLE_RATE = 16000
-ENCODING_CODES = {"PCM_S16LE": 0, "MULAW": 1, "ALAW": 2}
-ENCODING_NAMES = {code: name for name, code in ENCODING_CODES.items()}
+# The encoding's number in the header of a held chunk (stored in the table: keep the order).
+ENCODING_CODES = {name: code for code, name in enumerate(ENCODINGS)}
+ENCODING_NAMES = dict(enumerate(ENCODINGS))
 # Header kept with a chunk while the sequencer holds it: its format and capture time.
 HELD_HEADER = struct.Struct("<BiBq")
 
@@ -112,6 +112,21 @@ class Utterance:
 
 
 @dataclass
+class Decoded:
+    """A stream's sub-states, decoded once while one chunk goes through (encoded back once, by
+    `StreamAssembler._store`), instead of from bytes at every step."""
+
+    endpoint: EndpointState
+    vad: VadState | None
+    resampler: ResampleState | None
+
+    @classmethod
+    def of(cls, state: "StreamState") -> "Decoded":
+        return cls(EndpointState.from_bytes(state.endpoint), VadState.from_bytes(state.vad) if state.vad else None,
+                   ResampleState.from_bytes(state.resampler) if state.resampler else None)
+
+
+@dataclass
 class Outcome:
     state: StreamState
     writes: dict[str, bytes] = field(default_factory=dict)
@@ -124,6 +139,7 @@ class Outcome:
     # resampling, and the VAD; the rest of `accept` is sequencing, endpointing and bookkeeping.
     decode_seconds: float = 0.0
     vad_seconds: float = 0.0
+    decoded: Decoded | None = field(default=None, repr=False)  # while the assembler works on it
 
     @property
     def finished(self) -> bool:
@@ -155,10 +171,10 @@ class StreamAssembler:
     def accept(self, state: StreamState, chunk: AudioChunk, received_ms: int,
                read_block: Callable[[str], bytes | None]) -> Outcome:
         """Run one chunk through the stream. Raises BadChunk (state untouched) for bad input."""
-        encoding = str(getattr(chunk.encoding, "value", chunk.encoding))
         # Validate now, before the sequencer may hold the chunk: bad input never enters state.
-        to_mono(chunk.payload, encoding, chunk.sample_rate, chunk.channels, self.config.max_chunk_ms,
-                chunk.end_of_stream)
+        # (Decoding waits for the sequencer's release: each payload is decoded once.)
+        encoding = check_payload(chunk.payload, str(getattr(chunk.encoding, "value", chunk.encoding)),
+                                 chunk.sample_rate, chunk.channels, self.config.max_chunk_ms, chunk.end_of_stream)
         if chunk.seq < 0:
             raise BadChunk("negative_seq", f"seq {chunk.seq} is negative")
         duration_ms = chunk_duration_ms(len(chunk.payload), encoding, chunk.sample_rate, chunk.channels)
@@ -172,19 +188,32 @@ class StreamAssembler:
             releases += more
         state = replace(state, sequence=sequence.to_bytes(), last_received_ms=received_ms,
                         hint=chunk.language or state.hint, blocks=list(state.blocks))
-        outcome = Outcome(state=state, duplicates=sequence.duplicates - duplicates_before)
+        outcome = Outcome(state=state, duplicates=sequence.duplicates - duplicates_before, decoded=Decoded.of(state))
         for release in releases:
             self._play(outcome, release)
         self._cut(outcome, received_ms, read_block)
         if chunk.end_of_stream:
-            self.flush(outcome, "end_of_stream", received_ms, read_block)
-        return outcome
+            self._flush(outcome, "end_of_stream", received_ms, read_block)
+        return self._store(outcome)
 
     def flush_idle(self, state: StreamState, received_ms: int,
                    read_block: Callable[[str], bytes | None]) -> Outcome:
         """Close the open utterance of a stream whose producer went quiet."""
-        outcome = Outcome(state=replace(state, blocks=list(state.blocks)))
-        self.flush(outcome, "idle", received_ms, read_block)
+        state = replace(state, blocks=list(state.blocks))
+        outcome = Outcome(state=state, decoded=Decoded.of(state))
+        self._flush(outcome, "idle", received_ms, read_block)
+        return self._store(outcome)
+
+    @staticmethod
+    def _store(outcome: Outcome) -> Outcome:
+        """The decoded sub-states back into the stream's state, once."""
+        state, decoded = outcome.state, outcome.decoded
+        state.endpoint = decoded.endpoint.to_bytes()
+        if decoded.vad is not None:
+            state.vad = decoded.vad.to_bytes()
+        if decoded.resampler is not None:
+            state.resampler = decoded.resampler.to_bytes()
+        outcome.decoded = None
         return outcome
 
     # -- steps -----------------------------------------------------------------------------
@@ -200,11 +229,9 @@ class StreamAssembler:
         else:
             started = time.perf_counter()
             code, sample_rate, channels, capture_ts = HELD_HEADER.unpack_from(release.payload)
-            resampler = ResampleState.from_bytes(state.resampler) if state.resampler else None
-            samples, resampler = decode_stream_chunk(release.payload[HELD_HEADER.size:], ENCODING_NAMES[code],
-                                                     sample_rate, channels, resampler, self.config.max_chunk_ms,
-                                                     end_of_stream=True)
-            state.resampler = resampler.to_bytes()
+            samples, outcome.decoded.resampler = decode_stream_chunk(
+                release.payload[HELD_HEADER.size:], ENCODING_NAMES[code], sample_rate, channels,
+                outcome.decoded.resampler, self.config.max_chunk_ms, end_of_stream=True)
             outcome.decode_seconds += time.perf_counter() - started
         if len(samples) == 0:
             return
@@ -215,20 +242,16 @@ class StreamAssembler:
         state.next_block += 1
         state.position += len(samples)
         started = time.perf_counter()
-        vad_state = VadState.from_bytes(state.vad) if state.vad else None
-        probabilities, vad_state = self.vad.process(samples, vad_state)
-        state.vad = vad_state.to_bytes()
+        probabilities, outcome.decoded.vad = self.vad.process(samples, outcome.decoded.vad)
         outcome.vad_seconds += time.perf_counter() - started
-        cuts, endpoint = self.endpointer.feed(EndpointState.from_bytes(state.endpoint), probabilities)
-        state.endpoint = endpoint.to_bytes()
+        cuts, outcome.decoded.endpoint = self.endpointer.feed(outcome.decoded.endpoint, probabilities)
         outcome.pending_cuts.extend(cuts)
 
-    def flush(self, outcome: Outcome, reason: str, received_ms: int,
+    def _flush(self, outcome: Outcome, reason: str, received_ms: int,
               read_block: Callable[[str], bytes | None]) -> None:
         state = outcome.state
-        cuts, endpoint = self.endpointer.flush(EndpointState.from_bytes(state.endpoint), reason,
-                                               audio_end=state.position)
-        state.endpoint = endpoint.to_bytes()
+        cuts, outcome.decoded.endpoint = self.endpointer.flush(outcome.decoded.endpoint, reason,
+                                                               audio_end=state.position)
         outcome.pending_cuts.extend(cuts)
         self._cut(outcome, received_ms, read_block)
         if reason == "end_of_stream":
@@ -253,7 +276,7 @@ class StreamAssembler:
         for cut in outcome.pending_cuts:
             outcome.utterances.append(self._utterance(outcome, cut, received_ms, read_block))
         outcome.pending_cuts = []
-        keep_from = self.endpointer.keep_from_sample(EndpointState.from_bytes(state.endpoint))
+        keep_from = self.endpointer.keep_from_sample(outcome.decoded.endpoint)
         while state.blocks and state.blocks[0].start_sample + state.blocks[0].samples <= keep_from:
             self._delete_block(outcome, state.blocks.pop(0))
 

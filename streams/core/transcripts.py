@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 from models.results import TranscriptionResult
-from models.routing import MIN_DETECTION_SECONDS, LanguageChoice
+from models.routing import LanguageChoice, sticks
 from models.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
-from streams.core.assembly import SAMPLE_RATE, Utterance
+from models.audio import SAMPLE_RATE
+from streams.core.assembly import Utterance
 
 # Whisper's own rule for "this was not speech": a confident no-speech token and a weak decode.
 NO_SPEECH_PROB = 0.6
@@ -51,5 +52,6 @@ def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: 
 
 
 def should_stick(choice: LanguageChoice, utterance: Utterance) -> bool:
-    """A detected language sticks to the stream once an utterance long enough was confident."""
-    return (choice.source == "detected" and len(utterance.audio) >= MIN_DETECTION_SECONDS * SAMPLE_RATE)
+    """A detected language sticks to the stream once an utterance long enough was confident
+    (models.routing.sticks: the same rule the model step applies within a batch)."""
+    return sticks(choice, len(utterance.audio))

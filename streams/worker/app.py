@@ -16,7 +16,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
-from faust.types import TP
 
 from models.routing import ModelRouter
 from models.store import ModelFileError
@@ -27,17 +26,16 @@ from streams.core.pipeline import Pipeline
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.agent import BatchHandler, WorkerIO, now_ms
-from streams.worker.faust_compat import hold, read_offset, release
+from streams.worker.faust_compat import hold, release
+from streams.worker.partitions import AudioPartitions
 from streams.worker.idle import idle_requests
 from streams.worker.web import WorkerStatus, register_pages
 
 log = logging.getLogger("callstt.worker")
 
 
-def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> faust.App:
-    """The worker's Faust app. Models load in the background (`load_router` runs in the model
-    thread), so the web server answers /health with 503 and the reason while they load."""
-    app = faust.App(
+def faust_app(settings: Settings) -> faust.App:
+    return faust.App(
         settings.app_id, **faust_broker_config(settings),
         store="rocksdb://", datadir=settings.data_dir,  # rocksdict under the hood
         topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication,
@@ -45,30 +43,21 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         # Faust binds to web_bind (default 0.0.0.0); web_host is only advertised.
         web_host=settings.web_host, web_bind=settings.web_host, web_port=settings.web_port, web_enabled=True,
     )
+
+
+def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> faust.App:
+    """The worker's Faust app. Models load in the background (`load_router` runs in the model
+    thread), so the web server answers /health with 503 and the reason while they load."""
+    app = faust_app(settings)
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
     status = WorkerStatus(settings)
+    partitions = AudioPartitions(app, settings.audio_topic)
     control_name = control_topic(settings)
     source = app.topic(settings.audio_topic, control_name, partitions=settings.topic_partitions)
-    transcripts, dead_letters, control = (app.topic(settings.transcript_topic), app.topic(settings.dead_letter_topic),
-                                          app.topic(control_name))
+    transcripts, dead_letters = app.topic(settings.transcript_topic), app.topic(settings.dead_letter_topic)
     # bytes key/value types make Faust use the raw serializer in the store and the changelog.
     table = app.Table("streams", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes)
     flush_requested: dict[str, float] = {}
-
-    def assigned_partitions() -> set[int]:
-        return {tp.partition for tp in app.consumer.assignment() if tp.topic == settings.audio_topic}
-
-    def partition_lag(partition: int) -> int | None:
-        """Audio records of the partition not read yet (None: unknown so far)."""
-        tp = TP(settings.audio_topic, partition)
-        try:
-            highwater = app.consumer.highwater(tp)
-        except Exception:  # nothing fetched yet
-            return None
-        if highwater is None:
-            return None
-        read = read_offset(app, tp)
-        return max(highwater - ((read if read is not None else -1) + 1), 0)
 
     def write_table(key: str, value: bytes | None) -> None:
         if value is None:
@@ -81,7 +70,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,
-        caught_up=lambda partition: partition_lag(partition) == 0, control_topic=control_name,
+        caught_up=partitions.caught_up, control_topic=control_name,
     ), model_thread, flush_requested)
 
     @app.task
@@ -109,6 +98,16 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             for event in events:
                 release(event)
 
+    add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested)
+    status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag
+    register_pages(app, status)
+    return app
+
+
+def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, table, partitions: AudioPartitions,
+                   control, flush_requested: dict[str, float]) -> None:
+    """Every second: the lag gauges, and a flush or evict request to the own partition of each
+    stream that went quiet (streams/worker/idle.py chooses)."""
     last_scan = [0.0]
 
     def rescan_table() -> None:
@@ -119,16 +118,15 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
 
     @app.timer(interval=1.0)
     async def flush_idle_streams() -> None:
-        """Ask each stream's own partition to flush or evict the streams that went quiet."""
         if time.monotonic() - last_scan[0] > 30:
             last_scan[0] = time.monotonic()
             rescan_table()
-        assigned = assigned_partitions()
+        assigned = partitions.assigned()
         for partition in assigned:
-            lag = partition_lag(partition)
+            lag = partitions.lag(partition)
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
-        for request in list(idle_requests(status.streams, now_ms(), assigned, lambda p: partition_lag(p) == 0,
+        for request in list(idle_requests(status.streams, now_ms(), assigned, partitions.caught_up,
                                           settings.idle_flush_s, settings.stream_ttl_s, settings.max_streams)):
             if isinstance(request, str):
                 status.forget_stream(request)  # moved to another worker in a rebalance
@@ -136,8 +134,3 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                 flush_requested[request.key] = time.monotonic()  # else asked already: on its way
                 await control.send(key=request.call_id.encode(), partition=request.partition,
                                    value=f"{request.action}|{request.stream_id}".encode())
-
-    status.assigned_partitions = assigned_partitions
-    status.lag_records = lambda: sum(partition_lag(p) or 0 for p in assigned_partitions())
-    register_pages(app, status)
-    return app

@@ -21,7 +21,9 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
+from models.audio import SAMPLE_RATE
 from schemas.codec import AvroCodec, DecodeError
+from schemas.errors import CallsttError
 from schemas.records import Transcript
 from streams.client.kafka import aiokafka_config, confluent_config
 from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
@@ -34,7 +36,7 @@ SETTLE_S = 5.0
 CHUNK_MS = 100
 
 
-class UnreadableAudio(ValueError):
+class UnreadableAudio(CallsttError, ValueError):
     pass
 
 
@@ -44,7 +46,7 @@ def decode_upload(data: bytes) -> np.ndarray:
         file.write(data)
         file.flush()
         try:
-            samples = load_audio(file.name, 16000)
+            samples = load_audio(file.name, SAMPLE_RATE)
         except Exception as error:  # PyAV raises many error types for bad containers/codecs
             raise UnreadableAudio(f"not a readable audio file ({type(error).__name__})") from error
     if len(samples) == 0:
@@ -54,7 +56,7 @@ def decode_upload(data: bytes) -> np.ndarray:
 
 def expected_utterances(samples: np.ndarray, call_id: str, settings) -> int:
     """How many utterances the workers will cut from this audio (same chunks, same pipeline core)."""
-    chunks = iter_chunks(samples, call_id, "caller", ChunkPlan(16000, "PCM_S16LE", CHUNK_MS), 0)
+    chunks = iter_chunks(samples, call_id, "caller", ChunkPlan(SAMPLE_RATE, "PCM_S16LE", CHUNK_MS), 0)
     return len(cut_utterances(Pipeline.from_settings(settings), chunks))
 
 
@@ -126,13 +128,13 @@ class TranscribeView(View):
         if transcripts is None:
             return self.json({"error": f"no answer within {TIMEOUT_S:.0f}s; the call is still in the pipeline: "
                                        f"callstt tail --call {call_id}", "call_id": call_id}, status=504)
-        return self.json(response_body(call_id, transcripts, len(samples) / 16000, time.monotonic() - started))
+        return self.json(response_body(call_id, transcripts, len(samples) / SAMPLE_RATE, time.monotonic() - started))
 
     def publish(self, samples: np.ndarray, call_id: str, language: str | None) -> None:
         settings = self.status.settings
         with CallPublisher(settings.kafka_bootstrap_servers, settings.audio_topic,
                            extra_config=confluent_config(settings)) as publisher:
-            publisher.publish_call(samples, call_id, "caller", 16000, "PCM_S16LE", CHUNK_MS, language)
+            publisher.publish_call(samples, call_id, "caller", SAMPLE_RATE, "PCM_S16LE", CHUNK_MS, language)
 
     async def transcript_consumer(self) -> AIOKafkaConsumer:
         """A group-less consumer positioned at the end of every transcript partition (before publishing)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from models.audio import SAMPLE_RATE
 from schemas.records import Transcript
 from streams.worker import metrics
 from streams.settings import Settings
@@ -50,7 +51,7 @@ class WorkerStatus:
         view = {
             "call_id": state.call_id, "stream_id": state.stream_id, "partition": state.partition,
             "language": state.language or state.hint or None, "utterances": state.utterance_index,
-            "buffered_seconds": round(sum(block.samples for block in state.blocks) / 16000, 2),
+            "buffered_seconds": round(sum(block.samples for block in state.blocks) / SAMPLE_RATE, 2),
             "last_chunk_ms": state.last_received_ms, "last_transcript": previous.get("last_transcript"),
             # For the idle timer, which then reads the table only for the streams it acts on.
             "utterance_open": EndpointState.from_bytes(state.endpoint).is_open,

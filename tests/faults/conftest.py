@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from kafka_local import LocalKafka
+from infra.local.kafka import LocalKafka
 from tests.worker_process import WorkerProcess, read_proc_status
 
 # -- the 3-broker cluster -----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kafka_local import LocalKafka
+from infra.local.kafka import LocalKafka
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
 from streams.client.kafka import confluent_config

@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from models.audio import SAMPLE_RATE
 from models.faster_whisper_backend import FasterWhisperBackend
 from models.scoring import word_error_rate
 from models.store import ModelFileError, resolve_model
@@ -27,7 +28,7 @@ def test_packaged_base_detects_english_and_gives_word_timestamps(base_model):
     result = base_model.transcribe(audio, language=None)
     assert result.language == "en" and result.language_probability > 0.5
     assert len(result.words) >= 5
-    duration = len(audio) / 16000
+    duration = len(audio) / SAMPLE_RATE
     starts = [word.start for word in result.words]
     assert starts == sorted(starts)
     assert all(0 <= word.start <= word.end <= duration + 0.1 for word in result.words)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
-import sys
 import uuid
-from pathlib import Path
 
 import fastavro
 import pytest
@@ -14,6 +12,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from infra.local.registry import LocalSchemaRegistry
 from schemas.codec import (
     AvroCodec,
     DecodeError,
@@ -25,9 +24,6 @@ from schemas.codec import (
     subject_for,
 )
 from schemas.records import AudioChunk, Encoding, Transcript, TranscriptWord, transcript_id
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from schema_registry import LocalSchemaRegistry  # noqa: E402  (scripts/ is not a package)
 
 pytestmark = pytest.mark.integration
 

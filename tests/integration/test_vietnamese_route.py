@@ -11,8 +11,9 @@ output bound.
 
 (a) transformers backend: structure and timings; (b) conversion with models/convert.py, then the
 faster-whisper backend; (c) the same greedy tokens from transformers and from CTranslate2;
-(d) a Vietnamese call through a real worker names the route's model and backend. Plus the speed
-of the converted route against the transformers route (printed; the README quotes it).
+(d) a Vietnamese call through a real worker names the route's model and backend. Plus: the converted
+route says what the transformers route says. How much faster it is is a measurement, not a test:
+`python -m models.convert ... --benchmark` (models.convert.benchmark) prints it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import httpx
 import numpy as np
 import pytest
 
+from models.audio import SAMPLE_RATE
 from models.faster_whisper_backend import FasterWhisperBackend, max_new_tokens_for
 from models.store import choose_checkpoint, converted_dir_for, is_ctranslate2_dir, resolve_model
 from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
@@ -49,7 +51,7 @@ VI = 50278  # <|vi|>
 # --- the tiny checkpoint ------------------------------------------------------------------------------
 
 # Whisper's size names as (d_model, layers, attention heads, feed-forward width): the tests use "test"
-# (about 30 MB, built in a second); "tiny" is the shape of whisper-tiny and PhoWhisper-tiny (the speed test).
+# (about 30 MB, built in a second); "tiny" is the shape of whisper-tiny and PhoWhisper-tiny (for timing the routes).
 SIZES = {"test": (64, 2, 4, 128), "tiny": (384, 4, 6, 1536)}
 
 
@@ -189,7 +191,7 @@ def assert_timings_inside(result, duration_s: float) -> None:
 @needs_torch
 def test_transformers_backend_returns_words_with_times_inside_the_audio(checkpoints, vietnamese_audio):
     backend = transformers_backend(checkpoints["speaking"])
-    duration_s = len(vietnamese_audio) / 16000
+    duration_s = len(vietnamese_audio) / SAMPLE_RATE
     result = backend.transcribe(vietnamese_audio, "vi")
 
     assert result.text == PHRASE.strip()
@@ -208,7 +210,7 @@ def test_transformers_backend_returns_words_with_times_inside_the_audio(checkpoi
 @needs_torch
 def test_checkpoint_without_alignment_heads_gives_segment_level_times_and_says_so(checkpoints, vietnamese_audio):
     backend = transformers_backend(checkpoints["speaking-no-heads"])
-    duration_s = len(vietnamese_audio) / 16000
+    duration_s = len(vietnamese_audio) / SAMPLE_RATE
     result = backend.transcribe(vietnamese_audio, "vi")
 
     assert result.text == "xin chào" and "segment-level" in result.timestamps_note
@@ -223,7 +225,7 @@ def test_checkpoint_without_alignment_heads_gives_segment_level_times_and_says_s
 @needs_torch
 def test_random_checkpoint_output_is_bounded(checkpoints):
     backend = transformers_backend(checkpoints["random"])
-    audio = (np.random.default_rng(5).standard_normal(16000 * 2) * 0.1).astype(np.float32)
+    audio = (np.random.default_rng(5).standard_normal(SAMPLE_RATE * 2) * 0.1).astype(np.float32)
     result = backend.transcribe(audio, "vi")
 
     assert len(result.words) <= max_new_tokens_for(2.0)
@@ -242,7 +244,7 @@ def test_converted_checkpoint_runs_in_the_faster_whisper_backend(checkpoints, co
     assert choose_checkpoint(str(directory)).kind == "ctranslate2"  # the store recognises it
 
     backend = FasterWhisperBackend(directory, "tiny-vi", compute_type="int8", cpu_threads=2)
-    duration_s = len(vietnamese_audio) / 16000
+    duration_s = len(vietnamese_audio) / SAMPLE_RATE
     result = backend.transcribe(vietnamese_audio, "vi")
 
     assert result.text == "xin chào"
@@ -279,7 +281,7 @@ def greedy_tokens(checkpoint: Path, converted_dir: Path, compute_type: str, audi
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
     features = WhisperFeatureExtractor.from_pretrained(checkpoint)(
-        audio, sampling_rate=16000, return_tensors="np").input_features.astype(np.float32)
+        audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features.astype(np.float32)
     model = WhisperForConditionalGeneration.from_pretrained(checkpoint).eval()
     prompt = [SOT, VI, TRANSCRIBE, NO_TIMESTAMPS]
     # CTranslate2 suppresses timestamp tokens under <|notimestamps|>; transformers' generate does not
@@ -313,27 +315,21 @@ def test_greedy_decoding_gives_the_same_tokens_in_transformers_and_ctranslate2(c
     assert reference == candidate == [2031, 259, 417, 20807]  # " x" "in" " ch" "ào"
 
 
-# --- speed: converted against transformers ----------------------------------------------------------
+# --- the converted route against the transformers route --------------------------------------------
 
 @needs_torch
-def test_converted_route_is_faster_than_transformers(tmp_path, vietnamese_audio):
-    """Same weights, same utterance, 2 threads: milliseconds per utterance through each route
-    (models.convert.benchmark, what `python -m models.convert ... --benchmark` prints), on a checkpoint
-    of whisper-tiny's shape, PhoWhisper-tiny's. Printed; the README quotes it. (On the 64-wide test
-    checkpoint fixed costs dominate and both routes take about the same time.) It runs before the
-    pipeline test starts its worker: torch's threads slow down a lot when other processes want the CPUs."""
-    from models.convert import benchmark, convert_checkpoint
+def test_converted_route_says_what_the_transformers_route_says(checkpoints, converted, vietnamese_audio):
+    """Same weights, same utterance: the converted route and the transformers route give the same text.
+    Their speed is not compared here (timings on shared CI machines are noise); `python -m models.convert
+    ... --benchmark` prints it, and this checks only that the benchmark runs both routes and reports them."""
+    from models.convert import benchmark
 
-    checkpoint = write_tiny_checkpoint(tmp_path / "tiny-vi", speak=PHRASE, size="tiny")
-    converted_dir = convert_checkpoint(checkpoint, tmp_path / "tiny-vi-ct2-int8")
+    checkpoint, converted_dir = checkpoints["speaking"], converted["speaking-int8"]
     assert FasterWhisperBackend(converted_dir, "tiny-vi", cpu_threads=2).transcribe(vietnamese_audio, "vi").text \
         == transformers_backend(checkpoint).transcribe(vietnamese_audio, "vi").text == "xin chào"
 
-    result = benchmark(checkpoint, converted_dir, vietnamese_audio, runs=5, cpu_threads=2)
-    print(f"\nwhisper-tiny-shaped checkpoint, {len(vietnamese_audio) / 16000:.1f} s utterance, 2 threads: "
-          f"transformers float32 {result['transformers']:.0f} ms, converted CTranslate2 int8 "
-          f"{result['converted']:.0f} ms: converted is {result['speedup']:.1f}x faster")
-    assert result["converted"] < result["transformers"]
+    result = benchmark(checkpoint, converted_dir, vietnamese_audio, runs=1, cpu_threads=2)
+    assert set(result) == {"transformers", "converted", "speedup"} and all(value > 0 for value in result.values())
 
 
 # --- (d) through the real pipeline ------------------------------------------------------------------

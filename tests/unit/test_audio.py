@@ -10,6 +10,7 @@ import pytest
 from models.audio import (
     ALAW_TABLE,
     MULAW_TABLE,
+    SAMPLE_RATE,
     SUPPORTED_RATES,
     ResampleState,
     chunk_duration_ms,
@@ -35,7 +36,7 @@ def pcm16(samples: np.ndarray) -> bytes:
     return np.round(np.clip(samples, -1, 32767 / 32768) * 32768).astype("<i2").tobytes()
 
 
-def peak_hz(samples: np.ndarray, rate: int = 16000) -> float:
+def peak_hz(samples: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     return float(np.argmax(spectrum) * rate / len(samples))
 
@@ -107,7 +108,7 @@ def test_str_enum_encodings_are_accepted():
 @pytest.mark.parametrize("frequency", [300, 1000, 3000])
 def test_resampled_sine_keeps_its_frequency_and_level(rate, frequency):
     out = stream_in_chunks(pcm16(sine(rate, frequency, 1.0)), rate)
-    assert len(out) == 16000
+    assert len(out) == SAMPLE_RATE
     assert abs(peak_hz(out) - frequency) <= 1
     assert np.sqrt(2) * out[1000:-1000].std() == pytest.approx(0.5, abs=0.005)
 
@@ -126,7 +127,7 @@ def test_chunked_resampling_equals_one_piece(rate):
         offset += size
     chunked = np.concatenate(pieces)
     np.testing.assert_array_equal(chunked, whole)
-    assert len(whole) == -(-len(x) * 16000 // rate)
+    assert len(whole) == -(-len(x) * SAMPLE_RATE // rate)
 
 
 def test_resampler_state_round_trips_through_bytes():
@@ -207,3 +208,18 @@ def test_limits_are_inclusive():
 def test_empty_payload_is_allowed_at_end_of_stream():
     out = decode_chunk(b"", "MULAW", 8000, 1, end_of_stream=True)
     assert out.dtype == np.float32 and len(out) == 0
+
+
+def test_every_encoding_of_the_schema_has_a_sample_size():
+    """schemas.records.Encoding (the Avro enum) is the one list of encodings; models.audio follows it."""
+    from models.audio import ENCODINGS, SAMPLE_BYTES
+    from schemas.codec import load_schema_file
+    from schemas.records import Encoding
+
+    assert ENCODINGS == tuple(encoding.value for encoding in Encoding)
+    assert set(SAMPLE_BYTES) == set(ENCODINGS)
+    for encoding in Encoding:
+        assert SAMPLE_BYTES[encoding.value] == encoding.bytes_per_sample
+        assert len(decode_chunk(b"\x00" * 4 * SAMPLE_BYTES[encoding.value], encoding, 16000, 1)) == 4
+    [field] = [f for f in load_schema_file("audio_chunk.avsc")["fields"] if f["name"] == "encoding"]
+    assert tuple(field["type"]["symbols"]) == ENCODINGS

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.audio import SAMPLE_RATE
 from models.batching import (InferenceRequest, Placement, assign_words, plan_windows, transcribe_many,
                              transcribe_packed)
 from models.results import Word
-
-SAMPLE_RATE = 16000
 
 
 def test_plan_windows_packs_in_order_and_opens_a_window_when_full() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.audio import decode_stream_chunk
+from models.audio import SAMPLE_RATE, decode_stream_chunk
 from models.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
 from models.synth import synthesize_wav
 from models.vad import VadState, shared_vad
@@ -191,7 +191,7 @@ def speech_at(rate: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
             wav = synthesize_wav(text, Path(folder) / f"{index}.wav")
             sentence = decode_audio(str(wav), sampling_rate=rate)  # PyAV's resampler: independent of ours
             voiced = np.flatnonzero(np.abs(sentence) > 0.01)
-            ranges.append(((length + voiced[0]) * 16000 // rate, (length + voiced[-1] + 1) * 16000 // rate))
+            ranges.append(((length + voiced[0]) * SAMPLE_RATE // rate, (length + voiced[-1] + 1) * SAMPLE_RATE // rate))
             parts += [sentence, gap]
             length += len(sentence) + rate
     return np.concatenate(parts), ranges
@@ -233,7 +233,7 @@ def check_cuts(utterances, ranges, longest_buffer):
         assert len(audio) == cut.end_sample - cut.start_sample
         assert cut.speech_ms >= 1000
     # The caller held about one utterance of audio, never the whole call.
-    assert longest_buffer <= max(cut.end_sample - cut.start_sample for cut, _ in utterances) + 16000
+    assert longest_buffer <= max(cut.end_sample - cut.start_sample for cut, _ in utterances) + SAMPLE_RATE
 
 
 def test_three_sentences_at_16k_pcm_in_20ms_chunks():

@@ -1,5 +1,5 @@
 """The pure parts of `callstt publish` and `callstt tail`: inputs, call ids, interleaving, time parsing,
-the tail's idle clock (over a scripted consumer, no broker)."""
+the tail's idle clock and the transcript read loop (over a scripted consumer, no broker)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from confluent_kafka import KafkaError
 
+from schemas.codec import DecodeError
 from schemas.records import Transcript
 from streams.client.producer import ChunkPlan, iter_chunks
 from streams.client.publishing import (CallInput, CallJob, DeliveryTracker, InputError, call_ids, list_inputs, load_inputs,
                                 new_results, plan_calls, send_calls)
-from streams.client.tailing import TranscriptTail, format_transcript, parse_since
+from streams.client.reader import TranscriptReader
+from streams.client.tailing import TailError, TranscriptTail, format_transcript, parse_since
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -277,3 +280,74 @@ def test_new_records_of_other_calls_do_not_hold_the_idle_clock():
     started = time.monotonic()
     assert list(scripted_tail(live, delay=0.05).follow(idle_exit_s=0.3, call_id="mine")) == []
     assert time.monotonic() - started < 0.8
+
+
+class ScriptedError:
+    def __init__(self, code, fatal=False):
+        self._code, self._fatal = code, fatal
+
+    def code(self):
+        return self._code
+
+    def fatal(self):
+        return self._fatal
+
+    def str(self):
+        return "scripted failure"
+
+    def __str__(self):
+        return "scripted failure"
+
+
+class ErrorMessage(ScriptedMessage):
+    def __init__(self, error):
+        super().__init__("", 0)
+        self._error = error
+
+    def error(self):
+        return self._error
+
+
+class PickyCodec(CallIdCodec):
+    def decode_transcript(self, value):
+        if value == "garbage":
+            raise DecodeError("not_avro")
+        return super().decode_transcript(value)
+
+
+def test_the_read_loop_skips_partition_ends_and_undecodable_records_and_raises_on_errors():
+    now = int(time.time() * 1000)
+    script = [ErrorMessage(ScriptedError(KafkaError._PARTITION_EOF)), ScriptedMessage("garbage", now),
+              ScriptedMessage("mine", now), ErrorMessage(ScriptedError(KafkaError._TRANSPORT)),
+              ScriptedMessage("after", now)]
+    tail = scripted_tail(script, delay=0.0)
+    tail.codec = PickyCodec()
+    found = []
+    with pytest.raises(TailError, match="consuming t failed: scripted failure"):
+        for transcript in tail.follow(idle_exit_s=2.0):
+            found.append(transcript.call_id)
+    assert found == ["mine"]
+
+
+def test_the_bench_collector_retries_errors_that_are_not_fatal_and_keeps_distinct_wanted_transcripts():
+    from streams.bench.sections import collect
+
+    def transcript(call_id, transcript_id):
+        return SimpleNamespace(call_id=call_id, transcript_id=transcript_id)
+
+    class Codec:
+        def decode_transcript(self, value):
+            return value
+
+    reader = TranscriptReader.__new__(TranscriptReader)  # the shared loop over a scripted consumer
+    reader.codec = Codec()
+    reader.consumer = ScriptedConsumer([
+        ScriptedMessage(transcript("old", "o1"), 0), ErrorMessage(ScriptedError(KafkaError._TRANSPORT)),
+        ScriptedMessage(transcript("mine", "m1"), 0), ScriptedMessage(transcript("mine", "m1"), 0),
+        ScriptedMessage(transcript("mine", "m2"), 0)], delay=0.0)
+    arrivals = collect(reader, expected=2, deadline=time.monotonic() + 5, idle_s=1.0, wanted={"mine"})
+    assert [a.transcript.transcript_id for a in arrivals] == ["m1", "m2"]
+
+    reader.consumer = ScriptedConsumer([ErrorMessage(ScriptedError(KafkaError._FATAL, fatal=True))], delay=0.0)
+    with pytest.raises(RuntimeError, match="consuming transcripts failed"):
+        collect(reader, expected=1, deadline=time.monotonic() + 5, idle_s=1.0)

@@ -28,3 +28,28 @@ def test_flags_override_the_environment():
 def test_bad_values_name_the_variable(name, value):
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({name: value})
+
+
+def test_inference_modes_offered_are_the_modes_batching_implements():
+    """CALLSTT_INFERENCE_MODE's choices (the one list, in the settings) are exactly what transcribe_many accepts."""
+    from dataclasses import fields
+
+    import numpy as np
+
+    from models.batching import InferenceRequest, transcribe_many
+
+    class Backend:
+        def transcribe(self, audio, language):
+            return ("transcribed", len(audio), language)
+
+    [mode_field] = [f for f in fields(Settings) if f.name == "inference_mode"]
+    choices = mode_field.metadata["choices"]
+    assert choices == ("single", "batched", "packed") and Settings().inference_mode in choices
+    requests = [InferenceRequest(np.zeros(1600, dtype=np.float32), "en")] * 2
+    for mode in choices:
+        assert transcribe_many(Backend(), requests, mode=mode) == [("transcribed", 1600, "en")] * 2
+        assert Settings.from_env({"CALLSTT_INFERENCE_MODE": mode}).inference_mode == mode
+    with pytest.raises(ValueError, match="unknown inference mode"):
+        transcribe_many(Backend(), requests, mode="streamed")
+    with pytest.raises(SettingsError, match="CALLSTT_INFERENCE_MODE='streamed': use one of single, batched, packed"):
+        Settings.from_env({"CALLSTT_INFERENCE_MODE": "streamed"})

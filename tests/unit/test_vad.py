@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from models.audio import SAMPLE_RATE
 from models.synth import synthesize
 from models.vad import WINDOW_SAMPLES, StreamingVad, VadState, shared_vad
 
@@ -21,7 +22,7 @@ def speech() -> tuple[np.ndarray, int, int]:
     """One second of silence, a sentence, one second of silence; and the sentence's sample range."""
     sentence = synthesize("Please call me back tomorrow morning about the invoice.")
     voiced = np.flatnonzero(np.abs(sentence) > 0.01)
-    pad = np.zeros(int(16000 * SILENCE_S), dtype=np.float32)
+    pad = np.zeros(int(SAMPLE_RATE * SILENCE_S), dtype=np.float32)
     audio = np.concatenate([pad, sentence, pad])
     return audio, len(pad) + voiced[0], len(pad) + voiced[-1]
 
@@ -39,9 +40,9 @@ def test_speech_scores_high_and_the_silence_around_it_low(vad, speech):
 
 
 def test_digital_silence_and_faint_noise_score_low(vad):
-    probabilities, _ = vad.process(np.zeros(16000 * 2, dtype=np.float32))
+    probabilities, _ = vad.process(np.zeros(SAMPLE_RATE * 2, dtype=np.float32))
     assert probabilities.max() < 0.1
-    noise = (0.003 * np.random.default_rng(7).standard_normal(16000 * 2)).astype(np.float32)
+    noise = (0.003 * np.random.default_rng(7).standard_normal(SAMPLE_RATE * 2)).astype(np.float32)
     probabilities, _ = vad.process(noise)
     assert probabilities.max() < 0.2
 

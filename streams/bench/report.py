@@ -1,0 +1,61 @@
+"""bench.md: the short table people read (bench.json has everything)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streams.bench.sections import P95_LIMIT_S
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The short table people read (the JSON has everything)."""
+    m, s = report["machine"], report["settings"]
+    floor, pipe, worker, cap = report["floor"], report["pipeline"], report["worker"], report["capacity"]
+    lines = [
+        f"# {report['command']} ({report['started_at']})", "",
+        f"Machine: {m['cpu_count']} CPUs ({m['cpu_model']}), Python {m['python']}, "
+        f"faster-whisper {m['packages'].get('faster-whisper')}, ctranslate2 {m['packages'].get('ctranslate2')}; "
+        f"load average at start {m['load_average_at_start']}, at end {m.get('load_average_at_end')}.",
+        f"Settings: model {s['model']} {s['compute_type']} on {s['device']}, {s['cpu_threads']} threads, "
+        f"beam {s['beam_size']}, silence {s['min_silence_ms']} ms, {s['audio']}.", "",
+        "| measure | value |", "|---|---|",
+        f"| floor: {floor['utterances']} utterances in-process, sequential | {floor['seconds']} s "
+        f"(RTF {floor['realtime_factor']}) |",
+        f"| pipeline: same calls, as fast as possible, one worker | {pipe['seconds']} s |",
+        f"| **overhead** (pipeline / floor) | **{pipe['overhead']}** "
+        f"(pipeline / worker's own model time: {pipe['overhead_vs_worker_model_time']}) |",
+        f"| the same floor in the worker's inference mode ({s['inference_mode']}); overhead against it | "
+        f"{pipe.get('floor_in_worker_mode_s')} s; {pipe.get('overhead_vs_floor_in_worker_mode')} |",
+        "| where the pipeline's time goes (worker metrics), s | " + ", ".join(
+            f"{name.removesuffix('_s')} {value}" for name, value in pipe["where_the_time_goes"].items()
+            if name.endswith("_s") and name != "assembly_seconds_same_audio_in_process") +
+        f" ({pipe['model_calls']} model calls for {pipe['transcripts']} transcripts) |",
+    ]
+    for live in report["live"]:
+        eos, ep = live["end_of_speech_to_received_s"], live["after_endpoint_to_received_s"]
+        lines.append(f"| live K={live['calls']} ({live['call_seconds']} s calls, {live['speech_fraction']} speech): "
+                     f"end of speech -> received p50/p95/p99 | {eos['p50']} / {eos['p95']} / {eos['p99']} s |")
+        model = live.get("model", {})
+        lines.append(f"| live K={live['calls']}: after endpoint p50/p95/p99; lag grows; utterances per model "
+                     f"call, model busy | {ep['p50']} / {ep['p95']} / {ep['p99']} s; {live['lag']['grows']}; "
+                     f"{model.get('utterances_per_model_call')}, {model.get('model_busy_fraction')} |")
+    lines += [
+        f"| **capacity** (p95 after endpoint < {P95_LIMIT_S} s, no lag growth) | **{cap['live_calls']}** of "
+        f"K={cap['tried']}{' (sweep limit)' if cap['limited_by_sweep'] else ''}; model-bound estimate "
+        f"{cap.get('model_bound_estimate_single')} one at a time |",
+        f"| calls sustained without lag growth (latency aside) | {cap.get('sustained_live_calls')} of K={cap['tried']} |",
+        f"| worker start -> /health 200; model load | {worker['start_to_health_200_s']} s; {worker['model_load_s']} s |",
+        f"| worker RSS idle / peak (VmHWM) | {worker['idle'].get('VmRSS')} MB / {worker.get('peak_rss_mb')} MB |",
+        f"| WER en: floor / pipeline | {floor['accuracy']['wer_en']} / {pipe['accuracy']['wer_en']} |",
+        f"| language-ID accuracy: floor / pipeline | {floor['accuracy']['language_id_accuracy']} / "
+        f"{pipe['accuracy']['language_id_accuracy']} |",
+    ]
+    modes = report.get("inference_modes")
+    if modes:
+        for name, mode in modes["modes"].items():
+            lines.append(f"| inference {name}: utterances/s, speedup, WER en (delta pts), WER vi | "
+                         f"{mode['utterances_per_second']}, x{mode['speedup_vs_single']}, {mode['wer_en']} "
+                         f"({mode['wer_en_delta_points']}), {mode['wer_vi']} |")
+        lines.append(f"| best inference mode within 1 WER point | {modes['best_within_1_point_wer']} |")
+    lines += ["", f"Bench took {report['bench_seconds']} s. Full figures: bench.json."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,231 @@
+"""`run_bench`: the sections in order (worker start, floor, pipeline, live, capacity, inference
+modes, accuracy) on one worker subprocess, on the bench's own broker or a given one; and
+`main`, the `python -m streams.bench` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streams.bench.floor import run_floor, run_inference_modes
+from streams.bench.report import markdown
+from streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
+from streams.bench.stats import _r, machine_info
+from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall, Synth, make_workload
+from streams.worker.process import WorkerSubprocess
+
+log = logging.getLogger("callstt.bench")
+
+BENCH_BROKER_NAME = "bench"
+BENCH_BROKER_PORT = 39092
+
+
+def bench_settings(settings=None):
+    """`settings` (default: the environment's), with every core as threads when none are set."""
+    from streams.settings import Settings
+
+    settings = settings or Settings.from_env()
+    for noisy in ("faster_whisper", "httpx"):  # one INFO line per model call / per scrape otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not settings.cpu_threads:
+        settings = settings.with_overrides(cpu_threads=len(os.sched_getaffinity(0)))
+    return settings
+
+
+def report_header(quick: bool, seed: int, settings) -> dict[str, Any]:
+    return {
+        "command": "callstt bench" + (" --quick" if quick else ""), "quick": quick, "seed": seed,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
+        "settings": {"model": settings.model, "compute_type": settings.compute_type, "device": settings.device,
+                     "cpu_threads": settings.cpu_threads, "beam_size": settings.beam_size,
+                     "inference_mode": settings.inference_mode,
+                     "min_silence_ms": settings.min_silence_ms, "max_utterance_ms": settings.max_utterance_ms,
+                     "audio": f"{SAMPLE_RATE} Hz {ENCODING}, {CHUNK_MS} ms chunks", "worker_partitions": 3},
+    }
+
+
+def workload(report: dict[str, Any], seed: int, quick: bool, live_seconds: float,
+             run_id: str) -> tuple[dict[str, BenchCall], list[BenchCall]]:
+    """The fast calls (by call id) and the live pool; their description goes into the report."""
+    synth = Synth()
+    fast_calls = make_workload(seed, english=2 if quick else 4, vietnamese=1 if quick else 2,
+                               sentences=3 if quick else 4, silence_s=(0.9, 1.5), synth=synth)
+    fast = {f"{run_id}-fast-{call.name}": call for call in fast_calls}
+    live_pool = make_workload(seed + 1, english=3, vietnamese=1, sentences=1, silence_s=(1.8, 3.2), synth=synth,
+                              min_seconds=live_seconds, prefix="live")
+    report["workload"] = {
+        "fast_calls": [{"name": c.name, "language": c.language, "seconds": _r(c.seconds, 2),
+                        "sentences": len(c.sentences)} for c in fast_calls],
+        "live_calls_pool": [{"name": c.name, "language": c.language, "seconds": _r(c.seconds, 2),
+                             "speech_fraction": _r(c.speech_s / c.seconds, 2)} for c in live_pool],
+        "hints": "none: the worker detects each call's language (sticky after a confident utterance)",
+    }
+    return fast, live_pool
+
+
+def own_broker(bootstrap: str | None):
+    """`(broker to stop afterwards or None, bootstrap)`: with no `bootstrap`, the bench's own broker
+    (infra.local.kafka, name "bench", port 39092), started unless it already runs (then it is
+    someone else's bench broker: used, and left running)."""
+    if bootstrap is not None:
+        return None, bootstrap
+    from infra.local.kafka import LocalKafka
+
+    broker = LocalKafka(name=BENCH_BROKER_NAME, brokers=1, port=BENCH_BROKER_PORT)
+    if not broker.running():
+        broker.wipe()
+        broker.start()
+    else:
+        broker = None  # someone else's bench broker: use it, leave it running
+    return broker, f"127.0.0.1:{BENCH_BROKER_PORT}"
+
+
+def worker_env(settings) -> dict[str, str]:
+    """The worker's settings: the floor's model, compute type, device, threads, beam and cut."""
+    return {"MODEL_SIZE": settings.model, "COMPUTE_TYPE": settings.compute_type, "DEVICE": settings.device,
+            "OMP_NUM_THREADS": str(settings.cpu_threads), "CALLSTT_BEAM_SIZE": str(settings.beam_size),
+            "CALLSTT_MIN_SILENCE_MS": str(settings.min_silence_ms),
+            "CALLSTT_MAX_UTTERANCE_MS": str(settings.max_utterance_ms),
+            "CALLSTT_INFERENCE_MODE": settings.inference_mode,
+            "CALLSTT_IDLE_FLUSH_S": "3"}
+
+
+def start_worker(report: dict[str, Any], worker: WorkerSubprocess) -> None:
+    log.info("starting a worker (%s)", worker.name)
+    worker.start(timeout=180)
+    time.sleep(1.0)
+    idle_metrics = worker.metrics()
+    report["worker"] = {"start_to_health_200_s": _r(worker.ready_after_s),
+                        "model_load_s": _r(idle_metrics.get("callstt_model_load_seconds")),
+                        "idle": worker.memory()}
+
+
+def floor_phase(report: dict[str, Any], settings, fast: dict[str, BenchCall]) -> tuple[Any, list]:
+    """The floor section; returns the in-process router and the utterances it cut."""
+    from streams.worker.runner import build_router
+
+    log.info("floor: the utterances in-process")
+    load_started = time.perf_counter()
+    router = build_router(settings)
+    in_process_load = time.perf_counter() - load_started
+    floor = run_floor(router, fast, settings)
+    utterances = floor.pop("_utterances")
+    floor.pop("_texts")
+    floor["model_load_s_in_process"] = _r(in_process_load)
+    report["floor"] = floor
+    return router, utterances
+
+
+def worker_phases(report: dict[str, Any], worker: WorkerSubprocess, fast: dict[str, BenchCall],
+                  live_pool: list[BenchCall], live_calls: list[int], seed: int, run_id: str) -> None:
+    """The pipeline and the live sections on the worker, and its memory after each."""
+    floor = report["floor"]
+    log.info("pipeline: %d calls as fast as possible", len(fast))
+    report["pipeline"] = run_pipeline(worker, fast, floor["transcripts"], floor["seconds"],
+                                      floor["assembly_seconds_in_process"])
+    report["worker"]["after_pipeline"] = worker.memory()
+
+    report["live"] = []
+    for k in live_calls:
+        log.info("live: %d calls at real-time pace", k)
+        report["live"].append(run_live(worker, live_pool, k, seed, run_id))
+    report["worker"]["after_live"] = worker.memory()
+    report["worker"]["peak_rss_mb"] = report["worker"]["after_live"].get("VmHWM")
+
+
+def inference_phase(report: dict[str, Any], router, utterances: list, fast: dict[str, BenchCall],
+                    batch_size: int, settings, floor_rtf: float, speech: float) -> None:
+    """The inference modes; the best mode's capacity estimate and the pipeline against the floor
+    in the worker's own mode."""
+    log.info("inference modes: single, batched, packed")
+    report["inference_modes"] = run_inference_modes(router, utterances, fast, batch_size)
+    modes = report["inference_modes"]["modes"]
+    best = report["inference_modes"]["best_within_1_point_wer"]
+    if best != "single" and floor_rtf:
+        report["capacity"][f"model_bound_estimate_{best}"] = model_bound_estimate(
+            modes[best]["speedup_vs_single"], floor_rtf, speech)
+    in_mode = modes.get(settings.inference_mode, {}).get("seconds")
+    pipeline_s = report["pipeline"]["seconds"]
+    # With packing the pipeline can beat the one-at-a-time floor; this is its cost over the
+    # model alone doing the same kind of inference on the same utterances.
+    report["pipeline"]["floor_in_worker_mode_s"] = in_mode
+    report["pipeline"]["overhead_vs_floor_in_worker_mode"] = (
+        _r(pipeline_s / in_mode, 3) if pipeline_s and in_mode else None)
+
+
+def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstrap: str | None = None,
+              settings=None, seed: int = 7, live_calls: list[int] | None = None,
+              live_seconds: float | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """Run every section; write bench.json and bench.md into `out_dir`; return the report.
+
+    `bootstrap` None starts (and afterwards stops) a broker of its own (infra.local.kafka,
+    name "bench", port 39092). `settings` default: streams.settings.Settings.from_env(); the
+    floor and the worker use its model, compute type, device, threads and beam size.
+    """
+    settings = bench_settings(settings)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    live_calls = live_calls or ([1, 2] if quick else [1, 2, 4, 8, 12])
+    live_seconds = live_seconds or (15.0 if quick else 120.0)
+    run_id = uuid.uuid4().hex[:6]
+    total_started = time.monotonic()
+    report = report_header(quick, seed, settings)
+    fast, live_pool = workload(report, seed, quick, live_seconds, run_id)
+
+    broker, bootstrap = own_broker(bootstrap)
+    worker = None
+    data_root = Path(tempfile.mkdtemp(prefix="callstt-bench-"))
+    try:
+        worker = WorkerSubprocess(bootstrap, data_root, name=f"bench{uuid.uuid4().hex[:8]}",
+                                  extra_env=worker_env(settings))
+        start_worker(report, worker)
+        router, utterances = floor_phase(report, settings, fast)
+        worker_phases(report, worker, fast, live_pool, live_calls, seed, run_id)
+        worker.stop()
+        worker = None
+
+        floor_rtf = report["floor"]["realtime_factor"] or 0
+        speech = speech_fraction(live_pool)
+        report["capacity"] = capacity(report["live"], floor_rtf, speech, quick, live_seconds)
+        inference_phase(report, router, utterances, fast, batch_size, settings, floor_rtf, speech)
+        report["accuracy"] = {"floor": report["floor"]["accuracy"], "pipeline": report["pipeline"]["accuracy"],
+                              "live": {str(r["calls"]): r["accuracy"] for r in report["live"]}}
+    finally:
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(data_root, ignore_errors=True)
+    report["bench_seconds"] = _r(time.monotonic() - total_started, 1)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    (out / "bench.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    (out / "bench.md").write_text(markdown(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m streams.bench [--quick] [--output DIR] [--bootstrap HOST:PORT]` (as `callstt bench`)."""
+    import argparse
+
+    import streams.bench
+
+    parser = argparse.ArgumentParser(prog="python -m streams.bench",
+                                     description=streams.bench.__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="K = 1, 2 for ~20 s each: a couple of minutes")
+    parser.add_argument("--output", default=".local/bench", help="folder for bench.json and bench.md")
+    parser.add_argument("--bootstrap", default=None, help="a running broker (default: start one on port 39092)")
+    parser.add_argument("--calls", default=None, help="live K values, comma-separated (default 1,2,4,8,12)")
+    parser.add_argument("--live-seconds", type=float, default=None, help="length of each live call")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    calls = [int(k) for k in args.calls.split(",")] if args.calls else None
+    report = run_bench(quick=args.quick, out_dir=args.output, bootstrap=args.bootstrap, live_calls=calls,
+                       live_seconds=args.live_seconds)
+    print(markdown(report))

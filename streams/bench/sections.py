@@ -1,0 +1,287 @@
+"""The sections that run the worker subprocess: the pipeline (the fast calls as fast as the
+producer can), live (K calls at real-time pace), and the capacity those live runs show; plus
+`collect`, which reads the transcripts back through `TranscriptReader.records`."""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from streams.bench.floor import call_accuracy
+from streams.bench.stats import _r, histogram_quantile, metric_sum, summary
+from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall
+from streams.worker.process import WorkerSubprocess
+
+log = logging.getLogger("callstt.bench")
+
+P95_LIMIT_S = 1.5  # capacity: p95 (endpoint decision -> transcript received) below this
+
+
+# --- reading the transcripts back -----------------------------------------------------------
+
+@dataclass
+class Arrival:
+    transcript: Any
+    arrived_ms: int
+
+
+def _retry_unless_fatal(error) -> None:
+    """collect's consumer errors: a fatal one ends the run, others are retried."""
+    if error.fatal():
+        raise RuntimeError(f"consuming transcripts failed: {error}")
+    log.warning("transcript consumer: %s (retrying)", error)
+
+
+def collect(reader, expected: int, deadline: float, idle_s: float,
+            on_poll=None, wanted=None) -> list[Arrival]:
+    """Transcripts (distinct ids) until `expected` arrived, or `idle_s` without one after `deadline`'s
+    publishing ended (the caller passes the publishing flag through `on_poll`), or the deadline."""
+    arrivals: dict[str, Arrival] = {}
+    last_new = time.monotonic()
+
+    def done() -> bool:  # asked before every poll
+        if time.monotonic() >= deadline:
+            return True
+        busy = on_poll() if on_poll else False
+        return len(arrivals) >= expected or (not busy and time.monotonic() - last_new > idle_s)
+
+    for _, transcript in reader.records(stop=done, poll_s=0.2, on_error=_retry_unless_fatal):
+        arrived = int(time.time() * 1000)
+        if wanted is not None and transcript.call_id not in wanted:
+            continue  # an earlier section's transcript (the reader starts at the beginning)
+        if transcript.transcript_id not in arrivals:
+            arrivals[transcript.transcript_id] = Arrival(transcript, arrived)
+            last_new = time.monotonic()
+    return sorted(arrivals.values(), key=lambda a: a.arrived_ms)
+
+
+def _texts(arrivals: list[Arrival]) -> dict[str, list]:
+    """(utterance index, text, language) per call, what `call_accuracy` scores."""
+    texts: dict[str, list] = defaultdict(list)
+    for a in arrivals:
+        texts[a.transcript.call_id].append((a.transcript.utterance_index, a.transcript.text, a.transcript.language))
+    return texts
+
+
+# --- pipeline: the fast calls, as fast as possible ------------------------------------------
+
+def run_pipeline(worker: WorkerSubprocess, calls: dict[str, BenchCall], expected: int, floor_s: float,
+                 assembly_s: float) -> dict[str, Any]:
+    from streams.client.reader import TranscriptReader
+    from streams.client.producer import CallPublisher, ChunkPlan
+    from streams.client.publishing import CallInput, CallJob, send_calls
+
+    jobs = [CallJob(call_id, "caller", CallInput(call.name, call.samples, SAMPLE_RATE)) for call_id, call in calls.items()]
+    before = worker.metrics()
+    reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
+    publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
+    try:
+        started_ms = int(time.time() * 1000)
+        started = time.monotonic()
+        send_calls(publisher, jobs, ChunkPlan(SAMPLE_RATE, ENCODING, CHUNK_MS))
+        publisher.flush()
+        produced_s = time.monotonic() - started
+        arrivals = collect(reader, expected, time.monotonic() + max(120.0, 20 * floor_s), idle_s=15.0,
+                           wanted=set(calls))
+    finally:
+        reader.close()
+    after = worker.metrics()
+    mine = [a for a in arrivals if a.transcript.call_id in calls]
+    wall_s = (max(a.arrived_ms for a in mine) - started_ms) / 1000 if mine else None
+    inference_s = metric_sum(after, "callstt_inference_seconds_sum") - metric_sum(before, "callstt_inference_seconds_sum")
+    stages = {stage: _r(metric_sum(after, f'callstt_stage_seconds_total{{stage="{stage}"}}')
+                        - metric_sum(before, f'callstt_stage_seconds_total{{stage="{stage}"}}'))
+              for stage in ("avro_decode", "audio_decode", "vad", "assembly", "model", "publish", "table_writes")}
+    accounted = sum(value or 0.0 for value in stages.values())
+    model_calls = metric_sum(after, "callstt_utterances_per_model_call_count") - \
+        metric_sum(before, "callstt_utterances_per_model_call_count")
+    return {
+        "seconds": _r(wall_s), "publish_seconds": _r(produced_s), "transcripts": len(mine), "expected": expected,
+        "overhead": _r(wall_s / floor_s, 3) if wall_s and floor_s else None,
+        # The same ratio against the worker's own model time: robust to the machine getting busier
+        # between the floor and this section (other processes share the cores).
+        "overhead_vs_worker_model_time": _r(wall_s / inference_s, 3) if wall_s and inference_s > 0 else None,
+        "model_calls": int(model_calls),
+        "where_the_time_goes": {
+            **{f"{stage}_s": value for stage, value in stages.items()},
+            "kafka_and_waiting_s": _r(wall_s - accounted) if wall_s else None,
+            "assembly_seconds_same_audio_in_process": _r(assembly_s),
+            "note": "worker stage times: callstt_stage_seconds_total deltas on its /metrics (avro_decode: "
+                    "Avro decode of chunks; audio_decode: G.711/PCM decode and resampling; vad: Silero VAD; "
+                    "assembly: sequencing, endpointing and state bookkeeping; "
+                    "model: language choice and transcription; publish: Avro encode, produce, acks; "
+                    "table_writes: state and audio blocks into the table and its changelog); the rest is "
+                    "Kafka fetches, commits and the worker waiting for input",
+        },
+        "accuracy": call_accuracy(calls, _texts(mine)),
+    }
+
+
+# --- live: K calls at real-time pace --------------------------------------------------------
+
+def _live_jobs(calls: list[BenchCall], k: int, seed: int, run_id: str) -> tuple[list, dict[str, BenchCall]]:
+    """K calls from the pool, each after a random lead of silence (so they start apart)."""
+    from streams.client.publishing import CallInput, CallJob
+
+    rng = random.Random(seed + k)
+    jobs, by_id = [], {}
+    for index in range(k):
+        call = calls[index % len(calls)]
+        lead = np.zeros(int(rng.uniform(0, 3.0) * SAMPLE_RATE), dtype=np.float32)  # calls start apart
+        call_id = f"{run_id}-live{k}-{index}"
+        by_id[call_id] = call
+        jobs.append(CallJob(call_id, "caller", CallInput(call.name, np.concatenate([lead, call.samples]), SAMPLE_RATE)))
+    return jobs, by_id
+
+
+class _LiveSampler:
+    """collect's `on_poll` during a live run: at most once a second, the worker's consumer lag
+    and RSS; says whether publishing still goes on."""
+
+    def __init__(self, worker: WorkerSubprocess, publishing_done: threading.Event) -> None:
+        self.worker, self.done = worker, publishing_done
+        self.started = time.monotonic()
+        self.last_sample = 0.0
+        self.lag_samples: list[tuple[float, float]] = []
+        self.peak_rss = 0.0
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.last_sample >= 1.0:
+            self.last_sample = time.monotonic()
+            try:
+                self.lag_samples.append((time.monotonic() - self.started,
+                                         metric_sum(self.worker.metrics(), "callstt_consumer_lag_messages")))
+            except Exception:  # a slow scrape under load is not a failure
+                pass
+            self.peak_rss = max(self.peak_rss, self.worker.memory().get("VmRSS", 0.0))
+        return not self.done.is_set()
+
+
+def _latencies(arrivals: list[Arrival]) -> tuple[list[float], list[float], list[tuple[int, float]]]:
+    """End of speech -> received and endpoint decision -> received, in seconds; and the former
+    by capture time (sorted), for the lag trend."""
+    eos, after_endpoint, points = [], [], []
+    for a in arrivals:
+        t = a.transcript
+        if t.last_audio_capture_ts_ms > 0:
+            eos.append((a.arrived_ms - t.last_audio_capture_ts_ms) / 1000)
+            points.append((t.last_audio_capture_ts_ms, eos[-1]))
+        if t.last_audio_received_ts_ms > 0:
+            after_endpoint.append((a.arrived_ms - t.last_audio_received_ts_ms) / 1000)
+    points.sort()
+    return eos, after_endpoint, points
+
+
+def _lag(points: list[tuple[int, float]], lag_values: list[float], missing: int, k: int) -> dict[str, Any]:
+    third = max(1, len(points) // 3)
+    early = statistics.median(v for _, v in points[:third]) if points else None
+    late = statistics.median(v for _, v in points[-third:]) if points else None
+    # Lag grows when the late transcripts wait clearly longer than the early ones (a backlog builds),
+    # or transcripts are missing at the end.
+    grows = bool(points) and len(points) >= 3 and late - early > max(1.0, 0.5 * early)
+    lag_third = max(1, len(lag_values) // 3)
+    return {"early_median_eos_s": _r(early), "late_median_eos_s": _r(late), "grows": grows or missing > k,
+            "missing_transcripts": missing,
+            "consumer_lag_messages_early": _r(statistics.fmean(lag_values[:lag_third])) if lag_values else None,
+            "consumer_lag_messages_late": _r(statistics.fmean(lag_values[-lag_third:])) if lag_values else None}
+
+
+def run_live(worker: WorkerSubprocess, calls: list[BenchCall], k: int, seed: int, run_id: str) -> dict[str, Any]:
+    """K calls at real-time pace, staggered starts; latency per transcript and the lag trend."""
+    from streams.client.reader import TranscriptReader
+    from streams.client.producer import CallPublisher, ChunkPlan
+    from streams.client.publishing import send_calls
+
+    jobs, by_id = _live_jobs(calls, k, seed, run_id)
+    expected = sum(len(call.sentences) for call in by_id.values())
+    before = worker.metrics()
+    reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
+    publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
+    done = threading.Event()
+
+    def produce() -> None:
+        try:
+            send_calls(publisher, jobs, ChunkPlan(SAMPLE_RATE, ENCODING, CHUNK_MS), realtime=True)
+            publisher.flush()
+        finally:
+            done.set()
+
+    sampler = _LiveSampler(worker, done)
+    thread = threading.Thread(target=produce, name=f"live-{k}", daemon=True)
+    thread.start()
+    duration = max(call.seconds for call in by_id.values()) + 3.0
+    try:
+        arrivals = collect(reader, expected, time.monotonic() + duration + 120.0, idle_s=10.0, on_poll=sampler,
+                           wanted=set(by_id))
+    finally:
+        thread.join(timeout=duration + 60)
+        reader.close()
+    after = worker.metrics()
+    mine = [a for a in arrivals if a.transcript.call_id in by_id]
+    eos, after_endpoint, points = _latencies(mine)
+    return {
+        "calls": k, "call_seconds": _r(statistics.fmean(c.seconds for c in by_id.values())),
+        "speech_fraction": _r(sum(c.speech_s for c in by_id.values()) / sum(c.seconds for c in by_id.values())),
+        "transcripts": len(mine), "expected_about": expected,
+        "end_of_speech_to_received_s": summary(eos),
+        "after_endpoint_to_received_s": summary(after_endpoint),
+        "worker_endpoint_to_publish_s": {
+            q: _r(histogram_quantile(before, after, "callstt_endpoint_to_publish_seconds", float(q[1:]) / 100))
+            for q in ("p50", "p95", "p99")},
+        "lag": _lag(points, [v for _, v in sampler.lag_samples], expected - len(mine), k),
+        "peak_rss_mb_sampled": sampler.peak_rss or None,
+        # How the worker's model step went: how many utterances each model call carried, and
+        # the share of the run the model was busy (near 1: the machine is at its limit).
+        "model": _model_use(before, after, duration),
+        "accuracy": call_accuracy(by_id, _texts(mine)),
+    }
+
+
+def _model_use(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, Any]:
+    def delta(name: str) -> float:
+        return metric_sum(after, name) - metric_sum(before, name)
+
+    calls, utterances = delta("callstt_utterances_per_model_call_count"), delta("callstt_utterances_per_model_call_sum")
+    busy = delta('callstt_stage_seconds_total{stage="model"}')
+    return {"model_calls": int(calls), "utterances_per_model_call": _r(utterances / calls, 2) if calls else None,
+            "model_busy_fraction": _r(busy / seconds, 2) if seconds else None}
+
+
+# --- capacity: what the live runs show ------------------------------------------------------
+
+def speech_fraction(calls: list[BenchCall]) -> float:
+    """The mean share of speech in the live calls."""
+    return statistics.fmean(c.speech_s / c.seconds for c in calls)
+
+
+def model_bound_estimate(speedup: float, floor_rtf: float, speech: float) -> float | None:
+    """Live calls the model alone could carry: `speedup` times the floor's speed, over the speech."""
+    return _r(speedup / (floor_rtf * speech), 1)
+
+
+def capacity(live: list[dict[str, Any]], floor_rtf: float, speech: float, quick: bool,
+             live_seconds: float) -> dict[str, Any]:
+    """The largest K whose live run kept p95 after the endpoint under P95_LIMIT_S without lag growth."""
+    ok = [r["calls"] for r in live
+          if r["after_endpoint_to_received_s"]["p95"] is not None
+          and r["after_endpoint_to_received_s"]["p95"] < P95_LIMIT_S and not r["lag"]["grows"]]
+    tried = [r["calls"] for r in live]
+    sustained = [r["calls"] for r in live if not r["lag"]["grows"] and r["transcripts"] > 0]
+    return {
+        "live_calls": max(ok) if ok else 0, "tried": tried,
+        # Throughput alone: the most calls kept up with (lag does not grow), whatever the latency.
+        "sustained_live_calls": max(sustained) if sustained else 0,
+        "limited_by_sweep": bool(ok) and max(ok) == max(tried),
+        "rule": f"largest K with p95 (endpoint decision -> transcript received) < {P95_LIMIT_S} s and no lag growth",
+        "model_bound_estimate_single": model_bound_estimate(1, floor_rtf, speech) if floor_rtf else None,
+        "note": "quick mode runs each K for about 15 s: a smoke figure, not a sustained one" if quick else
+                f"each K ran for about {live_seconds:.0f} s",
+    }

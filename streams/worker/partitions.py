@@ -1,0 +1,39 @@
+"""The audio partitions assigned to a worker, and how far behind each one it reads (for the
+consumer-lag gauges, /health's overload report and the idle flush, which must not cut an
+utterance while the stream's next chunks still wait unread)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faust.types import TP
+
+from streams.worker.faust_compat import read_offset
+
+
+class AudioPartitions:
+    """The audio partitions assigned to this worker, and how far behind each one it reads."""
+
+    def __init__(self, app: Any, topic: str) -> None:  # a faust.App
+        self.app, self.topic = app, topic
+
+    def assigned(self) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+
+    def lag(self, partition: int) -> int | None:
+        """Audio records of the partition not read yet (None: unknown so far)."""
+        tp = TP(self.topic, partition)
+        try:
+            highwater = self.app.consumer.highwater(tp)
+        except Exception:  # nothing fetched yet
+            return None
+        if highwater is None:
+            return None
+        read = read_offset(self.app, tp)
+        return max(highwater - ((read if read is not None else -1) + 1), 0)
+
+    def caught_up(self, partition: int) -> bool:
+        return self.lag(partition) == 0
+
+    def total_lag(self) -> int:
+        return sum(self.lag(p) or 0 for p in self.assigned())

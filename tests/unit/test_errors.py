@@ -1,0 +1,75 @@
+"""One root for the project's exceptions (schemas.errors.CallsttError), with the old bases and reasons kept."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pickle
+
+import pytest
+
+from models.errors import BadChunk
+from schemas.codec import DecodeError
+from schemas.errors import CallsttError
+
+# (module, class, the built-in base it had before CallsttError): `except ValueError` etc. must still catch it.
+PROJECT_ERRORS = [
+    ("models.errors", "BadChunk", ValueError),
+    ("models.synth", "SynthesisError", RuntimeError),
+    ("models.store", "ModelFileError", RuntimeError),
+    ("schemas.codec", "DecodeError", ValueError),
+    ("schemas.codec", "EncodeError", ValueError),
+    ("schemas.codec", "SchemaRegistryUnavailable", RuntimeError),
+    ("streams.settings", "SettingsError", ValueError),
+    ("streams.client.publishing", "InputError", ValueError),
+    ("streams.client.publishing", "PublishError", RuntimeError),
+    ("streams.cli", "CliFailure", Exception),
+    ("streams.client.tailing", "TailError", RuntimeError),
+    ("streams.worker.http_transcribe", "UnreadableAudio", ValueError),
+    ("infra.local.kafka", "BrokerError", RuntimeError),
+    ("infra.local.registry", "RegistryError", RuntimeError),
+]
+
+
+@pytest.mark.parametrize("module, name, old_base", PROJECT_ERRORS, ids=[name for _, name, _ in PROJECT_ERRORS])
+def test_every_project_error_is_a_callstt_error_and_keeps_its_old_base(module, name, old_base):
+    error = getattr(importlib.import_module(module), name)
+    assert issubclass(error, CallsttError) and issubclass(error, old_base)
+
+
+def test_the_root_depends_on_nothing():
+    import schemas.errors
+
+    tree = ast.parse(inspect.getsource(schemas.errors))
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert [node.module for node in imports if isinstance(node, ast.ImportFrom)] == ["__future__"]
+    assert CallsttError.__bases__ == (Exception,)
+
+
+def test_bad_chunk_reasons_are_unchanged_and_survive_pickling():
+    assert BadChunk.REASONS == {
+        "unknown_encoding", "bad_sample_rate", "bad_channels", "partial_sample",
+        "oversized_chunk", "empty_payload", "negative_seq", "seq_jump",
+    }
+    error = pickle.loads(pickle.dumps(BadChunk("seq_jump", "from 3 to 9")))
+    assert (type(error), error.reason, error.message, str(error)) == (BadChunk, "seq_jump", "from 3 to 9",
+                                                                      "seq_jump: from 3 to 9")
+
+
+def test_decode_error_reasons_are_unchanged_and_are_the_ones_raised():
+    import schemas.codec
+
+    assert DecodeError.REASONS == {
+        "empty", "short_frame", "bad_magic_byte", "unknown_schema_id", "schema_mismatch",
+        "truncated_avro", "bad_avro", "trailing_bytes",
+    }
+    # The codec raises each of them: all but bad_avro literally (bad_avro is chosen at run time, in
+    # `reason = "truncated_avro" if ... else "bad_avro"`), and no other.
+    tree = ast.parse(inspect.getsource(schemas.codec))
+    raised = {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+              and getattr(node.func, "id", None) == "DecodeError" and isinstance(node.args[0], ast.Constant)}
+    assert raised | {"bad_avro"} == DecodeError.REASONS
+    error = DecodeError("short_frame", "3 bytes", 7)
+    assert (error.reason, error.detail, error.schema_id, str(error)) == ("short_frame", "3 bytes", 7,
+                                                                         "short_frame: 3 bytes")
