@@ -34,3 +34,27 @@ def test_a_package_imports_only_the_packages_below_it(package, allowed):
 
 def test_settings_import_no_model_code():
     assert project_imports(ROOT / "streams" / "settings.py") <= {"schemas"}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_pipeline_core_knows_neither_kafka_nor_faust():
+    clients = {"faust", "mode", "aiokafka", "confluent_kafka"}
+    offenders = {str(path.relative_to(ROOT)): sorted(third_party_imports(path) & clients)
+                 for path in sorted((ROOT / "streams" / "core").rglob("*.py")) if third_party_imports(path) & clients}
+    assert offenders == {}
+    assert project_imports(ROOT / "streams" / "core" / "pipeline.py") <= {"schemas", "models", "streams"}
+
+
+def test_the_installed_package_never_imports_the_test_harness():
+    offenders = [str(path.relative_to(ROOT)) for folder in ("streams", "models", "schemas", "infra")
+                 for path in sorted((ROOT / folder).rglob("*.py")) if "tests" in project_imports(path)]
+    assert offenders == []
