@@ -30,7 +30,7 @@ class TranscriptReader:
             "group.id": group_id or f"callstt-tail-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": group_id is not None,
-            **(extra_config or {}),  # e.g. Settings.kafka_client_config(): TLS / SASL
+            **(extra_config or {}),  # e.g. streams.client.kafka.confluent_config(settings): TLS / SASL
         })
         self.consumer.subscribe([topic])
 
