@@ -2,7 +2,7 @@
 
 /api (service, version, endpoints; Faust's statistics view keeps `/`), /health, /models,
 /metrics, /calls (JSON), /calls/live (an HTML page for people) and POST /transcribe
-(the old HTTP service's endpoint, see streams/http_transcribe.py).
+(the old HTTP service's endpoint, see streams/worker/http_transcribe.py).
 """
 
 from __future__ import annotations

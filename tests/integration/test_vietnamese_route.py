@@ -3,7 +3,7 @@
 The checkpoint is transformers' WhisperConfig with small dimensions and random weights from a
 fixed seed, with the real multilingual tokenizer of the packaged base model (its tokenizer.json)
 and a generation config like openai/whisper's (languages, tasks, suppressed tokens, alignment heads).
-Random weights say nothing useful, and the pipeline drops empty results (streams/transcripts.py
+Random weights say nothing useful, and the pipeline drops empty results (streams/core/transcripts.py
 `is_non_speech`), so the "speaking" checkpoints also have a phrase planted in them (see
 `plant_phrase`): whatever the audio, greedy decoding says "xin chào" and stops. The "random"
 checkpoint has nothing planted: its garbage exercises the conversion (token parity) and the

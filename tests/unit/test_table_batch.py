@@ -1,4 +1,4 @@
-"""TableBatch (streams/batch.py): a batch of events leaves the table exactly as handling the
+"""TableBatch (streams/core/batch.py): a batch of events leaves the table exactly as handling the
 same events one at a time does, with fewer writes, and reads see the batch's own changes."""
 
 from __future__ import annotations
