@@ -1,1 +1,3 @@
-"""The Faust app, its agents, the settings object and the command line."""
+"""callstt's stream processing: the pipeline core (core/), the worker runtime (worker/), the client
+library (client/), replay, the benchmark (bench/), the settings object and the command line.
+See docs/architecture.md."""
