@@ -4,10 +4,11 @@ chosen model into a chosen topic, or rewind a consumer group for a full reproces
 `replay_calls` never joins the live workers' consumer group: it reads the audio topic with
 manually assigned partitions, from the offsets at `since` up to the end offsets taken when
 it started, and drives the same pipeline core as the workers (streams/core/pipeline.py:
-assembly, language choice, the inference mode, transcripts), batch by batch, keeping the
-calls' state in memory. It publishes Transcript events carrying the model version it was
-given. Greedy decoding is deterministic, so replaying the same input with the same model
-gives the transcript ids and text the live worker gave.
+assembly, the language rule, the model step in the worker's inference mode, transcripts),
+keeping the calls' state in memory; each utterance meets the model when the record that
+ends it is read, as in a worker that keeps up with its calls. It publishes Transcript events
+carrying the model version it was given. Greedy decoding is deterministic, so replaying the
+same input with the same model gives the transcript ids and text the live worker gave.
 """
 
 from __future__ import annotations
@@ -68,16 +69,20 @@ class Replay:
     store: MemoryStore = field(default_factory=MemoryStore)
 
     def run_batch(self, messages: list[Message]) -> None:
-        """A batch of audio records through the pipeline, as the worker runs one."""
+        """Records through the pipeline as a worker that keeps up with the calls runs them: an
+        utterance goes to the model when the record that ends it arrives. (A worker that is
+        behind packs utterances that wait together into shared windows, which can change a
+        word; replaying a backlog in big batches would do that to every call.)"""
         batch = self.pipeline.batch(self.store.get)
         for message in messages:
             chunk = self.pipeline.decode(message.value())
             if isinstance(chunk, Rejected):
                 self.report.rejected_chunks += 1
-            elif self.wanted(chunk, message):
-                self.accept(batch, chunk, message.timestamp()[1])
-            else:
+            elif not self.wanted(chunk, message):
                 self.report.skipped_chunks += 1
+            elif self.accept(batch, chunk, message.timestamp()[1]):
+                self.finish(batch)
+                batch = self.pipeline.batch(self.store.get)
         self.finish(batch)
 
     def wanted(self, chunk: AudioChunk, message: Message) -> bool:
@@ -85,12 +90,15 @@ class Replay:
         return (not self.call_ids or chunk.call_id in self.call_ids) and \
             (self.until_ms is None or timestamp <= self.until_ms)
 
-    def accept(self, batch: PipelineBatch, chunk: AudioChunk, received_ms: int) -> None:
-        if isinstance(batch.accept_chunk(chunk, received_ms, owner=None), Rejected):
+    def accept(self, batch: PipelineBatch, chunk: AudioChunk, received_ms: int) -> bool:
+        """One chunk through its stream; true when it finished an utterance."""
+        outcome = batch.accept_chunk(chunk, received_ms, owner=None)
+        if isinstance(outcome, Rejected):
             self.report.rejected_chunks += 1
-            return
+            return False
         self.report.chunks += 1
         self.report.calls.add(chunk.call_id)
+        return bool(outcome.utterances)
 
     def close_open_streams(self) -> None:
         """Calls cut off by the end of the range: close their open utterances."""
