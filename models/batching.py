@@ -268,6 +268,7 @@ class PendingUtterance:
     hint: str | None
     sticky_language: str | None
     sticky_probability: float
+    languages: tuple[str, ...] = ()  # detection picks among these (empty: any language)
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,8 @@ def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str
     choices = []
     for item in pending:
         language, probability = sticky.get(item.stream, (item.sticky_language, item.sticky_probability))
-        choice = router.choose_language(item.audio, item.hint or None, language or None, probability)
+        choice = router.choose_language(item.audio, item.hint or None, language or None, probability,
+                                        item.languages)
         if sticks(choice, len(item.audio)):
             sticky[item.stream] = (choice.language, choice.probability)
         choices.append(choice)

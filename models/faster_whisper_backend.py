@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from models.audio import SAMPLE_RATE
 from models.results import Segment, TranscriptionResult, Word
+from models.routing import best_allowed
 from models.store import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -80,18 +82,19 @@ class FasterWhisperBackend:
             "load_seconds": round(time.perf_counter() - started, 3),
         }
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        """Most likely language of the audio and its probability."""
+    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]:
+        """Most likely language of the audio and its probability, among `allowed` when given
+        (Whisper's language distribution masked and renormalised: models.routing.best_allowed)."""
         with self._lock:
             if self.options.fast_language_detection:
-                language, probability = self._detect_on_short_window(audio)
+                language, probability = best_allowed(self._short_window_ranking(audio), allowed)
                 if probability >= SURE_SHORT_DETECTION:
                     return language, probability
-            language, probability, _ = self.model.detect_language(audio)
-        return language, float(probability)
+            _, _, ranked = self.model.detect_language(audio)
+        return best_allowed(ranked, allowed)
 
-    def _detect_on_short_window(self, audio: np.ndarray) -> tuple[str, float]:
-        """Whisper's language token from an encoder pass over the utterance alone (CTranslate2
+    def _short_window_ranking(self, audio: np.ndarray) -> list[tuple[str, float]]:
+        """Whisper's language distribution from an encoder pass over the utterance alone (CTranslate2
         takes fewer than 3000 frames), padded as Whisper pads its 30 s window."""
         import ctranslate2
 
@@ -100,8 +103,7 @@ class FasterWhisperBackend:
         window = np.zeros((1, features.shape[0], frames), dtype=np.float32)
         window[0, :, :features.shape[1]] = features
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
-        token, probability = self.model.model.detect_language(encoded)[0][0]
-        return token[2:-2], float(probability)
+        return [(token[2:-2], float(probability)) for token, probability in self.model.model.detect_language(encoded)[0]]
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult:
         duration_s = len(audio) / SAMPLE_RATE

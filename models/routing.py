@@ -9,6 +9,7 @@ replaced by the multilingual one, as the service this project replaces did.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,7 +31,7 @@ class Backend(Protocol):
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult: ...
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]: ...
+    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]: ...
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,19 @@ class LanguageChoice:
     language: str | None
     probability: float
     source: str  # "hint", "sticky", "detected" or "model" (let the model decide)
+
+
+def best_allowed(ranked: Iterable[tuple[str, float]], allowed: Collection[str] = ()) -> tuple[str, float]:
+    """The most likely language of Whisper's language distribution `ranked` ((code, probability)
+    pairs), restricted to `allowed` (empty: any): the distribution masked to the allowed
+    languages and renormalised, so the probability is the language's share among them. When
+    none of `allowed` is in the distribution, the restriction is ignored."""
+    pairs = [(code, float(probability)) for code, probability in ranked]
+    kept = [(code, probability) for code, probability in pairs if code in allowed] if allowed else []
+    if not kept:
+        return max(pairs, key=lambda pair: pair[1])
+    code, probability = max(kept, key=lambda pair: pair[1])
+    return code, probability / (sum(p for _, p in kept) or 1.0)
 
 
 def sticks(choice: "LanguageChoice", samples: int) -> bool:
@@ -61,15 +75,16 @@ class ModelRouter:
         return self.routes.get(language or "", self.multilingual)
 
     def choose_language(self, audio: np.ndarray, hint: str | None, sticky: str | None,
-                        sticky_probability: float) -> LanguageChoice:
-        """The chunk's hint wins; then a confident sticky language; otherwise detect."""
+                        sticky_probability: float, allowed: Collection[str] = ()) -> LanguageChoice:
+        """The chunk's hint wins; then a confident sticky language; otherwise detect, among the
+        `allowed` languages when given (e.g. a call restricted to vi and en)."""
         if hint:
             return LanguageChoice(hint, 1.0, "hint")
         if sticky and sticky_probability >= STICKY_LANGUAGE_PROBABILITY:
             return LanguageChoice(sticky, sticky_probability, "sticky")
         if not getattr(self.multilingual, "is_multilingual", True):
             return LanguageChoice("en", 1.0, "model")
-        language, probability = self.multilingual.detect_language(audio)
+        language, probability = self.multilingual.detect_language(audio, allowed)
         return LanguageChoice(language, probability, "detected")
 
     def transcribe(self, audio: np.ndarray, language: str | None) -> TranscriptionResult:

@@ -22,6 +22,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import numpy as np
 from models.audio import SAMPLE_RATE
 from models.faster_whisper_backend import DecodeOptions, max_new_tokens_for
 from models.results import Segment, TranscriptionResult, Word
+from models.routing import best_allowed
 from models.store import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -137,8 +139,9 @@ class TransformersBackend:
 
     # --- the Backend protocol ----------------------------------------------------------------
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        """Most likely language of the audio and its probability (among the checkpoint's languages)."""
+    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]:
+        """Most likely language of the audio and its probability (among the checkpoint's languages,
+        and among `allowed` when given)."""
         if not self.lang_to_id:
             return "en", 1.0
         with self._lock, self._torch.inference_mode():
@@ -147,8 +150,7 @@ class TransformersBackend:
         tokens = list(self.lang_to_id.items())
         language_probs = probs[[token_id for _, token_id in tokens]]
         language_probs = language_probs / language_probs.sum().clamp_min(1e-12)
-        best = int(language_probs.argmax())
-        return tokens[best][0][2:-2], float(language_probs[best])
+        return best_allowed([(token[2:-2], float(p)) for (token, _), p in zip(tokens, language_probs.tolist())], allowed)
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult:
         torch = self._torch

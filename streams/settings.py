@@ -100,6 +100,9 @@ class Settings:
                                doc="Longest packed window in seconds (packed mode; Whisper's window is 30 s)")
     pack_gap_s: float = env("CALLSTT_PACK_GAP_S", default=0.8,
                             doc="Silence placed between packed utterances, in seconds (packed mode)")
+    languages: str = env("CALLSTT_LANGUAGES", default="",
+                         doc="Languages a call may be in, comma-separated Whisper codes (e.g. vi,en): detection "
+                             "picks among them only; empty = any language. A chunk's language hint still wins")
     allow_hub_download: bool = env("CALLSTT_ALLOW_HUB_DOWNLOAD", default=False,
                                    doc="Allow downloading models from the Hugging Face hub")
     model_cache_dir: str = env("CALLSTT_MODEL_CACHE_DIR", default="",
@@ -160,6 +163,11 @@ class Settings:
 
     def __repr__(self) -> str:  # keeps the password out of tracebacks and logs
         return f"Settings({self.describe()})"
+
+    @property
+    def language_list(self) -> tuple[str, ...]:
+        """CALLSTT_LANGUAGES as codes: "vi, EN" -> ("vi", "en")."""
+        return tuple(code.strip().lower() for code in self.languages.split(",") if code.strip())
 
     @property
     def model_version_label(self) -> str:

@@ -57,6 +57,7 @@ class PipelineConfig:
     pack_gap_s: float = 0.8
     model_version: str = "base-int8"
     idle_flush_ms: float = 5000.0
+    languages: tuple[str, ...] = ()  # language detection picks among these (empty: any)
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
@@ -65,7 +66,8 @@ class PipelineConfig:
                                                             max_utterance_ms=settings.max_utterance_ms)),
             inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
             pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s,
-            model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000)
+            model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000,
+            languages=settings.language_list)
         return config.with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> "PipelineConfig":
@@ -128,7 +130,8 @@ class Pipeline:
         if not ready:
             return []
         pending = [PendingUtterance(stream=f"{u.call_id}|{u.stream_id}", audio=u.audio, hint=u.hint,
-                                    sticky_language=state.language, sticky_probability=state.language_probability)
+                                    sticky_language=state.language, sticky_probability=state.language_probability,
+                                    languages=self.config.languages)
                    for state, u in ready]
         config = self.config
         decisions = choose_and_transcribe(router, pending, mode or config.inference_mode,

@@ -227,3 +227,23 @@ def test_a_call_that_never_ends_is_flushed_then_forgotten(kafka_bootstrap, tmp_p
         assert "evicting stream call=" + call_id in worker.log_tail(200)
     finally:
         worker.stop()
+
+
+def test_a_worker_restricted_to_vi_and_en_never_labels_a_call_another_language(kafka_bootstrap, tmp_path_factory):
+    """CALLSTT_LANGUAGES=vi,en: unhinted calls, one Vietnamese (espeak's voice, which the base
+    model often hears as Thai) and one English, come out labelled vi or en only."""
+    worker = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("restricted"),
+                           extra_env={"CALLSTT_LANGUAGES": "vi,en"}).start()
+    try:
+        plan = FORMATS["pcm-16k-100ms"]
+        english, vietnamese = f"r-en-{uuid.uuid4().hex[:6]}", f"r-vi-{uuid.uuid4().hex[:6]}"
+        vi_sentences = VIETNAMESE_SENTENCES[:4]
+        publish_interleaved(worker, call_chunks(EN[:2], "en", plan, english),
+                            call_chunks(vi_sentences, "vi", plan, vietnamese))
+        calls = by_call(worker.transcripts(expected=2 + len(vi_sentences), call_ids={english, vietnamese}))
+    finally:
+        worker.stop()
+    labels = {call: [t.language for t in transcripts] for call, transcripts in calls.items()}
+    print("languages:", labels)
+    assert {language for found in labels.values() for language in found} <= {"vi", "en"}
+    assert labels[english] == ["en", "en"] and len(labels[vietnamese]) == len(vi_sentences)
