@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.local import running_pid
 from schemas.errors import CallsttError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # infra/local/kafka.py -> the repository
@@ -114,21 +115,7 @@ class Node:
 
     def pid(self) -> int | None:
         """The pid of this node's running JVM, or None (stale pid files are ignored)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        # A zombie child of ours still answers kill(0); treat it as gone.
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                return None
-        except (FileNotFoundError, IndexError):
-            return None
-        return pid
+        return running_pid(self.pid_file)
 
 
 @dataclass

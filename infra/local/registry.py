@@ -30,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.local import running_pid
 from schemas.errors import CallsttError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # infra/local/registry.py -> the repository
@@ -140,20 +141,7 @@ class LocalSchemaRegistry:
 
     def pid(self) -> int | None:
         """The pid of the running JVM, or None (stale pid files and zombies are ignored)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                return None
-        except (FileNotFoundError, IndexError):
-            return None
-        return pid
+        return running_pid(self.pid_file)
 
     def answers(self) -> bool:
         try:

@@ -28,18 +28,18 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.batching import PendingUtterance, choose_and_transcribe
 from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
-from models.routing import LanguageChoice
+from models.routing import LanguageChoice, sticks
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk, Transcript
 from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance
 from streams.core.batch import TableBatch
-from streams.core.transcripts import build_transcript, is_non_speech, should_stick
+from streams.core.transcripts import build_transcript, is_non_speech
 
 log = logging.getLogger("callstt.pipeline")
 
@@ -71,8 +71,6 @@ class PipelineConfig:
         return config.with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> "PipelineConfig":
-        from dataclasses import replace
-
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})
 
 
@@ -92,10 +90,6 @@ class Transcribed:
     transcript: Transcript | None
     choice: LanguageChoice
     model_seconds: float  # the model call's time shared out by audio length
-
-    @property
-    def audio_seconds(self) -> float:
-        return self.utterance.seconds
 
 
 class Pipeline:
@@ -139,7 +133,7 @@ class Pipeline:
         results = []
         for (_, utterance), decided in zip(ready, decisions):
             state = latest(utterance)
-            if state is not None and should_stick(decided.choice, utterance):
+            if state is not None and sticks(decided.choice, len(utterance.audio)):
                 state.language, state.language_probability = decided.choice.language, decided.choice.probability
             transcript = None if is_non_speech(decided.result) else build_transcript(
                 utterance, decided.result, decided.choice, config.model_version)

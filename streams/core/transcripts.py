@@ -1,15 +1,15 @@
-"""From a model result to a Transcript event: non-speech, sentences, word timing in the stream,
-and whether a detected language sticks to its stream. Pure; streams/core/pipeline.py calls it."""
+"""From a model result to a Transcript event: non-speech, sentences, word timing in the stream.
+Pure; streams/core/pipeline.py calls it."""
 
 from __future__ import annotations
 
 import time
 
+from models.audio import SAMPLE_RATE
 from models.results import TranscriptionResult
-from models.routing import LanguageChoice, sticks
+from models.routing import LanguageChoice
 from models.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
-from models.audio import SAMPLE_RATE
 from streams.core.assembly import Utterance
 
 # Whisper's own rule for "this was not speech": a confident no-speech token and a weak decode.
@@ -49,9 +49,3 @@ def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: 
         last_audio_received_ts_ms=utterance.last_received_ts_ms,
         produced_ts_ms=int(time.time() * 1000), timestamps_note=result.timestamps_note or None,
     )
-
-
-def should_stick(choice: LanguageChoice, utterance: Utterance) -> bool:
-    """A detected language sticks to the stream once an utterance long enough was confident
-    (models.routing.sticks: the same rule the model step applies within a batch)."""
-    return sticks(choice, len(utterance.audio))

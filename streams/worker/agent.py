@@ -157,8 +157,8 @@ class BatchHandler:
     @staticmethod
     def observe_model(result: Transcribed) -> None:
         metrics.INFERENCE_SECONDS.observe(result.model_seconds)
-        if result.audio_seconds > 0:
-            metrics.REALTIME_FACTOR.observe(result.model_seconds / result.audio_seconds)
+        if result.utterance.seconds > 0:
+            metrics.REALTIME_FACTOR.observe(result.model_seconds / result.utterance.seconds)
 
     def on_published(self, transcript: Transcript, decided_at: float) -> None:
         acknowledged = time.time()

@@ -14,15 +14,19 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def project_imports(path: Path) -> set[str]:
-    """The top-level project packages a file imports (anywhere in it, lazy imports included)."""
+def imported_packages(path: Path) -> set[str]:
+    """The top-level packages a file imports (anywhere in it, lazy imports included)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module.split(".")[0])
-    return found & {"schemas", "models", "streams", "infra", "scripts", "tests"}
+    return found
+
+
+def project_imports(path: Path) -> set[str]:
+    return imported_packages(path) & {"schemas", "models", "streams", "infra", "scripts", "tests"}
 
 
 @pytest.mark.parametrize("package, allowed", [("schemas", {"schemas"}), ("models", {"schemas", "models"})])
@@ -36,20 +40,10 @@ def test_settings_import_no_model_code():
     assert project_imports(ROOT / "streams" / "settings.py") <= {"schemas"}
 
 
-def third_party_imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
-    return found
-
-
 def test_the_pipeline_core_knows_neither_kafka_nor_faust():
     clients = {"faust", "mode", "aiokafka", "confluent_kafka"}
-    offenders = {str(path.relative_to(ROOT)): sorted(third_party_imports(path) & clients)
-                 for path in sorted((ROOT / "streams" / "core").rglob("*.py")) if third_party_imports(path) & clients}
+    offenders = {str(path.relative_to(ROOT)): sorted(imported_packages(path) & clients)
+                 for path in sorted((ROOT / "streams" / "core").rglob("*.py")) if imported_packages(path) & clients}
     assert offenders == {}
     assert project_imports(ROOT / "streams" / "core" / "pipeline.py") <= {"schemas", "models", "streams"}
 
