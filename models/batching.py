@@ -7,7 +7,7 @@ calls) through a faster-whisper backend:
 - ``single``: one utterance per model call (what the worker does today);
 - ``batched``: each utterance in its own 30 s window, the windows encoded and decoded as one
   batch (faster-whisper's ``BatchedInferencePipeline`` with one clip per utterance);
-- ``packed``: short utterances of the same language placed one after another in shared
+- ``packed``: short utterances of the same language and vocabulary placed one after another in shared
   windows of at most ``window_s`` seconds, separated by ``gap_s`` of silence; each window is
   one encoder pass and one decode (WhisperX's idea, with its VAD merge); the words are split
   back to their utterances by their timestamps. Windows are batched too.
@@ -20,7 +20,9 @@ Every result is a ``TranscriptionResult`` relative to its own utterance (word ti
                               mode="packed")
 
 A backend that is not faster-whisper (the transformers PhoWhisper route), a request without
-a language, or an utterance longer than a window always runs one at a time.
+a language, or an utterance longer than a window always runs one at a time. Requests share a
+model call only with the same language and vocabulary (models/vocabulary.py): one window
+has one prompt.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 from models.audio import SAMPLE_RATE
 from models.results import Segment, TranscriptionResult, Word
+from models.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +48,12 @@ DEFAULT_BATCH_SIZE = 8
 
 @dataclass(frozen=True)
 class InferenceRequest:
-    """One utterance ready for the model: 16 kHz mono float32 audio and the language to use."""
+    """One utterance ready for the model: 16 kHz mono float32 audio, the language to use and the
+    call's vocabulary."""
 
     audio: np.ndarray
     language: str | None
+    vocabulary: Vocabulary = NO_VOCABULARY
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,8 @@ def _supports_batching(backend) -> bool:
 
 
 def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], language: str,
-               batch_size: int, word_timestamps: bool) -> list[tuple[list[Word], float, float]]:
+               batch_size: int, word_timestamps: bool,
+               vocabulary: Vocabulary = NO_VOCABULARY) -> list[tuple[list[Word], float, float]]:
     """One BatchedInferencePipeline pass over `clips` (seconds) of `audio`: per clip, its words
     (times relative to `audio`), avg_logprob and no_speech_prob."""
     from faster_whisper import BatchedInferencePipeline
@@ -128,6 +134,7 @@ def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], lan
             clip_timestamps=[{"start": start, "end": end} for start, end in clips],
             batch_size=max(1, batch_size), max_new_tokens=max_new_tokens_for(longest),
             condition_on_previous_text=False,
+            hotwords=vocabulary.hotword_text, initial_prompt=vocabulary.prompt,
         )
         segments = list(segments_iter)
     per_clip: list[tuple[list[Word], list[float], float]] = [([], [], 0.0) for _ in clips]
@@ -160,7 +167,8 @@ def _result(backend, words: list[Word], language: str, avg_logprob: float, no_sp
 
 
 def transcribe_batched(backend, audios: Sequence[np.ndarray], language: str,
-                       batch_size: int = DEFAULT_BATCH_SIZE) -> list[TranscriptionResult]:
+                       batch_size: int = DEFAULT_BATCH_SIZE,
+                       vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
     """Each utterance in its own window, `batch_size` windows per encoder/decoder call."""
     if not audios:
         return []
@@ -174,7 +182,7 @@ def transcribe_batched(backend, audios: Sequence[np.ndarray], language: str,
     word_timestamps = backend.options.word_timestamps
     results = []
     for (start, end), (words, logprob, no_speech) in zip(clips, _run_clips(
-            backend, joined, clips, language, batch_size, word_timestamps)):
+            backend, joined, clips, language, batch_size, word_timestamps, vocabulary)):
         placement = Placement(0, start, end)
         local = assign_words(words, [placement])[0]
         results.append(_result(backend, local, language, logprob, no_speech, end - start))
@@ -182,7 +190,8 @@ def transcribe_batched(backend, audios: Sequence[np.ndarray], language: str,
 
 
 def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, window_s: float = DEFAULT_WINDOW_S,
-                      gap_s: float = DEFAULT_GAP_S, batch_size: int = DEFAULT_BATCH_SIZE) -> list[TranscriptionResult]:
+                      gap_s: float = DEFAULT_GAP_S, batch_size: int = DEFAULT_BATCH_SIZE,
+                      vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
     """Utterances packed into shared windows (gap_s of silence between them), windows batched."""
     if not audios:
         return []
@@ -208,7 +217,7 @@ def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, wind
         placements_per_window.append(placements)
         cursor += position + len(separator)
     joined = np.concatenate(pieces)
-    outputs = _run_clips(backend, joined, clips, language, batch_size, word_timestamps=True)
+    outputs = _run_clips(backend, joined, clips, language, batch_size, word_timestamps=True, vocabulary=vocabulary)
     for placements, (words, logprob, no_speech) in zip(placements_per_window, outputs):
         for index, local in assign_words(words, placements).items():
             results[index] = _result(backend, local, language, logprob, no_speech, durations[index])
@@ -217,7 +226,7 @@ def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, wind
         if not results[index].words:
             # The decoder can skip an utterance inside a shared window; the VAD heard speech
             # there, so it gets its own window rather than being dropped as silence.
-            results[index] = backend.transcribe(audios[index], language)
+            results[index] = backend.transcribe(audios[index], language, vocabulary)
     return results  # type: ignore[return-value]
 
 
@@ -227,7 +236,7 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
     """Transcribe the utterances ready now (any calls), results in request order.
 
     `router` is a models.routing.ModelRouter (or anything with `backend_for(language)`), or a
-    single backend. Requests are grouped by backend and language; each group runs as `mode`
+    single backend. Requests are grouped by backend, language and vocabulary; each group runs as `mode`
     says. Call it from the model thread, like `backend.transcribe`.
     """
     # The three modes below. Their names are offered to users by streams.settings (CALLSTT_INFERENCE_MODE's
@@ -235,25 +244,25 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
     if mode not in ("single", "batched", "packed"):
         raise ValueError(f"unknown inference mode {mode!r}: use one of single, batched, packed")
     results: list[TranscriptionResult | None] = [None] * len(requests)
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    groups: dict[tuple[int, str, Vocabulary], list[int]] = defaultdict(list)
     backends: dict[int, object] = {}
     for index, request in enumerate(requests):
         backend = router.backend_for(request.language) if hasattr(router, "backend_for") else router
         long = len(request.audio) / SAMPLE_RATE > window_s
         if mode == "single" or request.language is None or long or not _supports_batching(backend):
-            results[index] = backend.transcribe(request.audio, request.language)
+            results[index] = backend.transcribe(request.audio, request.language, request.vocabulary)
             continue
         backends[id(backend)] = backend
-        groups[(id(backend), request.language)].append(index)
-    for (backend_id, language), indices in groups.items():
+        groups[(id(backend), request.language, request.vocabulary)].append(index)
+    for (backend_id, language, vocabulary), indices in groups.items():
         backend = backends[backend_id]
         audios = [requests[i].audio for i in indices]
         if len(indices) == 1:
-            outputs = [backend.transcribe(audios[0], language)]
+            outputs = [backend.transcribe(audios[0], language, vocabulary)]
         elif mode == "batched":
-            outputs = transcribe_batched(backend, audios, language, batch_size)
+            outputs = transcribe_batched(backend, audios, language, batch_size, vocabulary)
         else:
-            outputs = transcribe_packed(backend, audios, language, window_s, gap_s, batch_size)
+            outputs = transcribe_packed(backend, audios, language, window_s, gap_s, batch_size, vocabulary)
         for index, output in zip(indices, outputs):
             results[index] = output
     return results  # type: ignore[return-value]
@@ -269,6 +278,7 @@ class PendingUtterance:
     sticky_language: str | None
     sticky_probability: float
     languages: tuple[str, ...] = ()  # detection picks among these (empty: any language)
+    vocabulary: Vocabulary = NO_VOCABULARY
 
 
 @dataclass(frozen=True)
@@ -299,7 +309,7 @@ def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str
         if sticks(choice, len(item.audio)):
             sticky[item.stream] = (choice.language, choice.probability)
         choices.append(choice)
-    results = transcribe_many(router, [InferenceRequest(item.audio, choice.language)
+    results = transcribe_many(router, [InferenceRequest(item.audio, choice.language, item.vocabulary)
                                        for item, choice in zip(pending, choices)],
                               mode, batch_size, window_s, gap_s)
     elapsed = time.perf_counter() - started

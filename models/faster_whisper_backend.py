@@ -20,6 +20,7 @@ from models.audio import SAMPLE_RATE
 from models.results import Segment, TranscriptionResult, Word
 from models.routing import best_allowed
 from models.store import ModelFileError
+from models.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ class FasterWhisperBackend:
         encoded = self.model.model.encode(ctranslate2.StorageView.from_array(window), to_cpu=False)
         return [(token[2:-2], float(probability)) for token, probability in self.model.model.detect_language(encoded)[0]]
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult:
+    def transcribe(self, audio: np.ndarray, language: str | None = None,
+                   vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult:
         duration_s = len(audio) / SAMPLE_RATE
         if not self.is_multilingual:
             language = "en"
@@ -120,6 +122,7 @@ class FasterWhisperBackend:
                 vad_filter=False,  # the pipeline's own VAD already cut the utterance
                 max_new_tokens=max_new_tokens_for(duration_s),
                 without_timestamps=False,
+                hotwords=vocabulary.hotword_text, initial_prompt=vocabulary.prompt,
             )
             segments = list(segments_iter)
         words = [

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 
 from models.results import TranscriptionResult
+from models.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ class Backend(Protocol):
     backend_name: str
     model_name: str
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult: ...
+    def transcribe(self, audio: np.ndarray, language: str | None = None,
+                   vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult: ...
 
     def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]: ...
 
@@ -87,8 +89,9 @@ class ModelRouter:
         language, probability = self.multilingual.detect_language(audio, allowed)
         return LanguageChoice(language, probability, "detected")
 
-    def transcribe(self, audio: np.ndarray, language: str | None) -> TranscriptionResult:
-        return self.backend_for(language).transcribe(audio, language)
+    def transcribe(self, audio: np.ndarray, language: str | None,
+                   vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult:
+        return self.backend_for(language).transcribe(audio, language, vocabulary)
 
     def describe(self) -> dict:
         """The routing table as operators see it on /models."""

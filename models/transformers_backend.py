@@ -32,6 +32,7 @@ from models.faster_whisper_backend import DecodeOptions, max_new_tokens_for
 from models.results import Segment, TranscriptionResult, Word
 from models.routing import best_allowed
 from models.store import ModelFileError
+from models.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,10 @@ class TransformersBackend:
         language_probs = language_probs / language_probs.sum().clamp_min(1e-12)
         return best_allowed([(token[2:-2], float(p)) for (token, _), p in zip(tokens, language_probs.tolist())], allowed)
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> TranscriptionResult:
+    def transcribe(self, audio: np.ndarray, language: str | None = None,
+                   vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult:
+        # `vocabulary` is not applied on this route yet: a prompt shifts the teacher-forced pass's
+        # token positions below (the README says so); the multilingual route applies it.
         torch = self._torch
         duration_s = len(audio) / SAMPLE_RATE
         if language and self.lang_to_id and f"<|{language}|>" not in self.lang_to_id:

@@ -70,7 +70,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
 from schemas.errors import CallsttError
-from schemas.records import AudioChunk, Transcript
+from schemas.records import AudioChunk, CallSettings, Transcript
 
 SCHEMAS_DIR = Path(__file__).resolve().parent
 EMBEDDED_REGISTRY = SCHEMAS_DIR / "registry.json"
@@ -239,6 +239,12 @@ class AvroCodec:
 
     def decode_transcript(self, data: bytes, topic: str | None = None) -> Transcript:
         return Transcript.from_dict(self.decode("Transcript", data, topic))
+
+    def encode_call_settings(self, settings: CallSettings, topic: str) -> bytes:
+        return self.encode("CallSettings", settings.to_dict(), topic)
+
+    def decode_call_settings(self, data: bytes, topic: str | None = None) -> CallSettings:
+        return CallSettings.from_dict(self.decode("CallSettings", data, topic))
 
     # -- generic API -------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -172,6 +172,7 @@ class Transcript:
     last_audio_received_ts_ms: int
     produced_ts_ms: int
     timestamps_note: str | None = None
+    redactions: Mapping[str, int] = field(default_factory=dict)  # kind -> spans redacted, never the values
 
     def __post_init__(self) -> None:
         if not isinstance(self.words, tuple) or any(not isinstance(w, TranscriptWord) for w in self.words):
@@ -202,6 +203,7 @@ class Transcript:
             "last_audio_received_ts_ms": self.last_audio_received_ts_ms,
             "produced_ts_ms": self.produced_ts_ms,
             "timestamps_note": self.timestamps_note,
+            "redactions": dict(self.redactions),
         }
 
     @classmethod
@@ -229,4 +231,63 @@ class Transcript:
             last_audio_received_ts_ms=data["last_audio_received_ts_ms"],
             produced_ts_ms=data["produced_ts_ms"],
             timestamps_note=data.get("timestamps_note"),
+            redactions=dict(data.get("redactions") or {}),
         )
+
+
+def _codes(items: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if items is None else tuple(str(item) for item in items)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSettings:
+    """Options for one stream of a call, over the call's own (Avro record `callstt.StreamSettings`).
+    None: the call's value."""
+
+    stream_id: str
+    languages: tuple[str, ...] | None = None
+    hotwords: tuple[str, ...] | None = None
+    initial_prompt: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stream_id": self.stream_id, "languages": _list(self.languages), "hotwords": _list(self.hotwords),
+                "initial_prompt": self.initial_prompt}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StreamSettings:
+        return cls(stream_id=data["stream_id"], languages=_codes(data.get("languages")),
+                   hotwords=_codes(data.get("hotwords")), initial_prompt=data.get("initial_prompt"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSettings:
+    """Per-call options (Avro record `callstt.CallSettings`, keyed by call_id on the compacted
+    call-settings topic). None: the worker's default; an empty tuple: the option off for this call."""
+
+    call_id: str
+    languages: tuple[str, ...] | None = None
+    hotwords: tuple[str, ...] | None = None
+    initial_prompt: str | None = None
+    redact: tuple[str, ...] | None = None
+    streams: tuple[StreamSettings, ...] = ()
+    updated_ts_ms: int = 0
+
+    def stream(self, stream_id: str) -> StreamSettings | None:
+        return next((s for s in self.streams if s.stream_id == stream_id), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "languages": _list(self.languages), "hotwords": _list(self.hotwords),
+                "initial_prompt": self.initial_prompt, "redact": _list(self.redact),
+                "streams": [s.to_dict() for s in self.streams], "updated_ts_ms": self.updated_ts_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CallSettings:
+        return cls(call_id=data["call_id"], languages=_codes(data.get("languages")),
+                   hotwords=_codes(data.get("hotwords")), initial_prompt=data.get("initial_prompt"),
+                   redact=_codes(data.get("redact")),
+                   streams=tuple(StreamSettings.from_dict(s) for s in data.get("streams") or ()),
+                   updated_ts_ms=data.get("updated_ts_ms", 0))
+
+
+def _list(items: tuple[str, ...] | None) -> list[str] | None:
+    return None if items is None else list(items)

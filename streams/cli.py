@@ -172,6 +172,84 @@ def publish(
                    f"{result.chunks:6d} chunks  {result.source}")
 
 
+# --- call-settings ---------------------------------------------------------------------------
+
+call_settings_app = typer.Typer(help="Per-call options (languages, vocabulary, redaction) on the compacted "
+                                     "call-settings topic, keyed by call ID.", no_args_is_help=True)
+app.add_typer(call_settings_app, name="call-settings")
+
+
+@call_settings_app.command("set")
+def call_settings_set(
+    call_id: str = typer.Argument(..., metavar="CALL", help="The call's ID (the audio chunks' key)"),
+    languages: str = typer.Option(None, "--languages", show_default=False,
+                                  help="Languages the call may be in, e.g. vi,en ('' = any)"),
+    hotwords: str = typer.Option(None, "--hotwords", show_default=False,
+                                 help="Words to expect, comma-separated (product names, surnames; '' = none)"),
+    prompt: str = typer.Option(None, "--prompt", show_default=False, help="Context text for the model ('' = none)"),
+    redact: str = typer.Option(None, "--redact", show_default=False,
+                               help="What to redact: card,phone,email,id or all ('' = nothing)"),
+    stream_languages: list[str] = typer.Option(None, "--stream-languages", metavar="STREAM=CODES", show_default=False,
+                                               help="Languages of one stream, over the call's (repeatable)"),
+    stream_hotwords: list[str] = typer.Option(None, "--stream-hotwords", metavar="STREAM=WORDS", show_default=False,
+                                              help="Words one stream should expect (repeatable)"),
+    stream_prompts: list[str] = typer.Option(None, "--stream-prompt", metavar="STREAM=TEXT", show_default=False,
+                                             help="Context text for one stream (repeatable)"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    topic: str = typer.Option(None, "--topic", help="Call-settings topic (default CALLSTT_CALL_SETTINGS_TOPIC)"),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker"),
+) -> None:
+    """Publish a call's settings (replacing any earlier ones); options not given fall back to the
+    worker's defaults. Prints the record published, as JSON."""
+    from streams.client.call_settings import build_call_settings, publish_call_settings, stream_options
+    from streams.client.publishing import PublishError
+    from streams.core.pipeline import Pipeline, Rejected
+
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, call_settings_topic=topic)
+    try:
+        record = build_call_settings(call_id, languages, hotwords, prompt, redact,
+                                     stream_options(stream_languages or [], "--stream-languages"),
+                                     stream_options(stream_hotwords or [], "--stream-hotwords"),
+                                     stream_options(stream_prompts or [], "--stream-prompt"))
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    # Checked as the worker will check it (a record it would dead-letter is never published).
+    checked = Pipeline.from_settings(settings).decode_call_settings(
+        call_id, _codec(settings).encode_call_settings(record, settings.call_settings_topic))
+    if isinstance(checked, Rejected):
+        raise typer.BadParameter(checked.detail)
+    try:
+        publish_call_settings(settings, record, timeout=timeout)
+    except PublishError as error:
+        raise CliFailure(str(error)) from None
+    typer.echo(json.dumps(record.to_dict(), ensure_ascii=False))
+
+
+@call_settings_app.command("clear")
+def call_settings_clear(
+    call_id: str = typer.Argument(..., metavar="CALL", help="The call's ID"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    topic: str = typer.Option(None, "--topic", help="Call-settings topic (default CALLSTT_CALL_SETTINGS_TOPIC)"),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker"),
+) -> None:
+    """Forget a call's settings (a tombstone): the worker's defaults apply again."""
+    from streams.client.call_settings import publish_call_settings
+    from streams.client.publishing import PublishError
+
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, call_settings_topic=topic)
+    try:
+        publish_call_settings(settings, None, call_id=call_id, timeout=timeout)
+    except PublishError as error:
+        raise CliFailure(str(error)) from None
+    typer.echo(f"cleared {call_id}")
+
+
+def _codec(settings: Settings):
+    from schemas.codec import AvroCodec
+
+    return AvroCodec(settings.schema_registry_url or None)
+
+
 # --- tail ------------------------------------------------------------------------------------
 
 def _since(value: str | None) -> datetime | None:

@@ -48,6 +48,9 @@ class Settings:
                                 doc="Topic of Transcript events")
     dead_letter_topic: str = env("CALLSTT_DEAD_LETTER_TOPIC", default="callstt.dead-letter",
                                  doc="Topic of rejected input records (reason in a header)")
+    call_settings_topic: str = env("CALLSTT_CALL_SETTINGS_TOPIC", default="callstt.call-settings",
+                                   doc="Compacted topic of per-call options (CallSettings, key = call ID), "
+                                       "co-partitioned with the audio topic")
     topic_partitions: int = env("CALLSTT_TOPIC_PARTITIONS", default=6, doc="Partitions of the audio topic and tables")
     topic_replication: int = env("CALLSTT_TOPIC_REPLICATION", default=1, doc="Replication factor of created topics")
     schema_registry_url: str = env("CALLSTT_SCHEMA_REGISTRY_URL", default="",
@@ -103,6 +106,19 @@ class Settings:
     languages: str = env("CALLSTT_LANGUAGES", default="",
                          doc="Languages a call may be in, comma-separated Whisper codes (e.g. vi,en): detection "
                              "picks among them only; empty = any language. A chunk's language hint still wins")
+    hotwords: str = env("CALLSTT_HOTWORDS", default="",
+                        doc="Words every call's model should expect (product names, surnames), comma-separated; "
+                            "a call's settings replace them")
+    initial_prompt: str = env("CALLSTT_INITIAL_PROMPT", default="",
+                              doc="Context text given to the model for every call; a call's settings replace it")
+    redact: str = env("CALLSTT_REDACT", default="",
+                      doc="What to redact from transcripts before they leave the worker: card, phone, email, id "
+                          "(comma-separated) or all; empty = nothing. A call's settings replace it")
+    redact_patterns: str = env("CALLSTT_REDACT_PATTERNS", default="",
+                               doc="Regular expressions redacted as [ID] (national ID formats), separated by ';;'; "
+                                   "matched on the text with spoken digits written as digits")
+    phone_region: str = env("CALLSTT_PHONE_REGION", default="US",
+                            doc="Region for phone numbers written without a country code (ISO 3166, e.g. US, GB, VN)")
     allow_hub_download: bool = env("CALLSTT_ALLOW_HUB_DOWNLOAD", default=False,
                                    doc="Allow downloading models from the Hugging Face hub")
     model_cache_dir: str = env("CALLSTT_MODEL_CACHE_DIR", default="",
@@ -168,6 +184,11 @@ class Settings:
     def language_list(self) -> tuple[str, ...]:
         """CALLSTT_LANGUAGES as codes: "vi, EN" -> ("vi", "en")."""
         return tuple(code.strip().lower() for code in self.languages.split(",") if code.strip())
+
+    @property
+    def hotword_list(self) -> tuple[str, ...]:
+        """CALLSTT_HOTWORDS as words: "Zyntra, Kowalczyk" -> ("Zyntra", "Kowalczyk")."""
+        return tuple(word.strip() for word in self.hotwords.split(",") if word.strip())
 
     @property
     def model_version_label(self) -> str:

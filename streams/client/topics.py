@@ -27,7 +27,10 @@ def control_topic(settings: Settings) -> str:
 
 
 def project_topics(settings: Settings) -> list[TopicSpec]:
-    """Audio keeps 7 days for replay; transcripts 30; dead letters 14 for inspection."""
+    """Audio keeps 7 days for replay; transcripts 30; dead letters 14 for inspection. Call settings
+    are compacted (the latest record per call is kept) and co-partitioned with the audio, so a
+    call's settings reach the worker that reads its audio; a call's settings go 7 days after
+    its tombstone, or 30 days after the last write (compact,delete)."""
     partitions, replication = settings.topic_partitions, settings.topic_replication
     min_isr = str(min(2, replication))
     return [
@@ -35,6 +38,9 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
                   {"retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr}),
         TopicSpec(control_topic(settings), partitions, replication,
                   {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr}),
+        TopicSpec(settings.call_settings_topic, partitions, replication,
+                  {"cleanup.policy": "compact,delete", "retention.ms": str(30 * DAY_MS),
+                   "delete.retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr}),
         TopicSpec(settings.transcript_topic, partitions, replication,
                   {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr}),
         TopicSpec(settings.dead_letter_topic, 1, replication,

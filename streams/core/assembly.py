@@ -14,6 +14,8 @@ changelog partition):
 
 from __future__ import annotations
 
+import logging
+
 import base64
 import json
 import struct
@@ -44,6 +46,8 @@ def state_key(call_id: str, stream_id: str) -> str:
 def block_key(call_id: str, stream_id: str, block: int) -> str:
     return f"A|{call_id}|{stream_id}|{block}"
 
+
+log = logging.getLogger("callstt.assembly")
 
 @dataclass
 class Block:
@@ -223,6 +227,8 @@ class StreamAssembler:
         state = outcome.state
         if isinstance(release, Gap):
             outcome.gaps_filled += release.count
+            log.info("call=%s stream=%s: chunks %d..%d never came, %.0f ms of silence instead", state.call_id,
+                     state.stream_id, release.first_seq, release.first_seq + release.count - 1, release.silence_ms)
             silence_ms = min(release.silence_ms, self.config.max_gap_ms)
             samples = np.zeros(int(silence_ms * SAMPLE_RATE / 1000), dtype=np.float32)
             capture_ts = state.blocks[-1].capture_ts_ms if state.blocks else 0
@@ -294,6 +300,8 @@ class StreamAssembler:
             if raw is None:
                 raw = read_block(key)
             if raw is None:  # lost block (should not happen): keep timing with silence
+                log.error("call=%s stream=%s utterance %d: audio block %d missing from the store, silence instead",
+                          state.call_id, state.stream_id, state.utterance_index, block.number)
                 audio = np.zeros(block.samples, dtype=np.float32)
             else:
                 audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32767.0

@@ -64,6 +64,10 @@ class TableBatch:
         self._states[key] = None if outcome.finished else outcome.state
         self._owner[key] = event
 
+    def put(self, key: str, value: bytes | None, event: Any) -> None:
+        """Write (or delete, None) a key that is not a stream's, such as a call's settings."""
+        self._set(key, value, event)
+
     def _set(self, key: str, value: bytes | None, event: Any) -> None:
         if value is None and key in self._new_keys:
             del self._values[key]  # written and deleted within the batch: the table never sees it

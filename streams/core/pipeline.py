@@ -18,8 +18,11 @@ of records goes through it like this:
 
 Steps inside (file per step): Avro decode (schemas/codec.py) -> sequencing, audio decode,
 VAD and endpointing per stream (streams/core/assembly.py) through the batch's overlay of the
-store (streams/core/batch.py) -> language choice and the model call in the configured
-inference mode (models/batching.py) -> Transcript records (streams/core/transcripts.py).
+store (streams/core/batch.py) -> the call's options (streams/core/call_options.py: its
+`CallSettings` record, kept in the store by `accept_call_settings`, over the worker's
+defaults) -> language choice and the model call in the configured inference mode, with the
+call's vocabulary (models/batching.py) -> redaction and Transcript records
+(streams/core/transcripts.py, streams/core/redaction.py).
 """
 
 from __future__ import annotations
@@ -35,11 +38,15 @@ from models.batching import PendingUtterance, choose_and_transcribe
 from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
 from models.routing import LanguageChoice, sticks
+from models.vocabulary import Vocabulary
 from schemas.codec import AvroCodec, DecodeError
-from schemas.records import AudioChunk, Transcript
+from schemas.records import AudioChunk, CallSettings, Transcript
 from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance
 from streams.core.batch import TableBatch
-from streams.core.transcripts import build_transcript, is_non_speech
+from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_key
+from streams.core.redaction import RedactionConfig, RedactionConfigError
+from streams.core.transcripts import build_transcript, is_non_speech, redact_result
+from streams.settings import SettingsError
 
 log = logging.getLogger("callstt.pipeline")
 
@@ -57,7 +64,7 @@ class PipelineConfig:
     pack_gap_s: float = 0.8
     model_version: str = "base-int8"
     idle_flush_ms: float = 5000.0
-    languages: tuple[str, ...] = ()  # language detection picks among these (empty: any)
+    defaults: CallDefaults = field(default_factory=CallDefaults)  # what a call without settings gets
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
@@ -67,11 +74,22 @@ class PipelineConfig:
             inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
             pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s,
             model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000,
-            languages=settings.language_list)
+            defaults=CallDefaults(
+                languages=settings.language_list,
+                vocabulary=Vocabulary(settings.hotword_list, settings.initial_prompt),
+                redaction=worker_redaction(settings)))
         return config.with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> "PipelineConfig":
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})
+
+
+def worker_redaction(settings) -> RedactionConfig:
+    """CALLSTT_REDACT with its patterns and phone region; a bad value fails the start in one line."""
+    try:
+        return RedactionConfig.parse(settings.redact, settings.redact_patterns, settings.phone_region)
+    except RedactionConfigError as error:
+        raise SettingsError(f"CALLSTT_REDACT / CALLSTT_REDACT_PATTERNS / CALLSTT_PHONE_REGION: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -115,28 +133,52 @@ class Pipeline:
         except DecodeError as error:
             return Rejected(error.reason, str(error))
 
+    def decode_call_settings(self, call_id: str, value: bytes) -> CallSettings | Rejected:
+        """A call-settings record's value, checked against the worker's defaults, or why it cannot be used."""
+        try:
+            settings = self.codec.decode_call_settings(value)
+        except DecodeError as error:
+            return Rejected(error.reason, str(error))
+        if settings.call_id != call_id:
+            return Rejected("call_id_mismatch", f"record for call {settings.call_id!r} under key {call_id!r}")
+        try:
+            for stream in (None, *settings.streams):
+                resolve(settings, stream.stream_id if stream else "", self.config.defaults)
+        except ValueError as error:
+            return Rejected("bad_call_settings", f"call {call_id}: {error}")
+        return settings
+
+    def options(self, call_settings: CallSettings | None, stream_id: str) -> StreamOptions:
+        return resolve(call_settings, stream_id, self.config.defaults)
+
     def transcribe(self, router, ready: Sequence[tuple[StreamState, Utterance]],
-                   latest: Callable[[Utterance], StreamState | None], mode: str | None = None) -> list[Transcribed]:
+                   latest: Callable[[Utterance], StreamState | None], mode: str | None = None,
+                   call_settings: Callable[[str], CallSettings | None] = lambda call_id: None) -> list[Transcribed]:
         """Choose each utterance's language and run them all through the model in one go
-        (`mode`, default the configured inference mode); a language that sticks is written to
-        `latest(utterance)`, the stream's state as the caller will keep it. Run it in the
-        model thread. Results in input order."""
+        (`mode`, default the configured inference mode), each with its call's options
+        (`call_settings(call_id)`: the call's record, None for the worker's defaults); a
+        language that sticks is written to `latest(utterance)`, the stream's state as the
+        caller will keep it. Run it in the model thread. Results in input order."""
         if not ready:
             return []
+        options = [self.options(call_settings(u.call_id), u.stream_id) for _, u in ready]
         pending = [PendingUtterance(stream=f"{u.call_id}|{u.stream_id}", audio=u.audio, hint=u.hint,
                                     sticky_language=state.language, sticky_probability=state.language_probability,
-                                    languages=self.config.languages)
-                   for state, u in ready]
+                                    languages=option.languages, vocabulary=option.vocabulary)
+                   for (state, u), option in zip(ready, options)]
         config = self.config
         decisions = choose_and_transcribe(router, pending, mode or config.inference_mode,
                                           config.inference_batch_size, config.pack_window_s, config.pack_gap_s)
         results = []
-        for (_, utterance), decided in zip(ready, decisions):
+        for (_, utterance), decided, option in zip(ready, decisions, options):
             state = latest(utterance)
             if state is not None and sticks(decided.choice, len(utterance.audio)):
                 state.language, state.language_probability = decided.choice.language, decided.choice.probability
-            transcript = None if is_non_speech(decided.result) else build_transcript(
-                utterance, decided.result, decided.choice, config.model_version)
+            transcript = None
+            if not is_non_speech(decided.result):
+                # Redaction before anything leaves the worker: the values never reach a record.
+                result, redactions = redact_result(decided.result, option.redaction)
+                transcript = build_transcript(utterance, result, decided.choice, config.model_version, redactions)
             results.append(Transcribed(utterance, transcript, decided.choice, decided.model_seconds))
         return results
 
@@ -148,6 +190,9 @@ class PipelineBatch:
     def __init__(self, pipeline: Pipeline, read: Read) -> None:
         self.pipeline = pipeline
         self.table = TableBatch(read=read)
+        # The settings of each call with an utterance in this batch, read when the utterance is cut
+        # (in the caller's thread, with its record bound: the model thread never reads the store).
+        self._call_settings: dict[str, CallSettings | None] = {}
         # Where the time went (seconds), for the worker's stage metrics.
         self.stage_seconds: dict[str, float] = defaultdict(float)
 
@@ -183,8 +228,25 @@ class PipelineBatch:
         self.stage_seconds["vad"] += outcome.vad_seconds
         self.stage_seconds["assembly"] += max(
             time.perf_counter() - started - outcome.decode_seconds - outcome.vad_seconds, 0.0)
-        self.table.record(outcome, owner)
-        return outcome
+        return self._record(outcome, owner)
+
+    def accept_call_settings(self, call_id: str, value: bytes | None, owner: Any) -> CallSettings | Rejected | None:
+        """A record of the call-settings topic (key = call id): kept in the store for the call's
+        later utterances; a tombstone (None) forgets the call's settings."""
+        if value is None:
+            self.table.put(settings_key(call_id), None, owner)
+            self._call_settings[call_id] = None
+            return None
+        settings = self.pipeline.decode_call_settings(call_id, value)
+        if not isinstance(settings, Rejected):
+            self.table.put(settings_key(call_id), value, owner)
+            self._call_settings[call_id] = settings  # from here on, in this batch too
+        return settings
+
+    def call_settings(self, call_id: str) -> CallSettings | None:
+        """The call's settings as this batch sees them (None: none, the worker's defaults apply)."""
+        raw = self.table.read(settings_key(call_id))
+        return self.pipeline.codec.decode_call_settings(raw) if raw else None
 
     def flush_idle(self, call_id: str, stream_id: str, now_ms: int, caught_up: bool, owner: Any) -> Outcome | None:
         """Close the open utterance of a stream whose producer went quiet: only when one is open,
@@ -217,6 +279,9 @@ class PipelineBatch:
 
     def _record(self, outcome: Outcome, owner: Any) -> Outcome:
         self.table.record(outcome, owner)
+        call_id = outcome.state.call_id
+        if outcome.utterances and call_id not in self._call_settings:
+            self._call_settings[call_id] = self.call_settings(call_id)
         return outcome
 
     @property
@@ -229,7 +294,8 @@ class PipelineBatch:
         """Every finished utterance through the model at once (see `Pipeline.transcribe`)."""
         started = time.perf_counter()
         results = self.pipeline.transcribe(router, self.ready,
-                                           lambda u: self.table.latest_state(u.call_id, u.stream_id), mode)
+                                           lambda u: self.table.latest_state(u.call_id, u.stream_id), mode,
+                                           lambda call_id: self._call_settings.get(call_id))
         self.stage_seconds["model"] += time.perf_counter() - started
         return results
 

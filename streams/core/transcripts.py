@@ -1,9 +1,11 @@
-"""From a model result to a Transcript event: non-speech, sentences, word timing in the stream.
-Pure; streams/core/pipeline.py calls it."""
+"""From a model result to a Transcript event: non-speech, redaction, sentences, word timing in
+the stream. Pure; streams/core/pipeline.py calls it."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from dataclasses import replace
 
 from models.audio import SAMPLE_RATE
 from models.results import TranscriptionResult
@@ -11,6 +13,7 @@ from models.routing import LanguageChoice
 from models.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
 from streams.core.assembly import Utterance
+from streams.core.redaction import RedactionConfig, redact
 
 # Whisper's own rule for "this was not speech": a confident no-speech token and a weak decode.
 NO_SPEECH_PROB = 0.6
@@ -23,8 +26,20 @@ def is_non_speech(result: TranscriptionResult) -> bool:
     return result.no_speech_prob > NO_SPEECH_PROB and result.avg_logprob < WEAK_LOGPROB
 
 
+def redact_result(result: TranscriptionResult, config: RedactionConfig) -> tuple[TranscriptionResult, dict[str, int]]:
+    """The result with what `config` redacts replaced by placeholders in its words and text (the
+    segments' texts go too: only their scores are used later), and how many spans of each kind."""
+    if not config.kinds or not result.words:
+        return result, {}
+    redaction = redact(result.words, config)
+    if not redaction.counts:
+        return result, {}
+    segments = [replace(segment, text="") for segment in result.segments]
+    return replace(result, text=redaction.text, words=list(redaction.words), segments=segments), redaction.counts
+
+
 def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: LanguageChoice,
-                     model_version: str) -> Transcript:
+                     model_version: str, redactions: Mapping[str, int] | None = None) -> Transcript:
     offset_ms = utterance.start_ms
     duration_ms = len(utterance.audio) * 1000 // SAMPLE_RATE
 
@@ -48,4 +63,5 @@ def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: 
         last_audio_capture_ts_ms=utterance.last_capture_ts_ms,
         last_audio_received_ts_ms=utterance.last_received_ts_ms,
         produced_ts_ms=int(time.time() * 1000), timestamps_note=result.timestamps_note or None,
+        redactions=dict(redactions or {}),
     )

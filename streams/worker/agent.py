@@ -1,6 +1,7 @@
 """What the worker's agent does with one batch of records, around the pipeline core.
 
-    records -> PipelineBatch (streams/core/pipeline.py): chunks accepted, control requests run
+    records -> PipelineBatch (streams/core/pipeline.py): chunks accepted, control requests run,
+               call settings kept
             -> rejected records to the dead-letter topic
             -> every finished utterance through the model at once, in the model thread
             -> transcripts published and acknowledged
@@ -53,6 +54,7 @@ class WorkerIO:
     write_table: Callable[[str, bytes | None], None]  # None: delete
     caught_up: Callable[[int], bool]  # the audio partition is read to its end
     control_topic: str
+    call_settings_topic: str
 
 
 class BatchHandler:
@@ -92,6 +94,9 @@ class BatchHandler:
             if event.message.topic == self.io.control_topic:
                 self.control(event, batch)
                 continue
+            if event.message.topic == self.io.call_settings_topic:
+                await self.call_settings(event, batch)
+                continue
             metrics.CHUNKS.inc()
             metrics.CHUNK_BYTES.inc(len(event.message.value or b""))
             result = batch.accept_record(event.message.value, now_ms(), owner=event)
@@ -110,6 +115,19 @@ class BatchHandler:
             batch.evict(call_id, stream_id, now_ms(), owner=event)
         else:
             batch.flush_idle(call_id, stream_id, now_ms(), self.io.caught_up(event.message.partition), owner=event)
+
+    async def call_settings(self, event: Any, batch: PipelineBatch) -> None:
+        """A call's settings (or a tombstone clearing them), kept for its later utterances."""
+        if not event.message.key:
+            await self.dead_letter(event, Rejected("missing_key", "a call-settings record needs the call ID as key"))
+            return
+        call_id = event.message.key.decode(errors="replace")
+        result = batch.accept_call_settings(call_id, event.message.value, owner=event)
+        if isinstance(result, Rejected):
+            await self.dead_letter(event, result)
+        else:
+            metrics.CALL_SETTINGS.labels("cleared" if result is None else "set").inc()
+            log.info("call settings %s for call=%s", "cleared" if result is None else "set", call_id)
 
     async def dead_letter(self, event: Any, rejected: Rejected) -> None:
         message = event.message
@@ -140,6 +158,8 @@ class BatchHandler:
                 self.observe_model(result)
                 if result.transcript is None:
                     metrics.SILENT_UTTERANCES.inc()
+                    log.info("no speech in call=%s stream=%s #%d (%.1f s)", result.utterance.call_id,
+                             result.utterance.stream_id, result.utterance.index, result.utterance.seconds)
                     continue
                 value = self.pipeline.codec.encode_transcript(result.transcript, self.status.settings.transcript_topic)
                 sent.append((result.transcript,
@@ -163,6 +183,8 @@ class BatchHandler:
     def on_published(self, transcript: Transcript, decided_at: float) -> None:
         acknowledged = time.time()
         metrics.TRANSCRIPTS.labels(transcript.language, transcript.model_name).inc()
+        for kind, count in transcript.redactions.items():
+            metrics.REDACTIONS.labels(kind).inc(count)
         metrics.ENDPOINT_LATENCY.observe(acknowledged - decided_at)
         if transcript.last_audio_capture_ts_ms > 0:
             metrics.END_OF_SPEECH_LATENCY.observe(max(acknowledged - transcript.last_audio_capture_ts_ms / 1000, 0))

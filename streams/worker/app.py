@@ -53,7 +53,9 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     status = WorkerStatus(settings)
     partitions = AudioPartitions(app, settings.audio_topic)
     control_name = control_topic(settings)
-    source = app.topic(settings.audio_topic, control_name, partitions=settings.topic_partitions)
+    # Co-partitioned by call ID: a call's audio, its idle-flush requests and its settings meet in one partition.
+    source = app.topic(settings.audio_topic, control_name, settings.call_settings_topic,
+                       partitions=settings.topic_partitions)
     transcripts, dead_letters = app.topic(settings.transcript_topic), app.topic(settings.dead_letter_topic)
     # bytes key/value types make Faust use the raw serializer in the store and the changelog.
     table = app.Table("streams", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes)
@@ -70,7 +72,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,
-        caught_up=partitions.caught_up, control_topic=control_name,
+        caught_up=partitions.caught_up, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
     ), model_thread, flush_requested)
 
     @app.task

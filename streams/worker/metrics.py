@@ -23,6 +23,9 @@ GAP_CHUNKS = Counter("callstt_gap_chunks_total", "Missing chunks filled with sil
 UTTERANCES = Counter("callstt_utterances_total", "Utterances cut, by end reason", ["reason"], registry=REGISTRY)
 TRANSCRIPTS = Counter("callstt_transcripts_total", "Transcripts published", ["language", "model"],
                       registry=REGISTRY)
+CALL_SETTINGS = Counter("callstt_call_settings_total", "Call-settings records applied (set) or tombstones (cleared)",
+                        ["action"], registry=REGISTRY)
+REDACTIONS = Counter("callstt_redactions_total", "Spans redacted from transcripts, by kind", ["kind"], registry=REGISTRY)
 SILENT_UTTERANCES = Counter("callstt_silent_utterances_total", "Utterances the model found no speech in",
                             registry=REGISTRY)
 ACTIVE_STREAMS = Gauge("callstt_active_streams", "Streams with state on this worker", registry=REGISTRY)

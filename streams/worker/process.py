@@ -90,6 +90,10 @@ class WorkerSubprocess:
         return f"{self.name}.dead-letter"
 
     @property
+    def call_settings_topic(self) -> str:
+        return f"{self.name}.call-settings"
+
+    @property
     def log_file(self) -> Path:
         return self.data_root / f"{self.name}.log"
 
@@ -101,6 +105,7 @@ class WorkerSubprocess:
             "CALLSTT_AUDIO_TOPIC": self.audio_topic,
             "CALLSTT_TRANSCRIPT_TOPIC": self.transcript_topic,
             "CALLSTT_DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "CALLSTT_CALL_SETTINGS_TOPIC": self.call_settings_topic,
             "CALLSTT_TOPIC_PARTITIONS": "3",
             "CALLSTT_DATA_DIR": str(self.data_root / self.name),
             "CALLSTT_WEB_PORT": str(self.web_port),

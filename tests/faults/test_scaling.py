@@ -36,6 +36,16 @@ def stream_calls(worker: WorkerProcess, call_ids: list[str], audio: np.ndarray) 
                 publisher.send(chunks[index])
 
 
+def worker_lines(call_id: str, *workers: WorkerProcess) -> str:
+    """The workers' log lines that name the call, and their rebalances: what a failure needs."""
+    lines = []
+    for index, worker in enumerate(workers):
+        for line in worker.log_file.read_text(errors="replace").splitlines():
+            if call_id in line or "assigned partitions" in line or "Revoking" in line or "Stopping..." in line[:80]:
+                lines.append(f"w{index} {line[:300]}")
+    return "\n".join(lines[-200:])
+
+
 def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path, scenario):
     group = f"scale{uuid.uuid4().hex[:6]}"
 
@@ -67,5 +77,6 @@ def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path,
     calls = by_call(received)
     for call_id in call_ids:
         transcripts = calls.get(call_id, [])
-        assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES))), call_id
+        assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES))), \
+            f"{call_id}: what the workers logged of it:\n" + worker_lines(call_id, first, second, third)
         assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.2, [t.text for t in transcripts]

@@ -19,11 +19,14 @@ from schemas.codec import (
     load_schema_file,
     peek_schema_id,
 )
-from schemas.records import AudioChunk, Encoding, Transcript, TranscriptSentence, TranscriptWord, transcript_id
+from schemas.records import (AudioChunk, CallSettings, Encoding, StreamSettings, Transcript, TranscriptSentence,
+                             TranscriptWord, transcript_id)
 
 REGISTRY = json.loads(EMBEDDED_REGISTRY.read_text())
 ID_BY_FILE = {file: int(schema_id) for schema_id, file in REGISTRY["schemas"].items()}
 V2_ONLY_FIELDS = {"sentences", "model_version", "timestamps_note"}
+V3_ONLY_FIELDS = {"redactions"}
+LATER_THAN_V1 = V2_ONLY_FIELDS | V3_ONLY_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def v1_frame(record: dict) -> bytes:
     """A Transcript written by a version-1 producer: v1 schema, v1's id."""
     schema = fastavro.parse_schema(load_schema_file("history/transcript_v1.avsc"))
     body = io.BytesIO()
-    fastavro.schemaless_writer(body, schema, {k: v for k, v in record.items() if k not in V2_ONLY_FIELDS})
+    fastavro.schemaless_writer(body, schema, {k: v for k, v in record.items() if k not in LATER_THAN_V1})
     return frame(ID_BY_FILE["history/transcript_v1.avsc"], body.getvalue())
 
 
@@ -125,12 +128,15 @@ def test_record_dataclasses_mirror_schemas():
 
 
 def test_every_field_has_doc_and_later_fields_have_defaults():
-    for file in ("audio_chunk.avsc", "transcript.avsc", "history/transcript_v1.avsc"):
+    for file in ("audio_chunk.avsc", "transcript.avsc", "call_settings.avsc", "history/transcript_v1.avsc",
+                 "history/transcript_v2.avsc"):
         for field in load_schema_file(file)["fields"]:
             assert field.get("doc"), f"{file}: {field['name']} has no doc"
     v1 = {f["name"] for f in load_schema_file("history/transcript_v1.avsc")["fields"]}
+    v2 = {f["name"] for f in load_schema_file("history/transcript_v2.avsc")["fields"]}
     added = [f for f in load_schema_file("transcript.avsc")["fields"] if f["name"] not in v1]
-    assert {f["name"] for f in added} == V2_ONLY_FIELDS
+    assert {f["name"] for f in added} == LATER_THAN_V1
+    assert v2 - v1 == V2_ONLY_FIELDS
     assert all("default" in f for f in added)
 
 
@@ -145,7 +151,7 @@ def test_current_record_decodes_with_v1_reader():
     old_reader = AvroCodec(reader_schemas={"Transcript": "history/transcript_v1.avsc"})
     data = AvroCodec().encode_transcript(make_transcript(), "transcripts")
     decoded = old_reader.decode("Transcript", data, "transcripts")
-    expected = {k: v for k, v in make_transcript().to_dict().items() if k not in V2_ONLY_FIELDS}
+    expected = {k: v for k, v in make_transcript().to_dict().items() if k not in LATER_THAN_V1}
     assert decoded == expected
     # The typed record fills what v1 lacks with the defaults.
     assert Transcript.from_dict(decoded).model_version == ""
@@ -153,9 +159,33 @@ def test_current_record_decodes_with_v1_reader():
 
 def test_registry_json_ids_are_stable():
     assert REGISTRY["schemas"]["1"] == "audio_chunk.avsc"
-    assert REGISTRY["schemas"]["2"] == "transcript.avsc"
+    assert REGISTRY["schemas"]["2"] == "history/transcript_v2.avsc"  # was transcript.avsc: moved, same schema
     assert REGISTRY["schemas"]["3"] == "history/transcript_v1.avsc"
-    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 2}
+    assert REGISTRY["schemas"]["4"] == "call_settings.avsc"
+    assert REGISTRY["schemas"]["5"] == "transcript.avsc"
+    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 5, "callstt.CallSettings": 4}
+
+
+def test_a_v2_transcript_decodes_with_the_current_schema_and_the_current_with_a_v2_reader(codec):
+    """Records already on the topic (version 2, id 2) keep decoding; readers still on version 2 read ours."""
+    schema = fastavro.parse_schema(load_schema_file("history/transcript_v2.avsc"))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema, {k: v for k, v in make_transcript().to_dict().items()
+                                              if k not in V3_ONLY_FIELDS})
+    decoded = codec.decode_transcript(frame(2, body.getvalue()), "transcripts")
+    assert decoded == make_transcript() and decoded.redactions == {}
+    v2_reader = AvroCodec(reader_schemas={"Transcript": "history/transcript_v2.avsc"})
+    redacted = make_transcript(redactions={"card": 1})
+    assert "redactions" not in v2_reader.decode("Transcript", codec.encode_transcript(redacted, "t"), "t")
+
+
+def test_call_settings_round_trip_keeps_null_apart_from_empty(codec):
+    settings = CallSettings(call_id="c1", languages=("vi", "en"), hotwords=("Zyntra",), redact=(),
+                            streams=(StreamSettings(stream_id="agent", languages=("en",)),))
+    decoded = codec.decode_call_settings(codec.encode_call_settings(settings, "callstt.call-settings"))
+    assert decoded == settings
+    assert decoded.initial_prompt is None and decoded.redact == ()  # default vs off
+    assert decoded.stream("agent").hotwords is None and decoded.stream("caller") is None
 
 
 # -- bad bytes --------------------------------------------------------------------------

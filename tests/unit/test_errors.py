@@ -23,6 +23,7 @@ PROJECT_ERRORS = [
     ("schemas.codec", "SchemaRegistryUnavailable", RuntimeError),
     ("streams.settings", "SettingsError", ValueError),
     ("streams.client.publishing", "InputError", ValueError),
+    ("streams.core.redaction", "RedactionConfigError", ValueError),
     ("streams.client.publishing", "PublishError", RuntimeError),
     ("streams.cli", "CliFailure", Exception),
     ("streams.client.tailing", "TailError", RuntimeError),

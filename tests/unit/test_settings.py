@@ -39,7 +39,7 @@ def test_inference_modes_offered_are_the_modes_batching_implements():
     from models.batching import InferenceRequest, transcribe_many
 
     class Backend:
-        def transcribe(self, audio, language):
+        def transcribe(self, audio, language, vocabulary=None):
             return ("transcribed", len(audio), language)
 
     [mode_field] = [f for f in fields(Settings) if f.name == "inference_mode"]

@@ -1,0 +1,242 @@
+"""Transcript redaction (streams.core.redaction): cards, phones, e-mails, configured IDs; pure, no Kafka."""
+
+from __future__ import annotations
+
+import phonenumbers
+import pytest
+
+from models.results import Word
+from schemas.errors import CallsttError
+from streams.core.redaction import (
+    Redaction,
+    RedactionConfig,
+    RedactionConfigError,
+    luhn_valid,
+    normalise,
+    redact,
+)
+
+SLOT = 0.3
+ALL = RedactionConfig.parse("all")
+SSN = r"\b\d{3}-\d{2}-\d{4}\b"
+
+
+def words(sentence: str) -> list[Word]:
+    """Whisper-style words: a leading space each, punctuation attached, a 0.3 s slot each."""
+    return [Word(text=" " + token, start=round(i * SLOT, 3), end=round((i + 1) * SLOT, 3), probability=0.9)
+            for i, token in enumerate(sentence.split())]
+
+
+def normalised(sentence: str) -> str:
+    return str(normalise(words(sentence))[0])
+
+
+def check_span(result: Redaction, source: list[Word], placeholder: str, first: int, last: int) -> None:
+    """The placeholder sits where the span began, covers its exact timings, and nothing else moved."""
+    at = result.words[first]
+    assert at.text.strip().rstrip(".,") == placeholder
+    assert (at.start, at.end) == (source[first].start, source[last].end)
+    assert result.words[:first] == source[:first] and all(a is b for a, b in zip(result.words, source[:first]))
+    tail = result.words[first + 1:]
+    assert len(tail) == len(source) - last - 1 and all(a is b for a, b in zip(tail, source[last + 1:]))
+
+
+def no_digits(text: str) -> bool:
+    return not any(c.isdigit() for c in text)
+
+
+# --- cards -------------------------------------------------------------------------------------------
+
+def test_luhn():
+    assert luhn_valid("4111111111111111") and luhn_valid("4532015112830366") and luhn_valid("79927398713")
+    assert not luhn_valid("4111111111111112") and not luhn_valid("1234567812345678")
+
+
+def test_a_visa_in_digits_becomes_one_card_placeholder():
+    source = words("My card is 4111 1111 1111 1111 thanks.")
+    result = redact(source, ALL)
+    assert result.text == "My card is [CARD] thanks."
+    check_span(result, source, "[CARD]", 3, 6)
+    assert (result.words[3].start, result.words[3].end) == (0.9, 2.1)
+    assert result.counts == {"card": 1}
+
+
+def test_a_visa_in_words_keeps_the_sentence_end_and_the_weakest_probability():
+    source = words("it is " + " ".join(["four"] + ["one"] * 15) + ".")
+    source[5] = Word(source[5].text, source[5].start, source[5].end, 0.4)
+    result = redact(source, ALL)
+    assert result.text == "it is [CARD]."
+    assert result.words[2].text == " [CARD]."
+    check_span(result, source, "[CARD]", 2, 17)
+    assert result.words[2].probability == 0.4
+    assert result.counts == {"card": 1}
+
+
+def test_double_and_triple_repeat_the_next_digit():
+    sentence = "card four triple one one one one one double one one one one one one one"
+    assert normalised(sentence) == "card 4111111111111111"
+    source = words(sentence)
+    result = redact(source, ALL)
+    assert result.text == "card [CARD]"
+    check_span(result, source, "[CARD]", 1, len(source) - 1)
+
+
+def test_a_card_with_hyphens_in_one_token_and_mixed_digits_and_words():
+    assert luhn_valid("4532015112830366")
+    source = words("number 4532-0151-1283-0366. next")
+    result = redact(source, ALL)
+    assert result.text == "number [CARD]. next"
+    check_span(result, source, "[CARD]", 1, 1)
+    mixed = words("it's four five 3 2 0151 1283 0366 ok")
+    assert redact(mixed, ALL).text == "it's [CARD] ok"
+
+
+def test_a_card_glued_to_more_digits_is_still_found_on_word_boundaries():
+    source = words("4111 1111 1111 1111 1225 is the expiry")
+    result = redact(source, ALL)
+    assert result.text == "[CARD] 1225 is the expiry"
+    check_span(result, source, "[CARD]", 0, 3)
+
+
+def test_a_16_digit_number_failing_luhn_stays():
+    for sentence in ("ref 4111 1111 1111 1112 ok", "ref " + " ".join(["four"] + ["one"] * 14 + ["two"]) + " ok"):
+        source = words(sentence)
+        result = redact(source, ALL)
+        assert result.words == source and result.counts == {}
+
+
+# --- phones ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("number, region", [("4155552671", "US"), ("+14155552671", "US"), ("+442079460958", "US"),
+                                            ("02079460958", "GB")])
+def test_the_numbers_used_here_are_valid_for_phonenumbers(number, region):
+    assert phonenumbers.is_valid_number(phonenumbers.parse(number, region))
+
+
+@pytest.mark.parametrize("sentence, first, last", [
+    ("call me on 415 555 2671 please", 3, 5),
+    ("call me on (415) 555-2671 please", 3, 4),
+    ("call me on +1 415-555-2671, please", 3, 4),
+    ("call me on plus one four one five five five five two six seven one please", 3, 14),
+    ("call me on four one five five five five two six seven one please", 3, 12),
+    ("call me on four one five, five five five, two six seven one please", 3, 12),
+    ("call me on +44 20 7946 0958. please", 3, 6),
+    ("call me on four one five five five oh two six seven one please", 3, 12),
+])
+def test_phones_written_and_spoken(sentence, first, last):
+    source = words(sentence)
+    result = redact(source, ALL)
+    check_span(result, source, "[PHONE]", first, last)
+    assert result.counts == {"phone": 1}
+    assert no_digits(result.text) and "one" not in result.text.split() and "plus" not in result.text
+
+
+def test_the_default_region_decides_national_numbers():
+    source = words("ring 020 7946 0958 today")
+    assert redact(source, ALL).words == source
+    gb = redact(source, RedactionConfig.parse("phone", phone_region="gb"))
+    assert gb.text == "ring [PHONE] today"
+
+
+def test_two_phones_and_a_card_all_go_and_no_digit_survives():
+    source = words("card 4111 1111 1111 1111, home 415 555 2671 and work +44 20 7946 0958.")
+    result = redact(source, ALL)
+    assert result.text == "card [CARD], home [PHONE] and work [PHONE]."
+    assert result.counts == {"card": 1, "phone": 2}
+    assert no_digits(result.text)
+
+
+def test_a_sentence_end_splits_runs():
+    result = redact(words("I was born in 1998. 415 555 2671 is mine"), ALL)
+    assert result.text == "I was born in 1998. [PHONE] is mine"
+
+
+# --- e-mails -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sentence, first, last, text", [
+    ("mail john@example.com, thanks", 1, 1, "mail [EMAIL], thanks"),
+    ("it's john dot smith at example dot com thanks", 1, 7, "it's [EMAIL] thanks"),
+    ("it's john.smith at example.com.", 1, 3, "it's [EMAIL]."),
+    ("it's j_smith99@mail.example.co.uk ok", 1, 1, "it's [EMAIL] ok"),
+])
+def test_emails_written_and_spoken(sentence, first, last, text):
+    source = words(sentence)
+    result = redact(source, RedactionConfig.parse("email"))
+    assert result.text == text and result.counts == {"email": 1}
+    check_span(result, source, "[EMAIL]", first, last)
+
+
+@pytest.mark.parametrize("sentence", ["meet at the office", "I'll be there at five dot thirty",
+                                      "look at the site dot com", "we're at home. Dot com bubble"])
+def test_a_spoken_at_outside_an_address_is_no_email(sentence):
+    source = words(sentence)
+    assert redact(source, ALL).words == source
+
+
+# --- configured patterns and overlaps ----------------------------------------------------------------
+
+def test_a_custom_pattern_written_and_spoken():
+    config = RedactionConfig.parse("id", SSN)
+    for sentence in ("my ssn is 123-45-6789 ok", "my ssn is one two three dash four five dash six seven eight nine ok"):
+        source = words(sentence)
+        result = redact(source, config)
+        assert result.text == "my ssn is [ID] ok" and result.counts == {"id": 1}
+        check_span(result, source, "[ID]", 3, len(source) - 2)
+
+
+def test_one_span_per_word_email_first_then_card_then_phone_then_id():
+    config = RedactionConfig.parse("all", r"\d{4} \d{4};;example")
+    result = redact(words("card 4111 1111 1111 1111 mail john@example.com"), config)
+    assert result.text == "card [CARD] mail [EMAIL]" and result.counts == {"card": 1, "email": 1}
+    result = redact(words("id 1234 5678 here"), config)
+    assert result.text == "id [ID] here" and result.counts == {"id": 1}
+
+
+# --- what must stay ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sentence", [
+    "my order number is 12345678",
+    "see you at 3:30 then", "three thirty pm works", "at 10:45 tomorrow",
+    "it was $45.99 in total", "forty five dollars", "it cost 1,299 dollars.",
+    "on March 3rd 2024 it started", "on 12/05/2024 it started",
+    "two or three days", "in 1998 we moved", "one of the two options",
+    "oh four one five", "double check it", "plus the fee",
+])
+def test_negatives_stay_exactly_as_they_were(sentence):
+    source = words(sentence)
+    config = RedactionConfig.parse("all", SSN)
+    result = redact(source, config)
+    assert result.words == source and all(a is b for a, b in zip(result.words, source))
+    assert result.counts == {} and result.text == sentence
+
+
+def test_redaction_off_returns_the_input_unchanged():
+    source = words("card 4111 1111 1111 1111 mail john@example.com")
+    for config in (RedactionConfig(), RedactionConfig.parse(""), RedactionConfig.parse(" , ")):
+        result = redact(source, config)
+        assert result.words == source and all(a is b for a, b in zip(result.words, source))
+        assert result.counts == {} and result.text == "card 4111 1111 1111 1111 mail john@example.com"
+
+
+# --- configuration -----------------------------------------------------------------------------------
+
+def test_parse_kinds_and_patterns():
+    assert RedactionConfig.parse(" Card, phone ,EMAIL ").kinds == {"card", "phone", "email"}
+    assert RedactionConfig.parse("all").kinds == {"card", "phone", "email"}
+    config = RedactionConfig.parse("all", SSN + " ;; [A-Z]{2}\\d{6}[A-D]", "gb")
+    assert config.kinds == {"card", "phone", "email", "id"}
+    assert config.patterns == (SSN, "[A-Z]{2}\\d{6}[A-D]") and config.phone_region == "GB"
+
+
+@pytest.mark.parametrize("kinds, patterns, region, named", [
+    ("card,cards", "", "US", "cards"),
+    ("id", r"\d{3}-(\d{2}", "US", r"\d{3}-(\d{2}"),
+    ("id", "", "US", "id"),
+    ("card", SSN, "US", "id"),
+    ("phone", "", "XX", "XX"),
+])
+def test_parse_errors_name_the_problem(kinds, patterns, region, named):
+    with pytest.raises(RedactionConfigError) as raised:
+        RedactionConfig.parse(kinds, patterns, region)
+    assert named in str(raised.value)
+    assert isinstance(raised.value, CallsttError) and isinstance(raised.value, ValueError)
