@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from schemas.records import Transcript
+from schemas.records import CallSettings, Transcript
+from streams.client.call_settings import publish_call_settings
 from streams.client.producer import CallPublisher
 from streams.client.reader import TranscriptReader
+from streams.settings import Settings
 from streams.worker.process import WorkerSubprocess, free_port, parse_metrics, read_proc_status  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -36,6 +38,22 @@ class WorkerProcess(WorkerSubprocess):
     name: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:8]}")
     client_config: dict[str, str] = field(default_factory=dict)  # TLS/SASL for the test's own clients
     cwd: Path | None = REPO_ROOT
+
+    def settings(self) -> Settings:
+        """Settings that point a client at this worker's broker and topics (as the worker reads them)."""
+        return Settings.from_env({}, kafka_bootstrap_servers=self.bootstrap, audio_topic=self.audio_topic,
+                                 transcript_topic=self.transcript_topic, call_settings_topic=self.call_settings_topic)
+
+    def set_call_settings(self, record: CallSettings, timeout: float = 60.0) -> None:
+        """Publish a call's settings and wait until the worker has applied them (its
+        callstt_call_settings_total counter moved), so audio published next meets them."""
+        before = self.metrics().get('callstt_call_settings_total{action="set"}', 0.0)
+        publish_call_settings(self.settings(), record)
+        deadline = time.monotonic() + timeout
+        while self.metrics().get('callstt_call_settings_total{action="set"}', 0.0) <= before:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the worker did not apply the settings of {record.call_id} within {timeout}s")
+            time.sleep(0.2)
 
     def publisher(self) -> CallPublisher:
         return CallPublisher(self.bootstrap, self.audio_topic, extra_config=self.client_config)

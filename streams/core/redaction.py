@@ -95,7 +95,8 @@ class Redaction:
 
     @property
     def text(self) -> str:
-        return "".join(w.text for w in self.words).strip()
+        """The words joined as the backends join theirs (their word texts carry no spaces)."""
+        return " ".join(w.text.strip() for w in self.words if w.text.strip())
 
 
 def luhn_valid(digits: str) -> bool:
