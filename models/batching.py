@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from models.audio import SAMPLE_RATE
+from models.language_id import LanguageEvidence
 from models.results import Segment, TranscriptionResult, Word
 from models.vocabulary import NO_VOCABULARY, Vocabulary
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 28.0
 DEFAULT_GAP_S = 0.8
 DEFAULT_BATCH_SIZE = 8
+# Whisper's no-speech token above this: the decode says nothing about the language's fit.
+NO_SPEECH_PROB = 0.6
 
 
 @dataclass(frozen=True)
@@ -272,11 +275,10 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
 class PendingUtterance:
     """An utterance ready now, with what its stream knows: the worker's side of `choose_and_transcribe`."""
 
-    stream: str  # any key of the stream (e.g. "call|stream"): stickiness carries within one batch
+    stream: str  # any key of the stream (e.g. "call|stream"): the evidence carries within one batch
     audio: np.ndarray
     hint: str | None
-    sticky_language: str | None
-    sticky_probability: float
+    evidence: LanguageEvidence  # the stream's language evidence before this batch (models/language_id.py)
     languages: tuple[str, ...] = ()  # detection picks among these (empty: any language)
     vocabulary: Vocabulary = NO_VOCABULARY
 
@@ -286,33 +288,36 @@ class Decided:
     choice: object  # models.routing.LanguageChoice
     result: TranscriptionResult
     model_seconds: float  # the batch's model time shared out by audio length
+    evidence: LanguageEvidence  # the stream's language evidence after this utterance and its decode
 
 
 def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str = "single",
                           batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
                           gap_s: float = DEFAULT_GAP_S) -> list[Decided]:
-    """The model step for every utterance ready at once: choose each one's language (hint > sticky >
-    detection, a detection sticking to the later utterances of its stream in this batch as
-    `models.routing.sticks` says), then one `transcribe_many` in `mode`.
-    Run it in the model thread; results in input order."""
+    """The model step for every utterance ready at once: choose each one's language (hint > the
+    stream's committed language > detection pooled with the stream's earlier detections, in
+    arrival order, so a stream's later utterances in this batch see its earlier ones), then one
+    `transcribe_many` in `mode`, then each decode counted in its stream's evidence (weak decodes
+    in a committed language send the stream back to detecting). Run it in the model thread;
+    results in input order."""
     import time
 
-    from models.routing import sticks
-
     started = time.perf_counter()
-    sticky: dict[str, tuple[str | None, float]] = {}
+    evidence: dict[str, LanguageEvidence] = {}  # per stream, as this batch leaves it so far
     choices = []
     for item in pending:
-        language, probability = sticky.get(item.stream, (item.sticky_language, item.sticky_probability))
-        choice = router.choose_language(item.audio, item.hint or None, language or None, probability,
-                                        item.languages)
-        if sticks(choice, len(item.audio)):
-            sticky[item.stream] = (choice.language, choice.probability)
+        choice, evidence[item.stream] = router.choose_language(
+            item.audio, item.hint or None, evidence.get(item.stream, item.evidence), item.languages)
         choices.append(choice)
     results = transcribe_many(router, [InferenceRequest(item.audio, choice.language, item.vocabulary)
                                        for item, choice in zip(pending, choices)],
                               mode, batch_size, window_s, gap_s)
     elapsed = time.perf_counter() - started
     total = sum(len(item.audio) for item in pending) or 1
-    return [Decided(choice, result, elapsed * len(item.audio) / total)
-            for item, choice, result in zip(pending, choices, results)]
+    decided = []
+    for item, choice, result in zip(pending, choices, results):
+        if choice.source == "sticky":
+            speech = bool(result.words) and result.no_speech_prob < NO_SPEECH_PROB
+            evidence[item.stream] = evidence[item.stream].after_decode(result.avg_logprob, speech)
+        decided.append(Decided(choice, result, elapsed * len(item.audio) / total, evidence[item.stream]))
+    return decided

@@ -18,7 +18,7 @@ import numpy as np
 
 from models.audio import SAMPLE_RATE
 from models.results import Segment, TranscriptionResult, Word
-from models.routing import best_allowed
+from models.routing import allowed_ranking
 from models.store import ModelFileError
 from models.vocabulary import NO_VOCABULARY, Vocabulary
 
@@ -83,16 +83,21 @@ class FasterWhisperBackend:
             "load_seconds": round(time.perf_counter() - started, 3),
         }
 
-    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]:
-        """Most likely language of the audio and its probability, among `allowed` when given
-        (Whisper's language distribution masked and renormalised: models.routing.best_allowed)."""
+    def language_ranking(self, audio: np.ndarray, allowed: Collection[str] = ()) -> list[tuple[str, float]]:
+        """Whisper's language distribution for the audio, best first, among `allowed` when given
+        (masked and renormalised: models.routing.allowed_ranking). The short window first; the
+        full 30 s window when the short one is unsure (below SURE_SHORT_DETECTION)."""
         with self._lock:
             if self.options.fast_language_detection:
-                language, probability = best_allowed(self._short_window_ranking(audio), allowed)
-                if probability >= SURE_SHORT_DETECTION:
-                    return language, probability
+                ranking = allowed_ranking(self._short_window_ranking(audio), allowed)
+                if ranking[0][1] >= SURE_SHORT_DETECTION:
+                    return ranking
             _, _, ranked = self.model.detect_language(audio)
-        return best_allowed(ranked, allowed)
+        return allowed_ranking(ranked, allowed)
+
+    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]:
+        """The most likely language of the audio and its probability (see `language_ranking`)."""
+        return self.language_ranking(audio, allowed)[0]
 
     def _short_window_ranking(self, audio: np.ndarray) -> list[tuple[str, float]]:
         """Whisper's language distribution from an encoder pass over the utterance alone (CTranslate2

@@ -1,4 +1,5 @@
-"""Language routing: which backend and model transcribe an utterance, and the stream's sticky language.
+"""Language routing: which backend and model transcribe an utterance, and which language it is in
+(the stream's evidence: models/language_id.py).
 
 The routing table maps a language to a backend: Vietnamese goes to the PhoWhisper route
 when one is configured and loaded, everything else (and Vietnamese without PhoWhisper)
@@ -15,16 +16,11 @@ from typing import Protocol
 
 import numpy as np
 
+from models.language_id import LanguageEvidence
 from models.results import TranscriptionResult
 from models.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
-
-# Below this, a detected language is not trusted to stick to the stream.
-STICKY_LANGUAGE_PROBABILITY = 0.6
-# Language detection needs some speech; shorter utterances are transcribed without sticking.
-MIN_DETECTION_SECONDS = 1.0
-
 
 class Backend(Protocol):
     backend_name: str
@@ -33,7 +29,7 @@ class Backend(Protocol):
     def transcribe(self, audio: np.ndarray, language: str | None = None,
                    vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult: ...
 
-    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]: ...
+    def language_ranking(self, audio: np.ndarray, allowed: Collection[str] = ()) -> list[tuple[str, float]]: ...
 
 
 @dataclass(frozen=True)
@@ -42,29 +38,25 @@ class LanguageChoice:
 
     language: str | None
     probability: float
-    source: str  # "hint", "sticky", "detected" or "model" (let the model decide)
+    source: str  # "hint", "sticky" (the stream's committed language), "detected" or "model" (English-only model)
+
+
+def allowed_ranking(ranked: Iterable[tuple[str, float]], allowed: Collection[str] = ()) -> list[tuple[str, float]]:
+    """Whisper's language distribution `ranked` ((code, probability) pairs) restricted to
+    `allowed` (empty: any): masked to the allowed languages and renormalised, so each
+    probability is the language's share among them; best first. When none of `allowed` is in
+    the distribution, the restriction is ignored."""
+    pairs = [(code, float(probability)) for code, probability in ranked]
+    kept = [(code, probability) for code, probability in pairs if code in allowed] if allowed else []
+    if kept:
+        total = sum(p for _, p in kept) or 1.0
+        pairs = [(code, probability / total) for code, probability in kept]
+    return sorted(pairs, key=lambda pair: -pair[1])
 
 
 def best_allowed(ranked: Iterable[tuple[str, float]], allowed: Collection[str] = ()) -> tuple[str, float]:
-    """The most likely language of Whisper's language distribution `ranked` ((code, probability)
-    pairs), restricted to `allowed` (empty: any): the distribution masked to the allowed
-    languages and renormalised, so the probability is the language's share among them. When
-    none of `allowed` is in the distribution, the restriction is ignored."""
-    pairs = [(code, float(probability)) for code, probability in ranked]
-    kept = [(code, probability) for code, probability in pairs if code in allowed] if allowed else []
-    if not kept:
-        return max(pairs, key=lambda pair: pair[1])
-    code, probability = max(kept, key=lambda pair: pair[1])
-    return code, probability / (sum(p for _, p in kept) or 1.0)
-
-
-def sticks(choice: "LanguageChoice", samples: int) -> bool:
-    """The one rule for when a detected language sticks to its stream (later utterances skip
-    detection): detected on at least MIN_DETECTION_SECONDS of audio, and confident."""
-    from models.audio import SAMPLE_RATE
-
-    return (choice.source == "detected" and samples >= MIN_DETECTION_SECONDS * SAMPLE_RATE
-            and choice.probability >= STICKY_LANGUAGE_PROBABILITY)
+    """The most likely language of `ranked` among `allowed` (see `allowed_ranking`)."""
+    return allowed_ranking(ranked, allowed)[0]
 
 
 @dataclass
@@ -76,18 +68,25 @@ class ModelRouter:
     def backend_for(self, language: str | None) -> Backend:
         return self.routes.get(language or "", self.multilingual)
 
-    def choose_language(self, audio: np.ndarray, hint: str | None, sticky: str | None,
-                        sticky_probability: float, allowed: Collection[str] = ()) -> LanguageChoice:
-        """The chunk's hint wins; then a confident sticky language; otherwise detect, among the
-        `allowed` languages when given (e.g. a call restricted to vi and en)."""
+    def choose_language(self, audio: np.ndarray, hint: str | None, evidence: LanguageEvidence,
+                        allowed: Collection[str] = ()) -> tuple[LanguageChoice, LanguageEvidence]:
+        """The chunk's hint wins; then the stream's committed language (when still allowed);
+        otherwise detect, among the `allowed` languages when given (e.g. a call restricted to vi
+        and en), pool the detection with the stream's earlier ones and take the pool's best
+        (models/language_id.py). Returns the choice and the stream's evidence after it."""
+        from models.audio import SAMPLE_RATE
+
         if hint:
-            return LanguageChoice(hint, 1.0, "hint")
-        if sticky and sticky_probability >= STICKY_LANGUAGE_PROBABILITY:
-            return LanguageChoice(sticky, sticky_probability, "sticky")
+            return LanguageChoice(hint, 1.0, "hint"), evidence
+        evidence = evidence.restricted(allowed)
+        if evidence.committed:
+            return LanguageChoice(evidence.committed, evidence.probability, "sticky"), evidence
         if not getattr(self.multilingual, "is_multilingual", True):
-            return LanguageChoice("en", 1.0, "model")
-        language, probability = self.multilingual.detect_language(audio, allowed)
-        return LanguageChoice(language, probability, "detected")
+            return LanguageChoice("en", 1.0, "model"), evidence
+        ranking = self.multilingual.language_ranking(audio, allowed)
+        evidence = evidence.pooled_with(allowed_ranking(ranking, allowed), len(audio) / SAMPLE_RATE)
+        language, probability = evidence.best()
+        return LanguageChoice(language, probability, "detected"), evidence
 
     def transcribe(self, audio: np.ndarray, language: str | None,
                    vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult:

@@ -30,7 +30,7 @@ import numpy as np
 from models.audio import SAMPLE_RATE
 from models.faster_whisper_backend import DecodeOptions, max_new_tokens_for
 from models.results import Segment, TranscriptionResult, Word
-from models.routing import best_allowed
+from models.routing import allowed_ranking
 from models.store import ModelFileError
 from models.vocabulary import NO_VOCABULARY, Vocabulary
 
@@ -140,18 +140,23 @@ class TransformersBackend:
 
     # --- the Backend protocol ----------------------------------------------------------------
 
-    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]:
-        """Most likely language of the audio and its probability (among the checkpoint's languages,
+    def language_ranking(self, audio: np.ndarray, allowed: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The language distribution of the audio, best first (among the checkpoint's languages,
         and among `allowed` when given)."""
         if not self.lang_to_id:
-            return "en", 1.0
+            return [("en", 1.0)]
         with self._lock, self._torch.inference_mode():
             input_features, _ = self._features(audio)
             probs = self._first_step(self.model.get_encoder()(input_features))
         tokens = list(self.lang_to_id.items())
         language_probs = probs[[token_id for _, token_id in tokens]]
         language_probs = language_probs / language_probs.sum().clamp_min(1e-12)
-        return best_allowed([(token[2:-2], float(p)) for (token, _), p in zip(tokens, language_probs.tolist())], allowed)
+        return allowed_ranking([(token[2:-2], float(p)) for (token, _), p in zip(tokens, language_probs.tolist())],
+                               allowed)
+
+    def detect_language(self, audio: np.ndarray, allowed: Collection[str] = ()) -> tuple[str, float]:
+        """The most likely language of the audio and its probability (see `language_ranking`)."""
+        return self.language_ranking(audio, allowed)[0]
 
     def transcribe(self, audio: np.ndarray, language: str | None = None,
                    vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult:

@@ -62,7 +62,7 @@ def run_floor(router, calls: dict[str, BenchCall], settings) -> dict[str, Any]:
     per_utterance = []
     started = time.perf_counter()
     for call_id, (utterances, _) in cut.items():
-        stream = StreamState(call_id, "caller")  # what the stream remembers: its sticky language
+        stream = StreamState(call_id, "caller")  # what the stream remembers: its language evidence
         for utterance in utterances:
             one_started = time.perf_counter()
             [result] = pipeline.transcribe(router, [(stream, utterance)], latest=lambda u: stream, mode="single")

@@ -14,10 +14,9 @@ changelog partition):
 
 from __future__ import annotations
 
-import logging
-
 import base64
 import json
+import logging
 import struct
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import numpy as np
 from models.audio import ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms, decode_stream_chunk
 from models.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
 from models.errors import BadChunk
+from models.language_id import LanguageEvidence
 from models.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
 from models.vad import StreamingVad, VadState, shared_vad
 from schemas.records import AudioChunk
@@ -73,8 +73,7 @@ class StreamState:
     blocks: list[Block] = field(default_factory=list)
     next_block: int = 0
     utterance_index: int = 0
-    language: str = ""  # sticky language (detected or hinted)
-    language_probability: float = 0.0
+    language: dict = field(default_factory=dict)  # the stream's language evidence (models/language_id.py)
     hint: str = ""
     last_received_ms: int = 0
     ended: bool = False
@@ -86,9 +85,23 @@ class StreamState:
             data[name] = base64.b64encode(data[name]).decode()
         return json.dumps(data, separators=(",", ":")).encode()
 
+    @property
+    def evidence(self) -> LanguageEvidence:
+        return LanguageEvidence.from_dict(self.language)
+
+    @property
+    def language_label(self) -> str:
+        """The stream's language as people see it: committed, else the best guess so far, else the hint."""
+        evidence = self.evidence
+        return evidence.committed or evidence.best()[0] or self.hint
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> "StreamState":
         data = json.loads(raw)
+        if isinstance(data.get("language"), str):  # written before language evidence: a sticky language
+            committed, probability = data.pop("language"), data.pop("language_probability", 0.0)
+            data["language"] = LanguageEvidence(committed=committed, probability=probability).to_dict() \
+                if committed else {}
         for name in ("sequence", "resampler", "vad", "endpoint"):
             data[name] = base64.b64decode(data[name])
         data["blocks"] = [Block(**block) for block in data["blocks"]]

@@ -37,7 +37,7 @@ from typing import Any
 from models.batching import PendingUtterance, choose_and_transcribe
 from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
-from models.routing import LanguageChoice, sticks
+from models.routing import LanguageChoice
 from models.vocabulary import Vocabulary
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk, CallSettings, Transcript
@@ -156,15 +156,16 @@ class Pipeline:
                    call_settings: Callable[[str], CallSettings | None] = lambda call_id: None) -> list[Transcribed]:
         """Choose each utterance's language and run them all through the model in one go
         (`mode`, default the configured inference mode), each with its call's options
-        (`call_settings(call_id)`: the call's record, None for the worker's defaults); a
-        language that sticks is written to `latest(utterance)`, the stream's state as the
-        caller will keep it. Run it in the model thread. Results in input order."""
+        (`call_settings(call_id)`: the call's record, None for the worker's defaults); the
+        stream's language evidence after it (models/language_id.py) is written to
+        `latest(utterance)`, the stream's state as the caller will keep it. Run it in the
+        model thread. Results in input order."""
         if not ready:
             return []
         options = [self.options(call_settings(u.call_id), u.stream_id) for _, u in ready]
         pending = [PendingUtterance(stream=f"{u.call_id}|{u.stream_id}", audio=u.audio, hint=u.hint,
-                                    sticky_language=state.language, sticky_probability=state.language_probability,
-                                    languages=option.languages, vocabulary=option.vocabulary)
+                                    evidence=state.evidence, languages=option.languages,
+                                    vocabulary=option.vocabulary)
                    for (state, u), option in zip(ready, options)]
         config = self.config
         decisions = choose_and_transcribe(router, pending, mode or config.inference_mode,
@@ -172,8 +173,8 @@ class Pipeline:
         results = []
         for (_, utterance), decided, option in zip(ready, decisions, options):
             state = latest(utterance)
-            if state is not None and sticks(decided.choice, len(utterance.audio)):
-                state.language, state.language_probability = decided.choice.language, decided.choice.probability
+            if state is not None:
+                state.language = decided.evidence.to_dict()
             transcript = None
             if not is_non_speech(decided.result):
                 # Redaction before anything leaves the worker: the values never reach a record.

@@ -50,7 +50,7 @@ class WorkerStatus:
         previous = self.streams.get(key, {})
         view = {
             "call_id": state.call_id, "stream_id": state.stream_id, "partition": state.partition,
-            "language": state.language or state.hint or None, "utterances": state.utterance_index,
+            "language": state.language_label or None, "utterances": state.utterance_index,
             "buffered_seconds": round(sum(block.samples for block in state.blocks) / SAMPLE_RATE, 2),
             "last_chunk_ms": state.last_received_ms, "last_transcript": previous.get("last_transcript"),
             # For the idle timer, which then reads the table only for the streams it acts on.
