@@ -36,7 +36,7 @@ import numpy as np
 
 from models.audio import SAMPLE_RATE
 from models.language_id import LanguageEvidence
-from models.results import Segment, TranscriptionResult, Word
+from models.results import Segment, TranscriptionResult, Word, join_words
 from models.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def assign_words(words: Sequence[Word], placements: Sequence[Placement]) -> dict
 
 
 def _words_text(words: Sequence[Word]) -> str:
-    return " ".join(w.text for w in words if w.text).strip()
+    return join_words(w.text for w in words)
 
 
 def _supports_batching(backend) -> bool:

@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+
+# Whisper writes these without a space before them ("415-555", "4532,015", "gmail.com", "it's"):
+# its words start with them when they carry no leading space.
+NO_SPACE_BEFORE = tuple(",.;:!?%)]}-'@")
+
+
+def join_words(texts: Iterable[str]) -> str:
+    """Word texts (stripped, as the backends give them) joined as Whisper joins its text: a space
+    between words, none before a word that starts with punctuation."""
+    parts: list[str] = []
+    for text in (text.strip() for text in texts):
+        if not text:
+            continue
+        if parts and not text.startswith(NO_SPACE_BEFORE):
+            parts.append(" ")
+        parts.append(text)
+    return "".join(parts)
 
 
 @dataclass(frozen=True)

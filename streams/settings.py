@@ -119,6 +119,25 @@ class Settings:
                                    "matched on the text with spoken digits written as digits")
     phone_region: str = env("CALLSTT_PHONE_REGION", default="US",
                             doc="Region for phone numbers written without a country code (ISO 3166, e.g. US, GB, VN)")
+    # The guard against invented text (models/guard.py): a transcript is dropped when any rule holds.
+    guard_min_speech_ratio: float = env("CALLSTT_GUARD_MIN_SPEECH_RATIO", default=0.02,
+                                        doc="Drop text when less than this share of the utterance is speech to "
+                                            "the VAD (unless the decode is confident); 0 = off")
+    guard_vad_threshold: float = env("CALLSTT_GUARD_VAD_THRESHOLD", default=0.35,
+                                     doc="Silero probability from which a 32 ms window counts as speech for the guard")
+    guard_no_speech_prob: float = env("CALLSTT_GUARD_NO_SPEECH_PROB", default=0.6,
+                                      doc="Drop text when Whisper's no-speech probability is above this and the "
+                                          "decode is weak (Whisper's own rule); above 1 = off")
+    guard_max_compression_ratio: float = env("CALLSTT_GUARD_MAX_COMPRESSION_RATIO", default=2.4,
+                                             doc="Drop text that compresses better than this (a decoding loop); "
+                                                 "inf = off")
+    guard_ngram_repeats: int = env("CALLSTT_GUARD_NGRAM_REPEATS", default=3,
+                                   doc="Drop text repeating a 3-word sequence this many times; 0 = off")
+    guard_word_run: int = env("CALLSTT_GUARD_WORD_RUN", default=4,
+                              doc="Drop text repeating one word this many times in a row (numbers: 8); 0 = off")
+    guard_phrases: bool = env("CALLSTT_GUARD_PHRASES", default=True,
+                              doc="Drop known invented phrases (\"thanks for watching\", subtitle credits) "
+                                  "when the utterance is mostly not speech")
     allow_hub_download: bool = env("CALLSTT_ALLOW_HUB_DOWNLOAD", default=False,
                                    doc="Allow downloading models from the Hugging Face hub")
     model_cache_dir: str = env("CALLSTT_MODEL_CACHE_DIR", default="",

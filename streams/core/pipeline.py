@@ -21,8 +21,8 @@ VAD and endpointing per stream (streams/core/assembly.py) through the batch's ov
 store (streams/core/batch.py) -> the call's options (streams/core/call_options.py: its
 `CallSettings` record, kept in the store by `accept_call_settings`, over the worker's
 defaults) -> language choice and the model call in the configured inference mode, with the
-call's vocabulary (models/batching.py) -> redaction and Transcript records
-(streams/core/transcripts.py, streams/core/redaction.py).
+call's vocabulary (models/batching.py) -> the guard against invented text (models/guard.py) -> redaction and Transcript records
+(streams/core/redaction.py, streams/core/transcripts.py).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any
 from models.batching import PendingUtterance, choose_and_transcribe
 from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
+from models.guard import GuardConfig, judge
 from models.routing import LanguageChoice
 from models.vocabulary import Vocabulary
 from schemas.codec import AvroCodec, DecodeError
@@ -45,7 +46,7 @@ from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, Stre
 from streams.core.batch import TableBatch
 from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_key
 from streams.core.redaction import RedactionConfig, RedactionConfigError
-from streams.core.transcripts import build_transcript, is_non_speech, redact_result
+from streams.core.transcripts import build_transcript, redact_result
 from streams.settings import SettingsError
 
 log = logging.getLogger("callstt.pipeline")
@@ -65,6 +66,7 @@ class PipelineConfig:
     model_version: str = "base-int8"
     idle_flush_ms: float = 5000.0
     defaults: CallDefaults = field(default_factory=CallDefaults)  # what a call without settings gets
+    guard: GuardConfig = field(default_factory=GuardConfig)  # what counts as invented text (models/guard.py)
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
@@ -77,7 +79,12 @@ class PipelineConfig:
             defaults=CallDefaults(
                 languages=settings.language_list,
                 vocabulary=Vocabulary(settings.hotword_list, settings.initial_prompt),
-                redaction=worker_redaction(settings)))
+                redaction=worker_redaction(settings)),
+            guard=GuardConfig(vad_threshold=settings.guard_vad_threshold, min_speech_ratio=settings.guard_min_speech_ratio,
+                              no_speech_prob=settings.guard_no_speech_prob,
+                              max_compression_ratio=settings.guard_max_compression_ratio,
+                              ngram_repeats=settings.guard_ngram_repeats, word_run=settings.guard_word_run,
+                              phrase_max_speech_ratio=0.5 if settings.guard_phrases else 0.0))
         return config.with_overrides(**overrides)
 
     def with_overrides(self, **overrides: Any) -> "PipelineConfig":
@@ -108,6 +115,7 @@ class Transcribed:
     transcript: Transcript | None
     choice: LanguageChoice
     model_seconds: float  # the model call's time shared out by audio length
+    dropped: str | None = None  # why the guard published nothing ("no_speech", "loop", ...: models/guard.py)
 
 
 class Pipeline:
@@ -176,11 +184,12 @@ class Pipeline:
             if state is not None:
                 state.language = decided.evidence.to_dict()
             transcript = None
-            if not is_non_speech(decided.result):
+            dropped = judge(decided.result, utterance.audio, config.guard)  # invented text never leaves
+            if dropped is None:
                 # Redaction before anything leaves the worker: the values never reach a record.
                 result, redactions = redact_result(decided.result, option.redaction)
                 transcript = build_transcript(utterance, result, decided.choice, config.model_version, redactions)
-            results.append(Transcribed(utterance, transcript, decided.choice, decided.model_seconds))
+            results.append(Transcribed(utterance, transcript, decided.choice, decided.model_seconds, dropped))
         return results
 
 

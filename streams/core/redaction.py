@@ -7,15 +7,22 @@ are first normalised: each run of consecutive number-like words becomes digits, 
 character of the normalised text remembers which word it came from, so a match found in the
 text maps back to an exact span of words (and so to exact timings).
 
+The backends strip each word, and Whisper's word boundaries put punctuation at the start of a
+word when no space came before it: "415-555-2671." arrives as "415", "-555", "-2671." and
+"gmail.com" may arrive as "gmail", ".com". So a word such as "-555", ",015" or ".2671" (or a
+lone "-" or ",") inside a number run continues that run as if it were one written token, and a
+word such as ".com" or "@gmail.com" joins the previous word when looking for an address.
+
 What counts as what:
 - card: a whole run of 13-19 digits that passes the Luhn check. Inside a longer run (a card
   followed by its expiry, say) we also take a 13-19 digit window that starts and ends on word
   boundaries, passes Luhn and starts with 2-6 (the card networks' major-industry digits): a long
   run offers many windows and Luhn alone lets one random window in ten through.
 - phone: phonenumbers' matcher (leniency VALID, default region from the config) on each run.
-- email: a written address, or the spoken form ("john dot smith at example dot com"); a spoken
-  "at" only counts inside a full address shape whose top-level domain is a common one, so
-  "meet at the office" or "there at five dot thirty" never becomes an e-mail.
+- email: a written address, or the spoken form ("john dot smith at example dot com", "Anna.org at
+  gmail.com", "anna at gmail .com"); a spoken "at" only counts inside a full address shape whose
+  top-level domain is a common one and whose domain does not start with a word such as "the" or
+  "this", so "meet at the office" or "there at five dot thirty" never becomes an e-mail.
 - id: each configured regex on the normalised text (spoken digits already digits).
 Tokens with ":", "/", "$", "%" or letters (times, dates, prices, "3rd") are never part of a run.
 Spans are claimed in the order email, card, phone, id, one span per word: a later match that
@@ -30,7 +37,7 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
-from models.results import Word
+from models.results import Word, join_words
 from schemas.errors import CallsttError
 
 KINDS = ("card", "phone", "email", "id")  # "id" = the configured patterns
@@ -40,6 +47,8 @@ SPOKEN_DIGITS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4",
                  "six": "6", "seven": "7", "eight": "8", "nine": "9"}
 MULTIPLIERS = {"double": 2, "triple": 3}
 NUMERIC_TOKEN = re.compile(r"\+?\(?\d[\d().,-]*")  # "4532-0151", "(555)", "+44", "1,299"
+# The rest of a written number after Whisper split it at its punctuation ("415", "-555", "-2671").
+CONTINUATION = re.compile(r"[-,.]\d[\d().,-]*")
 TRAILING = ".,;:!?"  # punctuation Whisper attaches to the end of a word
 STOPS = set(".?!;")  # a run ends at a sentence end; a "," may just separate digit groups
 
@@ -49,6 +58,10 @@ EMAIL_SPOKEN = {"at": "@", "@": "@", "dot": ".", "underscore": "_", "dash": "-",
 # A spoken address is only believed with one of these endings: "there at five dot thirty" is not one.
 SPOKEN_TLDS = {"com", "org", "net", "edu", "gov", "io", "co", "uk", "us", "ca", "au", "de", "fr",
                "es", "it", "nl", "ie", "in", "info", "biz", "me"}
+# ...nor with a domain that starts with one of these: "look at this .com bubble" is not one either.
+NOT_A_DOMAIN = {"the", "a", "an", "this", "that", "these", "those", "my", "your", "our", "his", "her",
+                "their", "its", "some", "any", "no", "every", "all", "least", "most"}
+# A word starting with one of these follows the previous one without a space in the text.
 
 
 class RedactionConfigError(CallsttError, ValueError):
@@ -95,8 +108,8 @@ class Redaction:
 
     @property
     def text(self) -> str:
-        """The words joined as the backends join theirs (their word texts carry no spaces)."""
-        return " ".join(w.text.strip() for w in self.words if w.text.strip())
+        """The words joined as Whisper joins its text (models.results.join_words)."""
+        return join_words(word.text for word in self.words)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -146,19 +159,28 @@ def normalise(words: Sequence[Word]) -> tuple[MappedText, list[tuple[int, int]]]
     cores = [_core(w) for w in words]
     digit_at = [_digits(core) for core in cores] + [None]
     run_start: int | None = None
-    joins = False  # the previous run item was "+", "-" or "double": no space after it
+    joins = False  # the previous run item was "+", "-", a glued "," or "double": no space after it
     spoken_open = False  # the previous run item was a spoken digit with no pause after it
+    last_spoken = False  # the previous run item was spoken at all
 
     for i, word in enumerate(words):
         low, found, in_run = cores[i].lower(), digit_at[i], run_start is not None
         nxt = digit_at[i + 1]
+        glued = False  # this item is the rest of the previous written number: no space before it
         if found:
             text, spoken = found
+        elif in_run and CONTINUATION.fullmatch(cores[i]):
+            text, spoken, glued = cores[i], False, True  # "-555" after "415", ",015" after "4532"
+        elif in_run and nxt and word.text.strip() == ",":
+            if last_spoken or not out.chars[-1].isdigit():  # "four one five , five": a pause
+                spoken_open = False
+                continue
+            text, spoken, glued = ",", False, True  # "4532 , 015": as if written "4532,015"
         elif low in MULTIPLIERS and nxt and len(nxt[0]) == 1 and nxt[0].isdigit():
             text, spoken = nxt[0] * (MULTIPLIERS[low] - 1), True  # "double five": one 5 here, one there
         elif low in ("oh", "o") and in_run and out.chars[-1].isdigit() and nxt:
             text, spoken = "0", True  # "oh" is a zero only between digits
-        elif low in ("dash", "hyphen") and in_run and nxt:
+        elif low in ("dash", "hyphen", "-") and in_run and nxt:
             text, spoken = "-", False
         elif low in ("plus", "+") and not in_run and nxt:
             text, spoken = "+", False
@@ -172,14 +194,15 @@ def normalise(words: Sequence[Word]) -> tuple[MappedText, list[tuple[int, int]]]
             continue
         # Spoken digits said together form one group ("four one five" -> "415"); a pause, or a
         # written token, starts a new one, which keeps the grouping phonenumbers relies on.
-        if not in_run or not (joins or text == "-" or (spoken and spoken_open)):
+        if not in_run or not (glued or joins or text == "-" or (spoken and spoken_open)):
             if out.chars:
                 out.add(" ", -1)
         if not in_run:
             run_start = len(out.chars)
         out.add(text, i)
         pause = word.text.strip()[len(cores[i]):]  # the punctuation this word ended with
-        joins, spoken_open = text in ("+", "-") or low in MULTIPLIERS, spoken and not pause
+        joins, spoken_open = text in ("+", "-", ",") or low in MULTIPLIERS, spoken and not pause
+        last_spoken = spoken
         if STOPS & set(pause):
             runs.append((run_start, len(out.chars)))
             run_start = None
@@ -225,18 +248,26 @@ def _emails(words: Sequence[Word]) -> list[tuple[int, int]]:
     out = MappedText()
     glued = False  # the previous word was a spoken "at"/"dot"/...: the next one joins it
     for i, word in enumerate(words):
-        core = word.text.strip().strip(TRAILING + "\"'()<>")
+        raw = word.text.strip()
+        core = raw.strip(TRAILING + "\"'()<>")
+        # ".com" after "gmail", ".berg" after "anna", "@gmail.com" after "anna": one piece with it.
+        attached = raw[:1] in (".", "@") and raw[1:2].isalnum()
+        if attached and not core.startswith(raw[0]):
+            core = raw[0] + core
         spoken = EMAIL_SPOKEN.get(core.lower())
         ended = i > 0 and words[i - 1].text.rstrip().endswith(tuple(TRAILING))  # "home. Dot com": two sentences
-        if out.chars and (ended or not (glued or spoken)):
+        if out.chars and (ended or not (glued or spoken or attached)):
             out.add(" ", -1)
         out.add(spoken or core, i)
         glued = bool(spoken)
     spans = []
     for match in EMAIL.finditer(str(out)):
         span = out.words_of(match.start(), match.end())
-        said = span and any(_core(words[i]).lower() == "at" for i in range(span[0], span[1] + 1))
-        if span and (not said or match.group(1).lower() in SPOKEN_TLDS):
+        if not span:
+            continue
+        said = any(_core(words[i]).lower() == "at" for i in range(span[0], span[1] + 1))
+        domain = match.group(0).rsplit("@", 1)[1].lower()
+        if not said or (match.group(1).lower() in SPOKEN_TLDS and domain.split(".")[0] not in NOT_A_DOMAIN):
             spans.append(span)
     return spans
 
@@ -274,7 +305,7 @@ def redact(words: Sequence[Word], config: RedactionConfig) -> Redaction:
         span = words[i:last + 1]
         lead = span[0].text[:len(span[0].text) - len(span[0].text.lstrip())]
         tail = span[-1].text.rstrip()
-        tail = tail[len(tail.rstrip(TRAILING)):]  # keep " [CARD]." when the span ended a sentence
+        tail = tail[len(tail.rstrip(TRAILING)):]  # keep "[CARD]." when the span ended a sentence
         result.append(Word(text=lead + PLACEHOLDERS[kind] + tail, start=span[0].start, end=span[-1].end,
                            probability=min(w.probability for w in span)))
         counts[kind] = counts.get(kind, 0) + 1

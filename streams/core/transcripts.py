@@ -1,5 +1,6 @@
-"""From a model result to a Transcript event: non-speech, redaction, sentences, word timing in
-the stream. Pure; streams/core/pipeline.py calls it."""
+"""From a model result to a Transcript event: redaction, sentences, word timing in the stream.
+(Whether there is anything to publish at all is the guard's call: models/guard.py.) Pure;
+streams/core/pipeline.py calls it."""
 
 from __future__ import annotations
 
@@ -14,17 +15,6 @@ from models.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
 from streams.core.assembly import Utterance
 from streams.core.redaction import RedactionConfig, redact
-
-# Whisper's own rule for "this was not speech": a confident no-speech token and a weak decode.
-NO_SPEECH_PROB = 0.6
-WEAK_LOGPROB = -1.0
-
-
-def is_non_speech(result: TranscriptionResult) -> bool:
-    if not result.text.strip() or not result.words:
-        return True
-    return result.no_speech_prob > NO_SPEECH_PROB and result.avg_logprob < WEAK_LOGPROB
-
 
 def redact_result(result: TranscriptionResult, config: RedactionConfig) -> tuple[TranscriptionResult, dict[str, int]]:
     """The result with what `config` redacts replaced by placeholders in its words and text (the

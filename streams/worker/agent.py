@@ -158,8 +158,10 @@ class BatchHandler:
                 self.observe_model(result)
                 if result.transcript is None:
                     metrics.SILENT_UTTERANCES.inc()
-                    log.info("no speech in call=%s stream=%s #%d (%.1f s)", result.utterance.call_id,
-                             result.utterance.stream_id, result.utterance.index, result.utterance.seconds)
+                    metrics.GUARD_DROPPED.labels(result.dropped or "empty").inc()
+                    log.info("no transcript for call=%s stream=%s #%d (%.1f s): %s", result.utterance.call_id,
+                             result.utterance.stream_id, result.utterance.index, result.utterance.seconds,
+                             result.dropped)
                     continue
                 value = self.pipeline.codec.encode_transcript(result.transcript, self.status.settings.transcript_topic)
                 sent.append((result.transcript,

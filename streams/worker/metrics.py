@@ -26,6 +26,8 @@ TRANSCRIPTS = Counter("callstt_transcripts_total", "Transcripts published", ["la
 CALL_SETTINGS = Counter("callstt_call_settings_total", "Call-settings records applied (set) or tombstones (cleared)",
                         ["action"], registry=REGISTRY)
 REDACTIONS = Counter("callstt_redactions_total", "Spans redacted from transcripts, by kind", ["kind"], registry=REGISTRY)
+GUARD_DROPPED = Counter("callstt_guard_dropped_total", "Utterances whose text the guard dropped as invented, by rule",
+                        ["reason"], registry=REGISTRY)
 SILENT_UTTERANCES = Counter("callstt_silent_utterances_total", "Utterances the model found no speech in",
                             registry=REGISTRY)
 ACTIVE_STREAMS = Gauge("callstt_active_streams", "Streams with state on this worker", registry=REGISTRY)

@@ -107,7 +107,9 @@ def test_fast_language_detection_agrees_with_the_full_window(base_model):
         base_model.options = fast_options
     print("fast:", [(language, round(p, 2)) for language, p in fast])
     print("full:", [(language, round(p, 2)) for language, p in full])
-    assert [language for language, _ in fast[:8]] == ["en"] * 8
+    # The full window itself hears one telephone English sentence as Thai (th 0.4): the short
+    # window's job is to agree with it, not to beat it.
+    assert sum(language == "en" for language, _ in fast[:8]) >= 7
     assert [language for language, _ in fast] == [language for language, _ in full]
 
 

@@ -21,10 +21,15 @@ ALL = RedactionConfig.parse("all")
 SSN = r"\b\d{3}-\d{2}-\d{4}\b"
 
 
+def tokens(texts: list[str]) -> list[Word]:
+    """Words with exactly these texts, a 0.3 s slot each."""
+    return [Word(text=text, start=round(i * SLOT, 3), end=round((i + 1) * SLOT, 3), probability=0.9)
+            for i, text in enumerate(texts)]
+
+
 def words(sentence: str) -> list[Word]:
-    """Whisper-style words: a leading space each, punctuation attached, a 0.3 s slot each."""
-    return [Word(text=" " + token, start=round(i * SLOT, 3), end=round((i + 1) * SLOT, 3), probability=0.9)
-            for i, token in enumerate(sentence.split())]
+    """Words as the backends give them: stripped, punctuation attached, one per space-separated token."""
+    return tokens(sentence.split())
 
 
 def normalised(sentence: str) -> str:
@@ -66,7 +71,7 @@ def test_a_visa_in_words_keeps_the_sentence_end_and_the_weakest_probability():
     source[5] = Word(source[5].text, source[5].start, source[5].end, 0.4)
     result = redact(source, ALL)
     assert result.text == "it is [CARD]."
-    assert result.words[2].text == " [CARD]."
+    assert result.words[2].text == "[CARD]."
     check_span(result, source, "[CARD]", 2, 17)
     assert result.words[2].probability == 0.4
     assert result.counts == {"card": 1}
@@ -171,6 +176,105 @@ def test_emails_written_and_spoken(sentence, first, last, text):
 def test_a_spoken_at_outside_an_address_is_no_email(sentence):
     source = words(sentence)
     assert redact(source, ALL).words == source
+
+
+# --- real word lists of the packaged model (stripped by the backend; punctuation starts a word) -------
+
+def test_a_phone_split_at_its_hyphens_is_one_phone():
+    source = tokens(["Please", "call", "me", "at", "415", "-555", "-2671."])
+    result = redact(source, ALL)
+    assert [w.text for w in result.words] == ["Please", "call", "me", "at", "[PHONE]."]
+    assert result.text == "Please call me at [PHONE]." and result.counts == {"phone": 1}
+    check_span(result, source, "[PHONE]", 4, 6)
+
+
+def test_a_card_split_at_its_commas_is_one_card():
+    assert luhn_valid("4532015112830366")
+    source = tokens(["My", "card", "number", "is", "4532", ",015", ",11283", ",0366"])
+    result = redact(source, ALL)
+    assert [w.text for w in result.words] == ["My", "card", "number", "is", "[CARD]"]
+    assert result.text == "My card number is [CARD]" and result.counts == {"card": 1}
+    check_span(result, source, "[CARD]", 4, 7)
+
+
+def test_a_card_in_spaced_groups_is_one_card():
+    source = tokens(["My", "card", "number", "is", "4532", "0151", "1283", "0366"])
+    result = redact(source, ALL)
+    assert result.text == "My card number is [CARD]" and result.counts == {"card": 1}
+    check_span(result, source, "[CARD]", 4, 7)
+
+
+@pytest.mark.parametrize("texts, first, last, text", [
+    (["My", "email", "is", "Anna.org", "at", "gmail.com"], 3, 5, "My email is [EMAIL]"),
+    (["Right,", "and", "at", "email.com"], 1, 3, "Right, [EMAIL]"),
+    (["email", "anna", "at", "gmail", ".com"], 1, 4, "email [EMAIL]"),
+    (["email", "anna.berg", "at", "gmail", ".com."], 1, 4, "email [EMAIL]."),
+    (["mail", "anna", ".berg", "@gmail", ".com", "ok"], 1, 4, "mail [EMAIL] ok"),
+])
+def test_emails_as_the_model_splits_them(texts, first, last, text):
+    source = tokens(texts)
+    result = redact(source, RedactionConfig.parse("email"))
+    assert result.text == text and result.counts == {"email": 1}
+    check_span(result, source, "[EMAIL]", first, last)
+
+
+@pytest.mark.parametrize("texts, first, last, placeholder", [
+    (["call", "(415)", "555", "-2671"], 1, 3, "[PHONE]"),
+    (["call", "415", "-", "555", "-", "2671", "now"], 1, 5, "[PHONE]"),
+    (["call", "four", "one", "five", ",", "five", "five", "five", ",", "two", "six", "seven", "one"], 1, 12,
+     "[PHONE]"),
+    (["card", "4532", ",", "015", ",11283", ",0366", "ok"], 1, 5, "[CARD]"),
+])
+def test_a_lone_hyphen_or_comma_inside_a_number_keeps_the_run(texts, first, last, placeholder):
+    source = tokens(texts)
+    result = redact(source, ALL)
+    check_span(result, source, placeholder, first, last)
+    assert no_digits(result.text)
+
+
+def test_a_pattern_matches_a_split_number():
+    result = redact(tokens(["ssn", "123", "-45", "-6789", "ok"]), RedactionConfig.parse("id", SSN))
+    assert result.text == "ssn [ID] ok" and result.counts == {"id": 1}
+
+
+def test_raw_whisper_words_with_their_leading_spaces_work_too():
+    source = tokens([" Please", " call", " me", " at", " 415", "-555", "-2671."])
+    result = redact(source, ALL)
+    assert result.text == "Please call me at [PHONE]." and result.counts == {"phone": 1}
+    assert result.words[4].text == " [PHONE]."
+    check_span(result, source, "[PHONE]", 4, 6)
+
+
+@pytest.mark.parametrize("texts", [
+    ["Your", "order", "77721,", "I", "arrive", "at", "1045", "tomorrow."],
+    ["Your", "order", "number", "is", "55", ",312."],
+    ["at", "10", ":45", "tomorrow"],
+    ["on", "12", "/05", "/2024", "it", "started"],
+    ["it", "cost", "1", ",299", "dollars."],
+    ["it", "was", "$45", ".99", "in", "total"],
+    ["ref", "4111", ",1111", ",1111", ",1112", "ok"],
+    ["we", "arrive", "at", "10", ".30"],
+    ["it", "was", "-5", "degrees"],
+    ["meet", "at", "the", "office", "."],
+    ["I'll", "be", "there", "at", "five", "dot", "thirty"],
+    ["look", "at", "this", ".com", "bubble"],
+    ["meet", "at", "the", ".com", "party"],
+])
+def test_split_words_that_are_no_card_phone_or_email_stay(texts):
+    source = tokens(texts)
+    result = redact(source, RedactionConfig.parse("all", SSN))
+    assert result.words == source and all(a is b for a, b in zip(result.words, source))
+    assert result.counts == {}
+
+
+def test_text_joins_like_whisper_no_space_before_leading_punctuation():
+    assert Redaction(tokens(["call", "me", "at", "[PHONE]."])).text == "call me at [PHONE]."
+    assert Redaction(tokens(["It", "is", "4532", ",015", "ok"])).text == "It is 4532,015 ok"
+    assert Redaction(tokens(["at", "415", "-555", "-2671.", "Thanks!"])).text == "at 415-555-2671. Thanks!"
+    assert Redaction(tokens(["anna", "@gmail", ".com", "(home)", "50", "%", "it's"])).text == \
+        "anna@gmail.com (home) 50% it's"
+    assert Redaction(tokens([" Hello", "", " there", ","])).text == "Hello there,"
+    assert Redaction([]).text == ""
 
 
 # --- configured patterns and overlaps ----------------------------------------------------------------
