@@ -130,14 +130,15 @@ def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], lan
 
     pipeline = BatchedInferencePipeline(backend.model)
     longest = max(end - start for start, end in clips)
+    prompt, prompt_tokens = backend.prompt(vocabulary)
     with backend._lock:
         segments_iter, _ = pipeline.transcribe(
             audio, language=language, task="transcribe", beam_size=backend.options.beam_size,
             temperature=0.0, word_timestamps=word_timestamps, without_timestamps=False, vad_filter=False,
             clip_timestamps=[{"start": start, "end": end} for start, end in clips],
-            batch_size=max(1, batch_size), max_new_tokens=max_new_tokens_for(longest),
+            batch_size=max(1, batch_size), max_new_tokens=max_new_tokens_for(longest, prompt_tokens),
             condition_on_previous_text=False,
-            hotwords=vocabulary.hotword_text, initial_prompt=vocabulary.prompt,
+            initial_prompt=prompt,
         )
         segments = list(segments_iter)
     per_clip: list[tuple[list[Word], list[float], float]] = [([], [], 0.0) for _ in clips]

@@ -44,9 +44,16 @@ class DecodeOptions:
     fast_language_detection: bool = True  # short-window detection first (see SURE_SHORT_DETECTION)
 
 
-def max_new_tokens_for(duration_s: float) -> int:
-    """Output budget for an utterance of this length (bounded output, bounded time)."""
-    return int(min(MAX_DECODER_TOKENS - 8, MIN_NEW_TOKENS + TOKENS_PER_SECOND * duration_s))
+# A call's vocabulary (models/vocabulary.py) is cut to this many tokens: prompt and output share
+# the decoder's 448 positions, and faster-whisper refuses a call whose sum exceeds them.
+MAX_PROMPT_TOKENS = 160
+
+
+def max_new_tokens_for(duration_s: float, prompt_tokens: int = 0) -> int:
+    """Output budget for an utterance of this length (bounded output, bounded time), leaving
+    room for a prompt of `prompt_tokens`."""
+    budget = MAX_DECODER_TOKENS - 8 - (prompt_tokens + 2 if prompt_tokens else 0)
+    return int(min(budget, MIN_NEW_TOKENS + TOKENS_PER_SECOND * duration_s))
 
 
 class FasterWhisperBackend:
@@ -83,6 +90,20 @@ class FasterWhisperBackend:
             "load_seconds": round(time.perf_counter() - started, 3),
         }
 
+    def prompt(self, vocabulary: Vocabulary) -> tuple[str | None, int]:
+        """The vocabulary's prompt (models/vocabulary.py) cut to MAX_PROMPT_TOKENS, and its length
+        in tokens (None, 0: no vocabulary)."""
+        text = vocabulary.prompt_text()
+        if not text:
+            return None, 0
+        tokenizer = self.model.hf_tokenizer
+        ids = tokenizer.encode(" " + text, add_special_tokens=False).ids
+        if len(ids) > MAX_PROMPT_TOKENS:
+            log.warning("a call's vocabulary is %d tokens; the model gets its first %d", len(ids), MAX_PROMPT_TOKENS)
+            ids = ids[:MAX_PROMPT_TOKENS]
+            text = tokenizer.decode(ids).strip()
+        return text, len(ids)
+
     def language_ranking(self, audio: np.ndarray, allowed: Collection[str] = ()) -> list[tuple[str, float]]:
         """Whisper's language distribution for the audio, best first, among `allowed` when given
         (masked and renormalised: models.routing.allowed_ranking). The short window first; the
@@ -116,6 +137,7 @@ class FasterWhisperBackend:
         duration_s = len(audio) / SAMPLE_RATE
         if not self.is_multilingual:
             language = "en"
+        prompt, prompt_tokens = self.prompt(vocabulary)
         with self._lock:
             segments_iter, info = self.model.transcribe(
                 audio,
@@ -125,9 +147,9 @@ class FasterWhisperBackend:
                 condition_on_previous_text=False,
                 word_timestamps=self.options.word_timestamps,
                 vad_filter=False,  # the pipeline's own VAD already cut the utterance
-                max_new_tokens=max_new_tokens_for(duration_s),
+                max_new_tokens=max_new_tokens_for(duration_s, prompt_tokens),
                 without_timestamps=False,
-                hotwords=vocabulary.hotword_text, initial_prompt=vocabulary.prompt,
+                initial_prompt=prompt,
             )
             segments = list(segments_iter)
         words = [

@@ -78,3 +78,10 @@ def test_settings_reach_the_batch_and_a_tombstone_forgets_them():
     later = pipeline.batch(store.get)
     assert later.accept_call_settings("c", None, owner=None) is None
     assert [(key, v) for key, v, _ in later.changes()] == [("C|c", None)]
+
+
+def test_a_vocabulary_reaches_the_model_as_one_written_prompt():
+    assert Vocabulary().prompt_text() is None and not Vocabulary()
+    assert Vocabulary(("Zyntra", " Kowalczyk "), "Support call").prompt_text() == \
+        "Support call. Names and terms: Zyntra, Kowalczyk."
+    assert Vocabulary((), "Billing question?").prompt_text() == "Billing question?"
