@@ -104,6 +104,7 @@ class CallPublisher:
                  extra_config: dict | None = None) -> None:
         self.topic = topic
         self.codec = codec or AvroCodec()
+        self.failed: list[str] = []  # deliveries the broker refused for good (after librdkafka's retries)
         self.producer = Producer({
             "bootstrap.servers": bootstrap_servers,
             **RELIABLE_PRODUCER,  # acks=all, idempotence, murmur2 (the partitioner Java clients and Faust use)
@@ -118,7 +119,7 @@ class CallPublisher:
         """Send an already-encoded value (also how tests send hostile bytes)."""
         while True:
             try:
-                self.producer.produce(self.topic, key=call_id.encode(), value=value)
+                self.producer.produce(self.topic, key=call_id.encode(), value=value, on_delivery=self._delivered)
                 break
             except BufferError:  # local queue full: let deliveries drain
                 self.producer.poll(0.1)
@@ -141,10 +142,17 @@ class CallPublisher:
             sent += 1
         return sent
 
+    def _delivered(self, error, message) -> None:
+        if error is not None:
+            self.failed.append(f"{message.key()!r} partition {message.partition()}: {error.str()}")
+
     def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every chunk's acknowledgement; raise when one is missing or was refused."""
         remaining = self.producer.flush(timeout)
         if remaining:
             raise RuntimeError(f"{remaining} audio chunks were not acknowledged by the broker within {timeout}s")
+        if self.failed:
+            raise RuntimeError(f"{len(self.failed)} audio chunks were refused by the broker, e.g. {self.failed[0]}")
 
     def __enter__(self) -> "CallPublisher":
         return self

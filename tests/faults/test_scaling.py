@@ -22,18 +22,22 @@ CALLS = 12
 SENTENCES = ENGLISH_SENTENCES[:4]
 
 
-def stream_calls(worker: WorkerProcess, call_ids: list[str], audio: np.ndarray) -> None:
-    """All calls at once, at real-time pace (20 ms chunks), as live calls arrive."""
+def stream_calls(worker: WorkerProcess, call_ids: list[str], audio: np.ndarray, errors: list[BaseException]) -> None:
+    """All calls at once, at real-time pace (20 ms chunks), as live calls arrive; a failure to
+    publish (a chunk the broker refused) lands in `errors` for the test to report."""
     plan = ChunkPlan(16000, "PCM_S16LE", 20)
     calls = [list(iter_chunks(audio, call_id, "caller", plan, int(time.time() * 1000))) for call_id in call_ids]
     started = time.monotonic()
-    with worker.publisher() as publisher:
-        for index in range(len(calls[0])):
-            delay = started + index * 0.02 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            for chunks in calls:
-                publisher.send(chunks[index])
+    try:
+        with worker.publisher() as publisher:
+            for index in range(len(calls[0])):
+                delay = started + index * 0.02 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                for chunks in calls:
+                    publisher.send(chunks[index])
+    except BaseException as error:  # noqa: BLE001 (re-raised by the test, with the rest of the report)
+        errors.append(error)
 
 
 def worker_lines(call_id: str, *workers: WorkerProcess) -> str:
@@ -59,7 +63,8 @@ def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path,
     scenario.watch(first, second, third)
     call_ids = [f"scale-{i}-{uuid.uuid4().hex[:4]}" for i in range(CALLS)]
     audio = conversation(SENTENCES)
-    streaming = threading.Thread(target=stream_calls, args=(first, call_ids, audio))
+    publishing_errors: list[BaseException] = []
+    streaming = threading.Thread(target=stream_calls, args=(first, call_ids, audio, publishing_errors))
     try:
         streaming.start()
         third.start()  # scale out mid-call: a rebalance moves partitions to the newcomer
@@ -74,6 +79,7 @@ def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path,
 
     scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids}, name="scale 2 -> 3 -> 2 workers",
                     note="6 partitions")
+    assert not publishing_errors, f"the test's own publishing failed: {publishing_errors[0]!r}"
     calls = by_call(received)
     for call_id in call_ids:
         transcripts = calls.get(call_id, [])
