@@ -506,8 +506,14 @@ def bench(
     calls: str = typer.Option(None, "--calls", help="Live K values, comma-separated (default 1,2,4,8,12)"),
     live_seconds: float = typer.Option(None, "--live-seconds", help="Length of each live call (default 120; quick 15)"),
     model: str = typer.Option(None, "--model", help="Model reference (default: MODEL_SIZE / CALLSTT_MODEL)"),
+    speech: Path = typer.Option(None, "--speech", help="Recordings with a manifest.tsv for the accuracy on real "
+                                                       "speech (default: ../shared/speech when it exists)"),
+    accuracy_only: bool = typer.Option(False, "--accuracy-only",
+                                       help="Only the accuracy on real speech and language ID by length "
+                                            "(no pipeline, live or capacity runs)"),
 ) -> None:
-    """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes."""
+    """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes,
+    accuracy on real speech."""
     from streams.bench import markdown, run_bench
 
     try:
@@ -515,7 +521,8 @@ def bench(
     except ValueError:
         raise typer.BadParameter("comma-separated integers, e.g. 1,2,4", param_hint="--calls") from None
     report = run_bench(quick=quick, out_dir=output, bootstrap=bootstrap, settings=load_settings(model=model),
-                       live_calls=live_calls, live_seconds=live_seconds)
+                       live_calls=live_calls, live_seconds=live_seconds, speech_dir=speech,
+                       accuracy_only=accuracy_only)
     typer.echo(markdown(report))
 
 

@@ -18,13 +18,20 @@ Sections of the report (JSON keys):
 - ``capacity``: the largest K with p95 after the endpoint < 1.5 s and no lag growth;
 - ``worker``: start -> /health 200, model load seconds, RSS idle and peak under load;
 - ``accuracy``: English WER and language-ID accuracy, floor and pipeline;
+- ``accuracy_real_speech``: real recordings (``--speech DIR``, default ../shared/speech when it
+  exists): WER/CER and language-ID per language, the model alone on whole clips against the
+  worker (without and with a vi,en call restriction), and language ID by utterance length and
+  sample rate (``accuracy``; ``callstt bench --accuracy-only`` runs it alone, left out of --quick);
+- ``accuracy_synthetic``: rare-word recall with and without a call vocabulary, redaction
+  precision/recall (``redaction_set``), invented transcripts per hour of non-speech with the guard;
 - ``inference_modes``: one utterance per model call vs batched vs packed (models.batching),
   throughput and WER on the same utterances.
 
 Modules: ``workload`` (the generated calls), ``floor`` (the in-process floor, the inference
 modes, accuracy), ``sections`` (pipeline, live and capacity on a worker subprocess,
 ``streams.worker.process``), ``stats`` (percentiles, Prometheus samples, the machine),
-``report`` (bench.md), ``run`` (``run_bench`` and the command line, ``python -m streams.bench``).
+``accuracy`` and ``redaction_set`` (the accuracy sections), ``report`` (bench.md), ``run``
+(``run_bench`` and the command line, ``python -m streams.bench``).
 """
 
 

@@ -4,20 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from streams.bench.accuracy import markdown_lines as real_speech_lines, synthetic_lines
 from streams.bench.sections import P95_LIMIT_S
 
 
 def markdown(report: dict[str, Any]) -> str:
     """The short table people read (the JSON has everything)."""
     m, s = report["machine"], report["settings"]
-    floor, pipe, worker, cap = report["floor"], report["pipeline"], report["worker"], report["capacity"]
     lines = [
         f"# {report['command']} ({report['started_at']})", "",
         f"Machine: {m['cpu_count']} CPUs ({m['cpu_model']}), Python {m['python']}, "
         f"faster-whisper {m['packages'].get('faster-whisper')}, ctranslate2 {m['packages'].get('ctranslate2')}; "
         f"load average at start {m['load_average_at_start']}, at end {m.get('load_average_at_end')}.",
         f"Settings: model {s['model']} {s['compute_type']} on {s['device']}, {s['cpu_threads']} threads, "
-        f"beam {s['beam_size']}, silence {s['min_silence_ms']} ms, {s['audio']}.", "",
+        f"beam {s['beam_size']}, silence {s['min_silence_ms']} ms, {s['audio']}, "
+        f"inference mode {s['inference_mode']}.",
+    ]
+    if "floor" in report:  # not with --accuracy-only
+        lines += main_table(report)
+    if "accuracy_real_speech" in report:
+        lines += real_speech_lines(report["accuracy_real_speech"])
+    if "accuracy_synthetic" in report:
+        lines += synthetic_lines(report["accuracy_synthetic"])
+    lines += ["", f"Bench took {report['bench_seconds']} s. Full figures: bench.json."]
+    return "\n".join(lines) + "\n"
+
+
+def main_table(report: dict[str, Any]) -> list[str]:
+    """The floor, pipeline, live, capacity, worker, accuracy and inference-mode rows."""
+    s = report["settings"]
+    floor, pipe, worker, cap = report["floor"], report["pipeline"], report["worker"], report["capacity"]
+    lines = [
+        "",
         "| measure | value |", "|---|---|",
         f"| floor: {floor['utterances']} utterances in-process, sequential | {floor['seconds']} s "
         f"(RTF {floor['realtime_factor']}) |",
@@ -57,5 +75,4 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{mode['utterances_per_second']}, x{mode['speedup_vs_single']}, {mode['wer_en']} "
                          f"({mode['wer_en_delta_points']}), {mode['wer_vi']} |")
         lines.append(f"| best inference mode within 1 WER point | {modes['best_within_1_point_wer']} |")
-    lines += ["", f"Bench took {report['bench_seconds']} s. Full figures: bench.json."]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -1,6 +1,7 @@
-"""`run_bench`: the sections in order (worker start, floor, pipeline, live, capacity, inference
-modes, accuracy) on one worker subprocess, on the bench's own broker or a given one; and
-`main`, the `python -m streams.bench` command line."""
+"""`run_bench`: the sections in order (worker start, floor, pipeline, live, accuracy on real speech,
+capacity, inference modes, accuracy) on one worker subprocess, on the bench's own broker or a given
+one, or only the accuracy on real speech (`accuracy_only`); and `main`, the `python -m streams.bench`
+command line."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from streams.bench.accuracy import AccuracyOptions, default_speech_dir, load_speech, run_accuracy, synthetic_checks
 from streams.bench.floor import run_floor, run_inference_modes
 from streams.bench.report import markdown
 from streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
@@ -39,13 +41,15 @@ def bench_settings(settings=None):
     return settings
 
 
-def report_header(quick: bool, seed: int, settings) -> dict[str, Any]:
+def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False) -> dict[str, Any]:
     return {
-        "command": "callstt bench" + (" --quick" if quick else ""), "quick": quick, "seed": seed,
+        "command": "callstt bench" + (" --quick" if quick else "") + (" --accuracy-only" if accuracy_only else ""),
+        "quick": quick, "seed": seed,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
         "settings": {"model": settings.model, "compute_type": settings.compute_type, "device": settings.device,
                      "cpu_threads": settings.cpu_threads, "beam_size": settings.beam_size,
                      "inference_mode": settings.inference_mode,
+                     "fast_language_detection": settings.fast_language_detection,
                      "min_silence_ms": settings.min_silence_ms, "max_utterance_ms": settings.max_utterance_ms,
                      "audio": f"{SAMPLE_RATE} Hz {ENCODING}, {CHUNK_MS} ms chunks", "worker_partitions": 3},
     }
@@ -140,6 +144,17 @@ def worker_phases(report: dict[str, Any], worker: WorkerSubprocess, fast: dict[s
     report["worker"]["peak_rss_mb"] = report["worker"]["after_live"].get("VmHWM")
 
 
+def real_speech_phase(report: dict[str, Any], router, worker: WorkerSubprocess, settings, run_id: str,
+                      speech_dir: Path | None, options: AccuracyOptions | None) -> None:
+    """Accuracy on real speech (streams.bench.accuracy): the recordings in `speech_dir`, when there."""
+    log.info("accuracy on real speech: %s", speech_dir or "no recordings")
+    report["accuracy_real_speech"] = run_accuracy(router, worker, load_speech(speech_dir), settings, run_id,
+                                                  options, speech_dir)
+    if (options or AccuracyOptions()).synthetic_checks:
+        log.info("synthetic checks: vocabulary, redaction, invented text")
+        report["accuracy_synthetic"] = synthetic_checks(router, settings)
+
+
 def inference_phase(report: dict[str, Any], router, utterances: list, fast: dict[str, BenchCall],
                     batch_size: int, settings, floor_rtf: float, speech: float) -> None:
     """The inference modes; the best mode's capacity estimate and the pipeline against the floor
@@ -162,12 +177,15 @@ def inference_phase(report: dict[str, Any], router, utterances: list, fast: dict
 
 def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstrap: str | None = None,
               settings=None, seed: int = 7, live_calls: list[int] | None = None,
-              live_seconds: float | None = None, batch_size: int = 8) -> dict[str, Any]:
+              live_seconds: float | None = None, batch_size: int = 8, speech_dir: Path | str | None = None,
+              accuracy_only: bool = False, accuracy: AccuracyOptions | None = None) -> dict[str, Any]:
     """Run every section; write bench.json and bench.md into `out_dir`; return the report.
 
     `bootstrap` None starts (and afterwards stops) a broker of its own (infra.local.kafka,
     name "bench", port 39092). `settings` default: streams.settings.Settings.from_env(); the
     floor and the worker use its model, compute type, device, threads and beam size.
+    `speech_dir`: the recordings for the accuracy on real speech (default ../shared/speech when
+    it exists); `accuracy_only`: that section alone (no floor, pipeline, live or capacity runs).
     """
     settings = bench_settings(settings)
     out = Path(out_dir)
@@ -176,8 +194,9 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     live_seconds = live_seconds or (15.0 if quick else 120.0)
     run_id = uuid.uuid4().hex[:6]
     total_started = time.monotonic()
-    report = report_header(quick, seed, settings)
-    fast, live_pool = workload(report, seed, quick, live_seconds, run_id)
+    speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
+    report = report_header(quick, seed, settings, accuracy_only)
+    fast, live_pool = ({}, []) if accuracy_only else workload(report, seed, quick, live_seconds, run_id)
 
     broker, bootstrap = own_broker(bootstrap)
     worker = None
@@ -186,23 +205,46 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
         worker = WorkerSubprocess(bootstrap, data_root, name=f"bench{uuid.uuid4().hex[:8]}",
                                   extra_env=worker_env(settings))
         start_worker(report, worker)
-        router, utterances = floor_phase(report, settings, fast)
-        worker_phases(report, worker, fast, live_pool, live_calls, seed, run_id)
-        worker.stop()
-        worker = None
+        if accuracy_only:
+            from streams.worker.runner import build_router
 
-        floor_rtf = report["floor"]["realtime_factor"] or 0
-        speech = speech_fraction(live_pool)
-        report["capacity"] = capacity(report["live"], floor_rtf, speech, quick, live_seconds)
-        inference_phase(report, router, utterances, fast, batch_size, settings, floor_rtf, speech)
-        report["accuracy"] = {"floor": report["floor"]["accuracy"], "pipeline": report["pipeline"]["accuracy"],
-                              "live": {str(r["calls"]): r["accuracy"] for r in report["live"]}}
+            real_speech_phase(report, build_router(settings), worker, settings, run_id, speech_dir, accuracy)
+        else:
+            full_bench(report, worker, settings, fast, live_pool, live_calls, live_seconds, seed, run_id, quick,
+                       batch_size, speech_dir, accuracy)
     finally:
         if worker is not None:
             worker.stop()
         if broker is not None:
             broker.stop()
         shutil.rmtree(data_root, ignore_errors=True)
+    return finish_report(report, out, total_started)
+
+
+def full_bench(report: dict[str, Any], worker: WorkerSubprocess, settings, fast: dict[str, BenchCall],
+               live_pool: list[BenchCall], live_calls: list[int], live_seconds: float, seed: int, run_id: str,
+               quick: bool, batch_size: int, speech_dir: Path | None, accuracy: AccuracyOptions | None) -> None:
+    """Every section in order; the worker is stopped once the sections that need it are done. The
+    accuracy on real speech is left out of --quick unless `accuracy` options are given (on the whole
+    set it takes minutes: `callstt bench --accuracy-only` runs it alone)."""
+    router, utterances = floor_phase(report, settings, fast)
+    worker_phases(report, worker, fast, live_pool, live_calls, seed, run_id)
+    if quick and accuracy is None:
+        report["accuracy_real_speech"] = {"skipped": "left out of --quick: run callstt bench --accuracy-only"}
+    else:
+        real_speech_phase(report, router, worker, settings, run_id, speech_dir, accuracy)
+    worker.stop()
+
+    floor_rtf = report["floor"]["realtime_factor"] or 0
+    speech = speech_fraction(live_pool)
+    report["capacity"] = capacity(report["live"], floor_rtf, speech, quick, live_seconds)
+    inference_phase(report, router, utterances, fast, batch_size, settings, floor_rtf, speech)
+    report["accuracy"] = {"floor": report["floor"]["accuracy"], "pipeline": report["pipeline"]["accuracy"],
+                          "live": {str(r["calls"]): r["accuracy"] for r in report["live"]}}
+
+
+def finish_report(report: dict[str, Any], out: Path, total_started: float) -> dict[str, Any]:
+    """The run's length and the load at its end; bench.json and bench.md written into `out`."""
     report["bench_seconds"] = _r(time.monotonic() - total_started, 1)
     report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     (out / "bench.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -211,7 +253,8 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m streams.bench [--quick] [--output DIR] [--bootstrap HOST:PORT]` (as `callstt bench`)."""
+    """`python -m streams.bench [--quick] [--accuracy-only] [--speech DIR] [--output DIR] [--bootstrap HOST:PORT]`
+    (as `callstt bench`)."""
     import argparse
 
     import streams.bench
@@ -223,9 +266,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", default=None, help="a running broker (default: start one on port 39092)")
     parser.add_argument("--calls", default=None, help="live K values, comma-separated (default 1,2,4,8,12)")
     parser.add_argument("--live-seconds", type=float, default=None, help="length of each live call")
+    parser.add_argument("--speech", default=None,
+                        help="recordings with a manifest.tsv (default: ../shared/speech when it exists)")
+    parser.add_argument("--accuracy-only", action="store_true",
+                        help="only the accuracy on real speech (no floor, pipeline, live or capacity runs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     calls = [int(k) for k in args.calls.split(",")] if args.calls else None
     report = run_bench(quick=args.quick, out_dir=args.output, bootstrap=args.bootstrap, live_calls=calls,
-                       live_seconds=args.live_seconds)
+                       live_seconds=args.live_seconds, speech_dir=args.speech, accuracy_only=args.accuracy_only)
     print(markdown(report))
