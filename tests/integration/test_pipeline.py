@@ -288,3 +288,29 @@ def test_a_redacting_call_yields_placeholders_and_none_of_the_digits_while_order
         assert transcript.start_ms <= word.start_ms < word.end_ms <= transcript.end_ms
     [unredacted] = calls[plain]  # another call, without settings: the worker's default (no redaction)
     assert not unredacted.redactions and re.search(r"\d{4}", unredacted.text), unredacted.text
+
+
+def test_a_call_with_a_vocabulary_gets_its_rare_words_right_more_often(worker):
+    """Call settings carry hotwords to the model: the same five sentences with invented brand names
+    and uncommon surnames (models/rare_words.py), one call with the call's vocabulary, one without."""
+    from models.rare_words import RARE_WORD_SET, rare_word_hits
+
+    items = [RARE_WORD_SET[i] for i in (0, 1, 4, 6, 10)]  # Zyntra, Kowalczyk, Blissbay, Draxiflo, Quorvex/Fibrelink
+    plan = FORMATS["pcm-16k-100ms"]
+    with_words, without = f"vocab-{uuid.uuid4().hex[:6]}", f"novocab-{uuid.uuid4().hex[:6]}"
+    worker.set_call_settings(CallSettings(call_id=with_words,
+                                          hotwords=tuple(w for item in items for w in item.rare_words)))
+    sentences = [item.text for item in items]
+    publish_interleaved(worker, call_chunks(sentences, "en", plan, with_words),
+                        call_chunks(sentences, "en", plan, without))
+    calls = by_call(worker.transcripts(expected=2 * len(items), call_ids={with_words, without}))
+
+    def found(call_id: str) -> int:
+        texts = [t.text for t in calls[call_id]]
+        assert len(texts) == len(items), texts
+        return sum(rare_word_hits(item, text)[0] for item, text in zip(items, texts))
+
+    hits_with, hits_without = found(with_words), found(without)
+    print("rare words found with / without the vocabulary:", hits_with, hits_without)
+    assert hits_with >= max(2 * hits_without, 4), (calls[with_words], calls[without])
+
