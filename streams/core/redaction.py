@@ -244,6 +244,18 @@ def _phones(text: MappedText, runs: list[tuple[int, int]], region: str) -> list[
     return spans
 
 
+# The model sometimes glues a spoken "at" into one word: "Mary.jonesatgmail.com". Believed when the
+# name has a dot in it or the domain is a known mail provider ("whatsapp.com" stays a website).
+GLUED_AT = re.compile(r"^([a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*)at([a-z0-9-]+)((?:\.[a-z0-9-]+)*\.[a-z]{2,})$", re.I)
+MAIL_PROVIDERS = {"gmail", "googlemail", "yahoo", "hotmail", "outlook", "live", "icloud", "aol", "proton",
+                  "protonmail", "gmx", "zoho", "yandex", "mail"}
+
+
+def _glued_address(core: str) -> bool:
+    match = GLUED_AT.match(core)
+    return bool(match) and ("." in match.group(1) or match.group(2).lower() in MAIL_PROVIDERS)
+
+
 def _emails(words: Sequence[Word]) -> list[tuple[int, int]]:
     out = MappedText()
     glued = False  # the previous word was a spoken "at"/"dot"/...: the next one joins it
@@ -269,7 +281,9 @@ def _emails(words: Sequence[Word]) -> list[tuple[int, int]]:
         domain = match.group(0).rsplit("@", 1)[1].lower()
         if not said or (match.group(1).lower() in SPOKEN_TLDS and domain.split(".")[0] not in NOT_A_DOMAIN):
             spans.append(span)
-    return spans
+    taken = {i for start, end in spans for i in range(start, end + 1)}
+    spans += [(i, i) for i, word in enumerate(words) if i not in taken and _glued_address(_core(word))]
+    return sorted(spans)
 
 
 def redact(words: Sequence[Word], config: RedactionConfig) -> Redaction:

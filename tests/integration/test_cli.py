@@ -103,7 +103,8 @@ def own_topics(kafka_bootstrap: str) -> dict[str, str]:
     name = f"cli{uuid.uuid4().hex[:8]}"
     return clean_env(CALLSTT_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, CALLSTT_APP_ID=name,
                      CALLSTT_AUDIO_TOPIC=f"{name}.audio", CALLSTT_TRANSCRIPT_TOPIC=f"{name}.transcripts",
-                     CALLSTT_DEAD_LETTER_TOPIC=f"{name}.dead-letter", CALLSTT_TOPIC_PARTITIONS="3")
+                     CALLSTT_DEAD_LETTER_TOPIC=f"{name}.dead-letter", CALLSTT_CALL_SETTINGS_TOPIC=f"{name}.call-settings",
+                     CALLSTT_TOPIC_PARTITIONS="3")
 
 
 def read_audio_topic(bootstrap: str, topic: str, expected_chunks: int, timeout: float = 30) -> list:
@@ -180,7 +181,8 @@ def test_a_missing_topic_is_one_line_and_exit_1(kafka_bootstrap):
 def test_topics_create_then_describe(kafka_bootstrap):
     env = own_topics(kafka_bootstrap)
     name = env["CALLSTT_APP_ID"]
-    expected = {f"{name}.audio": 3, f"{name}-control": 3, f"{name}.transcripts": 3, f"{name}.dead-letter": 1}
+    expected = {f"{name}.audio": 3, f"{name}-control": 3, f"{name}.transcripts": 3, f"{name}.dead-letter": 1,
+                f"{name}.call-settings": 3}
 
     before = ok(callstt("topics", "describe", env=env)).stdout
     assert all(f"{topic}" in before and "missing" in before for topic in expected)
@@ -195,7 +197,7 @@ def test_topics_create_then_describe(kafka_bootstrap):
     for topic, partitions in expected.items():
         assert rows[topic]["partitions"] == str(partitions)
         assert rows[topic]["replication"] == "1"
-        assert rows[topic]["cleanup.policy"] == "delete"
+        assert rows[topic]["cleanup.policy"] == ("compact,delete" if topic.endswith("call-settings") else "delete")
         assert rows[topic]["min.insync.replicas"] == "1"
     assert rows[f"{name}.audio"]["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert rows[f"{name}.transcripts"]["retention.ms"] == str(30 * 24 * 3600 * 1000)
@@ -231,3 +233,35 @@ def test_a_bad_setting_is_one_line_and_exit_1():
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == \
         "callstt: error: CALLSTT_INFERENCE_MODE='fastest': use one of single, batched, packed"
+
+
+def test_call_settings_set_and_clear_publish_a_record_and_a_tombstone(kafka_bootstrap):
+    env = own_topics(kafka_bootstrap)
+    ok(callstt("topics", "create", env=env))
+    topic = env["CALLSTT_CALL_SETTINGS_TOPIC"]
+    printed = json.loads(ok(callstt("call-settings", "set", "call-7", "--languages", "vi, en", "--hotwords",
+                                    "Zyntra,Kowalczyk", "--redact", "card,phone", "--stream-languages", "agent=en",
+                                    env=env)).stdout)
+    assert printed["languages"] == ["vi", "en"] and printed["redact"] == ["card", "phone"]
+    assert printed["initial_prompt"] is None  # not given: the worker's default
+    assert printed["streams"] == [{"stream_id": "agent", "languages": ["en"], "hotwords": None, "initial_prompt": None}]
+    refused = callstt("call-settings", "set", "call-7", "--redact", "cards", env=env)
+    assert refused.returncode == 2 and "cards" in refused.stderr  # checked as the worker checks it
+    ok(callstt("call-settings", "clear", "call-7", env=env))
+
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"cli-test-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    records, deadline = [], time.monotonic() + 30
+    try:
+        while len(records) < 2 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                records.append(message)
+    finally:
+        consumer.close()
+    assert [message.key() for message in records] == [b"call-7", b"call-7"]
+    settings = AvroCodec().decode_call_settings(records[0].value())
+    assert settings.hotwords == ("Zyntra", "Kowalczyk") and settings.stream("agent").languages == ("en",)
+    assert records[1].value() is None  # the tombstone
+

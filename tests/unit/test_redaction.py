@@ -344,3 +344,13 @@ def test_parse_errors_name_the_problem(kinds, patterns, region, named):
         RedactionConfig.parse(kinds, patterns, region)
     assert named in str(raised.value)
     assert isinstance(raised.value, CallsttError) and isinstance(raised.value, ValueError)
+
+
+def test_an_address_with_the_spoken_at_glued_in_is_still_an_address():
+    """What the model wrote for "mary.jones@gmail.com" in one CI run: "Mary.jonesatgmail.com"."""
+    for heard in ("My address is Mary.jonesatgmail.com", "My email is beater.brownatyahoo.com."):
+        redacted = redact(words(heard), RedactionConfig.parse("email"))
+        assert redacted.counts == {"email": 1} and "[EMAIL]" in redacted.text, redacted.text
+    for kept in ("Download it from whatsapp.com today", "I looked at the chat.com page"):
+        assert redact(words(kept), RedactionConfig.parse("email")).counts == {}, kept
+
