@@ -244,6 +244,30 @@ def _phones(text: MappedText, runs: list[tuple[int, int]], region: str) -> list[
     return spans
 
 
+# A number the model heard with a digit missing or added is no longer a valid phone number or
+# Luhn-valid card, but the caller said one: a digit run that directly follows a phone or card cue
+# ("my phone number is", "call me on", "my Visa") is that kind when its length fits. Order and
+# ticket numbers have no such cue, so they stay.
+PHONE_CUES = {"phone", "mobile", "cell", "cellphone", "telephone", "landline", "call", "reach", "text", "whatsapp"}
+CARD_CUES = {"card", "visa", "mastercard", "amex", "maestro", "discover", "credit", "debit"}
+CUE_DISTANCE = 4  # words between the cue and the number ("phone number is", "card number is")
+CUED_DIGITS = {"phone": (7, 15), "card": (12, 19)}
+
+
+def _cued(words: Sequence[Word], text: MappedText, runs: list[tuple[int, int]], kind: str) -> list[tuple[int, int]]:
+    cues = PHONE_CUES if kind == "phone" else CARD_CUES
+    shortest, longest = CUED_DIGITS[kind]
+    spans = []
+    for start, end in runs:
+        owners = [o for c, o in zip(text.chars[start:end], text.owner[start:end]) if c.isdigit()]
+        if not owners or not shortest <= len(owners) <= longest:
+            continue
+        before = [_core(words[i]).lower() for i in range(max(owners[0] - CUE_DISTANCE, 0), owners[0])]
+        if cues & set(before):
+            spans.append((owners[0], owners[-1]))
+    return spans
+
+
 # The model sometimes glues a spoken "at" into one word: "Mary.jonesatgmail.com". Believed when the
 # name has a dot in it or the domain is a known mail provider ("whatsapp.com" stays a website).
 GLUED_AT = re.compile(r"^([a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*)at([a-z0-9-]+)((?:\.[a-z0-9-]+)*\.[a-z]{2,})$", re.I)
@@ -297,6 +321,9 @@ def redact(words: Sequence[Word], config: RedactionConfig) -> Redaction:
         found += [("card", span) for span in _cards(text, runs)]
     if "phone" in config.kinds:
         found += [("phone", span) for span in _phones(text, runs, config.phone_region)]
+    for kind in ("card", "phone"):  # misheard numbers after a cue, once the exact rules have had their say
+        if kind in config.kinds:
+            found += [(kind, span) for span in _cued(words, text, runs, kind)]
     if "id" in config.kinds:
         for pattern in config.patterns:
             matches = re.finditer(pattern, str(text))

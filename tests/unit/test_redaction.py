@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
 import pytest
 
@@ -353,4 +355,18 @@ def test_an_address_with_the_spoken_at_glued_in_is_still_an_address():
         assert redacted.counts == {"email": 1} and "[EMAIL]" in redacted.text, redacted.text
     for kept in ("Download it from whatsapp.com today", "I looked at the chat.com page"):
         assert redact(words(kept), RedactionConfig.parse("email")).counts == {}, kept
+
+
+def test_a_misheard_number_after_a_phone_or_card_cue_is_still_redacted():
+    """What the model wrote in clean-clone runs for "415 555 2671" and a card: a digit lost, so no
+    valid number is left; the cue in front says what it was."""
+    config = RedactionConfig.parse("card,phone")
+    for heard, kind in (("My phone number is 4555, 2671.", "phone"), ("Call me at 415552671", "phone"),
+                        ("The card is 545, 2334, 3 010, 9 0 3", "card"),
+                        ("Please charge my visa for 716-1089-971-6531", "card")):
+        redacted = redact(words(heard), config)
+        assert redacted.counts == {kind: 1} and not re.search(r"\d", redacted.text), (heard, redacted.text)
+    for kept in ("Your ticket number is 53528.", "My order number is 77213456.", "I called on March 3, 2024",
+                 "Call me back at 5 tomorrow.", "The card expires in 2027."):
+        assert redact(words(kept), config).counts == {}, kept
 
