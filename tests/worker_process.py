@@ -40,9 +40,8 @@ class WorkerProcess(WorkerSubprocess):
     cwd: Path | None = REPO_ROOT
 
     def settings(self) -> Settings:
-        """Settings that point a client at this worker's broker and topics (as the worker reads them)."""
-        return Settings.from_env({}, kafka_bootstrap_servers=self.bootstrap, audio_topic=self.audio_topic,
-                                 transcript_topic=self.transcript_topic, call_settings_topic=self.call_settings_topic)
+        """The settings this worker reads (its broker, topics, partitions): for the test's own clients."""
+        return Settings.from_env(self.env())
 
     def set_call_settings(self, record: CallSettings, timeout: float = 60.0) -> None:
         """Publish a call's settings and wait until the worker has applied them (its
