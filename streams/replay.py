@@ -9,6 +9,11 @@ keeping the calls' state in memory; each utterance meets the model when the reco
 ends it is read, as in a worker that keeps up with its calls. It publishes Transcript events
 carrying the model version it was given. Greedy decoding is deterministic, so replaying the
 same input with the same model gives the transcript ids and text the live worker gave.
+
+The calls' own settings (language restriction, vocabulary, redaction) come from the compacted
+call-settings topic, read to its end before the audio: a replayed call meets the options the
+live worker applied. Compaction keeps only a call's latest settings, so a call whose settings
+changed while it ran is replayed with the last ones.
 """
 
 from __future__ import annotations
@@ -44,10 +49,15 @@ class ReplayReport:
     calls: set[str] = field(default_factory=set)
 
 
-def start_offsets(consumer: Consumer, topic: str, since_ms: int | None) -> list[TopicPartition]:
+def topic_exists(consumer: Consumer, topic: str) -> bool:
     metadata = consumer.list_topics(topic, timeout=30)
-    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+    return topic in metadata.topics and metadata.topics[topic].error is None
+
+
+def start_offsets(consumer: Consumer, topic: str, since_ms: int | None) -> list[TopicPartition]:
+    if not topic_exists(consumer, topic):
         raise KafkaException(f"topic {topic} does not exist")
+    metadata = consumer.list_topics(topic, timeout=30)
     partitions = sorted(metadata.topics[topic].partitions)
     if since_ms is None:
         return [TopicPartition(topic, p, 0) for p in partitions]  # 0 = earliest still retained
@@ -84,6 +94,20 @@ class Replay:
                 self.finish(batch)
                 batch = self.pipeline.batch(self.store.get)
         self.finish(batch)
+
+    def load_call_settings(self, messages: list[Message]) -> None:
+        """Records of the call-settings topic (in offset order: the latest of a call wins), kept
+        for the wanted calls as the worker keeps them."""
+        batch = self.pipeline.batch(self.store.get)
+        for message in messages:
+            call_id = (message.key() or b"").decode(errors="replace")
+            if call_id and (not self.call_ids or call_id in self.call_ids):
+                accepted = batch.accept_call_settings(call_id, message.value(), owner=None,
+                                                      received_ms=message.timestamp()[1])
+                if isinstance(accepted, Rejected):
+                    log.warning("call settings of %s at offset %d are not readable; its calls replay with "
+                                "the defaults", call_id, message.offset())
+        self.store.apply(batch.changes())
 
     def wanted(self, chunk: AudioChunk, message: Message) -> bool:
         timestamp = message.timestamp()[1]  # when the broker got it: the range is on that axis
@@ -134,6 +158,10 @@ def replay_calls(settings: Settings, router: ModelRouter, output_topic: str, mod
     replay = Replay(Pipeline.from_settings(settings, model_version=model_version), router, producer, output_topic,
                     call_ids, until_ms, on_transcript)
     try:
+        if topic_exists(consumer, settings.call_settings_topic):
+            stop_at = assign_range(consumer, settings.call_settings_topic, since_ms=None)
+            for messages in read_until(consumer, stop_at, settings.batch_max_events):
+                replay.load_call_settings(messages)
         stop_at = assign_range(consumer, settings.audio_topic, since_ms)
         for messages in read_until(consumer, stop_at, settings.batch_max_events):
             replay.run_batch(messages)

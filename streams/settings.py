@@ -149,6 +149,9 @@ class Settings:
                               doc="Flush a stream's open utterance after this long without chunks")
     stream_ttl_s: float = env("CALLSTT_STREAM_TTL_S", default=600.0,
                               doc="Forget a stream's state after this long without chunks")
+    call_settings_ttl_s: float = env("CALLSTT_CALL_SETTINGS_TTL_S", default=30 * 86400.0,
+                                     doc="Forget a call's settings this long after they were set (also the "
+                                         "call-settings topic's retention)")
     max_streams: int = env("CALLSTT_MAX_STREAMS", default=10000,
                            doc="Most streams a worker keeps; the longest idle are evicted beyond it")
     overload_lag_records: int = env("CALLSTT_OVERLOAD_LAG_RECORDS", default=1000,

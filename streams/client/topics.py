@@ -30,7 +30,8 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
     """Audio keeps 7 days for replay; transcripts 30; dead letters 14 for inspection. Call settings
     are compacted (the latest record per call is kept) and co-partitioned with the audio, so a
     call's settings reach the worker that reads its audio; a call's settings go 7 days after
-    its tombstone, or 30 days after the last write (compact,delete)."""
+    its tombstone, or CALLSTT_CALL_SETTINGS_TTL_S (30 days) after the last write (compact,delete),
+when the workers forget them too."""
     partitions, replication = settings.topic_partitions, settings.topic_replication
     min_isr = str(min(2, replication))
     return [
@@ -39,7 +40,7 @@ def project_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(control_topic(settings), partitions, replication,
                   {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr}),
         TopicSpec(settings.call_settings_topic, partitions, replication,
-                  {"cleanup.policy": "compact,delete", "retention.ms": str(30 * DAY_MS),
+                  {"cleanup.policy": "compact,delete", "retention.ms": str(int(settings.call_settings_ttl_s * 1000)),
                    "delete.retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr}),
         TopicSpec(settings.transcript_topic, partitions, replication,
                   {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr}),

@@ -24,6 +24,12 @@ def settings_key(call_id: str) -> str:
     return f"C|{call_id}"
 
 
+def settings_expired(settings: CallSettings, now_ms: int, ttl_ms: float) -> bool:
+    """Settings set more than `ttl_ms` ago (CALLSTT_CALL_SETTINGS_TTL_S): the worker forgets them,
+    as the call-settings topic's retention does; settings without a time never expire."""
+    return settings.updated_ts_ms > 0 and now_ms - settings.updated_ts_ms >= ttl_ms
+
+
 @dataclass(frozen=True)
 class CallDefaults:
     """The worker's defaults (CALLSTT_LANGUAGES, CALLSTT_HOTWORDS, CALLSTT_INITIAL_PROMPT,

@@ -44,7 +44,7 @@ from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk, CallSettings, Transcript
 from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance
 from streams.core.batch import TableBatch
-from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_key
+from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
 from streams.core.redaction import RedactionConfig, RedactionConfigError
 from streams.core.transcripts import build_transcript, redact_result
 from streams.settings import SettingsError
@@ -67,6 +67,7 @@ class PipelineConfig:
     idle_flush_ms: float = 5000.0
     defaults: CallDefaults = field(default_factory=CallDefaults)  # what a call without settings gets
     guard: GuardConfig = field(default_factory=GuardConfig)  # what counts as invented text (models/guard.py)
+    call_settings_topic: str = "callstt.call-settings"  # the registry subject of the settings kept
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
@@ -76,6 +77,7 @@ class PipelineConfig:
             inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
             pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s,
             model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000,
+            call_settings_topic=settings.call_settings_topic,
             defaults=CallDefaults(
                 languages=settings.language_list,
                 vocabulary=Vocabulary(settings.hotword_list, settings.initial_prompt),
@@ -240,18 +242,32 @@ class PipelineBatch:
             time.perf_counter() - started - outcome.decode_seconds - outcome.vad_seconds, 0.0)
         return self._record(outcome, owner)
 
-    def accept_call_settings(self, call_id: str, value: bytes | None, owner: Any) -> CallSettings | Rejected | None:
+    def accept_call_settings(self, call_id: str, value: bytes | None, owner: Any,
+                             received_ms: int = 0) -> CallSettings | Rejected | None:
         """A record of the call-settings topic (key = call id): kept in the store for the call's
-        later utterances; a tombstone (None) forgets the call's settings."""
+        later utterances; a tombstone (None) forgets the call's settings. A record without its
+        `updated_ts_ms` is stamped with `received_ms`, the age `expire_call_settings` reads."""
         if value is None:
             self.table.put(settings_key(call_id), None, owner)
             self._call_settings[call_id] = None
             return None
         settings = self.pipeline.decode_call_settings(call_id, value)
         if not isinstance(settings, Rejected):
+            if not settings.updated_ts_ms and received_ms:
+                settings = replace(settings, updated_ts_ms=received_ms)
+                value = self.pipeline.codec.encode_call_settings(settings, self.pipeline.config.call_settings_topic)
             self.table.put(settings_key(call_id), value, owner)
             self._call_settings[call_id] = settings  # from here on, in this batch too
         return settings
+
+    def expire_call_settings(self, call_id: str, now_ms: int, ttl_ms: int, owner: Any) -> bool:
+        """Forget the call's settings when they are older than `ttl_ms` (re-checked here, in the
+        call's own partition: newer settings may have arrived since the request)."""
+        settings = self.call_settings(call_id)
+        if settings is None or not settings_expired(settings, now_ms, ttl_ms):
+            return False
+        self.accept_call_settings(call_id, None, owner)
+        return True
 
     def call_settings(self, call_id: str) -> CallSettings | None:
         """The call's settings as this batch sees them (None: none, the worker's defaults apply)."""

@@ -37,6 +37,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def record_time_ms(message: Any) -> int:
+    """When the broker (or its producer) stamped the record, in ms; now when it carries none."""
+    return int(message.timestamp * 1000) if message.timestamp else now_ms()
+
+
 def dead_letter_headers(message: Any, reason: str, detail: str) -> dict[str, bytes]:
     """The headers of a dead-letter record: why, and where the original came from."""
     return {"reason": reason.encode(), "detail": detail[:500].encode(),
@@ -106,10 +111,16 @@ class BatchHandler:
         self.save(batch)
 
     def control(self, event: Any, batch: PipelineBatch) -> None:
-        """A request from the idle timer, run in the stream's own partition: `flush|stream` or `evict|stream`."""
+        """A request from the idle timer, run in the stream's own partition: `flush|stream`,
+        `evict|stream`, or `expire-settings|` (the call's settings are older than their TTL)."""
         call_id = event.message.key.decode()
         action, _, stream_id = event.message.value.decode().partition("|")
-        if batch.state(call_id, stream_id) is None:
+        if action == "expire-settings":
+            if batch.expire_call_settings(call_id, now_ms(), self.status.settings.call_settings_ttl_s * 1000,
+                                          owner=event):
+                metrics.CALL_SETTINGS.labels("expired").inc()
+                log.info("call settings expired for call=%s", call_id)
+        elif batch.state(call_id, stream_id) is None:
             self.status.forget_stream(state_key(call_id, stream_id))  # ended or evicted meanwhile
         elif action == "evict":
             batch.evict(call_id, stream_id, now_ms(), owner=event)
@@ -122,7 +133,8 @@ class BatchHandler:
             await self.dead_letter(event, Rejected("missing_key", "a call-settings record needs the call ID as key"))
             return
         call_id = event.message.key.decode(errors="replace")
-        result = batch.accept_call_settings(call_id, event.message.value, owner=event)
+        result = batch.accept_call_settings(call_id, event.message.value, owner=event,
+                                            received_ms=record_time_ms(event.message))
         if isinstance(result, Rejected):
             await self.dead_letter(event, result)
         else:

@@ -22,7 +22,8 @@ from models.store import ModelFileError
 from streams.client.kafka import faust_broker_config
 from streams.client.topics import control_topic
 from streams.core.assembly import StreamState
-from streams.core.pipeline import Pipeline
+from streams.core.call_options import settings_expired
+from streams.core.pipeline import Pipeline, Rejected
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.agent import BatchHandler, WorkerIO, now_ms
@@ -67,7 +68,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         else:
             table[key.encode()] = value
 
-    handler = BatchHandler(Pipeline.from_settings(settings), status, WorkerIO(
+    pipeline = Pipeline.from_settings(settings)
+    handler = BatchHandler(pipeline, status, WorkerIO(
         send_transcript=lambda key, value: transcripts.send(key=key, value=value),
         send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
                                                                     headers=headers),
@@ -100,29 +102,43 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             for event in events:
                 release(event)
 
-    add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested)
+    add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag
     register_pages(app, status)
     return app
 
 
 def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, table, partitions: AudioPartitions,
-                   control, flush_requested: dict[str, float]) -> None:
+                   control, flush_requested: dict[str, float], pipeline: Pipeline) -> None:
     """Every second: the lag gauges, and a flush or evict request to the own partition of each
-    stream that went quiet (streams/worker/idle.py chooses)."""
+    stream that went quiet (streams/worker/idle.py chooses). Every 30 s (or half the settings'
+    TTL): a scan of the table for streams recovered from the changelog and for call settings
+    past CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked of their call's partition."""
     last_scan = [0.0]
+    scan_every_s = min(30.0, settings.call_settings_ttl_s / 2)
 
-    def rescan_table() -> None:
-        """Find streams recovered from the changelog (after a restart or a rebalance)."""
+    def rescan_table() -> list[str]:
+        """Register streams recovered from the changelog (after a restart or a rebalance); returns
+        the calls whose settings expired."""
+        expired = []
         for raw_key, raw in table.items():
-            if raw_key.startswith(b"S|") and raw and raw_key.decode() not in status.streams:
+            if not raw:
+                continue
+            if raw_key.startswith(b"S|") and raw_key.decode() not in status.streams:
                 status.on_stream(raw_key.decode(), StreamState.from_bytes(raw))
+            elif raw_key.startswith(b"C|"):
+                call_settings = pipeline.decode_call_settings(raw_key[2:].decode(), raw)
+                if not isinstance(call_settings, Rejected) and \
+                        settings_expired(call_settings, now_ms(), settings.call_settings_ttl_s * 1000):
+                    expired.append(call_settings.call_id)
+        return expired
 
     @app.timer(interval=1.0)
     async def flush_idle_streams() -> None:
-        if time.monotonic() - last_scan[0] > 30:
+        if time.monotonic() - last_scan[0] > scan_every_s:
             last_scan[0] = time.monotonic()
-            rescan_table()
+            for call_id in rescan_table():  # keyed by call ID: the call's own partition (murmur2)
+                await control.send(key=call_id.encode(), value=b"expire-settings|")
         assigned = partitions.assigned()
         for partition in assigned:
             lag = partitions.lag(partition)

@@ -23,7 +23,8 @@ GAP_CHUNKS = Counter("callstt_gap_chunks_total", "Missing chunks filled with sil
 UTTERANCES = Counter("callstt_utterances_total", "Utterances cut, by end reason", ["reason"], registry=REGISTRY)
 TRANSCRIPTS = Counter("callstt_transcripts_total", "Transcripts published", ["language", "model"],
                       registry=REGISTRY)
-CALL_SETTINGS = Counter("callstt_call_settings_total", "Call-settings records applied (set) or tombstones (cleared)",
+CALL_SETTINGS = Counter("callstt_call_settings_total", "Call-settings records applied (set), tombstones (cleared), "
+                        "settings forgotten after CALLSTT_CALL_SETTINGS_TTL_S (expired)",
                         ["action"], registry=REGISTRY)
 REDACTIONS = Counter("callstt_redactions_total", "Spans redacted from transcripts, by kind", ["kind"], registry=REGISTRY)
 GUARD_DROPPED = Counter("callstt_guard_dropped_total", "Utterances whose text the guard dropped as invented, by rule",

@@ -202,12 +202,16 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_good_calls_go_on(worker):
 
 
 def test_a_call_that_never_ends_is_flushed_then_forgotten(kafka_bootstrap, tmp_path):
+    """Its stream is flushed when it goes quiet and forgotten after the stream TTL; its settings
+    are forgotten after theirs (CALLSTT_CALL_SETTINGS_TTL_S), so the table stays bounded."""
     import httpx
 
     worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_IDLE_FLUSH_S": "2",
-                                                                "CALLSTT_STREAM_TTL_S": "6"}).start()
+                                                                "CALLSTT_STREAM_TTL_S": "6",
+                                                                "CALLSTT_CALL_SETTINGS_TTL_S": "8"}).start()
     try:
         call_id = f"endless-{uuid.uuid4().hex[:6]}"
+        worker.set_call_settings(CallSettings(call_id=call_id, hotwords=("Zyntra",)))
         plan = FORMATS["pcm-16k-100ms"]
         speech = synthesize(EN[0], "en")  # no trailing silence and no end_of_stream: the producer vanished
         chunks = [replace(chunk, end_of_stream=False) for chunk in iter_chunks(speech, call_id, "caller", plan, 0)]
@@ -227,6 +231,13 @@ def test_a_call_that_never_ends_is_flushed_then_forgotten(kafka_bootstrap, tmp_p
             time.sleep(0.5)
         assert not any(s["call_id"] == call_id for s in streams())
         assert "evicting stream call=" + call_id in worker.log_tail(200)
+
+        deadline = time.monotonic() + 30
+        while worker.metrics().get('callstt_call_settings_total{action="expired"}', 0) < 1 \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert worker.metrics().get('callstt_call_settings_total{action="expired"}', 0) == 1
+        assert "call settings expired for call=" + call_id in worker.log_tail(200)
     finally:
         worker.stop()
 

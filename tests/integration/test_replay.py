@@ -9,9 +9,9 @@ import pytest
 
 from models.routing import ModelRouter
 from models.synth import ENGLISH_SENTENCES, conversation
+from schemas.records import CallSettings
 from streams.client.reader import TranscriptReader
 from streams.replay import replay_calls, rewind_group
-from streams.settings import Settings
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration
@@ -24,26 +24,23 @@ def worker(kafka_bootstrap, tmp_path_factory):
     process.stop()
 
 
-def settings_for(worker) -> Settings:
-    return Settings.from_env({}, kafka_bootstrap_servers=worker.bootstrap, audio_topic=worker.audio_topic,
-                             transcript_topic=worker.transcript_topic, topic_partitions=3)
-
-
 def publish(worker, call_id: str, sentences: list[str]) -> None:
     with worker.publisher() as publisher:
         publisher.publish_call(conversation(sentences), call_id, "caller", chunk_ms=100)
 
 
 def test_replay_two_calls_into_a_new_topic_gives_identical_ids_and_text(worker, base_model):
+    """The second call is restricted to German by its call settings: the replay applies them too."""
     run = uuid.uuid4().hex[:6]
     first, second, other = f"r1-{run}", f"r2-{run}", f"r3-{run}"
+    worker.set_call_settings(CallSettings(call_id=second, languages=("de",)))
     publish(worker, first, ENGLISH_SENTENCES[:2])
     publish(worker, second, ENGLISH_SENTENCES[2:3])
     publish(worker, other, ENGLISH_SENTENCES[3:4])
     live = by_call(worker.transcripts(expected=4, idle_s=2, call_ids={first, second, other}))
 
     output = f"{worker.name}.transcripts.v2"
-    report = replay_calls(settings_for(worker), ModelRouter(base_model), output, model_version="v2",
+    report = replay_calls(worker.settings(), ModelRouter(base_model), output, model_version="v2",
                           call_ids={first, second})
     assert report.calls == {first, second} and report.transcripts == 3
 
@@ -54,6 +51,8 @@ def test_replay_two_calls_into_a_new_topic_gives_identical_ids_and_text(worker, 
         assert [(t.transcript_id, t.text) for t in replayed[call]] == [(t.transcript_id, t.text) for t in live[call]]
         assert {t.model_version for t in replayed[call]} == {"v2"}
         assert {t.model_version for t in live[call]} == {"base-int8"}
+    assert {t.language for t in live[second]} == {t.language for t in replayed[second]} == {"de"}
+    assert {t.language for t in replayed[first]} == {"en"}
 
 
 def test_group_rewind_reprocesses_a_time_range(worker):
@@ -69,7 +68,7 @@ def test_group_rewind_reprocesses_a_time_range(worker):
     assert sorted(t.call_id for t in first_pass) == sorted([before, after])
 
     worker.stop()  # Kafka only moves a group's offsets while it has no members
-    offsets = rewind_group(settings_for(worker), worker.name, rewind_to)
+    offsets = rewind_group(worker.settings(), worker.name, rewind_to)
     assert len(offsets) == 3
     worker.start()
     received = [t for t in worker.transcripts(expected=1, idle_s=8) if t.call_id in (before, after)]

@@ -6,7 +6,7 @@ import pytest
 
 from models.vocabulary import Vocabulary
 from schemas.records import CallSettings, StreamSettings
-from streams.core.call_options import CallDefaults, resolve
+from streams.core.call_options import CallDefaults, resolve, settings_expired
 from streams.core.pipeline import Pipeline, PipelineConfig, Rejected
 from streams.core.redaction import RedactionConfig
 from streams.settings import Settings, SettingsError
@@ -78,6 +78,33 @@ def test_settings_reach_the_batch_and_a_tombstone_forgets_them():
     later = pipeline.batch(store.get)
     assert later.accept_call_settings("c", None, owner=None) is None
     assert [(key, v) for key, v, _ in later.changes()] == [("C|c", None)]
+
+
+def test_settings_are_stamped_when_received_and_forgotten_after_their_ttl():
+    store: dict[str, bytes] = {}
+    pipeline = Pipeline()
+    batch = pipeline.batch(store.get)
+    value = pipeline.codec.encode_call_settings(CallSettings(call_id="c", redact=("card",)), "t")
+    assert batch.accept_call_settings("c", value, owner=None, received_ms=1_000).updated_ts_ms == 1_000
+    store.update({key: v for key, v, _ in batch.changes() if v is not None})
+    assert pipeline.batch(store.get).call_settings("c").updated_ts_ms == 1_000  # kept with its time
+
+    young = pipeline.batch(store.get)
+    assert not young.expire_call_settings("c", now_ms=60_000, ttl_ms=60_000, owner=None)
+    assert list(young.changes()) == []
+    old = pipeline.batch(store.get)
+    assert old.expire_call_settings("c", now_ms=61_000, ttl_ms=60_000, owner=None)
+    assert [(key, v) for key, v, _ in old.changes()] == [("C|c", None)]
+    assert not pipeline.batch({}.get).expire_call_settings("c", now_ms=61_000, ttl_ms=1, owner=None)  # none kept
+
+
+def test_settings_with_their_own_time_keep_it_and_settings_without_a_time_never_expire():
+    assert settings_expired(CallSettings(call_id="c", updated_ts_ms=5), now_ms=10, ttl_ms=5)
+    assert not settings_expired(CallSettings(call_id="c", updated_ts_ms=6), now_ms=10, ttl_ms=5)
+    assert not settings_expired(CallSettings(call_id="c"), now_ms=10**13, ttl_ms=5)
+    pipeline = Pipeline()
+    value = pipeline.codec.encode_call_settings(CallSettings(call_id="c", updated_ts_ms=42), "t")
+    assert pipeline.batch({}.get).accept_call_settings("c", value, owner=None, received_ms=99).updated_ts_ms == 42
 
 
 def test_a_vocabulary_reaches_the_model_as_one_written_prompt():
