@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 
 from models.audio import SAMPLE_RATE
+from models.guard import GuardConfig
 from models.language_id import LanguageEvidence
 from models.results import Segment, TranscriptionResult, Word, join_words
 from models.vocabulary import NO_VOCABULARY, Vocabulary
@@ -45,8 +46,9 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 28.0
 DEFAULT_GAP_S = 0.8
 DEFAULT_BATCH_SIZE = 8
-# Whisper's no-speech token above this: the decode says nothing about the language's fit.
-NO_SPEECH_PROB = 0.6
+# Whisper's no-speech token above the guard's own threshold: the decode says nothing about the
+# language's fit (one notion of "the model heard no speech" for both).
+NO_SPEECH_PROB = GuardConfig.no_speech_prob
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ means "not set here", an empty list switches the option off (see schemas/call_se
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from models.vocabulary import NO_VOCABULARY, Vocabulary
 from schemas.records import CallSettings
@@ -62,6 +63,12 @@ def resolve(call: CallSettings | None, stream_id: str, defaults: CallDefaults) -
     languages = tuple(code.lower() for code in pick("languages", defaults.languages))
     vocabulary = Vocabulary(hotwords=tuple(pick("hotwords", defaults.vocabulary.hotwords)),
                             initial_prompt=pick("initial_prompt", defaults.vocabulary.initial_prompt))
-    redaction = defaults.redaction if call.redact is None else replace(
-        defaults.redaction, kinds=RedactionConfig.parse(",".join(call.redact)).kinds)
+    redaction = defaults.redaction if call.redact is None else replace(defaults.redaction,
+                                                                       kinds=redaction_kinds(call.redact))
     return StreamOptions(languages, vocabulary, redaction)
+
+
+@lru_cache(maxsize=256)
+def redaction_kinds(redact: tuple[str, ...]):
+    """A call's `redact` list as checked kinds (parsed once per distinct list, not per utterance)."""
+    return RedactionConfig.parse(",".join(redact)).kinds
