@@ -11,6 +11,13 @@ pipeline's VAD, at most 15 s) is one segment. Word times come from the cross-att
 (DTW over the checkpoint's `alignment_heads`); a checkpoint without alignment heads gets word
 times spread over the utterance by length, and the result says so in `timestamps_note`.
 
+A call's vocabulary (models/vocabulary.py) reaches the model as on the faster-whisper route: its
+written prompt, cut to MAX_PROMPT_TOKENS (keeping its start, as `FasterWhisperBackend.prompt` does),
+goes before <|startoftranscript|> as `<|startofprev|> prompt...` (generate's `prompt_ids`), and the
+output budget leaves room for it (`max_new_tokens_for`). The prompt is context, never output: the
+result holds only the tokens after <|notimestamps|>; the no-speech probability is read at
+<|startoftranscript|>, after the prompt, as OpenAI's decoder reads it.
+
 Like the other backend it is called from the worker's model thread, never on the event loop, one
 utterance at a time.
 """
@@ -28,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from models.audio import SAMPLE_RATE
-from models.faster_whisper_backend import DecodeOptions, max_new_tokens_for
+from models.faster_whisper_backend import MAX_PROMPT_TOKENS, DecodeOptions, max_new_tokens_for
 from models.results import Segment, TranscriptionResult, Word
 from models.routing import allowed_ranking
 from models.store import ModelFileError
@@ -99,6 +106,7 @@ class TransformersBackend:
         self.eot_id = int(_first(config.eos_token_id))
         self.no_timestamps_id = int(config.no_timestamps_token_id)
         self.no_speech_id = self._no_speech_token_id()
+        self.prev_sot_id = self._special_token_id("<|startofprev|>")
         self.lang_to_id: dict[str, int] = dict(getattr(config, "lang_to_id", None) or {})
         self.is_multilingual = bool(self.lang_to_id)
         # Under <|notimestamps|> a timestamp token is noise: suppress them all, as CTranslate2 does
@@ -118,12 +126,40 @@ class TransformersBackend:
 
     # --- helpers -----------------------------------------------------------------------------
 
+    def _special_token_id(self, token: str) -> int | None:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        return token_id if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id else None
+
     def _no_speech_token_id(self) -> int | None:
         for token in ("<|nospeech|>", "<|nocaptions|>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
+            token_id = self._special_token_id(token)
+            if token_id is not None:
                 return token_id
         return None
+
+    def _prompt_ids(self, vocabulary: Vocabulary) -> tuple[str | None, list[int]]:
+        """The vocabulary's prompt text and its tokens (without <|startofprev|>), cut to
+        MAX_PROMPT_TOKENS by the rule of `FasterWhisperBackend.prompt`; (None, []) without a vocabulary."""
+        text = vocabulary.prompt_text()
+        if not text:
+            return None, []
+        if self.prev_sot_id is None:
+            log.warning("%s has no <|startofprev|> token: a call's vocabulary cannot be applied", self.model_name)
+            return None, []
+        # Text only: a special token spelled in a hotword ("<|en|>") stays out of the prompt.
+        ids = [token for token in self.tokenizer.encode(" " + text, add_special_tokens=False)
+               if token < self.eot_id]
+        if len(ids) > MAX_PROMPT_TOKENS:
+            log.warning("a call's vocabulary is %d tokens; the model gets its first %d", len(ids), MAX_PROMPT_TOKENS)
+            ids = ids[:MAX_PROMPT_TOKENS]
+            text = self.tokenizer.decode(ids).strip()
+        return (text, ids) if ids else (None, [])
+
+    def prompt(self, vocabulary: Vocabulary) -> tuple[str | None, int]:
+        """As `FasterWhisperBackend.prompt`: the vocabulary's prompt cut to MAX_PROMPT_TOKENS and its
+        length in tokens (None, 0: no vocabulary)."""
+        text, ids = self._prompt_ids(vocabulary)
+        return text, len(ids)
 
     def _features(self, audio: np.ndarray):
         features = self.feature_extractor(np.asarray(audio, dtype=np.float32), sampling_rate=SAMPLE_RATE,
@@ -160,10 +196,11 @@ class TransformersBackend:
 
     def transcribe(self, audio: np.ndarray, language: str | None = None,
                    vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult:
-        # `vocabulary` is not applied on this route yet: a prompt shifts the teacher-forced pass's
-        # token positions below (the README says so); the multilingual route applies it.
         torch = self._torch
         duration_s = len(audio) / SAMPLE_RATE
+        _, prompt_ids = self._prompt_ids(vocabulary)
+        # The decoder's prefix: [<|startofprev|> prompt...] <|startoftranscript|> [language task] <|notimestamps|>.
+        prefix = [self.prev_sot_id, *prompt_ids] if prompt_ids else []
         if language and self.lang_to_id and f"<|{language}|>" not in self.lang_to_id:
             language = None  # a language the checkpoint does not know: let it decide
         with self._lock, torch.inference_mode():
@@ -177,32 +214,46 @@ class TransformersBackend:
                 best = int(language_probs.argmax())
                 language = self.tokenizer.convert_ids_to_tokens(language_ids[best])[2:-2]
                 language_probability = float(language_probs[best])
-            prompt_length = 4 if self.is_multilingual else 2  # sot, language, task, notimestamps
+            start_length = 4 if self.is_multilingual else 2  # sot, [language, task,] notimestamps
             kwargs = dict(
                 encoder_outputs=encoder_outputs, task="transcribe", return_timestamps=False,
                 return_dict_in_generate=True, num_beams=self.options.beam_size, do_sample=False,
                 condition_on_prev_tokens=False, force_unique_generate_call=True, suppress_tokens=self.suppress_tokens,
-                max_new_tokens=min(max_new_tokens_for(duration_s), MAX_TARGET_POSITIONS - prompt_length - 1),
+                max_new_tokens=min(max_new_tokens_for(duration_s, len(prompt_ids)),
+                                   MAX_TARGET_POSITIONS - len(prefix) - start_length - 1),
             )
+            if prefix:
+                kwargs["prompt_ids"] = torch.tensor(prefix, device=self.device)
             if self.is_multilingual:
                 kwargs["language"] = language
             if self.word_timestamps:
                 kwargs.update(return_token_timestamps=True, attention_mask=attention_mask)
             output = self.model.generate(**kwargs)
             sequence = output["sequences"][:1]
-            # One teacher-forced pass over the chosen sequence gives every token's log-probability
-            # (greedy or beam search alike; among the tokens decoding allowed, as faster-whisper
-            # reports them) and, at <|startoftranscript|>, the no-speech probability.
+            token_times = output["token_timestamps"][0].tolist() if self.word_timestamps else None
+            if prefix and sequence[0, :len(prefix)].tolist() != prefix:
+                # transformers 5.x returns the prompt in `sequences`; should a version leave it out, put it back
+                # so that positions below (and token_times) count from the decoder's first position.
+                sequence = torch.cat([torch.tensor([prefix], device=sequence.device, dtype=sequence.dtype),
+                                      sequence], dim=1)
+            if token_times is not None and len(token_times) < sequence.shape[1]:
+                token_times = [0.0] * (sequence.shape[1] - len(token_times)) + token_times
+            # One teacher-forced pass over the whole decoder input (prompt included) gives every token's
+            # log-probability (greedy or beam search alike; among the tokens decoding allowed, as
+            # faster-whisper reports them) and, at <|startoftranscript|>, the no-speech probability.
+            sot_index = len(prefix)
             logits = self.model(encoder_outputs=encoder_outputs, decoder_input_ids=sequence).logits[0].float()
-            no_speech_prob = (float(torch.softmax(logits[0], dim=-1)[self.no_speech_id])
+            no_speech_prob = (float(torch.softmax(logits[sot_index], dim=-1)[self.no_speech_id])
                               if self.no_speech_id is not None else 0.0)
             logits[:, self.suppress_tokens] = float("-inf")
             logprobs_all = torch.log_softmax(logits, dim=-1)
         sequence = sequence[0].tolist()
-        offset = sequence.index(self.no_timestamps_id) + 1 if self.no_timestamps_id in sequence else prompt_length
+        # The first generated token's position (the prompt holds no special token, so the first
+        # <|notimestamps|> is the prefix's own).
+        offset = (sequence.index(self.no_timestamps_id, sot_index) + 1 if self.no_timestamps_id in sequence[sot_index:]
+                  else sot_index + start_length)
         generated = sequence[offset:]
         logprobs = [float(logprobs_all[offset + index - 1, token]) for index, token in enumerate(generated)]
-        token_times = output["token_timestamps"][0].tolist() if self.word_timestamps else None
         text_ids, text_logprobs, text_positions = [], [], []
         decoded = len(generated)
         for index, (token, logprob) in enumerate(zip(generated, logprobs)):
