@@ -5,8 +5,11 @@ as for a 30 s one. Three ways to run the utterances that are ready at one moment
 calls) through a faster-whisper backend:
 
 - ``single``: one utterance per model call (what the worker does today);
-- ``batched``: each utterance in its own 30 s window, the windows encoded and decoded as one
-  batch (faster-whisper's ``BatchedInferencePipeline`` with one clip per utterance);
+- ``batched``: each utterance in its own window, the windows encoded and decoded as one batch
+  (faster-whisper's ``BatchedInferencePipeline`` step, models/faster_whisper_compat.py). The
+  window is Whisper's 30 s by default; with ``min_window_s`` below 30 it is sized to the
+  utterance (its length rounded up to 5 s, at least ``min_window_s``): a 10 s window encodes
+  ~4x faster than 30 s, but on real English speech cost 2-4 WER points (docs/benchmark.md);
 - ``packed``: short utterances of the same language and vocabulary placed one after another in shared
   windows of at most ``window_s`` seconds, separated by ``gap_s`` of silence; each window is
   one encoder pass and one decode (WhisperX's idea, with its VAD merge); the words are split
@@ -28,12 +31,14 @@ has one prompt.
 from __future__ import annotations
 
 import logging
+import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
 
+from models import faster_whisper_compat as compat
 from models.audio import SAMPLE_RATE
 from models.guard import GuardConfig
 from models.language_id import LanguageEvidence
@@ -46,6 +51,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 28.0
 DEFAULT_GAP_S = 0.8
 DEFAULT_BATCH_SIZE = 8
+FULL_WINDOW_S = 30.0  # Whisper's own window: every input padded to it
+WINDOW_STEP_S = 5.0  # windows sized to the speech come in steps of this (few distinct sizes batch well)
 # Whisper's no-speech token above the guard's own threshold: the decode says nothing about the
 # language's fit (one notion of "the model heard no speech" for both).
 NO_SPEECH_PROB = GuardConfig.no_speech_prob
@@ -172,27 +179,72 @@ def _result(backend, words: list[Word], language: str, avg_logprob: float, no_sp
                                words=words, model_name=backend.model_name, backend=backend.backend_name)
 
 
+def window_seconds(duration_s: float, min_window_s: float) -> float:
+    """The encoder window an utterance gets: its length rounded up to WINDOW_STEP_S, at least
+    `min_window_s`, at most Whisper's 30 s (min_window_s >= 30: always 30 s, Whisper's own)."""
+    rounded = math.ceil(max(duration_s, 0.01) / WINDOW_STEP_S) * WINDOW_STEP_S
+    return float(min(FULL_WINDOW_S, max(min_window_s, rounded)))
+
+
+def transcribe_windowed(backend, audios: Sequence[np.ndarray], language: str, min_window_s: float,
+                        batch_size: int = DEFAULT_BATCH_SIZE,
+                        vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
+    """Each utterance in its own window sized to it (`window_seconds`), utterances with the same
+    window `batch_size` at a time per encoder/decoder call (models/faster_whisper_compat.py)."""
+    from models.faster_whisper_backend import max_new_tokens_for
+
+    prompt, prompt_tokens = backend.prompt(vocabulary)
+    word_timestamps = backend.options.word_timestamps
+    durations = [len(audio) / SAMPLE_RATE for audio in audios]
+    by_window: dict[float, list[int]] = defaultdict(list)
+    for index, duration in enumerate(durations):
+        by_window[window_seconds(duration, min_window_s)].append(index)
+    results: list[TranscriptionResult | None] = [None] * len(audios)
+    for window_s, indices in sorted(by_window.items()):
+        frames = int(window_s * compat.FRAMES_PER_SECOND)
+        for first in range(0, len(indices), max(1, batch_size)):
+            part = indices[first:first + max(1, batch_size)]
+            windows = np.stack([_padded(compat.features(backend.model, audios[i]), frames) for i in part])
+            with backend._lock:
+                outputs = compat.forward_windows(
+                    backend.model, windows, [durations[i] for i in part], language,
+                    beam_size=backend.options.beam_size, word_timestamps=word_timestamps,
+                    max_new_tokens=max_new_tokens_for(max(durations[i] for i in part), prompt_tokens),
+                    initial_prompt=prompt)
+            for index, segments in zip(part, outputs):
+                results[index] = _windowed_result(backend, segments, language, durations[index], word_timestamps)
+    return results  # type: ignore[return-value]
+
+
+def _padded(features: np.ndarray, frames: int) -> np.ndarray:
+    """Features cut or zero-padded to `frames` (as faster-whisper pads to 3000)."""
+    features = features[..., :frames]
+    return np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+
+
+def _windowed_result(backend, segments: list[dict], language: str, duration: float,
+                     word_timestamps: bool) -> TranscriptionResult:
+    words: list[Word] = []
+    for segment in segments:
+        if word_timestamps:
+            words += [Word(w["word"].strip(), round(float(w["start"]), 3), round(float(w["end"]), 3),
+                           float(w["probability"])) for w in segment.get("words") or [] if w["word"].strip()]
+        elif segment["text"].strip():
+            words.append(Word(segment["text"].strip(), float(segment["start"]), float(segment["end"]), 1.0))
+    words = [replace(w, start=min(max(w.start, 0.0), duration), end=min(max(w.end, 0.0), duration)) for w in words]
+    logprobs = [float(s["avg_logprob"]) for s in segments]
+    no_speech = max((float(s["no_speech_prob"]) for s in segments), default=1.0)
+    return _result(backend, words, language, sum(logprobs) / len(logprobs) if logprobs else 0.0, no_speech, duration)
+
+
 def transcribe_batched(backend, audios: Sequence[np.ndarray], language: str,
-                       batch_size: int = DEFAULT_BATCH_SIZE,
-                       vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
-    """Each utterance in its own window, `batch_size` windows per encoder/decoder call."""
+                       batch_size: int = DEFAULT_BATCH_SIZE, vocabulary: Vocabulary = NO_VOCABULARY,
+                       min_window_s: float = FULL_WINDOW_S) -> list[TranscriptionResult]:
+    """Each utterance in its own window (sized to it above `min_window_s`; 30: Whisper's own),
+    `batch_size` windows per encoder/decoder call."""
     if not audios:
         return []
-    gap = np.zeros(int(0.1 * SAMPLE_RATE), dtype=np.float32)  # clips never touch
-    pieces, clips, cursor = [], [], 0
-    for audio in audios:
-        clips.append((cursor / SAMPLE_RATE, (cursor + len(audio)) / SAMPLE_RATE))
-        pieces += [audio.astype(np.float32, copy=False), gap]
-        cursor += len(audio) + len(gap)
-    joined = np.concatenate(pieces)
-    word_timestamps = backend.options.word_timestamps
-    results = []
-    for (start, end), (words, logprob, no_speech) in zip(clips, _run_clips(
-            backend, joined, clips, language, batch_size, word_timestamps, vocabulary)):
-        placement = Placement(0, start, end)
-        local = assign_words(words, [placement])[0]
-        results.append(_result(backend, local, language, logprob, no_speech, end - start))
-    return results
+    return transcribe_windowed(backend, audios, language, min_window_s, batch_size, vocabulary)
 
 
 def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, window_s: float = DEFAULT_WINDOW_S,
@@ -238,7 +290,7 @@ def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, wind
 
 def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "single",
                     batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
-                    gap_s: float = DEFAULT_GAP_S) -> list[TranscriptionResult]:
+                    gap_s: float = DEFAULT_GAP_S, min_window_s: float = FULL_WINDOW_S) -> list[TranscriptionResult]:
     """Transcribe the utterances ready now (any calls), results in request order.
 
     `router` is a models.routing.ModelRouter (or anything with `backend_for(language)`), or a
@@ -263,10 +315,10 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
     for (backend_id, language, vocabulary), indices in groups.items():
         backend = backends[backend_id]
         audios = [requests[i].audio for i in indices]
-        if len(indices) == 1:
+        if mode == "batched":
+            outputs = transcribe_batched(backend, audios, language, batch_size, vocabulary, min_window_s)
+        elif len(indices) == 1:
             outputs = [backend.transcribe(audios[0], language, vocabulary)]
-        elif mode == "batched":
-            outputs = transcribe_batched(backend, audios, language, batch_size, vocabulary)
         else:
             outputs = transcribe_packed(backend, audios, language, window_s, gap_s, batch_size, vocabulary)
         for index, output in zip(indices, outputs):
@@ -296,7 +348,7 @@ class Decided:
 
 def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str = "single",
                           batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
-                          gap_s: float = DEFAULT_GAP_S) -> list[Decided]:
+                          gap_s: float = DEFAULT_GAP_S, min_window_s: float = FULL_WINDOW_S) -> list[Decided]:
     """The model step for every utterance ready at once: choose each one's language (hint > the
     stream's committed language > detection pooled with the stream's earlier detections, in
     arrival order, so a stream's later utterances in this batch see its earlier ones), then one
@@ -314,7 +366,7 @@ def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str
         choices.append(choice)
     results = transcribe_many(router, [InferenceRequest(item.audio, choice.language, item.vocabulary)
                                        for item, choice in zip(pending, choices)],
-                              mode, batch_size, window_s, gap_s)
+                              mode, batch_size, window_s, gap_s, min_window_s)
     elapsed = time.perf_counter() - started
     total = sum(len(item.audio) for item in pending) or 1
     decided = []

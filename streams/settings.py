@@ -87,7 +87,8 @@ class Settings:
     inference_mode: str = env("CALLSTT_INFERENCE_MODE", default="packed",
                               choices=("single", "batched", "packed"),  # what models.batching implements
                               doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
-                                  "single (one per model call), batched (one 30 s window each, one batched call) "
+                                  "single (one per model call), batched (one window each, sized by "
+                                  "CALLSTT_MIN_WINDOW_S, one batched call) "
                                   "or packed (short utterances of one language share 30 s windows)")
     kafka_session_timeout_s: float = env("CALLSTT_KAFKA_SESSION_TIMEOUT_S", default=60.0,
                                          doc="How long the group waits for a silent worker before its partitions "
@@ -103,6 +104,10 @@ class Settings:
                                doc="Longest packed window in seconds (packed mode; Whisper's window is 30 s)")
     pack_gap_s: float = env("CALLSTT_PACK_GAP_S", default=0.8,
                             doc="Silence placed between packed utterances, in seconds (packed mode)")
+    min_window_s: float = env("CALLSTT_MIN_WINDOW_S", default=30.0,
+                              doc="Batched mode: each utterance's encoder window is its length rounded up to 5 s, "
+                                  "at least this; 30 = Whisper's own 30 s window (shorter is cheaper, and on real "
+                                  "English speech less accurate: docs/benchmark.md)")
     languages: str = env("CALLSTT_LANGUAGES", default="",
                          doc="Languages a call may be in, comma-separated Whisper codes (e.g. vi,en): detection "
                              "picks among them only; empty = any language. A chunk's language hint still wins")
@@ -182,6 +187,8 @@ class Settings:
                 raise SettingsError(f"{f.metadata['env'][0]}={value!r}: use one of {', '.join(choices)}")
         if self.batch_max_events < 1 or self.batch_wait_s <= 0:
             raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
+        if not 1 <= self.min_window_s <= 30:
+            raise SettingsError(f"CALLSTT_MIN_WINDOW_S={self.min_window_s}: use 1 to 30 seconds")
 
     @classmethod
     def choices(cls, name: str) -> tuple[str, ...]:

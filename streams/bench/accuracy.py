@@ -160,8 +160,9 @@ def telephone_band(samples_8k: np.ndarray) -> np.ndarray:
 
 def _digits_apart(text: str) -> str:
     """"2934" -> "2 9 3 4": the normaliser joins spoken digit strings ("two nine three four") into one
-    number and Whisper groups them as it likes ("29 34"); scored digit by digit, both agree."""
-    return " ".join(re.sub(r"(\d)", r" \1 ", text).split())
+    number and Whisper groups them as it likes ("29 34"); scored digit by digit, both agree. A hyphen
+    between digits ("1-0-0-0-1") counts as a space."""
+    return " ".join(re.sub(r"(\d)", r" \1 ", re.sub(r"(?<=\d)-(?=\d)", " ", text)).split())
 
 
 def error_rate(language: str, references: Sequence[str], hypotheses: Sequence[str]) -> tuple[str, float | None]:

@@ -63,6 +63,7 @@ class PipelineConfig:
     inference_batch_size: int = 8
     pack_window_s: float = 28.0
     pack_gap_s: float = 0.8
+    min_window_s: float = 30.0
     model_version: str = "base-int8"
     idle_flush_ms: float = 5000.0
     defaults: CallDefaults = field(default_factory=CallDefaults)  # what a call without settings gets
@@ -75,7 +76,7 @@ class PipelineConfig:
             assembly=AssemblyConfig(endpoint=EndpointConfig(min_silence_ms=settings.min_silence_ms,
                                                             max_utterance_ms=settings.max_utterance_ms)),
             inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
-            pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s,
+            pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s, min_window_s=settings.min_window_s,
             model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000,
             call_settings_topic=settings.call_settings_topic,
             defaults=CallDefaults(
@@ -179,7 +180,8 @@ class Pipeline:
                    for (state, u), option in zip(ready, options)]
         config = self.config
         decisions = choose_and_transcribe(router, pending, mode or config.inference_mode,
-                                          config.inference_batch_size, config.pack_window_s, config.pack_gap_s)
+                                          config.inference_batch_size, config.pack_window_s, config.pack_gap_s,
+                                          config.min_window_s)
         results = []
         for (_, utterance), decided, option in zip(ready, decisions, options):
             state = latest(utterance)

@@ -8,7 +8,7 @@ import pytest
 
 from models.audio import SAMPLE_RATE
 from models.batching import (InferenceRequest, Placement, assign_words, plan_windows, transcribe_many,
-                             transcribe_packed)
+                             transcribe_packed, window_seconds)
 from models.results import Word
 
 
@@ -74,3 +74,32 @@ def test_transcribe_many_keeps_request_order_across_modes(base_model, utterances
     batched = transcribe_many(base_model, requests, mode="batched")
     for one, other in zip(single, batched):
         assert one.text.split()[:2] == other.text.split()[:2]
+
+
+def test_windows_are_sized_to_the_utterance_in_5_s_steps_between_the_minimum_and_30_s() -> None:
+    assert window_seconds(2.3, min_window_s=10) == 10.0
+    assert window_seconds(12.1, min_window_s=10) == 15.0
+    assert window_seconds(29.0, min_window_s=10) == 30.0 and window_seconds(45.0, min_window_s=10) == 30.0
+    assert window_seconds(2.3, min_window_s=30) == 30.0  # the default: Whisper's own window
+
+
+def test_short_windows_transcribe_the_sentences_as_the_30_s_window_does(base_model, utterances) -> None:
+    """The window policy's accuracy guard on the test sentences (a measurement, not a timing):
+    WER over the sentences at a 10 s window within 1 point of the 30 s window, word times inside
+    each utterance, and a mixed batch (a 12 s utterance gets a 15 s window) keeps request order."""
+    from models.scoring import word_error_rate
+
+    texts = [text for text, _ in utterances]
+    long_audio = np.concatenate([audio for _, audio in utterances] * 2)  # ~12 s: its own window size
+    requests = [InferenceRequest(audio, "en") for _, audio in utterances] + [InferenceRequest(long_audio, "en")]
+    full = transcribe_many(base_model, requests, mode="batched", min_window_s=30)
+    short = transcribe_many(base_model, requests, mode="batched", min_window_s=10)
+    assert len(short) == len(requests)
+    wer_full = word_error_rate(texts, [r.text for r in full[:3]])
+    wer_short = word_error_rate(texts, [r.text for r in short[:3]])
+    assert wer_short <= wer_full + 0.01, ([r.text for r in full], [r.text for r in short])
+    assert word_error_rate(" ".join(texts * 2), short[3].text) <= 0.2, short[3].text
+    for request, result in zip(requests, short):
+        duration = len(request.audio) / SAMPLE_RATE
+        assert result.words and all(0.0 <= w.start <= w.end <= duration for w in result.words)
+        assert result.language == "en" and -5 < result.avg_logprob <= 0 and 0 <= result.no_speech_prob <= 1
