@@ -511,6 +511,8 @@ def bench(
     accuracy_only: bool = typer.Option(False, "--accuracy-only",
                                        help="Only the accuracy on real speech and language ID by length "
                                             "(no pipeline, live or capacity runs)"),
+    windows: bool = typer.Option(False, "--windows", help="Only the encoder-window curve: WER and ms per "
+                                                          "utterance by CALLSTT_MIN_WINDOW_S (no broker)"),
 ) -> None:
     """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes,
     accuracy on real speech."""
@@ -522,7 +524,7 @@ def bench(
         raise typer.BadParameter("comma-separated integers, e.g. 1,2,4", param_hint="--calls") from None
     report = run_bench(quick=quick, out_dir=output, bootstrap=bootstrap, settings=load_settings(model=model),
                        live_calls=live_calls, live_seconds=live_seconds, speech_dir=speech,
-                       accuracy_only=accuracy_only)
+                       accuracy_only=accuracy_only, windows_only=windows)
     typer.echo(markdown(report))
 
 

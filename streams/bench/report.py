@@ -26,6 +26,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines += real_speech_lines(report["accuracy_real_speech"])
     if "accuracy_synthetic" in report:
         lines += synthetic_lines(report["accuracy_synthetic"])
+    if "windows" in report:
+        from streams.bench.windows import markdown_lines as window_lines
+
+        lines += window_lines(report["windows"])
     lines += ["", f"Bench took {report['bench_seconds']} s. Full figures: bench.json."]
     return "\n".join(lines) + "\n"
 

@@ -41,9 +41,11 @@ def bench_settings(settings=None):
     return settings
 
 
-def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False) -> dict[str, Any]:
+def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
+                  windows_only: bool = False) -> dict[str, Any]:
     return {
-        "command": "callstt bench" + (" --quick" if quick else "") + (" --accuracy-only" if accuracy_only else ""),
+        "command": "callstt bench" + (" --quick" if quick else "") + (" --accuracy-only" if accuracy_only else "")
+                   + (" --windows" if windows_only else ""),
         "quick": quick, "seed": seed,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
         "settings": {"model": settings.model, "compute_type": settings.compute_type, "device": settings.device,
@@ -178,14 +180,16 @@ def inference_phase(report: dict[str, Any], router, utterances: list, fast: dict
 def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstrap: str | None = None,
               settings=None, seed: int = 7, live_calls: list[int] | None = None,
               live_seconds: float | None = None, batch_size: int = 8, speech_dir: Path | str | None = None,
-              accuracy_only: bool = False, accuracy: AccuracyOptions | None = None) -> dict[str, Any]:
+              accuracy_only: bool = False, accuracy: AccuracyOptions | None = None,
+              windows_only: bool = False) -> dict[str, Any]:
     """Run every section; write bench.json and bench.md into `out_dir`; return the report.
 
     `bootstrap` None starts (and afterwards stops) a broker of its own (infra.local.kafka,
     name "bench", port 39092). `settings` default: streams.settings.Settings.from_env(); the
     floor and the worker use its model, compute type, device, threads and beam size.
     `speech_dir`: the recordings for the accuracy on real speech (default ../shared/speech when
-    it exists); `accuracy_only`: that section alone (no floor, pipeline, live or capacity runs).
+    it exists); `accuracy_only`: that section alone (no floor, pipeline, live or capacity runs);
+    `windows_only`: only the encoder-window curve (streams/bench/windows.py; no broker, no worker).
     """
     settings = bench_settings(settings)
     out = Path(out_dir)
@@ -195,7 +199,13 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     run_id = uuid.uuid4().hex[:6]
     total_started = time.monotonic()
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
-    report = report_header(quick, seed, settings, accuracy_only)
+    report = report_header(quick, seed, settings, accuracy_only, windows_only)
+    if windows_only:
+        from streams.bench.windows import window_curve
+        from streams.worker.runner import build_router
+
+        report["windows"] = window_curve(build_router(settings), load_speech(speech_dir), batch_size=batch_size)
+        return finish_report(report, out, total_started)
     fast, live_pool = ({}, []) if accuracy_only else workload(report, seed, quick, live_seconds, run_id)
 
     broker, bootstrap = own_broker(bootstrap)
@@ -270,9 +280,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="recordings with a manifest.tsv (default: ../shared/speech when it exists)")
     parser.add_argument("--accuracy-only", action="store_true",
                         help="only the accuracy on real speech (no floor, pipeline, live or capacity runs)")
+    parser.add_argument("--windows", action="store_true",
+                        help="only the encoder-window curve: WER and time by CALLSTT_MIN_WINDOW_S")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     calls = [int(k) for k in args.calls.split(",")] if args.calls else None
     report = run_bench(quick=args.quick, out_dir=args.output, bootstrap=args.bootstrap, live_calls=calls,
-                       live_seconds=args.live_seconds, speech_dir=args.speech, accuracy_only=args.accuracy_only)
+                       live_seconds=args.live_seconds, speech_dir=args.speech, accuracy_only=args.accuracy_only,
+                       windows_only=args.windows)
     print(markdown(report))

@@ -60,3 +60,17 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
     for mode in modes.values():
         assert mode["utterances_per_second"] > 0 and 0 <= mode["wer_en"] < 0.6
     assert report["inference_modes"]["best_within_1_point_wer"] in modes
+
+
+def test_the_window_curve_reports_wer_and_time_per_window(base_model) -> None:
+    """`callstt bench --windows` on espeak sentences alone (no recordings given): one row per rate
+    and window, with sensible WER at both window lengths and the table in markdown."""
+    from streams.bench.windows import markdown_lines, window_curve
+
+    section = window_curve(base_model, None, windows=(10.0, 30.0), rates=("16k",), espeak=(4, 0))
+    assert section["clips"] == {"en_espeak": 4}
+    assert [(row["rate"], row["min_window_s"]) for row in section["rows"]] == [("16k", 10.0), ("16k", 30.0)]
+    for row in section["rows"]:
+        assert row["ms_per_utterance"] > 0 and 0 <= row["en_espeak"] <= 0.2, row
+    table = "\n".join(markdown_lines(section))
+    assert "| 16k | 10 s |" in table and "| 16k | 30 s |" in table
