@@ -42,6 +42,22 @@ class TableBatch:
             return self._values[key]
         return self._read(key)
 
+    def read_latest(self, key: str) -> bytes | None:
+        """Any key as this batch leaves it, stream states included (encoded): what the next batch
+        reads through while this one's changes wait for its transcripts (streams/worker/agent.py)."""
+        if key in self._states:
+            state = self._states[key]
+            return None if state is None else state.to_bytes()
+        return self.read(key)
+
+    def read_from(self, read: Callable[[str], bytes | None]) -> None:
+        """Read through `read` from now on (the batch this one read through has reached the table)."""
+        self._read = read
+
+    def states(self) -> Iterator[tuple[str, StreamState]]:
+        """The streams this batch changed and their latest states (finished ones left out)."""
+        return ((key, state) for key, state in self._states.items() if state is not None)
+
     def state(self, call_id: str, stream_id: str) -> StreamState | None:
         key = state_key(call_id, stream_id)
         if key in self._states:

@@ -42,7 +42,7 @@ from models.routing import LanguageChoice
 from models.vocabulary import Vocabulary
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk, CallSettings, Transcript
-from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance
+from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
 from streams.core.batch import TableBatch
 from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
 from streams.core.redaction import RedactionConfig, RedactionConfigError
@@ -326,6 +326,25 @@ class PipelineBatch:
                                            lambda call_id: self._call_settings.get(call_id))
         self.stage_seconds["model"] += time.perf_counter() - started
         return results
+
+    def read_latest(self, key: str) -> bytes | None:
+        """Any key as this batch leaves it: what a next batch reads through while this one's
+        changes wait for its transcripts (the worker keeps reading while the model runs)."""
+        return self.table.read_latest(key)
+
+    def follow(self, previous: "PipelineBatch", read: Read) -> None:
+        """This batch read through `previous` (`read_latest`) while `previous` was in the model; now
+        that its changes are in the store: read the store (`read`), and take each shared stream's
+        language evidence as the model left it (this batch's utterances come after `previous`'s)."""
+        self.table.read_from(read)
+        after = dict(previous.table.states())
+        for key, state in self.table.states():
+            if key in after:
+                state.language = after[key].language
+        for state, _ in self.ready:
+            key = state_key(state.call_id, state.stream_id)
+            if key in after:
+                state.language = after[key].language
 
     def changes(self, partition_of: Callable[[Any], int] = lambda owner: -1) -> Iterator[tuple[str, bytes | None, Any]]:
         """Every key the batch changed, once: (key, value or None for a delete, owner)."""

@@ -1,16 +1,27 @@
-"""What the worker's agent does with one batch of records, around the pipeline core.
+"""What the worker's agent does with the records it takes, around the pipeline core.
 
     records -> PipelineBatch (streams/core/pipeline.py): chunks accepted, control requests run,
-               call settings kept
-            -> rejected records to the dead-letter topic
+               call settings kept (in memory: nothing here waits for Kafka)
+    then, in the background, once the model is free:
+            -> rejected records to the dead-letter topic, acknowledged
             -> every finished utterance through the model at once, in the model thread
             -> transcripts published and acknowledged
             -> table writes (each to its own record's partition)
-            -> the records may now be committed (the caller releases them)
+            -> the records may now be committed (released)
+
+The agent keeps reading while the model runs: records taken meanwhile join the *open* batch,
+which reads through the *running* batch's changes not yet written (`read_latest`), so a
+stream's chunks see what its earlier chunks did; when the running batch is done, the open one
+starts (`follow`: its reads go to the table again, its streams take the language evidence the
+model left). So the end of an utterance is noticed while the model works on others, and all
+that ended meanwhile meet the model together. At most one batch runs and one is open; the
+open one takes at most CALLSTT_BATCH_MAX_EVENTS records before the agent waits (the backlog
+stays in Kafka, not in memory).
 
 Guarantee: at-least-once. Table state is written only after the transcripts it led to are
-acknowledged, so a crash repeats work (same transcript_id) and never skips it. This module
-knows Faust only through the callables it is given; streams/worker/app.py wires them.
+acknowledged, batch after batch in order, and records are released (committable) only after
+their batch's writes; a crash repeats work (same transcript_id) and never skips it. This
+module knows Faust only through the callables it is given; streams/worker/app.py wires them.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import Transcript
@@ -62,53 +73,107 @@ class WorkerIO:
     call_settings_topic: str
 
 
+@dataclass
+class Batch:
+    """Records accepted into one PipelineBatch, and the dead letters they owe."""
+
+    pipeline_batch: PipelineBatch
+    events: list = field(default_factory=list)
+    dead_letters: list[tuple[Any, Rejected]] = field(default_factory=list)
+
+
 class BatchHandler:
     def __init__(self, pipeline: Pipeline, status: WorkerStatus, io: WorkerIO, model_thread: ThreadPoolExecutor,
-                 flush_requested: dict[str, float]) -> None:
+                 flush_requested: dict[str, float], release: Callable[[Any], None] = lambda event: None,
+                 max_open_events: int = 2000) -> None:
         self.pipeline = pipeline
         self.status = status
         self.io = io
         self.model_thread = model_thread
         self.flush_requested = flush_requested  # the idle timer's requests on their way
+        self.release = release  # a record's batch is done: it may be committed
+        self.max_open_events = max_open_events
+        self.open: Batch | None = None  # taking records while another batch runs
+        self.running: Batch | None = None
+        self.task: asyncio.Task | None = None
 
-    async def handle_until_done(self, events: list) -> None:
+    async def take(self, events: list) -> None:
+        """Accept the agent's records into the open batch; start it when nothing runs. Returns at
+        once, unless the open batch is full: then once it has started."""
+        if self.open is None:
+            read = self.running.pipeline_batch.read_latest if self.running else self.io.read_table
+            self.open = Batch(self.pipeline.batch(read))
+        self.accept(self.open, events)
+        if self.running is None:
+            self.start()
+        while self.open is not None and len(self.open.events) >= self.max_open_events and self.task:
+            await asyncio.wait({self.task})
+
+    def start(self) -> None:
+        self.running, self.open = self.open, None
+        self.task = asyncio.get_running_loop().create_task(self.run(self.running))
+
+    async def run(self, batch: Batch) -> None:
+        await self.finish_until_done(batch)
+        for event in batch.events:
+            self.release(event)
+        self.running = self.task = None
+        if self.open is not None:
+            self.open.pipeline_batch.follow(batch.pipeline_batch, self.io.read_table)
+            self.start()
+
+    async def close(self) -> None:
+        """The agent stops: stop the running batch (its records stay unreleased, so uncommitted)."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def finish_until_done(self, batch: Batch) -> None:
         """A batch that fails (a broker hiccup, a table's changelog not known yet) is retried as a
         whole, with backoff, rather than skipped: its transcripts were published at most, and the
         table writes made before the failure only tell the retry that those chunks are done."""
         delay = 0.5
         while True:
             try:
-                await self.handle(events)
+                await self.finish(batch)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 metrics.BATCH_FAILURES.inc()
                 log.exception("a batch of %d records failed (%s: %s); retrying in %.1f s, its records stay "
-                              "unacknowledged meanwhile", len(events), type(error).__name__, error, delay)
+                              "unacknowledged meanwhile", len(batch.events), type(error).__name__, error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    async def handle(self, events: list) -> None:
-        """Events in arrival order through their streams, then one model call for every utterance
-        they finished, then the transcripts acknowledged, then the table writes."""
-        batch = self.pipeline.batch(self.io.read_table)
+    def accept(self, batch: Batch, events: list) -> None:
+        """Events in arrival order through their streams (in memory; dead letters are sent when the
+        batch finishes)."""
         metrics.EVENTS_PER_BATCH.observe(len(events))
+        pipeline_batch = batch.pipeline_batch
         for event in events:
+            batch.events.append(event)
             bind_event(event)
             if event.message.topic == self.io.control_topic:
-                self.control(event, batch)
+                self.control(event, pipeline_batch)
                 continue
             if event.message.topic == self.io.call_settings_topic:
-                await self.call_settings(event, batch)
+                self.call_settings(event, batch)
                 continue
             metrics.CHUNKS.inc()
             metrics.CHUNK_BYTES.inc(len(event.message.value or b""))
-            result = batch.accept_record(event.message.value, now_ms(), owner=event)
+            result = pipeline_batch.accept_record(event.message.value, now_ms(), owner=event)
             if isinstance(result, Rejected):
-                await self.dead_letter(event, result)
-        await self.publish(batch)
-        self.save(batch)
+                self.reject(batch, event, result)
+
+    async def finish(self, batch: Batch) -> None:
+        """Dead letters acknowledged, then one model call for every utterance the batch finished,
+        then the transcripts acknowledged, then the table writes."""
+        while batch.dead_letters:
+            await self.dead_letter(*batch.dead_letters[0])
+            batch.dead_letters.pop(0)
+        await self.publish(batch.pipeline_batch)
+        self.save(batch.pipeline_batch)
 
     def control(self, event: Any, batch: PipelineBatch) -> None:
         """A request from the idle timer, run in the stream's own partition: `flush|stream`,
@@ -127,25 +192,30 @@ class BatchHandler:
         else:
             batch.flush_idle(call_id, stream_id, now_ms(), self.io.caught_up(event.message.partition), owner=event)
 
-    async def call_settings(self, event: Any, batch: PipelineBatch) -> None:
+    def call_settings(self, event: Any, batch: Batch) -> None:
         """A call's settings (or a tombstone clearing them), kept for its later utterances."""
         if not event.message.key:
-            await self.dead_letter(event, Rejected("missing_key", "a call-settings record needs the call ID as key"))
+            self.reject(batch, event, Rejected("missing_key", "a call-settings record needs the call ID as key"))
             return
         call_id = event.message.key.decode(errors="replace")
-        result = batch.accept_call_settings(call_id, event.message.value, owner=event,
-                                            received_ms=record_time_ms(event.message))
+        result = batch.pipeline_batch.accept_call_settings(call_id, event.message.value, owner=event,
+                                                           received_ms=record_time_ms(event.message))
         if isinstance(result, Rejected):
-            await self.dead_letter(event, result)
+            self.reject(batch, event, result)
         else:
             metrics.CALL_SETTINGS.labels("cleared" if result is None else "set").inc()
             log.info("call settings %s for call=%s", "cleared" if result is None else "set", call_id)
 
-    async def dead_letter(self, event: Any, rejected: Rejected) -> None:
+    @staticmethod
+    def reject(batch: Batch, event: Any, rejected: Rejected) -> None:
         message = event.message
         metrics.DEAD_LETTERS.labels(rejected.reason).inc()
         log.warning("dead-letter %s: %s (topic %s partition %s offset %s)", rejected.reason, rejected.detail,
                     message.topic, message.partition, message.offset)
+        batch.dead_letters.append((event, rejected))
+
+    async def dead_letter(self, event: Any, rejected: Rejected) -> None:
+        message = event.message
         await (await self.io.send_dead_letter(message, dead_letter_headers(message, rejected.reason,
                                                                             rejected.detail)))
 

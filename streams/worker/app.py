@@ -1,6 +1,7 @@
 """The Faust app: topics, the stream table, the agent, the idle timer and the web pages, wired to the
 pipeline core. The logic lives elsewhere: streams/core/pipeline.py (the data path),
-streams/worker/agent.py (one batch: dead letters, model thread, publish, table writes),
+streams/worker/agent.py (batches: accepted while the model runs, then dead letters, model thread,
+publish, table writes),
 streams/worker/idle.py (which streams to flush or evict), streams/worker/web.py (pages).
 
 One agent instance per worker (concurrency 1): faust-streaming commits past in-flight
@@ -75,7 +76,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,
         caught_up=partitions.caught_up, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
-    ), model_thread, flush_requested)
+    ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events)
 
     @app.task
     async def load_models() -> None:
@@ -95,12 +96,13 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     @app.agent(source, concurrency=1)
     async def process(stream):
         await status.models_ready.wait()  # records wait in the consumer meanwhile
-        async for events in stream.take_events(settings.batch_max_events, settings.batch_wait_s):
-            for event in events:
-                hold(event)  # not committed before the batch is done, even if this body is cancelled
-            await handler.handle_until_done(events)
-            for event in events:
-                release(event)
+        try:
+            async for events in stream.take_events(settings.batch_max_events, settings.batch_wait_s):
+                for event in events:
+                    hold(event)  # not committed before its batch is done (the handler releases it)
+                await handler.take(events)  # returns while the model runs: reading goes on
+        finally:
+            await handler.close()
 
     add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag

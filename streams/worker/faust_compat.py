@@ -29,15 +29,18 @@ def hold(event: Any) -> None:
     """Keep an event's offset from being committed until `release`.
 
     Why: `take_events` acks every record of a batch when the agent's body ends, even when it
-    ends by cancellation (a shutdown or a rebalance mid-inference). An extra reference
-    (`Message.incref`) keeps that ack from letting the offset be committed before the batch's
-    transcripts are acknowledged and its table writes made."""
+    ends by cancellation (a shutdown or a rebalance mid-inference), and the agent's body ends
+    while the batch is still in the model (streams/worker/agent.py keeps reading meanwhile). An
+    extra reference (`Message.incref`) keeps that ack from letting the offset be committed
+    before the batch's transcripts are acknowledged and its table writes made."""
     event.message.incref()
 
 
 def release(event: Any) -> None:
-    """The batch is done: take_events' own ack now releases the record (`Message.decref`)."""
-    event.message.decref()
+    """The batch is done: drop the reference `hold` took with an ack of our own (`Event.ack`).
+    Whichever of take_events' ack and this one comes last marks the offset committable, so a
+    release before or after the agent's body ends both work."""
+    event.ack()
 
 
 def read_offset(app: Any, tp: TP) -> int | None:

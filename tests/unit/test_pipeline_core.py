@@ -9,6 +9,7 @@ import pytest
 from models.synth import ENGLISH_SENTENCES, conversation
 from schemas.codec import AvroCodec
 from streams.client.producer import ChunkPlan, iter_chunks
+from streams.core.assembly import StreamState
 from streams.core.pipeline import MemoryStore, Pipeline, PipelineConfig, Rejected, cut_utterances
 
 
@@ -73,3 +74,26 @@ def test_an_idle_flush_waits_for_quiet_and_a_caught_up_partition(call_chunks):
     outcome = batch.flush_idle("call-1", "caller", 9000, caught_up=True, owner=None)
     assert [u.reason for u in outcome.utterances] == ["idle"]
     assert batch.ready[0][1].index == 0
+
+
+def test_a_batch_taken_while_the_model_ran_follows_the_language_the_model_left(call_chunks):
+    """The next batch reads through the running one; once that one is done (its changes stored),
+    `follow` points it at the store and gives its streams the language evidence the model left."""
+    pipeline, store = Pipeline(), MemoryStore()
+    half = len(call_chunks) // 2
+    running = pipeline.batch(store.get)
+    for chunk in call_chunks[:half]:
+        running.accept_chunk(chunk, 1000, owner=None)
+    following = pipeline.batch(running.read_latest)
+    for chunk in call_chunks[half:half + 50]:
+        following.accept_chunk(chunk, 1000, owner=None)
+    assert following.state("call-1", "caller").position > running.state("call-1", "caller").position
+    evidence = {"committed": "en", "probability": 0.97, "pool": [["en", 2.9]], "seconds": 3.0, "weak": 0,
+                "leading": ""}
+    running.table.latest_state("call-1", "caller").language = evidence  # what the model step does
+    store.apply(running.changes())
+    following.follow(running, store.get)
+    assert following.state("call-1", "caller").evidence.committed == "en"
+    assert all(state.evidence.committed == "en" for state, _ in following.ready)
+    store.apply(following.changes())
+    assert StreamState.from_bytes(store["S|call-1|caller"]).evidence.committed == "en"

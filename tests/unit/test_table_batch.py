@@ -134,3 +134,41 @@ def test_reads_see_the_batch_own_changes():
     assert changes["A|c|s|1"] == (None, 5) and changes["A|c|s|2"] == (b"new", 5)
     assert StreamState.from_bytes(changes["S|c|s"][0]).partition == 5
     assert table["A|c|s|1"] == b"old"  # nothing reaches the table before the caller applies the changes
+
+
+def test_a_batch_taken_while_the_previous_waits_reads_through_it(two_calls):
+    """The worker keeps reading while a batch is in the model: the next batch reads through the
+    running one's unwritten changes (`read_latest`), and after those reach the table reads the
+    table again (`read_from`). The table ends as one at a time leaves it, with the same utterances."""
+    assembler = StreamAssembler()
+    middle = len(two_calls) * 2 // 3
+    expected, _, single_utterances = run_one_at_a_time(assembler, two_calls[:middle])
+    table: dict[str, bytes] = {}
+    utterances = []
+    running: TableBatch | None = None
+    rng = random.Random(5)
+    position = 0
+    while position < middle:
+        size = rng.randint(1, 150)
+        batch = TableBatch(read=running.read_latest if running else table.get)
+        for partition, chunk in two_calls[position:min(position + size, middle)]:
+            state = batch.state(chunk.call_id, chunk.stream_id) or assembler.new_state(chunk.call_id, chunk.stream_id)
+            outcome = assembler.accept(state, chunk, 1000, batch.read)
+            batch.record(outcome, Event(partition))
+            utterances += outcome.utterances
+        position += size
+        if running is not None:  # the running batch is done: its changes reach the table first
+            for key, value, _ in running.changes(partition_of=lambda event: event.partition):
+                table.pop(key, None) if value is None else table.__setitem__(key, value)
+            batch.read_from(table.get)
+        running = batch
+    for key, value, _ in running.changes(partition_of=lambda event: event.partition):
+        table.pop(key, None) if value is None else table.__setitem__(key, value)
+    assert table.keys() == expected.keys()
+    for key in expected:
+        if key.startswith("S|"):
+            assert StreamState.from_bytes(table[key]) == StreamState.from_bytes(expected[key])
+        else:
+            assert table[key] == expected[key]
+    assert [(u.call_id, u.index, u.start_ms, u.end_ms) for u in utterances] == \
+        [(u.call_id, u.index, u.start_ms, u.end_ms) for u in single_utterances]
