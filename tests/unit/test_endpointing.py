@@ -15,7 +15,10 @@ from models.synth import synthesize_wav
 from models.vad import VadState, shared_vad
 
 W = 512  # samples per VAD window
-PAD = 200 * 16
+# The cases below place speech 10 windows (320 ms) in: a 200 ms pad keeps the arithmetic visible
+# (the default is 400 ms).
+CONFIG = EndpointConfig(pad_ms=200)
+PAD = CONFIG.pad_ms * 16
 
 
 def feed_one_by_one(endpointer: Endpointer, probabilities, state: EndpointState | None = None):
@@ -35,24 +38,24 @@ def seq(*runs: tuple[float, int]) -> list[float]:
 # --- synthetic probabilities -----------------------------------------------------------------------
 
 def test_silence_ends_an_utterance_padded_on_both_sides():
-    endpointer = Endpointer()
+    endpointer = Endpointer(CONFIG)
     found, state = feed_one_by_one(endpointer, seq((0.0, 10), (0.9, 30), (0.1, 30)))
     assert found == [(39 + 19, Cut(10 * W - PAD, 40 * W + PAD, "silence", 30 * 32))]  # 19 windows = 608 ms
     assert not state.is_open and state.sent == 1 and state.dropped == 0
 
 
 def test_utterance_at_the_stream_start_is_not_padded_before_zero():
-    found, _ = feed_one_by_one(Endpointer(), seq((0.9, 20), (0.0, 20)))
+    found, _ = feed_one_by_one(Endpointer(CONFIG), seq((0.9, 20), (0.0, 20)))
     assert found[0][1].start_sample == 0
 
 
 def test_pauses_shorter_than_min_silence_do_not_cut():
-    found, _ = feed_one_by_one(Endpointer(), seq((0.9, 20), (0.2, 18), (0.9, 20), (0.0, 19)))
+    found, _ = feed_one_by_one(Endpointer(CONFIG), seq((0.9, 20), (0.2, 18), (0.9, 20), (0.0, 19)))
     assert [cut for _, cut in found] == [Cut(0, 58 * W + PAD, "silence", 40 * 32)]
 
 
 def test_short_blips_are_dropped():
-    endpointer = Endpointer()
+    endpointer = Endpointer(CONFIG)
     found, state = feed_one_by_one(endpointer, seq((0.0, 5), (0.95, 5), (0.0, 40)))
     assert found == [] and state.dropped == 1 and state.sent == 0
     assert endpointer.keep_from_sample(state) == 50 * W - PAD  # the blip's audio may go
@@ -62,12 +65,12 @@ def test_short_blips_are_dropped():
 def test_min_speech_counts_voiced_windows(voiced, kept):
     # Voiced windows spread over an utterance with unvoiced windows between them still add up.
     probabilities = seq((0.0, 3)) + seq(*[(0.9, 1), (0.3, 3)] * voiced) + seq((0.0, 25))
-    found, state = feed_one_by_one(Endpointer(), probabilities)
+    found, state = feed_one_by_one(Endpointer(CONFIG), probabilities)
     assert (len(found) == 1) is kept and state.dropped == (not kept)
 
 
 def test_max_length_cuts_at_the_quietest_window_of_the_last_third():
-    endpointer = Endpointer()  # 15 s = 468.75 windows; the last third starts at window 313
+    endpointer = Endpointer(CONFIG)  # 15 s = 468.75 windows; the last third starts at window 313
     probabilities = [0.9] * 500 + [0.0] * 30
     probabilities[100] = 0.1  # quieter, but in the first two thirds: not a candidate
     probabilities[400] = 0.3
@@ -81,7 +84,7 @@ def test_max_length_cuts_at_the_quietest_window_of_the_last_third():
 
 
 def test_max_length_cut_in_a_pause_closes_the_utterance():
-    endpointer = Endpointer()
+    endpointer = Endpointer(CONFIG)
     probabilities = seq((0.9, 456), (0.0, 18), (0.9, 30), (0.0, 20))
     found, state = feed_one_by_one(endpointer, probabilities)
     quiet_end = 456 * W + W // 2  # first window of the pause: ties keep the earliest
@@ -91,7 +94,7 @@ def test_max_length_cut_in_a_pause_closes_the_utterance():
 
 
 def test_cut_pieces_never_exceed_max_length():
-    config = EndpointConfig(max_utterance_ms=3000)
+    config = EndpointConfig(max_utterance_ms=3000, pad_ms=200)
     rng = np.random.default_rng(3)
     probabilities = np.clip(0.85 + 0.1 * rng.standard_normal(2000), 0, 1)
     found, state = feed_one_by_one(Endpointer(config), probabilities)
@@ -111,7 +114,7 @@ def test_padding_never_reaches_back_into_the_previous_cut():
 
 
 def test_flush_at_end_of_stream_closes_the_open_utterance():
-    endpointer = Endpointer()
+    endpointer = Endpointer(CONFIG)
     _, state = feed_one_by_one(endpointer, seq((0.0, 10), (0.9, 40)))
     cuts, closed = endpointer.flush(state, "end_of_stream", audio_end=50 * W + 100)
     assert cuts == [Cut(10 * W - PAD, 50 * W + 100, "end_of_stream", 40 * 32)]  # includes the unscored tail
@@ -120,7 +123,7 @@ def test_flush_at_end_of_stream_closes_the_open_utterance():
 
 
 def test_idle_flush_and_a_later_utterance():
-    endpointer = Endpointer()
+    endpointer = Endpointer(CONFIG)
     _, state = feed_one_by_one(endpointer, seq((0.9, 20), (0.0, 3)))
     cuts, state = endpointer.flush(state, "idle")
     assert cuts == [Cut(0, 23 * W, "idle", 20 * 32)]
@@ -131,14 +134,14 @@ def test_idle_flush_and_a_later_utterance():
 
 
 def test_flush_drops_a_short_utterance():
-    endpointer = Endpointer()
+    endpointer = Endpointer(CONFIG)
     _, state = feed_one_by_one(endpointer, seq((0.9, 3)))
     cuts, state = endpointer.flush(state, "end_of_stream")
     assert cuts == [] and state.dropped == 1
 
 
 def test_keep_from_sample():
-    endpointer = Endpointer()
+    endpointer = Endpointer(CONFIG)
     state = EndpointState()
     assert endpointer.keep_from_sample(state) == 0
     _, state = endpointer.feed(state, [0.0] * 100)
@@ -152,7 +155,7 @@ def test_any_batching_of_windows_gives_the_same_cuts_and_state():
     # Speech-like: runs of voiced and unvoiced windows of random lengths.
     probabilities = np.concatenate([np.full(rng.integers(1, 60), rng.choice([0.05, 0.6, 0.95]))
                                     for _ in range(300)])
-    endpointer = Endpointer(EndpointConfig(max_utterance_ms=4000))
+    endpointer = Endpointer(EndpointConfig(max_utterance_ms=4000, pad_ms=200))
     expected, expected_state = endpointer.feed(EndpointState(), probabilities)
     state, cuts, offset = EndpointState(), [], 0
     while offset < len(probabilities):
@@ -199,7 +202,7 @@ def speech_at(rate: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
 
 def run_pipeline(payload: bytes, encoding: str, rate: int, chunk_bytes: int):
     """A caller as the stream processor will be: it buffers audio only from keep_from_sample on."""
-    vad, endpointer = shared_vad(), Endpointer()
+    vad, endpointer = shared_vad(), Endpointer(CONFIG)
     resampler, vad_state, state = None, VadState(), EndpointState()
     buffer, buffer_start, decoded, longest_buffer = np.zeros(0, dtype=np.float32), 0, 0, 0
     utterances: list[tuple[Cut, np.ndarray]] = []
