@@ -58,11 +58,13 @@ def main_table(report: dict[str, Any]) -> list[str]:
         lines.append(f"| live K={live['calls']} ({live['call_seconds']} s calls, {live['speech_fraction']} speech): "
                      f"end of speech -> received p50/p95/p99 | {eos['p50']} / {eos['p95']} / {eos['p99']} s |")
         model = live.get("model", {})
+        accuracy = live.get("accuracy", {})
+        wer = ", ".join(f"{key[4:]} {value}" for key, value in accuracy.items() if key.startswith("wer_"))
         lines.append(f"| live K={live['calls']}: after endpoint p50/p95/p99; lag grows; utterances per model "
-                     f"call, model busy | {ep['p50']} / {ep['p95']} / {ep['p99']} s; {live['lag']['grows']}; "
-                     f"{model.get('utterances_per_model_call')}, {model.get('model_busy_fraction')} |")
+                     f"call, model busy; WER | {ep['p50']} / {ep['p95']} / {ep['p99']} s; {live['lag']['grows']}; "
+                     f"{model.get('utterances_per_model_call')}, {model.get('model_busy_fraction')}; {wer} |")
     lines += [
-        f"| **capacity** (p95 after endpoint < {P95_LIMIT_S} s, no lag growth) | **{cap['live_calls']}** of "
+        f"| **capacity** (p95 end of speech -> received <= {P95_LIMIT_S} s, no lag growth) | **{cap['live_calls']}** of "
         f"K={cap['tried']}{' (sweep limit)' if cap['limited_by_sweep'] else ''}; model-bound estimate "
         f"{cap.get('model_bound_estimate_single')} one at a time |",
         f"| calls sustained without lag growth (latency aside) | {cap.get('sustained_live_calls')} of K={cap['tried']} |",

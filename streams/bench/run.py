@@ -20,7 +20,8 @@ from streams.bench.floor import run_floor, run_inference_modes
 from streams.bench.report import markdown
 from streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
 from streams.bench.stats import _r, machine_info
-from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall, Synth, make_workload
+from streams.bench.workload import (CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall, Conversation, Synth, make_conversations,
+                                    make_workload, speech_sources)
 from streams.worker.process import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
@@ -57,21 +58,25 @@ def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
     }
 
 
-def workload(report: dict[str, Any], seed: int, quick: bool, live_seconds: float,
-             run_id: str) -> tuple[dict[str, BenchCall], list[BenchCall]]:
-    """The fast calls (by call id) and the live pool; their description goes into the report."""
+def workload(report: dict[str, Any], seed: int, quick: bool, live_seconds: float, run_id: str,
+             speech_dir: Path | None) -> tuple[dict[str, BenchCall], list[Conversation]]:
+    """The fast calls (by call id) and the live pool of conversations (real recordings from
+    `speech_dir` when there); their description goes into the report."""
     synth = Synth()
     fast_calls = make_workload(seed, english=2 if quick else 4, vietnamese=1 if quick else 2,
                                sentences=3 if quick else 4, silence_s=(0.9, 1.5), synth=synth)
     fast = {f"{run_id}-fast-{call.name}": call for call in fast_calls}
-    live_pool = make_workload(seed + 1, english=3, vietnamese=1, sentences=1, silence_s=(1.8, 3.2), synth=synth,
-                              min_seconds=live_seconds, prefix="live")
+    sources = speech_sources(speech_dir)
+    live_pool = make_conversations(seed + 1, 8, live_seconds, sources, prefix="live")
     report["workload"] = {
         "fast_calls": [{"name": c.name, "language": c.language, "seconds": _r(c.seconds, 2),
                         "sentences": len(c.sentences)} for c in fast_calls],
         "live_calls_pool": [{"name": c.name, "language": c.language, "seconds": _r(c.seconds, 2),
+                             "rate": f"{c.sample_rate} Hz {c.encoding}", "turns": len(c.turns),
                              "speech_fraction": _r(c.speech_s / c.seconds, 2)} for c in live_pool],
-        "hints": "none: the worker detects each call's language (sticky after a confident utterance)",
+        "live_speech": "real recordings (" + str(speech_dir) + ")" if any(
+            s.real for pool in sources.values() for s in pool) else "espeak-ng sentences",
+        "hints": "none: the worker detects each stream's language (sticky once confident)",
     }
     return fast, live_pool
 
@@ -130,7 +135,7 @@ def floor_phase(report: dict[str, Any], settings, fast: dict[str, BenchCall]) ->
 
 
 def worker_phases(report: dict[str, Any], worker: WorkerSubprocess, fast: dict[str, BenchCall],
-                  live_pool: list[BenchCall], live_calls: list[int], seed: int, run_id: str) -> None:
+                  live_pool: list[Conversation], live_calls: list[int], seed: int, run_id: str) -> None:
     """The pipeline and the live sections on the worker, and its memory after each."""
     floor = report["floor"]
     log.info("pipeline: %d calls as fast as possible", len(fast))
@@ -206,7 +211,7 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
 
         report["windows"] = window_curve(build_router(settings), load_speech(speech_dir), batch_size=batch_size)
         return finish_report(report, out, total_started)
-    fast, live_pool = ({}, []) if accuracy_only else workload(report, seed, quick, live_seconds, run_id)
+    fast, live_pool = ({}, []) if accuracy_only else workload(report, seed, quick, live_seconds, run_id, speech_dir)
 
     broker, bootstrap = own_broker(bootstrap)
     worker = None
@@ -232,7 +237,7 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
 
 
 def full_bench(report: dict[str, Any], worker: WorkerSubprocess, settings, fast: dict[str, BenchCall],
-               live_pool: list[BenchCall], live_calls: list[int], live_seconds: float, seed: int, run_id: str,
+               live_pool: list[Conversation], live_calls: list[int], live_seconds: float, seed: int, run_id: str,
                quick: bool, batch_size: int, speech_dir: Path | None, accuracy: AccuracyOptions | None) -> None:
     """Every section in order; the worker is stopped once the sections that need it are done. The
     accuracy on real speech is left out of --quick unless `accuracy` options are given (on the whole

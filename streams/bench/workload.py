@@ -1,5 +1,7 @@
-"""The bench's workload: calls synthesized with espeak-ng (English and Vietnamese, fixed seed),
-sentences with silences between them, as telephone audio (8 kHz mu-law, 20 ms chunks)."""
+"""The bench's workloads (fixed seeds). For the pipeline section: calls synthesized with espeak-ng
+(English and Vietnamese), sentences with silences between them, as telephone audio (8 kHz
+mu-law, 20 ms chunks). For the live runs: conversations, two participants taking turns with
+real recordings (../shared/speech) when there, at 16 kHz PCM or 8 kHz G.711."""
 
 from __future__ import annotations
 
@@ -72,3 +74,112 @@ def make_workload(seed: int, english: int, vietnamese: int, sentences: int,
     return [make_call(f"{prefix}{index}-{language}", language, rng, synth, sentences, silence_s,
                       min_seconds=min_seconds)
             for index, language in enumerate(languages)]
+
+
+# --- the live workload: conversations ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SpeechSource:
+    """One thing a participant says: its text, language and audio (mono float32, by sample rate:
+    16 kHz and 8 kHz, each made from the source by PyAV or espeak-ng, not by the worker's decoder)."""
+
+    text: str
+    language: str
+    audio: dict[int, np.ndarray] = field(repr=False)
+    real: bool = False  # a human recording (../shared/speech), not espeak
+
+    @property
+    def seconds(self) -> float:
+        return len(self.audio[16000]) / 16000
+
+
+@dataclass
+class Turn:
+    stream_id: str
+    source: SpeechSource
+    start_s: float
+    seconds: float
+
+
+@dataclass
+class Conversation:
+    """One call as contact centres have them: two participants (`caller`, `agent`, each its own
+    stream under the call's key) taking turns, both streams at the call's rate and encoding
+    (16 kHz PCM or 8 kHz G.711 mu-law) for the whole call."""
+
+    name: str
+    language: str
+    sample_rate: int
+    encoding: str
+    seconds: float
+    turns: list[Turn]
+    STREAMS = ("caller", "agent")
+
+    @property
+    def speech_s(self) -> float:
+        """Time someone is speaking (turns do not overlap)."""
+        return sum(turn.seconds for turn in self.turns)
+
+    def stream_audio(self, stream_id: str) -> np.ndarray:
+        """The stream's samples at the call's rate: its turns, silence in between."""
+        audio = np.zeros(int(self.seconds * self.sample_rate), dtype=np.float32)
+        for turn in self.turns:
+            if turn.stream_id != stream_id:
+                continue
+            samples = turn.source.audio[self.sample_rate]
+            start = int(turn.start_s * self.sample_rate)
+            audio[start:start + len(samples)] = samples[:len(audio) - start]
+        return audio
+
+    def references(self, stream_id: str) -> str:
+        return " ".join(turn.source.text for turn in self.turns if turn.stream_id == stream_id)
+
+
+def speech_sources(speech_dir=None) -> dict[str, list[SpeechSource]]:
+    """What participants say, by language (en, vi): the real recordings of `speech_dir` (None: none)
+    when there (clips up to 12 s), else espeak-ng's voice for the project's sentences."""
+    from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
+    from streams.bench.accuracy import clip_audio, load_speech
+
+    sources: dict[str, list[SpeechSource]] = {"en": [], "vi": []}
+    for clip in load_speech(speech_dir) or []:
+        if clip.language in sources:
+            audio = clip_audio(clip)
+            if len(audio) <= 12 * 16000:
+                sources[clip.language].append(SpeechSource(
+                    clip.reference, clip.language, {16000: audio, SAMPLE_RATE: clip_audio(clip, SAMPLE_RATE)},
+                    real=True))
+    for language, sentences in (("en", ENGLISH_SENTENCES), ("vi", VIETNAMESE_SENTENCES)):
+        if not sources[language]:
+            sources[language] = [SpeechSource(text, language, {rate: synthesize(text, language, sample_rate=rate)
+                                                               for rate in (16000, SAMPLE_RATE)})
+                                 for text in sentences]
+    return sources
+
+
+def make_conversation(name: str, language: str, sources: list[SpeechSource], rng: random.Random,
+                      min_seconds: float, sample_rate: int, gap_s: tuple[float, float] = (0.6, 2.2),
+                      lead_s: float = 0.5) -> Conversation:
+    """Turns alternate between caller and agent, one utterance each, `gap_s` of silence between
+    turns (speech about 60-80% of the call), until the call lasts `min_seconds` and both spoke."""
+    turns, cursor = [], lead_s
+    while cursor < min_seconds or len(turns) < 2:
+        source = rng.choice(sources)
+        turns.append(Turn(Conversation.STREAMS[len(turns) % 2], source, cursor, source.seconds))
+        cursor += source.seconds + rng.uniform(*gap_s)
+    encoding = "PCM_S16LE" if sample_rate == 16000 else "MULAW"
+    return Conversation(name, language, sample_rate, encoding, cursor + 1.0, turns)
+
+
+def make_conversations(seed: int, count: int, min_seconds: float, sources: dict[str, list[SpeechSource]],
+                       prefix: str = "conv") -> list[Conversation]:
+    """`count` conversations: three in four English, one in four Vietnamese; alternately 8 kHz
+    G.711 mu-law (a phone line) and 16 kHz PCM (a softphone)."""
+    rng = random.Random(seed)
+    calls = []
+    for index in range(count):
+        language = "vi" if index % 4 == 3 else "en"
+        rate = SAMPLE_RATE if index % 2 == 0 else 16000
+        calls.append(make_conversation(f"{prefix}{index}-{language}-{rate // 1000}k", language, sources[language],
+                                       rng, min_seconds, rate))
+    return calls

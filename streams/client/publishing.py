@@ -205,6 +205,7 @@ class CallJob:
     stream_id: str
     input: CallInput
     language: str | None = None  # the chunks' language hint; None = let the worker detect it
+    plan: ChunkPlan | None = None  # this stream's own rate and encoding (None: the plan `send_calls` is given)
 
     def chunk_count(self, plan: ChunkPlan) -> int:
         """How many chunks `iter_chunks` cuts this call into."""
@@ -275,11 +276,15 @@ def send_calls(publisher: CallPublisher, jobs: Sequence[CallJob], plan: ChunkPla
     acknowledgements (see `publish`).
     """
     for job in jobs:
-        if job.input.sample_rate != plan.sample_rate:
-            raise ValueError(f"{job.input.name} is at {job.input.sample_rate} Hz, the plan at {plan.sample_rate} Hz")
+        own = job.plan or plan
+        if job.input.sample_rate != own.sample_rate:
+            raise ValueError(f"{job.input.name} is at {job.input.sample_rate} Hz, the plan at {own.sample_rate} Hz")
+        if own.chunk_ms != plan.chunk_ms:
+            raise ValueError("every stream sent together needs the same chunk length (steps are chunks)")
     start_ms = int(time.time() * 1000) if start_ms is None else start_ms
     results = new_results(jobs) if results is None else results
-    streams = [(job, result, iter_chunks(job.input.samples, job.call_id, job.stream_id, plan, start_ms, job.language))
+    streams = [(job, result, iter_chunks(job.input.samples, job.call_id, job.stream_id, job.plan or plan, start_ms,
+                                         job.language))
                for job, result in zip(jobs, results)]
     started = time.monotonic()
     for step in itertools.count():

@@ -35,7 +35,11 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
     assert pipeline["overhead_vs_floor_in_worker_mode"] > 0
 
     assert [live["calls"] for live in report["live"]] == [1, 2]
+    pool = report["workload"]["live_calls_pool"]  # conversations: two participants, both line types
+    assert {c["rate"] for c in pool} == {"8000 Hz MULAW", "16000 Hz PCM_S16LE"} and all(c["turns"] >= 2 for c in pool)
     for live in report["live"]:
+        assert live["accuracy"]["wer_en"] is not None and 0 <= live["accuracy"]["wer_en"] < 0.6
+        assert 0.5 <= live["accuracy"]["language_id_accuracy"] <= 1
         assert live["transcripts"] > 0
         for name in ("end_of_speech_to_received_s", "after_endpoint_to_received_s"):
             figures = live[name]
