@@ -44,10 +44,11 @@ def _retry_unless_fatal(error) -> None:
     log.warning("transcript consumer: %s (retrying)", error)
 
 
-def collect(reader, expected: int, deadline: float, idle_s: float,
+def collect(reader, expected: int | None, deadline: float, idle_s: float,
             on_poll=None, wanted=None) -> list[Arrival]:
-    """Transcripts (distinct ids) until `expected` arrived, or `idle_s` without one after `deadline`'s
-    publishing ended (the caller passes the publishing flag through `on_poll`), or the deadline."""
+    """Transcripts (distinct ids) until `expected` arrived (None: no count, as when an utterance may
+    be cut in two), or `idle_s` without one after publishing ended (the caller passes the
+    publishing flag through `on_poll`), or the deadline."""
     arrivals: dict[str, Arrival] = {}
     last_new = time.monotonic()
 
@@ -55,7 +56,8 @@ def collect(reader, expected: int, deadline: float, idle_s: float,
         if time.monotonic() >= deadline:
             return True
         busy = on_poll() if on_poll else False
-        return len(arrivals) >= expected or (not busy and time.monotonic() - last_new > idle_s)
+        enough = expected is not None and len(arrivals) >= expected
+        return enough or (not busy and time.monotonic() - last_new > idle_s)
 
     for _, transcript in reader.records(stop=done, poll_s=0.2, on_error=_retry_unless_fatal):
         arrived = int(time.time() * 1000)
@@ -235,6 +237,7 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
     from streams.client.publishing import send_calls
 
     jobs, by_id = _live_jobs(calls, k, seed, run_id)
+    # A turn gives one transcript or more (a long one is cut at a pause): read until quiet.
     expected = sum(len(call.turns) for call in by_id.values())
     before = worker.metrics()
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
@@ -253,7 +256,7 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
     thread.start()
     duration = max(call.seconds for call in by_id.values()) + 3.0
     try:
-        arrivals = collect(reader, expected, time.monotonic() + duration + 120.0, idle_s=10.0, on_poll=sampler,
+        arrivals = collect(reader, None, time.monotonic() + duration + 120.0, idle_s=10.0, on_poll=sampler,
                            wanted=set(by_id))
     finally:
         thread.join(timeout=duration + 60)
@@ -270,7 +273,7 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
         "worker_endpoint_to_publish_s": {
             q: _r(histogram_quantile(before, after, "callstt_endpoint_to_publish_seconds", float(q[1:]) / 100))
             for q in ("p50", "p95", "p99")},
-        "lag": _lag(points, [v for _, v in sampler.lag_samples], expected - len(mine), k),
+        "lag": _lag(points, [v for _, v in sampler.lag_samples], max(expected - len(mine), 0), k),
         "peak_rss_mb_sampled": sampler.peak_rss or None,
         # How the worker's model step went: how many utterances each model call carried, and
         # the share of the run the model was busy (near 1: the machine is at its limit).
