@@ -208,12 +208,7 @@ class TransformersBackend:
             encoder_outputs = self.model.get_encoder()(input_features)
             language_probability = 1.0
             if self.is_multilingual and not language:
-                first = self._first_step(encoder_outputs)
-                language_ids = list(self.lang_to_id.values())
-                language_probs = first[language_ids] / first[language_ids].sum().clamp_min(1e-12)
-                best = int(language_probs.argmax())
-                language = self.tokenizer.convert_ids_to_tokens(language_ids[best])[2:-2]
-                language_probability = float(language_probs[best])
+                language, language_probability = self._detect_from(encoder_outputs)
             start_length = 4 if self.is_multilingual else 2  # sot, [language, task,] notimestamps
             kwargs = dict(
                 encoder_outputs=encoder_outputs, task="transcribe", return_timestamps=False,
@@ -252,6 +247,29 @@ class TransformersBackend:
         # <|notimestamps|> is the prefix's own).
         offset = (sequence.index(self.no_timestamps_id, sot_index) + 1 if self.no_timestamps_id in sequence[sot_index:]
                   else sot_index + start_length)
+        text_ids, text_logprobs, text_positions, avg_logprob = self._generated_text(sequence, offset, logprobs_all)
+        words = self._words(text_ids, text_logprobs, text_positions, token_times, duration_s)
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=True).strip()
+        segments = [Segment(text=text, start=0.0, end=duration_s, avg_logprob=avg_logprob,
+                            no_speech_prob=no_speech_prob)] if text else []
+        return TranscriptionResult(
+            text=text, language=language or "en", language_probability=language_probability,
+            segments=segments, words=words, model_name=self.model_name, backend=self.backend_name,
+            timestamps_note="" if self.word_timestamps else SEGMENT_LEVEL_NOTE,
+        )
+
+    def _detect_from(self, encoder_outputs) -> tuple[str, float]:
+        """The most likely language at the first decoding step, and its share of the languages."""
+        first = self._first_step(encoder_outputs)
+        language_ids = list(self.lang_to_id.values())
+        language_probs = first[language_ids] / first[language_ids].sum().clamp_min(1e-12)
+        best = int(language_probs.argmax())
+        return self.tokenizer.convert_ids_to_tokens(language_ids[best])[2:-2], float(language_probs[best])
+
+    def _generated_text(self, sequence: list[int], offset: int,
+                        logprobs_all) -> tuple[list[int], list[float], list[int], float]:
+        """From the generated tokens (`sequence[offset:]`): the text tokens up to <|endoftext|>, their
+        log-probabilities and sequence positions, and the decode's average log-probability."""
         generated = sequence[offset:]
         logprobs = [float(logprobs_all[offset + index - 1, token]) for index, token in enumerate(generated)]
         text_ids, text_logprobs, text_positions = [], [], []
@@ -266,16 +284,7 @@ class TransformersBackend:
             text_logprobs.append(logprob)
             text_positions.append(offset + index)
         finite = [value for value in logprobs[:decoded] if math.isfinite(value)]
-        avg_logprob = sum(finite) / len(finite) if finite else 0.0
-        words = self._words(text_ids, text_logprobs, text_positions, token_times, duration_s)
-        text = self.tokenizer.decode(text_ids, skip_special_tokens=True).strip()
-        segments = [Segment(text=text, start=0.0, end=duration_s, avg_logprob=avg_logprob,
-                            no_speech_prob=no_speech_prob)] if text else []
-        return TranscriptionResult(
-            text=text, language=language or "en", language_probability=language_probability,
-            segments=segments, words=words, model_name=self.model_name, backend=self.backend_name,
-            timestamps_note="" if self.word_timestamps else SEGMENT_LEVEL_NOTE,
-        )
+        return text_ids, text_logprobs, text_positions, (sum(finite) / len(finite) if finite else 0.0)
 
     def _words(self, token_ids: list[int], logprobs: list[float], positions: list[int],
                token_times: list[float] | None, duration_s: float) -> list[Word]:
