@@ -338,10 +338,8 @@ class PipelineBatch:
         language evidence as the model left it (this batch's utterances come after `previous`'s)."""
         self.table.read_from(read)
         after = dict(previous.table.states())
-        for key, state in self.table.states():
-            if key in after:
-                state.language = after[key].language
-        for state, _ in self.ready:
+        # The latest states and the states the ready utterances were cut with (each may be its own object).
+        for state in [state for _, state in self.table.states()] + [state for state, _ in self.ready]:
             key = state_key(state.call_id, state.stream_id)
             if key in after:
                 state.language = after[key].language

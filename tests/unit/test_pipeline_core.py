@@ -85,8 +85,9 @@ def test_a_batch_taken_while_the_model_ran_follows_the_language_the_model_left(c
     for chunk in call_chunks[:half]:
         running.accept_chunk(chunk, 1000, owner=None)
     following = pipeline.batch(running.read_latest)
-    for chunk in call_chunks[half:half + 50]:
+    for chunk in call_chunks[half:-1]:  # all but the end-of-stream chunk: the stream stays
         following.accept_chunk(chunk, 1000, owner=None)
+    assert following.ready  # the rest of the call finishes an utterance in the following batch
     assert following.state("call-1", "caller").position > running.state("call-1", "caller").position
     evidence = {"committed": "en", "probability": 0.97, "pool": [["en", 2.9]], "seconds": 3.0, "weak": 0,
                 "leading": ""}
