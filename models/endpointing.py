@@ -30,7 +30,13 @@ Decisions:
   probability in its last third), in that window's middle; the rest of it carries on as
   the next utterance, or is dropped if it holds no voiced window;
 - utterances with less than min_speech_ms of voiced windows are dropped (clicks, coughs,
-  noise bursts never reach the model): their audio produces no Cut, keep_from moves on.
+  noise bursts never reach the model): their audio produces no Cut, keep_from moves on;
+- with speculate_ms set (shorter than min_silence_ms), an open utterance whose silence reaches
+  speculate_ms also yields a *speculative* Cut (`Cut.speculative`): the utterance as it would
+  be cut if no speech came back, so the model can start early. It changes no state; the
+  final Cut follows at min_silence_ms, with the same start and `speech_end_sample` when no
+  speech came back in between (`Cut.same_speech`), which is how the caller knows the
+  speculative result is the final one.
 """
 
 from __future__ import annotations
@@ -60,9 +66,13 @@ class EndpointConfig:
     # VAD hears late, and on real speech (../shared/speech, English, one at a time) gave the
     # whole-clip WER (0.053) where 200 ms gave 0.063.
     pad_ms: int = 400
+    # Trailing silence at which the model may start on the utterance before its end is sure
+    # (0: never). Below pad_ms the speculative audio ends speculate_ms after the last voiced
+    # window instead of pad_ms: only silence is missing.
+    speculate_ms: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_utterance_ms < 1000 or self.min_silence_ms <= 0 or self.pad_ms < 0:
+        if self.max_utterance_ms < 1000 or self.min_silence_ms <= 0 or self.pad_ms < 0 or self.speculate_ms < 0:
             raise ValueError(f"unusable endpointing settings: {self}")
 
 
@@ -74,6 +84,13 @@ class Cut:
     end_sample: int
     reason: str  # one of CUT_REASONS
     speech_ms: int  # voiced time inside it (a multiple of 32 ms)
+    speech_end_sample: int = 0  # end of its last voiced window
+    speculative: bool = False  # the end is not sure yet: speech may come back (see the module doc)
+
+    def same_speech(self, other: "Cut") -> bool:
+        """Both cuts hold the same speech (a speculative cut and the final one it foresaw)."""
+        return (self.start_sample, self.speech_end_sample, self.speech_ms) == \
+            (other.start_sample, other.speech_end_sample, other.speech_ms)
 
     @property
     def start_s(self) -> float:
@@ -131,6 +148,9 @@ class Endpointer:
         self.min_silence_windows = math.ceil(config.min_silence_ms / WINDOW_MS)
         self.max_samples = config.max_utterance_ms * SAMPLES_PER_MS
         self.search_samples = int(self.max_samples * CUT_SEARCH_FRACTION)
+        speculate_windows = math.ceil(config.speculate_ms / WINDOW_MS)
+        # Speculation only makes sense before the utterance would end anyway.
+        self.speculate_windows = speculate_windows if 0 < speculate_windows < self.min_silence_windows else 0
 
     def keep_from_sample(self, state: EndpointState) -> int:
         """The earliest stream sample the caller must still hold; audio before it is never cut again."""
@@ -194,7 +214,16 @@ class Endpointer:
             return self._close(s, end, "silence")
         if s.position - s.start >= self.max_samples:
             return self._cut_at_quietest(s)
+        if self.speculate_windows and s.silence_run == self.speculate_windows \
+                and int(s.voiced * WINDOW_MS) >= self.config.min_speech_ms:
+            return s, self._speculative_cut(s)
         return s, None
+
+    def _speculative_cut(self, s: EndpointState) -> Cut:
+        """The cut `_close` would make if no speech came back (its audio ends here at the latest)."""
+        speech_end = (s.last_voiced + 1) * WINDOW_SAMPLES
+        return Cut(s.start, min(speech_end + self.pad, s.position), "silence", int(s.voiced * WINDOW_MS),
+                   speech_end, speculative=True)
 
     def _cut_at_quietest(self, s: EndpointState) -> tuple[EndpointState, Cut | None]:
         end = s.quiet_window * WINDOW_SAMPLES + WINDOW_SAMPLES // 2
@@ -213,4 +242,5 @@ class Endpointer:
         closed = replace(s, floor=max(s.floor, end), start=-1, voiced=0, last_voiced=-1, silence_run=0,
                          quiet_window=-1, quiet_probability=2.0, voiced_after_quiet=0,
                          sent=s.sent + keep, dropped=s.dropped + (not keep))
-        return closed, (Cut(s.start, end, reason, speech_ms) if keep else None)
+        speech_end = min((s.last_voiced + 1) * WINDOW_SAMPLES, end)  # a max-length cut may fall in speech
+        return closed, (Cut(s.start, end, reason, speech_ms, speech_end) if keep else None)

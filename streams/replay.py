@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -155,8 +155,9 @@ def replay_calls(settings: Settings, router: ModelRouter, output_topic: str, mod
         "group.id": f"callstt-replay-{uuid.uuid4().hex[:8]}",  # never committed
         "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
     producer = Producer(confluent_config(settings, **RELIABLE_PRODUCER))
-    replay = Replay(Pipeline.from_settings(settings, model_version=model_version), router, producer, output_topic,
-                    call_ids, until_ms, on_transcript)
+    # Replay reads recorded calls as fast as it can: speculative endpoints would only add model calls.
+    pipeline = Pipeline.from_settings(replace(settings, speculate_ms=0), model_version=model_version)
+    replay = Replay(pipeline, router, producer, output_topic, call_ids, until_ms, on_transcript)
     try:
         if topic_exists(consumer, settings.call_settings_topic):
             stop_at = assign_range(consumer, settings.call_settings_topic, since_ms=None)

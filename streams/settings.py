@@ -150,6 +150,12 @@ class Settings:
     # Endpointing
     min_silence_ms: int = env("CALLSTT_MIN_SILENCE_MS", default=600, doc="Silence that ends an utterance")
     max_utterance_ms: int = env("CALLSTT_MAX_UTTERANCE_MS", default=15000, doc="Longest utterance before a cut")
+    speculate_ms: int = env("CALLSTT_SPECULATE_MS", default=300,
+                            doc="Silence at which the model starts on an utterance before its end is sure "
+                                "(kept unpublished until CALLSTT_MIN_SILENCE_MS confirms it); 0 = off")
+    latency_budget_ms: int = env("CALLSTT_LATENCY_BUDGET_MS", default=1600,
+                                 doc="End of speech -> transcript target; while finals are later than this, "
+                                     "no speculative work runs")
     idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
                               doc="Flush a stream's open utterance after this long without chunks")
     stream_ttl_s: float = env("CALLSTT_STREAM_TTL_S", default=600.0,
@@ -187,6 +193,8 @@ class Settings:
                 raise SettingsError(f"{f.metadata['env'][0]}={value!r}: use one of {', '.join(choices)}")
         if self.batch_max_events < 1 or self.batch_wait_s <= 0:
             raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
+        if self.speculate_ms < 0 or self.latency_budget_ms <= 0:
+            raise SettingsError("CALLSTT_SPECULATE_MS must be >= 0 and CALLSTT_LATENCY_BUDGET_MS > 0")
         if not 1 <= self.min_window_s <= 30:
             raise SettingsError(f"CALLSTT_MIN_WINDOW_S={self.min_window_s}: use 1 to 30 seconds")
 

@@ -122,10 +122,23 @@ class Utterance:
     hint: str
     last_capture_ts_ms: int
     last_received_ts_ms: int
+    speech_end_ms: int = 0  # end of its last voiced VAD window, within the stream
+    speech_ms: int = 0  # voiced time inside it
+    speculative: bool = False  # cut before its end was sure (models/endpointing.py): never published
 
     @property
     def seconds(self) -> float:
         return len(self.audio) / SAMPLE_RATE
+
+    @property
+    def speech_end_capture_ms(self) -> int:
+        """When its last speech was captured (the call platform's clock): latency counts from here."""
+        return self.last_capture_ts_ms - (self.end_ms - self.speech_end_ms)
+
+    def same_speech(self, other: "Utterance") -> bool:
+        """The same utterance of the same stream with the same speech (what a speculative one foresaw)."""
+        return (self.call_id, self.stream_id, self.index, self.start_ms, self.speech_end_ms, self.speech_ms) == \
+            (other.call_id, other.stream_id, other.index, other.start_ms, other.speech_end_ms, other.speech_ms)
 
 
 @dataclass
@@ -149,6 +162,9 @@ class Outcome:
     writes: dict[str, bytes] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
     utterances: list[Utterance] = field(default_factory=list)
+    # The stream's open utterance cut speculatively (at most one: the latest), for the model to
+    # start on before its end is sure; a later cut of the stream supersedes it.
+    speculative: list[Utterance] = field(default_factory=list)
     gaps_filled: int = 0
     duplicates: int = 0
     pending_cuts: list[Cut] = field(default_factory=list)  # decided, not yet sliced into utterances
@@ -292,9 +308,14 @@ class StreamAssembler:
 
     def _cut(self, outcome: Outcome, received_ms: int, read_block: Callable[[str], bytes | None]) -> None:
         state = outcome.state
-        for cut in outcome.pending_cuts:
-            outcome.utterances.append(self._utterance(outcome, cut, received_ms, read_block))
-        outcome.pending_cuts = []
+        cuts, outcome.pending_cuts = outcome.pending_cuts, []
+        if cuts:
+            outcome.speculative = []  # superseded by what the endpointer decided since
+        for cut in cuts:
+            if not cut.speculative:
+                outcome.utterances.append(self._utterance(outcome, cut, received_ms, read_block))
+        if cuts and cuts[-1].speculative:  # an earlier speculation is superseded by the cuts after it
+            outcome.speculative = [self._utterance(outcome, cuts[-1], received_ms, read_block)]
         keep_from = self.endpointer.keep_from_sample(outcome.decoded.endpoint)
         while state.blocks and state.blocks[0].start_sample + state.blocks[0].samples <= keep_from:
             self._delete_block(outcome, state.blocks.pop(0))
@@ -323,12 +344,15 @@ class StreamAssembler:
             pieces.append(audio[lo:hi])
             last_capture = block.capture_ts_ms + (hi * 1000) // SAMPLE_RATE
         index = state.utterance_index
-        state.utterance_index += 1
+        if not cut.speculative:  # a speculative cut foresees this index's utterance, it does not make one
+            state.utterance_index += 1
         return Utterance(
             call_id=state.call_id, stream_id=state.stream_id, index=index,
             audio=np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32),
             start_ms=cut.start_sample * 1000 // SAMPLE_RATE, end_ms=cut.end_sample * 1000 // SAMPLE_RATE,
             reason=cut.reason, hint=state.hint, last_capture_ts_ms=last_capture, last_received_ts_ms=received_ms,
+            speech_end_ms=cut.speech_end_sample * 1000 // SAMPLE_RATE, speech_ms=cut.speech_ms,
+            speculative=cut.speculative,
         )
 
     def _delete_block(self, outcome: Outcome, block: Block) -> None:

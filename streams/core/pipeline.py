@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from models.batching import PendingUtterance, choose_and_transcribe
-from models.endpointing import EndpointConfig, EndpointState
+from models.audio import SAMPLE_RATE
+from models.endpointing import WINDOW_SAMPLES, EndpointConfig, EndpointState
 from models.errors import BadChunk
 from models.guard import GuardConfig, judge
 from models.routing import LanguageChoice
@@ -46,6 +47,7 @@ from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, Stre
 from streams.core.batch import TableBatch
 from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
 from streams.core.redaction import RedactionConfig, RedactionConfigError
+from streams.core.speculation import Speculations, worth_running
 from streams.core.transcripts import build_transcript, redact_result
 from streams.settings import SettingsError
 
@@ -69,12 +71,17 @@ class PipelineConfig:
     defaults: CallDefaults = field(default_factory=CallDefaults)  # what a call without settings gets
     guard: GuardConfig = field(default_factory=GuardConfig)  # what counts as invented text (models/guard.py)
     call_settings_topic: str = "callstt.call-settings"  # the registry subject of the settings kept
+    # End of speech -> transcript target: a final past it means the worker is behind, and
+    # speculative work waits (streams/core/speculation.py).
+    latency_budget_ms: int = 1600
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
         config = cls(
             assembly=AssemblyConfig(endpoint=EndpointConfig(min_silence_ms=settings.min_silence_ms,
-                                                            max_utterance_ms=settings.max_utterance_ms)),
+                                                            max_utterance_ms=settings.max_utterance_ms,
+                                                            speculate_ms=settings.speculate_ms)),
+            latency_budget_ms=settings.latency_budget_ms,
             inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
             pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s, min_window_s=settings.min_window_s,
             model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000,
@@ -129,6 +136,8 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.codec = codec or AvroCodec()
         self.assembler = assembler or StreamAssembler(self.config.assembly)
+        # Results of speculative cuts waiting for their final cut (touched in the model thread only).
+        self.speculations = Speculations()
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "Pipeline":
@@ -164,37 +173,62 @@ class Pipeline:
 
     def transcribe(self, router, ready: Sequence[tuple[StreamState, Utterance]],
                    latest: Callable[[Utterance], StreamState | None], mode: str | None = None,
-                   call_settings: Callable[[str], CallSettings | None] = lambda call_id: None) -> list[Transcribed]:
+                   call_settings: Callable[[str], CallSettings | None] = lambda call_id: None,
+                   speculative: Sequence[tuple[StreamState, Utterance]] = (),
+                   now_ms: int | None = None) -> list[Transcribed]:
         """Choose each utterance's language and run them all through the model in one go
         (`mode`, default the configured inference mode), each with its call's options
         (`call_settings(call_id)`: the call's record, None for the worker's defaults); the
         stream's language evidence after it (models/language_id.py) is written to
-        `latest(utterance)`, the stream's state as the caller will keep it. Run it in the
-        model thread. Results in input order."""
-        if not ready:
-            return []
-        options = [self.options(call_settings(u.call_id), u.stream_id) for _, u in ready]
-        pending = [PendingUtterance(stream=f"{u.call_id}|{u.stream_id}", audio=u.audio, hint=u.hint,
-                                    evidence=state.evidence, languages=option.languages,
-                                    vocabulary=option.vocabulary)
-                   for (state, u), option in zip(ready, options)]
-        config = self.config
-        decisions = choose_and_transcribe(router, pending, mode or config.inference_mode,
-                                          config.inference_batch_size, config.pack_window_s, config.pack_gap_s,
-                                          config.min_window_s)
+        `latest(utterance)`, the stream's state as the caller will keep it. A final utterance
+        that a speculation foresaw takes its result (streams/core/speculation.py); the
+        `speculative` ones run beside the rest when the model has room, and are kept, not
+        published. Run it in the model thread. Results for `ready`, in its order."""
+        foreseen = [self.speculations.take(utterance) for _, utterance in ready]
+        to_run = [item for item, decided in zip(ready, foreseen) if decided is None]
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if speculative and not worth_running([u for _, u in speculative], [u for _, u in to_run], now_ms,
+                                             self.config.latency_budget_ms, self.config.inference_batch_size):
+            self.speculations.skipped(len(speculative))
+            speculative = ()
+        decisions = iter(self._decide(router, [*to_run, *speculative], call_settings, mode))
         results = []
-        for (_, utterance), decided, option in zip(ready, decisions, options):
-            state = latest(utterance)
-            if state is not None:
-                state.language = decided.evidence.to_dict()
-            transcript = None
-            dropped = judge(decided.result, utterance.audio, config.guard)  # invented text never leaves
-            if dropped is None:
-                # Redaction before anything leaves the worker: the values never reach a record.
-                result, redactions = redact_result(decided.result, option.redaction)
-                transcript = build_transcript(utterance, result, decided.choice, config.model_version, redactions)
-            results.append(Transcribed(utterance, transcript, decided.choice, decided.model_seconds, dropped))
+        for (_, utterance), decided in zip(ready, foreseen):
+            decided = decided or next(decisions)
+            results.append(self._transcribed(utterance, decided, call_settings, latest))
+        for _, utterance in speculative:
+            self.speculations.keep(utterance, next(decisions))
         return results
+
+    def _decide(self, router, items: Sequence[tuple[StreamState, Utterance]],
+                call_settings: Callable[[str], CallSettings | None], mode: str | None) -> list:
+        """The model call: every item's language chosen and its words decoded (models.batching.Decided)."""
+        if not items:
+            return []
+        pending = []
+        for state, u in items:
+            option = self.options(call_settings(u.call_id), u.stream_id)
+            pending.append(PendingUtterance(stream=f"{u.call_id}|{u.stream_id}", audio=u.audio, hint=u.hint,
+                                            evidence=state.evidence, languages=option.languages,
+                                            vocabulary=option.vocabulary))
+        config = self.config
+        return choose_and_transcribe(router, pending, mode or config.inference_mode, config.inference_batch_size,
+                                     config.pack_window_s, config.pack_gap_s, config.min_window_s)
+
+    def _transcribed(self, utterance: Utterance, decided, call_settings: Callable[[str], CallSettings | None],
+                     latest: Callable[[Utterance], StreamState | None]) -> Transcribed:
+        """A decided utterance through the guard and redaction to its Transcript (None: dropped)."""
+        state = latest(utterance)
+        if state is not None:
+            state.language = decided.evidence.to_dict()
+        transcript = None
+        dropped = judge(decided.result, utterance.audio, self.config.guard)  # invented text never leaves
+        if dropped is None:
+            # Redaction before anything leaves the worker: the values never reach a record.
+            option = self.options(call_settings(utterance.call_id), utterance.stream_id)
+            result, redactions = redact_result(decided.result, option.redaction)
+            transcript = build_transcript(utterance, result, decided.choice, self.config.model_version, redactions)
+        return Transcribed(utterance, transcript, decided.choice, decided.model_seconds, dropped)
 
 
 class PipelineBatch:
@@ -209,6 +243,8 @@ class PipelineBatch:
         self._call_settings: dict[str, CallSettings | None] = {}
         # Where the time went (seconds), for the worker's stage metrics.
         self.stage_seconds: dict[str, float] = defaultdict(float)
+        # What happened to speculative cuts in this batch (streams/core/speculation.py), for metrics.
+        self.speculation_counts: Counter = Counter()
 
     @property
     def outcomes(self) -> list[tuple[Any, Outcome]]:
@@ -308,7 +344,7 @@ class PipelineBatch:
     def _record(self, outcome: Outcome, owner: Any) -> Outcome:
         self.table.record(outcome, owner)
         call_id = outcome.state.call_id
-        if outcome.utterances and call_id not in self._call_settings:
+        if (outcome.utterances or outcome.speculative) and call_id not in self._call_settings:
             self._call_settings[call_id] = self.call_settings(call_id)
         return outcome
 
@@ -318,12 +354,37 @@ class PipelineBatch:
         (languages change only in `transcribe`, after the model has run)."""
         return [(outcome.state, utterance) for _, outcome in self.outcomes for utterance in outcome.utterances]
 
+    @property
+    def speculative(self) -> list[tuple[StreamState, Utterance]]:
+        """The streams' speculative cuts still worth running: each stream's latest, unless a later
+        cut of the stream in this batch superseded it or its speaker has spoken again since."""
+        latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
+        for _, outcome in self.outcomes:
+            stream = (outcome.state.call_id, outcome.state.stream_id)
+            if outcome.speculative:
+                latest[stream] = (outcome.state, outcome.speculative[-1])
+            elif outcome.utterances:
+                latest[stream] = None
+        return [item for item in latest.values() if item is not None and self._still_silent(item[1])]
+
+    def _still_silent(self, utterance: Utterance) -> bool:
+        state = self.table.latest_state(utterance.call_id, utterance.stream_id)
+        if state is None:
+            return False
+        endpoint = EndpointState.from_bytes(state.endpoint)
+        speech_end_ms = (endpoint.last_voiced + 1) * WINDOW_SAMPLES * 1000 // SAMPLE_RATE
+        return endpoint.is_open and speech_end_ms == utterance.speech_end_ms
+
     def transcribe(self, router, mode: str | None = None) -> list[Transcribed]:
-        """Every finished utterance through the model at once (see `Pipeline.transcribe`)."""
+        """Every finished utterance through the model at once, with the speculative cuts when
+        there is room (see `Pipeline.transcribe`); what happened to speculations is added to
+        `speculation_counts`."""
         started = time.perf_counter()
+        counts_before = self.pipeline.speculations.counts.copy()
         results = self.pipeline.transcribe(router, self.ready,
                                            lambda u: self.table.latest_state(u.call_id, u.stream_id), mode,
-                                           lambda call_id: self._call_settings.get(call_id))
+                                           lambda call_id: self._call_settings.get(call_id), self.speculative)
+        self.speculation_counts.update(self.pipeline.speculations.counts - counts_before)
         self.stage_seconds["model"] += time.perf_counter() - started
         return results
 
@@ -338,8 +399,8 @@ class PipelineBatch:
         language evidence as the model left it (this batch's utterances come after `previous`'s)."""
         self.table.read_from(read)
         after = dict(previous.table.states())
-        # The latest states and the states the ready utterances were cut with (each may be its own object).
-        for state in [state for _, state in self.table.states()] + [state for state, _ in self.ready]:
+        # The latest states and the states the utterances were cut with (each may be its own object).
+        for state in [state for _, state in self.table.states()] + [outcome.state for _, outcome in self.outcomes]:
             key = state_key(state.call_id, state.stream_id)
             if key in after:
                 state.language = after[key].language

@@ -223,7 +223,7 @@ class BatchHandler:
         """Transcribe every utterance the batch finished, across calls, in one go in the model thread
         (`CALLSTT_INFERENCE_MODE`), and publish the transcripts, acknowledged."""
         ready = batch.ready
-        if not ready:
+        if not ready and not batch.speculative:
             self.observe_stages(batch)
             return
         decided_at = time.time()
@@ -232,7 +232,6 @@ class BatchHandler:
             metrics.UTTERANCE_SECONDS.observe(utterance.seconds)
         results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe,
                                                                    self.status.router)
-        metrics.UTTERANCES_PER_MODEL_CALL.observe(len(ready))
         self.observe_stages(batch)
         with metrics.timed("publish"):
             sent = []
@@ -257,6 +256,16 @@ class BatchHandler:
         for stage, seconds in batch.stage_seconds.items():
             metrics.STAGE_SECONDS.labels(stage).inc(seconds)
         batch.stage_seconds.clear()
+        counts = batch.speculation_counts
+        # What went to the model: the finals no speculation foresaw, and the speculations run.
+        model_utterances = len(batch.ready) - counts["used"] + counts["run"]
+        if model_utterances > 0:
+            metrics.UTTERANCES_PER_MODEL_CALL.observe(model_utterances)
+        for outcome in ("run", "used", "discarded", "skipped"):
+            if counts[outcome]:
+                metrics.SPECULATIVE.labels(outcome).inc(counts[outcome])
+        metrics.SPECULATIVE_WASTED_SECONDS.inc(counts["wasted_seconds"])
+        counts.clear()
 
     @staticmethod
     def observe_model(result: Transcribed) -> None:

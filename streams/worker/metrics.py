@@ -53,6 +53,13 @@ CONSUMER_LAG = Gauge("callstt_consumer_lag_messages", "Audio records not yet rea
 
 UTTERANCES_PER_MODEL_CALL = Histogram("callstt_utterances_per_model_call", "Utterances transcribed together in one go",
                                       buckets=(1, 2, 4, 8, 16, 32, 64), registry=REGISTRY)
+SPECULATIVE = Counter("callstt_speculative_utterances_total",
+                      "Utterances cut speculatively (CALLSTT_SPECULATE_MS): run by the model, used as the final "
+                      "result, discarded because speech came back, skipped while the worker was behind",
+                      ["outcome"], registry=REGISTRY)
+SPECULATIVE_WASTED_SECONDS = Counter("callstt_speculative_wasted_seconds_total",
+                                     "Model time spent on speculative utterances that were discarded",
+                                     registry=REGISTRY)
 EVENTS_PER_BATCH = Histogram("callstt_events_per_batch", "Input records the agent handled as one batch",
                              buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=REGISTRY)
 BATCH_FAILURES = Counter("callstt_batch_failures_total",

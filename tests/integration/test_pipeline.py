@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import re
 import uuid
 from dataclasses import replace
@@ -340,3 +341,74 @@ def test_a_call_with_a_vocabulary_gets_its_rare_words_right_more_often(worker):
     print("rare words found with / without the vocabulary:", hits_with, hits_without)
     assert hits_with >= max(2 * hits_without, 4), (calls[with_words], calls[without])
 
+
+
+def trimmed(audio: np.ndarray) -> np.ndarray:
+    """espeak's speech without the silence it adds around it (so a pause is exactly what the test puts)."""
+    loud = np.nonzero(np.abs(audio) > 1e-3)[0]
+    return audio[loud[0]:loud[-1] + 1]
+
+
+def cut_points(chunks) -> tuple[list[int], list[int]]:
+    """The chunk indices at which the worker's own path (same assembly, VAD, endpointing and
+    default settings) cuts speculatively, and finally."""
+    from streams.core.pipeline import MemoryStore, Pipeline
+    from streams.settings import Settings
+
+    batch = Pipeline.from_settings(Settings.from_env({})).batch(MemoryStore().get)
+    speculative, final = [], []
+    for index, chunk in enumerate(chunks):
+        outcome = batch.accept_chunk(chunk, 0, None)
+        speculative += [index] * len(outcome.speculative)
+        final += [index] * len(outcome.utterances)
+    return speculative, final
+
+
+def publish_now(worker, chunks) -> None:
+    """Chunks as if captured just now, 20 ms apart, the last one this moment (the worker's
+    speculative work only runs for calls that are on time)."""
+    now = int(time.time() * 1000)
+    with worker.publisher() as publisher:
+        for index, chunk in enumerate(chunks):
+            publisher.send(replace(chunk, capture_ts_ms=now - (len(chunks) - 1 - index) * 20))
+
+
+def wait_for_metric(worker, name: str, at_least: float, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while worker.metrics().get(name, 0.0) < at_least:
+        seen = {key: value for key, value in worker.metrics().items() if "chunks" in key or "utterances" in key}
+        assert time.monotonic() < deadline, f"{name} stayed below {at_least}: {seen}"
+        time.sleep(0.1)
+
+
+def test_speech_coming_back_within_the_hangover_gives_one_transcript_and_no_speculative_text(worker):
+    """A 400 ms pause is long enough for a speculative cut (CALLSTT_SPECULATE_MS, 300) but not for
+    the 600 ms hangover: the model runs on the first sentence alone, then the speaker goes on.
+    That result must never be published: the call gets one transcript with both sentences,
+    itself taken from the speculation made once the speaker stopped for good."""
+    first, second = (trimmed(synthesize(text, "en")) for text in EN[:2])
+    pause, tail = np.zeros(int(0.4 * 16000), dtype=np.float32), np.zeros(2 * 16000, dtype=np.float32)
+    audio = np.concatenate([np.zeros(8000, dtype=np.float32), first, pause, second, tail])
+    call_id = f"resume-{uuid.uuid4().hex[:6]}"
+    chunks = list(iter_chunks(audio, call_id, "caller", ChunkPlan(16000, "PCM_S16LE", 20), start_ms=0))
+    speculative, final = cut_points(chunks)
+    assert len(speculative) == 2 and len(final) == 1 and speculative[1] < final[0], (speculative, final)
+
+    run, used, discarded = (f'callstt_speculative_utterances_total{{outcome="{outcome}"}}'
+                            for outcome in ("run", "used", "discarded"))
+    before = worker.metrics()
+    # Up to the first speculative cut (and a little silence): the model runs on the first sentence.
+    publish_now(worker, chunks[:speculative[0] + 3])
+    wait_for_metric(worker, run, before.get(run, 0.0) + 1)
+    # The speaker goes on; the second cut replaces the first speculation (discarded, wasted work).
+    publish_now(worker, chunks[speculative[0] + 3:speculative[1] + 3])
+    wait_for_metric(worker, discarded, before.get(discarded, 0.0) + 1)
+    # The silence reaches the hangover: the final cut takes the second speculation's result.
+    publish_now(worker, chunks[speculative[1] + 3:])
+    transcripts = by_call(worker.transcripts(expected=1, call_ids={call_id}, idle_s=4.0))[call_id]
+    after = worker.metrics()
+
+    assert [t.utterance_index for t in transcripts] == [0], [t.text for t in transcripts]
+    assert word_error_rate([" ".join(EN[:2])], [transcripts[0].text]) <= 0.2, transcripts[0].text
+    assert after[run] - before.get(run, 0.0) == 2 and after[discarded] - before.get(discarded, 0.0) == 1
+    assert after[used] - before.get(used, 0.0) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 import warnings
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def seq(*runs: tuple[float, int]) -> list[float]:
 def test_silence_ends_an_utterance_padded_on_both_sides():
     endpointer = Endpointer(CONFIG)
     found, state = feed_one_by_one(endpointer, seq((0.0, 10), (0.9, 30), (0.1, 30)))
-    assert found == [(39 + 19, Cut(10 * W - PAD, 40 * W + PAD, "silence", 30 * 32))]  # 19 windows = 608 ms
+    assert found == [(39 + 19, Cut(10 * W - PAD, 40 * W + PAD, "silence", 30 * 32, 40 * W))]  # 19 windows = 608 ms
     assert not state.is_open and state.sent == 1 and state.dropped == 0
 
 
@@ -51,7 +52,7 @@ def test_utterance_at_the_stream_start_is_not_padded_before_zero():
 
 def test_pauses_shorter_than_min_silence_do_not_cut():
     found, _ = feed_one_by_one(Endpointer(CONFIG), seq((0.9, 20), (0.2, 18), (0.9, 20), (0.0, 19)))
-    assert [cut for _, cut in found] == [Cut(0, 58 * W + PAD, "silence", 40 * 32)]
+    assert [cut for _, cut in found] == [Cut(0, 58 * W + PAD, "silence", 40 * 32, 58 * W)]
 
 
 def test_short_blips_are_dropped():
@@ -77,9 +78,9 @@ def test_max_length_cuts_at_the_quietest_window_of_the_last_third():
     probabilities[420] = 0.35
     found, state = feed_one_by_one(endpointer, probabilities)
     first_end = 400 * W + W // 2  # the middle of the quietest window
-    assert found[0] == (468, Cut(0, first_end, "max_length", (401 - 2) * 32))
+    assert found[0] == (468, Cut(0, first_end, "max_length", (401 - 2) * 32, first_end))
     # The rest carries over as the next utterance, starting exactly where the first ended.
-    assert found[1] == (499 + 19, Cut(first_end, 500 * W + PAD, "silence", (500 - 401 - 1) * 32))
+    assert found[1] == (499 + 19, Cut(first_end, 500 * W + PAD, "silence", (500 - 401 - 1) * 32, 500 * W))
     assert len(found) == 2 and state.sent == 2
 
 
@@ -88,7 +89,7 @@ def test_max_length_cut_in_a_pause_closes_the_utterance():
     probabilities = seq((0.9, 456), (0.0, 18), (0.9, 30), (0.0, 20))
     found, state = feed_one_by_one(endpointer, probabilities)
     quiet_end = 456 * W + W // 2  # first window of the pause: ties keep the earliest
-    assert found[0] == (468, Cut(0, quiet_end, "max_length", 456 * 32))
+    assert found[0] == (468, Cut(0, quiet_end, "max_length", 456 * 32, 456 * W))
     second = found[1][1]
     assert second.start_sample == 474 * W - PAD and second.reason == "silence"
 
@@ -117,7 +118,7 @@ def test_flush_at_end_of_stream_closes_the_open_utterance():
     endpointer = Endpointer(CONFIG)
     _, state = feed_one_by_one(endpointer, seq((0.0, 10), (0.9, 40)))
     cuts, closed = endpointer.flush(state, "end_of_stream", audio_end=50 * W + 100)
-    assert cuts == [Cut(10 * W - PAD, 50 * W + 100, "end_of_stream", 40 * 32)]  # includes the unscored tail
+    assert cuts == [Cut(10 * W - PAD, 50 * W + 100, "end_of_stream", 40 * 32, 50 * W)]  # includes the unscored tail
     assert not closed.is_open
     assert endpointer.flush(closed, "end_of_stream") == ([], closed)
 
@@ -126,7 +127,7 @@ def test_idle_flush_and_a_later_utterance():
     endpointer = Endpointer(CONFIG)
     _, state = feed_one_by_one(endpointer, seq((0.9, 20), (0.0, 3)))
     cuts, state = endpointer.flush(state, "idle")
-    assert cuts == [Cut(0, 23 * W, "idle", 20 * 32)]
+    assert cuts == [Cut(0, 23 * W, "idle", 20 * 32, 20 * W)]
     found, _ = feed_one_by_one(endpointer, seq((0.9, 20), (0.0, 20)), state)
     assert found[0][1].start_sample == 23 * W  # not before the idle cut's end
     with pytest.raises(ValueError):
@@ -138,6 +139,38 @@ def test_flush_drops_a_short_utterance():
     _, state = feed_one_by_one(endpointer, seq((0.9, 3)))
     cuts, state = endpointer.flush(state, "end_of_stream")
     assert cuts == [] and state.dropped == 1
+
+
+SPECULATE = EndpointConfig(pad_ms=200, speculate_ms=256)  # 8 windows of silence
+
+
+def test_a_speculative_cut_foresees_the_final_one_when_no_speech_comes_back():
+    endpointer = Endpointer(SPECULATE)
+    found, state = feed_one_by_one(endpointer, seq((0.0, 10), (0.9, 30), (0.1, 30)))
+    (at_speculation, speculative), (at_end, final) = found
+    assert speculative.speculative and not final.speculative
+    assert at_speculation == 39 + 8 and at_end == 39 + 19  # 256 ms, then the full 608 ms
+    # The 200 ms pad fits in the 256 ms of silence seen: the same audio as the final cut.
+    assert (speculative.start_sample, speculative.end_sample) == (final.start_sample, final.end_sample)
+    assert speculative.same_speech(final) and final.end_sample == 40 * W + PAD
+    # With a longer pad, the speculative audio stops where the endpointer is: only silence is missing.
+    found, _ = feed_one_by_one(Endpointer(replace(SPECULATE, pad_ms=400)), seq((0.0, 20), (0.9, 30), (0.1, 30)))
+    assert found[0][1].end_sample == 58 * W < found[1][1].end_sample == 50 * W + 6400
+    assert state.sent == 1  # a speculation is not an utterance
+
+
+def test_speech_coming_back_makes_a_new_speculation_that_differs():
+    found, _ = feed_one_by_one(Endpointer(SPECULATE), seq((0.9, 20), (0.0, 10), (0.9, 20), (0.0, 19)))
+    cuts = [cut for _, cut in found]
+    assert [cut.speculative for cut in cuts] == [True, True, False]
+    assert not cuts[0].same_speech(cuts[2]) and cuts[1].same_speech(cuts[2])
+
+
+def test_no_speculation_for_blips_or_when_turned_off():
+    found, _ = feed_one_by_one(Endpointer(SPECULATE), seq((0.9, 3), (0.0, 30)))
+    assert found == []
+    found, _ = feed_one_by_one(Endpointer(CONFIG), seq((0.9, 20), (0.0, 30)))
+    assert [cut.speculative for _, cut in found] == [False]
 
 
 def test_keep_from_sample():

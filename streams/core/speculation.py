@@ -1,0 +1,89 @@
+"""Speculative endpoints: the model starts on an utterance before its end is sure.
+
+The endpointer (models/endpointing.py) ends an utterance after CALLSTT_MIN_SILENCE_MS of
+silence (600 ms), but the words are all there much earlier. With CALLSTT_SPECULATE_MS set,
+it also cuts the open utterance *speculatively* when its silence reaches that shorter
+threshold; the worker runs the model on it when the model has room, and keeps the result
+here, in memory, one per stream. When the final cut comes with the same speech (no voice
+came back: `Utterance.same_speech`), its result is the one already computed, so the
+transcript leaves as soon as the hangover ends instead of a model call later. When speech
+came back, the speculative result is dropped unpublished and counted as wasted work.
+
+Nothing here is kept in the table: a worker that restarts, or a stream that moves to another
+worker, simply transcribes the final cut itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streams.core.assembly import Utterance
+
+# Streams with a speculative result waiting, at most (a stream that moved to another worker
+# never sends its final cut here: the oldest results go first).
+MAX_WAITING = 4096
+
+
+@dataclass(frozen=True)
+class Foreseen:
+    utterance: Utterance  # the speculative cut
+    decided: Any  # its models.batching.Decided: the result, the language evidence, the model time
+
+
+class Speculations:
+    """Speculative results waiting for their final cut, one per stream (the latest); counts what
+    happened to them in `counts` (run, used, discarded, skipped, and wasted model seconds)."""
+
+    def __init__(self, max_waiting: int = MAX_WAITING) -> None:
+        self.max_waiting = max_waiting
+        self._waiting: OrderedDict[tuple[str, str], Foreseen] = OrderedDict()
+        self.counts: Counter = Counter()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def keep(self, utterance: Utterance, decided: Any) -> None:
+        """A speculative result, until its final cut comes (it replaces the stream's earlier one,
+        whose speech has changed since)."""
+        self.counts["run"] += 1
+        key = (utterance.call_id, utterance.stream_id)
+        if key in self._waiting:
+            self._discard(self._waiting.pop(key))
+        self._waiting[key] = Foreseen(utterance, decided)
+        while len(self._waiting) > self.max_waiting:
+            self._discard(self._waiting.popitem(last=False)[1])
+
+    def take(self, final: Utterance) -> Any | None:
+        """The decided result for this final utterance when a speculation foresaw it, else None
+        (a speculation of the stream that foresaw something else is dropped as wasted)."""
+        foreseen = self._waiting.get((final.call_id, final.stream_id))
+        if foreseen is None or foreseen.utterance.index > final.index:
+            return None  # nothing waiting, or it is about this stream's next utterance
+        del self._waiting[(final.call_id, final.stream_id)]
+        if not foreseen.utterance.same_speech(final):
+            self._discard(foreseen)
+            return None
+        self.counts["used"] += 1
+        return foreseen.decided
+
+    def skipped(self, count: int) -> None:
+        self.counts["skipped"] += count
+
+    def _discard(self, foreseen: Foreseen) -> None:
+        self.counts["discarded"] += 1
+        self.counts["wasted_seconds"] += foreseen.decided.model_seconds
+
+
+def worth_running(speculative: Sequence[Utterance], finals: Sequence[Utterance], now_ms: int, budget_ms: int,
+                  room: int) -> bool:
+    """Speculation is best effort, never at a final's expense: the model runs speculative cuts
+    only while every utterance at hand is on time (`now_ms` within `budget_ms` of its end of
+    speech; the clocks of the call platform and the worker are taken to agree: a worker that is
+    behind, or reads old audio, has its finals next anyway) and only when all of them fit in
+    one model call of `room` utterances."""
+    if not speculative or len(speculative) + len(finals) > room:
+        return False
+    return all(now_ms <= utterance.speech_end_capture_ms + budget_ms for utterance in [*finals, *speculative])
