@@ -63,6 +63,11 @@ def main_table(report: dict[str, Any]) -> list[str]:
         lines.append(f"| live K={live['calls']}: after endpoint p50/p95/p99; lag grows; utterances per model "
                      f"call, model busy; WER | {ep['p50']} / {ep['p95']} / {ep['p99']} s; {live['lag']['grows']}; "
                      f"{model.get('utterances_per_model_call')}, {model.get('model_busy_fraction')}; {wer} |")
+        speculative = model.get("speculative") or {}
+        if speculative:
+            lines.append(f"| live K={live['calls']}: speculative run / used / discarded / skipped; wasted share of "
+                         f"model time | {speculative['run']} / {speculative['used']} / {speculative['discarded']} / "
+                         f"{speculative['skipped']}; {model.get('speculative_wasted_share')} |")
     lines += [
         f"| **capacity** (p95 end of speech -> received <= {P95_LIMIT_S} s, no lag growth) | **{cap['live_calls']}** of "
         f"K={cap['tried']}{' (sweep limit)' if cap['limited_by_sweep'] else ''}; model-bound estimate "

@@ -288,8 +288,14 @@ def _model_use(before: dict[str, float], after: dict[str, float], seconds: float
 
     calls, utterances = delta("callstt_utterances_per_model_call_count"), delta("callstt_utterances_per_model_call_sum")
     busy = delta('callstt_stage_seconds_total{stage="model"}')
+    speculative = {outcome: int(delta(f'callstt_speculative_utterances_total{{outcome="{outcome}"}}'))
+                   for outcome in ("run", "used", "discarded", "skipped")}
+    wasted = delta("callstt_speculative_wasted_seconds_total")
     return {"model_calls": int(calls), "utterances_per_model_call": _r(utterances / calls, 2) if calls else None,
-            "model_busy_fraction": _r(busy / seconds, 2) if seconds else None}
+            "model_busy_fraction": _r(busy / seconds, 2) if seconds else None,
+            # Speculative endpoints (streams/core/speculation.py): what ran, and the share of the
+            # model's time spent on speculations that speech coming back made useless.
+            "speculative": speculative, "speculative_wasted_share": _r(wasted / busy, 3) if busy else None}
 
 
 # --- capacity: what the live runs show ------------------------------------------------------
