@@ -17,14 +17,17 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from streams.core.assembly import Utterance
 
 # Streams with a speculative result waiting, at most (a stream that moved to another worker
 # never sends its final cut here: the oldest results go first).
 MAX_WAITING = 4096
+NO_AUDIO = np.zeros(0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ class Speculations:
         key = (utterance.call_id, utterance.stream_id)
         if key in self._waiting:
             self._discard(self._waiting.pop(key))
-        self._waiting[key] = Foreseen(utterance, decided)
+        # Kept without its audio (what `same_speech` compares is the cut, not the samples).
+        self._waiting[key] = Foreseen(replace(utterance, audio=NO_AUDIO), decided)
         while len(self._waiting) > self.max_waiting:
             self._discard(self._waiting.popitem(last=False)[1])
 
