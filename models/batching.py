@@ -326,6 +326,22 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
     return results  # type: ignore[return-value]
 
 
+def split_lanes(streams: Sequence[str], seconds: Sequence[float], lanes: int) -> list[list[int]]:
+    """Indices of utterances split into at most `lanes` groups to run as model calls at once:
+    a stream's utterances stay together and in order (its language evidence carries from one to
+    the next), the streams spread so the lanes hold about the same audio. Empty lanes are left out."""
+    by_stream: dict[str, list[int]] = defaultdict(list)
+    for index, stream in enumerate(streams):
+        by_stream[stream].append(index)
+    loads = [0.0] * max(1, lanes)
+    groups: list[list[int]] = [[] for _ in loads]
+    for indices in sorted(by_stream.values(), key=lambda group: -sum(seconds[i] for i in group)):
+        lightest = loads.index(min(loads))
+        groups[lightest] += indices
+        loads[lightest] += sum(seconds[i] for i in indices)
+    return [sorted(group) for group in groups if group]
+
+
 @dataclass(frozen=True)
 class PendingUtterance:
     """An utterance ready now, with what its stream knows: the worker's side of `choose_and_transcribe`."""

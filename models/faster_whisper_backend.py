@@ -63,19 +63,20 @@ class FasterWhisperBackend:
     backend_name = "faster-whisper"
 
     def __init__(self, model_dir: Path, model_name: str, device: str = "cpu", compute_type: str = "int8",
-                 cpu_threads: int = 0, options: DecodeOptions | None = None) -> None:
+                 cpu_threads: int = 0, options: DecodeOptions | None = None, num_workers: int = 1) -> None:
         from faster_whisper import WhisperModel
 
         self.model_name = model_name
         self.model_dir = Path(model_dir)
         self.options = options or DecodeOptions()
-        # CTranslate2 models are safe to call from several threads, but one utterance at a
-        # time keeps the thread budget (cpu_threads) honest on small machines.
-        self._lock = threading.Lock()
+        # CTranslate2 runs up to `num_workers` calls at once (its inter_threads), each from its own
+        # Python thread with `cpu_threads` threads; more calls than that would only queue inside it.
+        self._lock = threading.BoundedSemaphore(max(1, num_workers))
         started = time.perf_counter()
         try:
             self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type,
-                                      cpu_threads=cpu_threads, local_files_only=True)
+                                      cpu_threads=cpu_threads, num_workers=max(1, num_workers),
+                                      local_files_only=True)
         except (RuntimeError, ValueError, OSError) as error:
             raise ModelFileError(
                 f"{self.model_dir / 'model.bin'} could not be loaded ({error}): the file is corrupted, "

@@ -78,6 +78,9 @@ class Settings:
     device: str = env("DEVICE", "CALLSTT_DEVICE", default="cpu", doc="cpu or cuda")
     cpu_threads: int = env("OMP_NUM_THREADS", "CALLSTT_CPU_THREADS", default=0,
                            doc="Threads per model call (0 = library default)")
+    model_lanes: int = env("CALLSTT_MODEL_LANES", default=1,
+                           doc="Model calls at once, each for its own streams' utterances (CTranslate2's "
+                               "num_workers, each with the threads above; docs/benchmark.md)")
     model_version: str = env("CALLSTT_MODEL_VERSION", default="",
                              doc="Label written into transcripts (default: model name and compute type)")
     beam_size: int = env("CALLSTT_BEAM_SIZE", default=1, doc="Beam size (1 = greedy, fastest)")
@@ -193,6 +196,8 @@ class Settings:
                 raise SettingsError(f"{f.metadata['env'][0]}={value!r}: use one of {', '.join(choices)}")
         if self.batch_max_events < 1 or self.batch_wait_s <= 0:
             raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
+        if not 1 <= self.model_lanes <= 16:
+            raise SettingsError(f"CALLSTT_MODEL_LANES={self.model_lanes}: use 1 to 16")
         if self.speculate_ms < 0 or self.latency_budget_ms <= 0:
             raise SettingsError("CALLSTT_SPECULATE_MS must be >= 0 and CALLSTT_LATENCY_BUDGET_MS > 0")
         if not 1 <= self.min_window_s <= 30:

@@ -31,10 +31,11 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from models.batching import PendingUtterance, choose_and_transcribe
+from models.batching import PendingUtterance, choose_and_transcribe, split_lanes
 from models.audio import SAMPLE_RATE
 from models.endpointing import WINDOW_SAMPLES, EndpointConfig, EndpointState
 from models.errors import BadChunk
@@ -74,6 +75,7 @@ class PipelineConfig:
     # End of speech -> transcript target: a final past it means the worker is behind, and
     # speculative work waits (streams/core/speculation.py).
     latency_budget_ms: int = 1600
+    model_lanes: int = 1  # model calls at once, each with its own streams (the backend's num_workers)
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
@@ -81,7 +83,7 @@ class PipelineConfig:
             assembly=AssemblyConfig(endpoint=EndpointConfig(min_silence_ms=settings.min_silence_ms,
                                                             max_utterance_ms=settings.max_utterance_ms,
                                                             speculate_ms=settings.speculate_ms)),
-            latency_budget_ms=settings.latency_budget_ms,
+            latency_budget_ms=settings.latency_budget_ms, model_lanes=settings.model_lanes,
             inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
             pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s, min_window_s=settings.min_window_s,
             model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000,
@@ -138,6 +140,7 @@ class Pipeline:
         self.assembler = assembler or StreamAssembler(self.config.assembly)
         # Results of speculative cuts waiting for their final cut (touched in the model thread only).
         self.speculations = Speculations()
+        self._lane_pool: ThreadPoolExecutor | None = None  # the model calls beside the model thread's own
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "Pipeline":
@@ -211,6 +214,23 @@ class Pipeline:
             pending.append(PendingUtterance(stream=f"{u.call_id}|{u.stream_id}", audio=u.audio, hint=u.hint,
                                             evidence=state.evidence, languages=option.languages,
                                             vocabulary=option.vocabulary))
+        lanes = split_lanes([item.stream for item in pending], [len(item.audio) for item in pending],
+                            self.config.model_lanes)
+        if len(lanes) == 1:
+            return self._choose(router, pending, mode)
+        # Several model calls at once, each with its own streams (the backend runs that many: its
+        # num_workers); this thread runs the first lane itself.
+        if self._lane_pool is None:
+            self._lane_pool = ThreadPoolExecutor(self.config.model_lanes - 1, thread_name_prefix="callstt-lane")
+        others = [self._lane_pool.submit(self._choose, router, [pending[i] for i in lane], mode) for lane in lanes[1:]]
+        decided: list = [None] * len(pending)
+        outputs = [self._choose(router, [pending[i] for i in lanes[0]], mode)] + [other.result() for other in others]
+        for lane, output in zip(lanes, outputs):
+            for index, one in zip(lane, output):
+                decided[index] = one
+        return decided
+
+    def _choose(self, router, pending: Sequence[PendingUtterance], mode: str | None) -> list:
         config = self.config
         return choose_and_transcribe(router, pending, mode or config.inference_mode, config.inference_batch_size,
                                      config.pack_window_s, config.pack_gap_s, config.min_window_s)

@@ -26,7 +26,7 @@ def build_router(settings: Settings) -> ModelRouter:
     directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
     options = DecodeOptions(beam_size=settings.beam_size, fast_language_detection=settings.fast_language_detection)
     multilingual = FasterWhisperBackend(directory, settings.model, settings.device, settings.compute_type,
-                                        settings.cpu_threads, options)
+                                        settings.cpu_threads, options, settings.model_lanes)
     router = ModelRouter(multilingual=multilingual)
     if not settings.use_phowhisper:
         return router
@@ -44,7 +44,7 @@ def build_router(settings: Settings) -> ModelRouter:
             convert_checkpoint(choice.convert_from, choice.path, settings.phowhisper_quantization, source=reference)
         if choice.kind == "ctranslate2":
             route = FasterWhisperBackend(choice.path, name, settings.device, settings.compute_type,
-                                         settings.cpu_threads, options)
+                                         settings.cpu_threads, options, settings.model_lanes)
         else:
             from models.transformers_backend import TransformersBackend
 

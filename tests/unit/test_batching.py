@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from models.audio import SAMPLE_RATE
-from models.batching import (InferenceRequest, Placement, assign_words, plan_windows, transcribe_many,
+from models.batching import (InferenceRequest, Placement, assign_words, plan_windows, split_lanes, transcribe_many,
                              transcribe_packed, window_seconds)
 from models.results import Word
 
@@ -103,3 +103,17 @@ def test_short_windows_transcribe_the_sentences_as_the_30_s_window_does(base_mod
         duration = len(request.audio) / SAMPLE_RATE
         assert result.words and all(0.0 <= w.start <= w.end <= duration for w in result.words)
         assert result.language == "en" and -5 < result.avg_logprob <= 0 and 0 <= result.no_speech_prob <= 1
+
+
+def test_lanes_keep_each_streams_utterances_together_in_order_and_balance_the_audio():
+    streams = ["a", "b", "a", "c", "d", "b"]
+    seconds = [4.0, 1.0, 4.0, 3.0, 2.0, 1.0]
+    lanes = split_lanes(streams, seconds, 2)
+    assert sorted(i for lane in lanes for i in lane) == list(range(6))
+    assert all(lane == sorted(lane) for lane in lanes)
+    for stream in set(streams):  # a stream's utterances share a lane
+        assert len({n for n, lane in enumerate(lanes) for i in lane if streams[i] == stream}) == 1
+    loads = sorted(sum(seconds[i] for i in lane) for lane in lanes)
+    assert loads == [7.0, 8.0]  # a: 8 s alone; b, c, d: 7 s
+    assert split_lanes(["a", "a"], [1.0, 1.0], 4) == [[0, 1]]  # one stream: one lane
+    assert split_lanes(["a", "b"], [1.0, 1.0], 1) == [[0, 1]]
