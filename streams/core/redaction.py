@@ -305,8 +305,13 @@ def _emails(words: Sequence[Word]) -> list[tuple[int, int]]:
         domain = match.group(0).rsplit("@", 1)[1].lower()
         if not said or (match.group(1).lower() in SPOKEN_TLDS and domain.split(".")[0] not in NOT_A_DOMAIN):
             spans.append(span)
+    # Glued addresses, over the joined pieces: the model may split one into words such as
+    # "Mary.johnsatgmail" + ".com" or "Mary" + ".johnsatgmail.com".
     taken = {i for start, end in spans for i in range(start, end + 1)}
-    spans += [(i, i) for i, word in enumerate(words) if i not in taken and _glued_address(_core(word))]
+    for piece in re.finditer(r"\S+", str(out)):
+        span = out.words_of(piece.start(), piece.end())
+        if span and not taken & set(range(span[0], span[1] + 1)) and _glued_address(piece.group(0).rstrip(TRAILING)):
+            spans.append(span)
     return sorted(spans)
 
 

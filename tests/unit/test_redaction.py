@@ -355,6 +355,11 @@ def test_an_address_with_the_spoken_at_glued_in_is_still_an_address():
         assert redacted.counts == {"email": 1} and "[EMAIL]" in redacted.text, redacted.text
     for kept in ("Download it from whatsapp.com today", "I looked at the chat.com page"):
         assert redact(words(kept), RedactionConfig.parse("email")).counts == {}, kept
+    # The same address split into words elsewhere (the text reads "Mary.johnsatgmail.com" either way).
+    for pieces in (["Mary.johnsatgmail", ".com"], ["Mary", ".johnsatgmail.com"]):
+        split = [Word(text, 1.0 + n, 1.5 + n, 0.9) for n, text in enumerate(["My", "address", "is", *pieces])]
+        redacted = redact(split, RedactionConfig.parse("email"))
+        assert redacted.counts == {"email": 1} and redacted.text == "My address is [EMAIL]", redacted.text
 
 
 def test_a_misheard_number_after_a_phone_or_card_cue_is_still_redacted():
