@@ -125,6 +125,11 @@ class EndpointState:
         return self.start >= 0
 
     @property
+    def speech_end(self) -> int:
+        """The stream sample just after the open utterance's last voiced window."""
+        return (self.last_voiced + 1) * WINDOW_SAMPLES
+
+    @property
     def position(self) -> int:
         """The stream sample just after the last window seen."""
         return self.windows * WINDOW_SAMPLES
@@ -180,7 +185,7 @@ class Endpointer:
         if not state.is_open:
             return [], state
         audio_end = state.position if audio_end is None else max(audio_end, state.position)
-        end = min((state.last_voiced + 1) * WINDOW_SAMPLES + self.pad, audio_end)
+        end = min(state.speech_end + self.pad, audio_end)
         closed, cut = self._close(state, end, reason)
         return ([cut] if cut else []), closed
 
@@ -210,7 +215,7 @@ class Endpointer:
             s = replace(s, quiet_window=index, quiet_probability=probability, voiced_after_quiet=0)
 
         if s.silence_run >= self.min_silence_windows:
-            end = min((s.last_voiced + 1) * WINDOW_SAMPLES + self.pad, s.position)
+            end = min(s.speech_end + self.pad, s.position)
             return self._close(s, end, "silence")
         if s.position - s.start >= self.max_samples:
             return self._cut_at_quietest(s)
@@ -221,9 +226,8 @@ class Endpointer:
 
     def _speculative_cut(self, s: EndpointState) -> Cut:
         """The cut `_close` would make if no speech came back (its audio ends here at the latest)."""
-        speech_end = (s.last_voiced + 1) * WINDOW_SAMPLES
-        return Cut(s.start, min(speech_end + self.pad, s.position), "silence", int(s.voiced * WINDOW_MS),
-                   speech_end, speculative=True)
+        return Cut(s.start, min(s.speech_end + self.pad, s.position), "silence", int(s.voiced * WINDOW_MS),
+                   s.speech_end, speculative=True)
 
     def _cut_at_quietest(self, s: EndpointState) -> tuple[EndpointState, Cut | None]:
         end = s.quiet_window * WINDOW_SAMPLES + WINDOW_SAMPLES // 2
@@ -242,5 +246,5 @@ class Endpointer:
         closed = replace(s, floor=max(s.floor, end), start=-1, voiced=0, last_voiced=-1, silence_run=0,
                          quiet_window=-1, quiet_probability=2.0, voiced_after_quiet=0,
                          sent=s.sent + keep, dropped=s.dropped + (not keep))
-        speech_end = min((s.last_voiced + 1) * WINDOW_SAMPLES, end)  # a max-length cut may fall in speech
+        speech_end = min(s.speech_end, end)  # a max-length cut may fall in speech
         return closed, (Cut(s.start, end, reason, speech_ms, speech_end) if keep else None)

@@ -37,7 +37,7 @@ from typing import Any
 
 from models.batching import PendingUtterance, choose_and_transcribe, split_lanes
 from models.audio import SAMPLE_RATE
-from models.endpointing import WINDOW_SAMPLES, EndpointConfig, EndpointState
+from models.endpointing import EndpointConfig, EndpointState
 from models.errors import BadChunk
 from models.guard import GuardConfig, judge
 from models.routing import LanguageChoice
@@ -177,8 +177,7 @@ class Pipeline:
     def transcribe(self, router, ready: Sequence[tuple[StreamState, Utterance]],
                    latest: Callable[[Utterance], StreamState | None], mode: str | None = None,
                    call_settings: Callable[[str], CallSettings | None] = lambda call_id: None,
-                   speculative: Sequence[tuple[StreamState, Utterance]] = (),
-                   now_ms: int | None = None) -> list[Transcribed]:
+                   speculative: Sequence[tuple[StreamState, Utterance]] = ()) -> list[Transcribed]:
         """Choose each utterance's language and run them all through the model in one go
         (`mode`, default the configured inference mode), each with its call's options
         (`call_settings(call_id)`: the call's record, None for the worker's defaults); the
@@ -189,7 +188,7 @@ class Pipeline:
         published. Run it in the model thread. Results for `ready`, in its order."""
         foreseen = [self.speculations.take(utterance) for _, utterance in ready]
         to_run = [item for item, decided in zip(ready, foreseen) if decided is None]
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        now_ms = int(time.time() * 1000)
         if speculative and not worth_running([u for _, u in speculative], [u for _, u in to_run], now_ms,
                                              self.config.latency_budget_ms, self.config.inference_batch_size):
             self.speculations.skipped(len(speculative))
@@ -392,8 +391,7 @@ class PipelineBatch:
         if state is None:
             return False
         endpoint = EndpointState.from_bytes(state.endpoint)
-        speech_end_ms = (endpoint.last_voiced + 1) * WINDOW_SAMPLES * 1000 // SAMPLE_RATE
-        return endpoint.is_open and speech_end_ms == utterance.speech_end_ms
+        return endpoint.is_open and endpoint.speech_end * 1000 // SAMPLE_RATE == utterance.speech_end_ms
 
     def transcribe(self, router, mode: str | None = None) -> list[Transcribed]:
         """Every finished utterance through the model at once, with the speculative cuts when
