@@ -36,7 +36,12 @@ Decisions:
   be cut if no speech came back, so the model can start early. It changes no state; the
   final Cut follows at min_silence_ms, with the same start and `speech_end_sample` when no
   speech came back in between (`Cut.same_speech`), which is how the caller knows the
-  speculative result is the final one.
+  speculative result is the final one;
+- with interim_ms set, an open utterance also yields an *interim* Cut (`Cut.interim`) each time
+  its voiced time reaches another multiple of interim_ms: the utterance so far, for a
+  hypothesis shown while the speaker is still talking (streams/core/interims.py). Like a
+  speculative cut it changes no state; its number (`Cut.revision`) is that multiple, so it
+  comes out the same after a restart.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ WINDOW_MS = WINDOW_SAMPLES / SAMPLES_PER_MS  # 32 ms
 # at least two thirds of the maximum length and the carried rest stays short.
 CUT_SEARCH_FRACTION = 1 / 3
 CUT_REASONS = ("silence", "max_length", "end_of_stream", "idle")
+INTERIM = "interim"  # the reason of an interim cut: the utterance is still open
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,12 @@ class EndpointConfig:
     # (0: never). Below pad_ms the speculative audio ends speculate_ms after the last voiced
     # window instead of pad_ms: only silence is missing.
     speculate_ms: int = 0
+    # Voiced time between interim cuts of an open utterance (0: none).
+    interim_ms: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_utterance_ms < 1000 or self.min_silence_ms <= 0 or self.pad_ms < 0 or self.speculate_ms < 0:
+        if self.max_utterance_ms < 1000 or self.min_silence_ms <= 0 or self.pad_ms < 0 or self.speculate_ms < 0 \
+                or self.interim_ms < 0:
             raise ValueError(f"unusable endpointing settings: {self}")
 
 
@@ -82,10 +91,15 @@ class Cut:
 
     start_sample: int
     end_sample: int
-    reason: str  # one of CUT_REASONS
+    reason: str  # one of CUT_REASONS, or INTERIM
     speech_ms: int  # voiced time inside it (a multiple of 32 ms)
     speech_end_sample: int = 0  # end of its last voiced window
     speculative: bool = False  # the end is not sure yet: speech may come back (see the module doc)
+    revision: int = 0  # an interim cut's number within its utterance (1, 2, ...); 0 for any other cut
+
+    @property
+    def interim(self) -> bool:
+        return self.revision > 0
 
     def same_speech(self, other: "Cut") -> bool:
         """Both cuts hold the same speech (a speculative cut and the final one it foresaw)."""
@@ -156,6 +170,7 @@ class Endpointer:
         speculate_windows = math.ceil(config.speculate_ms / WINDOW_MS)
         # Speculation only makes sense before the utterance would end anyway.
         self.speculate_windows = speculate_windows if 0 < speculate_windows < self.min_silence_windows else 0
+        self.interim_windows = math.ceil(config.interim_ms / WINDOW_MS)
 
     def keep_from_sample(self, state: EndpointState) -> int:
         """The earliest stream sample the caller must still hold; audio before it is never cut again."""
@@ -222,6 +237,10 @@ class Endpointer:
         if self.speculate_windows and s.silence_run == self.speculate_windows \
                 and int(s.voiced * WINDOW_MS) >= self.config.min_speech_ms:
             return s, self._speculative_cut(s)
+        if voiced and self.interim_windows and s.voiced % self.interim_windows == 0 \
+                and int(s.voiced * WINDOW_MS) >= self.config.min_speech_ms:
+            return s, Cut(s.start, s.position, INTERIM, int(s.voiced * WINDOW_MS), s.speech_end,
+                          revision=s.voiced // self.interim_windows)
         return s, None
 
     def _speculative_cut(self, s: EndpointState) -> Cut:

@@ -173,6 +173,11 @@ class Transcript:
     produced_ts_ms: int
     timestamps_note: str | None = None
     redactions: Mapping[str, int] = field(default_factory=dict)  # kind -> spans redacted, never the values
+    # Interims (is_final False) only: their order within the utterance, and how many leading
+    # words every later interim keeps unchanged (streams/core/interims.py); 0 and "" on finals.
+    revision: int = 0
+    stable_word_count: int = 0
+    stable_text: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.words, tuple) or any(not isinstance(w, TranscriptWord) for w in self.words):
@@ -204,6 +209,9 @@ class Transcript:
             "produced_ts_ms": self.produced_ts_ms,
             "timestamps_note": self.timestamps_note,
             "redactions": dict(self.redactions),
+            "revision": self.revision,
+            "stable_word_count": self.stable_word_count,
+            "stable_text": self.stable_text,
         }
 
     @classmethod
@@ -232,6 +240,9 @@ class Transcript:
             produced_ts_ms=data["produced_ts_ms"],
             timestamps_note=data.get("timestamps_note"),
             redactions=dict(data.get("redactions") or {}),
+            revision=data.get("revision", 0),
+            stable_word_count=data.get("stable_word_count", 0),
+            stable_text=data.get("stable_text", ""),
         )
 
 

@@ -156,7 +156,7 @@ def replay_calls(settings: Settings, router: ModelRouter, output_topic: str, mod
         "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
     producer = Producer(confluent_config(settings, **RELIABLE_PRODUCER))
     # Replay reads recorded calls as fast as it can: speculative endpoints would only add model calls.
-    pipeline = Pipeline.from_settings(replace(settings, speculate_ms=0), model_version=model_version)
+    pipeline = Pipeline.from_settings(replace(settings, speculate_ms=0, partial_interval_ms=0), model_version=model_version)
     replay = Replay(pipeline, router, producer, output_topic, call_ids, until_ms, on_transcript)
     try:
         if topic_exists(consumer, settings.call_settings_topic):

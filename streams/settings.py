@@ -46,6 +46,8 @@ class Settings:
     audio_topic: str = env("CALLSTT_AUDIO_TOPIC", default="callstt.audio", doc="Topic of AudioChunk events")
     transcript_topic: str = env("CALLSTT_TRANSCRIPT_TOPIC", default="callstt.transcripts",
                                 doc="Topic of Transcript events")
+    partial_topic: str = env("CALLSTT_PARTIAL_TOPIC", default="callstt.transcripts.partial",
+                             doc="Topic of interim Transcript events (is_final false) while people speak")
     dead_letter_topic: str = env("CALLSTT_DEAD_LETTER_TOPIC", default="callstt.dead-letter",
                                  doc="Topic of rejected input records (reason in a header)")
     call_settings_topic: str = env("CALLSTT_CALL_SETTINGS_TOPIC", default="callstt.call-settings",
@@ -159,6 +161,11 @@ class Settings:
     latency_budget_ms: int = env("CALLSTT_LATENCY_BUDGET_MS", default=1600,
                                  doc="End of speech -> transcript target; while finals are later than this, "
                                      "no speculative work runs")
+    partial_interval_ms: int = env("CALLSTT_PARTIAL_INTERVAL_MS", default=1000,
+                                   doc="Speech between interim transcripts of an open utterance (best effort: "
+                                       "skipped while finals are due); 0 = no interims")
+    partial_window_s: float = env("CALLSTT_PARTIAL_WINDOW_S", default=10.0,
+                                  doc="Shortest encoder window of an interim (the final uses the full one)")
     idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
                               doc="Flush a stream's open utterance after this long without chunks")
     stream_ttl_s: float = env("CALLSTT_STREAM_TTL_S", default=600.0,
@@ -200,6 +207,9 @@ class Settings:
             raise SettingsError(f"CALLSTT_MODEL_LANES={self.model_lanes}: use 1 to 16")
         if self.speculate_ms < 0 or self.latency_budget_ms <= 0:
             raise SettingsError("CALLSTT_SPECULATE_MS must be >= 0 and CALLSTT_LATENCY_BUDGET_MS > 0")
+        if self.partial_interval_ms < 0 or not 1 <= self.partial_window_s <= 30:
+            raise SettingsError(f"CALLSTT_PARTIAL_INTERVAL_MS={self.partial_interval_ms} / CALLSTT_PARTIAL_WINDOW_S="
+                                f"{self.partial_window_s}: use an interval >= 0 ms and a window of 1 to 30 s")
         if not 1 <= self.min_window_s <= 30:
             raise SettingsError(f"CALLSTT_MIN_WINDOW_S={self.min_window_s}: use 1 to 30 seconds")
 

@@ -125,6 +125,11 @@ class Utterance:
     speech_end_ms: int = 0  # end of its last voiced VAD window, within the stream
     speech_ms: int = 0  # voiced time inside it
     speculative: bool = False  # cut before its end was sure (models/endpointing.py): never published
+    revision: int = 0  # an interim cut of the still open utterance (1, 2, ...): published as an interim
+
+    @property
+    def interim(self) -> bool:
+        return self.revision > 0
 
     @property
     def seconds(self) -> float:
@@ -165,6 +170,9 @@ class Outcome:
     # The stream's open utterance cut speculatively (at most one: the latest), for the model to
     # start on before its end is sure; a later cut of the stream supersedes it.
     speculative: list[Utterance] = field(default_factory=list)
+    # The open utterance so far (at most one: the latest interim cut), for an interim transcript;
+    # a later cut of the stream supersedes it.
+    interim: list[Utterance] = field(default_factory=list)
     gaps_filled: int = 0
     duplicates: int = 0
     pending_cuts: list[Cut] = field(default_factory=list)  # decided, not yet sliced into utterances
@@ -310,12 +318,15 @@ class StreamAssembler:
         state = outcome.state
         cuts, outcome.pending_cuts = outcome.pending_cuts, []
         if cuts:
-            outcome.speculative = []  # superseded by what the endpointer decided since
+            outcome.speculative, outcome.interim = [], []  # superseded by what the endpointer decided since
         for cut in cuts:
-            if not cut.speculative:
+            if not cut.speculative and not cut.interim:
                 outcome.utterances.append(self._utterance(outcome, cut, received_ms, read_block))
-        if cuts and cuts[-1].speculative:  # an earlier speculation is superseded by the cuts after it
+        # An earlier speculation or interim is superseded by the cuts after it: only the last counts.
+        if cuts and cuts[-1].speculative:
             outcome.speculative = [self._utterance(outcome, cuts[-1], received_ms, read_block)]
+        elif cuts and cuts[-1].interim:
+            outcome.interim = [self._utterance(outcome, cuts[-1], received_ms, read_block)]
         keep_from = self.endpointer.keep_from_sample(outcome.decoded.endpoint)
         while state.blocks and state.blocks[0].start_sample + state.blocks[0].samples <= keep_from:
             self._delete_block(outcome, state.blocks.pop(0))
@@ -344,7 +355,7 @@ class StreamAssembler:
             pieces.append(audio[lo:hi])
             last_capture = block.capture_ts_ms + (hi * 1000) // SAMPLE_RATE
         index = state.utterance_index
-        if not cut.speculative:  # a speculative cut foresees this index's utterance, it does not make one
+        if not cut.speculative and not cut.interim:  # those foresee this index's utterance, they do not make one
             state.utterance_index += 1
         return Utterance(
             call_id=state.call_id, stream_id=state.stream_id, index=index,
@@ -352,7 +363,7 @@ class StreamAssembler:
             start_ms=cut.start_sample * 1000 // SAMPLE_RATE, end_ms=cut.end_sample * 1000 // SAMPLE_RATE,
             reason=cut.reason, hint=state.hint, last_capture_ts_ms=last_capture, last_received_ts_ms=received_ms,
             speech_end_ms=cut.speech_end_sample * 1000 // SAMPLE_RATE, speech_ms=cut.speech_ms,
-            speculative=cut.speculative,
+            speculative=cut.speculative, revision=cut.revision,
         )
 
     def _delete_block(self, outcome: Outcome, block: Block) -> None:

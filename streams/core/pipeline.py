@@ -46,6 +46,7 @@ from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk, CallSettings, Transcript
 from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
 from streams.core.batch import TableBatch
+from streams.core.interims import Interims, text_of
 from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
 from streams.core.redaction import RedactionConfig, RedactionConfigError
 from streams.core.speculation import Speculations, worth_running
@@ -76,13 +77,16 @@ class PipelineConfig:
     # speculative work waits (streams/core/speculation.py).
     latency_budget_ms: int = 1600
     model_lanes: int = 1  # model calls at once, each with its own streams (the backend's num_workers)
+    partial_window_s: float = 10.0  # the shortest encoder window of an interim (streams/core/interims.py)
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
         config = cls(
             assembly=AssemblyConfig(endpoint=EndpointConfig(min_silence_ms=settings.min_silence_ms,
                                                             max_utterance_ms=settings.max_utterance_ms,
-                                                            speculate_ms=settings.speculate_ms)),
+                                                            speculate_ms=settings.speculate_ms,
+                                                            interim_ms=settings.partial_interval_ms)),
+            partial_window_s=settings.partial_window_s,
             latency_budget_ms=settings.latency_budget_ms, model_lanes=settings.model_lanes,
             inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
             pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s, min_window_s=settings.min_window_s,
@@ -140,6 +144,8 @@ class Pipeline:
         self.assembler = assembler or StreamAssembler(self.config.assembly)
         # Results of speculative cuts waiting for their final cut (touched in the model thread only).
         self.speculations = Speculations()
+        # Hypotheses of open utterances for their interims (touched in the model thread only).
+        self.interims = Interims()
         self._lane_pool: ThreadPoolExecutor | None = None  # the model calls beside the model thread's own
 
     @classmethod
@@ -198,12 +204,37 @@ class Pipeline:
         for (_, utterance), decided in zip(ready, foreseen):
             decided = decided or next(decisions)
             results.append(self._transcribed(utterance, decided, call_settings, latest))
+            self.interims.close(utterance)
         for _, utterance in speculative:
             self.speculations.keep(utterance, next(decisions))
         return results
 
+    def transcribe_interims(self, router, interims: Sequence[tuple[StreamState, Utterance]],
+                            call_settings: Callable[[str], CallSettings | None] = lambda call_id: None
+                            ) -> list[Transcribed]:
+        """Interim cuts of open utterances through the model in one call (batched, each in a window of
+        at least `partial_window_s`), the guard and redaction, to interim Transcripts whose words
+        keep the utterance's stable prefix (streams/core/interims.py). The streams' language
+        evidence is left as it was: only finals move it. Run it in the model thread."""
+        decisions = self._decide(router, interims, call_settings, "batched", self.config.partial_window_s)
+        results = []
+        for (_, utterance), decided in zip(interims, decisions):
+            transcribed = self._transcribed(utterance, decided, call_settings, lambda u: None)
+            if transcribed.transcript is not None:
+                hypothesis = self.interims.revise(utterance, transcribed.transcript.words)
+                if hypothesis is None:
+                    transcribed = replace(transcribed, transcript=None, dropped="stale")
+                else:
+                    transcribed = replace(transcribed, transcript=replace(
+                        transcribed.transcript, is_final=False, revision=hypothesis.revision,
+                        text=text_of(hypothesis.words), words=hypothesis.words, sentences=(),
+                        stable_word_count=hypothesis.stable, stable_text=text_of(hypothesis.words[:hypothesis.stable])))
+            results.append(transcribed)
+        return results
+
     def _decide(self, router, items: Sequence[tuple[StreamState, Utterance]],
-                call_settings: Callable[[str], CallSettings | None], mode: str | None) -> list:
+                call_settings: Callable[[str], CallSettings | None], mode: str | None,
+                min_window_s: float | None = None) -> list:
         """The model call: every item's language chosen and its words decoded (models.batching.Decided)."""
         if not items:
             return []
@@ -216,23 +247,26 @@ class Pipeline:
         lanes = split_lanes([item.stream for item in pending], [len(item.audio) for item in pending],
                             self.config.model_lanes)
         if len(lanes) == 1:
-            return self._choose(router, pending, mode)
+            return self._choose(router, pending, mode, min_window_s)
         # Several model calls at once, each with its own streams (the backend runs that many: its
         # num_workers); this thread runs the first lane itself.
         if self._lane_pool is None:
             self._lane_pool = ThreadPoolExecutor(self.config.model_lanes - 1, thread_name_prefix="callstt-lane")
-        others = [self._lane_pool.submit(self._choose, router, [pending[i] for i in lane], mode) for lane in lanes[1:]]
+        others = [self._lane_pool.submit(self._choose, router, [pending[i] for i in lane], mode, min_window_s)
+                  for lane in lanes[1:]]
         decided: list = [None] * len(pending)
-        outputs = [self._choose(router, [pending[i] for i in lanes[0]], mode)] + [other.result() for other in others]
+        outputs = [self._choose(router, [pending[i] for i in lanes[0]], mode, min_window_s)] + \
+            [other.result() for other in others]
         for lane, output in zip(lanes, outputs):
             for index, one in zip(lane, output):
                 decided[index] = one
         return decided
 
-    def _choose(self, router, pending: Sequence[PendingUtterance], mode: str | None) -> list:
+    def _choose(self, router, pending: Sequence[PendingUtterance], mode: str | None,
+                min_window_s: float | None = None) -> list:
         config = self.config
         return choose_and_transcribe(router, pending, mode or config.inference_mode, config.inference_batch_size,
-                                     config.pack_window_s, config.pack_gap_s, config.min_window_s)
+                                     config.pack_window_s, config.pack_gap_s, min_window_s or config.min_window_s)
 
     def _transcribed(self, utterance: Utterance, decided, call_settings: Callable[[str], CallSettings | None],
                      latest: Callable[[Utterance], StreamState | None]) -> Transcribed:
@@ -363,7 +397,7 @@ class PipelineBatch:
     def _record(self, outcome: Outcome, owner: Any) -> Outcome:
         self.table.record(outcome, owner)
         call_id = outcome.state.call_id
-        if (outcome.utterances or outcome.speculative) and call_id not in self._call_settings:
+        if (outcome.utterances or outcome.speculative or outcome.interim) and call_id not in self._call_settings:
             self._call_settings[call_id] = self.call_settings(call_id)
         return outcome
 
@@ -385,6 +419,26 @@ class PipelineBatch:
             elif outcome.utterances:
                 latest[stream] = None
         return [item for item in latest.values() if item is not None and self._still_silent(item[1])]
+
+    @property
+    def interims(self) -> list[tuple[StreamState, Utterance]]:
+        """Each stream's latest interim cut, unless a later cut of the stream in this batch (its
+        final, or a speculation: the speaker has stopped) superseded it."""
+        latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
+        for _, outcome in self.outcomes:
+            stream = (outcome.state.call_id, outcome.state.stream_id)
+            if outcome.interim:
+                latest[stream] = (outcome.state, outcome.interim[-1])
+            elif outcome.utterances or outcome.speculative:
+                latest[stream] = None
+        return [item for item in latest.values() if item is not None]
+
+    def transcribe_interims(self, router, interims: Sequence[tuple[StreamState, Utterance]]) -> list[Transcribed]:
+        """The chosen interims (streams/core/interims.py `choose`) through the model at once."""
+        started = time.perf_counter()
+        results = self.pipeline.transcribe_interims(router, interims, lambda call_id: self._call_settings.get(call_id))
+        self.stage_seconds["model_interims"] += time.perf_counter() - started
+        return results
 
     def _still_silent(self, utterance: Utterance) -> bool:
         state = self.table.latest_state(utterance.call_id, utterance.stream_id)

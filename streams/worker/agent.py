@@ -6,6 +6,8 @@
             -> rejected records to the dead-letter topic, acknowledged
             -> every finished utterance through the model at once, in the model thread
             -> transcripts published and acknowledged
+            -> interims of open utterances, when no final waits (streams/core/interims.py): one
+               more model call, published on the partial topic, best effort
             -> table writes (each to its own record's partition)
             -> the records may now be committed (released)
 
@@ -35,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import Transcript
+from streams.core import interims
 from streams.core.assembly import state_key
 from streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
 from streams.worker import metrics
@@ -65,6 +68,7 @@ class WorkerIO:
     """How the batch handler reaches Kafka and the table (given by streams/worker/app.py)."""
 
     send_transcript: Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # key, value -> ack future
+    send_partial: Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # an interim transcript, the same way
     send_dead_letter: Callable[[Any, dict[str, bytes]], Awaitable[Awaitable[Any]]]  # message, headers
     read_table: Callable[[str], bytes | None]
     write_table: Callable[[str, bytes | None], None]  # None: delete
@@ -173,6 +177,7 @@ class BatchHandler:
             await self.dead_letter(*batch.dead_letters[0])
             batch.dead_letters.pop(0)
         await self.publish(batch.pipeline_batch)
+        await self.publish_interims(batch.pipeline_batch)
         self.save(batch.pipeline_batch)
 
     def control(self, event: Any, batch: PipelineBatch) -> None:
@@ -250,6 +255,44 @@ class BatchHandler:
             for transcript, future in sent:  # all in flight at once; each partition keeps its order
                 await future
                 self.on_published(transcript, decided_at)
+
+    async def publish_interims(self, batch: PipelineBatch) -> None:
+        """The batch's interim cuts, after its finals and only while no final waits in the open
+        batch (streams/core/interims.py `choose`), in one model call; published on the partial
+        topic, acknowledged (best effort: one that fails is counted and forgotten)."""
+        cuts = batch.interims
+        if not cuts:
+            return
+        waiting = self.open.pipeline_batch if self.open else None
+        choice = interims.choose(
+            cuts, finals_waiting=bool(waiting and waiting.ready),
+            newer={(u.call_id, u.stream_id) for _, u in (waiting.interims if waiting else [])},
+            now_ms=now_ms(), budget_ms=self.pipeline.config.latency_budget_ms,
+            room=self.pipeline.config.inference_batch_size)
+        metrics.INTERIMS.labels("skipped").inc(choice.skipped)
+        if not choice.run:
+            return
+        results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe_interims,
+                                                                   self.status.router, choice.run)
+        self.observe_stages(batch)
+        sent = []
+        for result in results:
+            if result.transcript is None:
+                metrics.INTERIMS.labels("dropped").inc()
+                continue
+            value = self.pipeline.codec.encode_transcript(result.transcript, self.status.settings.partial_topic)
+            sent.append((result.transcript, await self.io.send_partial(result.transcript.call_id.encode(), value)))
+        for transcript, future in sent:
+            try:
+                await future
+            except Exception as error:  # best effort: the final still comes
+                log.warning("interim of call=%s not published: %s", transcript.call_id, error)
+                metrics.INTERIMS.labels("failed").inc()
+                continue
+            metrics.INTERIMS.labels("published").inc()
+            if transcript.last_audio_capture_ts_ms > 0:
+                metrics.INTERIM_LATENCY.observe(max(time.time() - transcript.last_audio_capture_ts_ms / 1000, 0))
+            self.status.on_interim(transcript)
 
     @staticmethod
     def observe_stages(batch: PipelineBatch) -> None:

@@ -59,6 +59,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     source = app.topic(settings.audio_topic, control_name, settings.call_settings_topic,
                        partitions=settings.topic_partitions)
     transcripts, dead_letters = app.topic(settings.transcript_topic), app.topic(settings.dead_letter_topic)
+    partials = app.topic(settings.partial_topic)
     # bytes key/value types make Faust use the raw serializer in the store and the changelog.
     table = app.Table("streams", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes)
     flush_requested: dict[str, float] = {}
@@ -72,6 +73,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     pipeline = Pipeline.from_settings(settings)
     handler = BatchHandler(pipeline, status, WorkerIO(
         send_transcript=lambda key, value: transcripts.send(key=key, value=value),
+        send_partial=lambda key, value: partials.send(key=key, value=value),
         send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,

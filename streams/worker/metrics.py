@@ -60,6 +60,14 @@ SPECULATIVE = Counter("callstt_speculative_utterances_total",
 SPECULATIVE_WASTED_SECONDS = Counter("callstt_speculative_wasted_seconds_total",
                                      "Model time spent on speculative utterances that were discarded",
                                      registry=REGISTRY)
+INTERIMS = Counter("callstt_interims_total",
+                   "Interim cuts of open utterances (CALLSTT_PARTIAL_INTERVAL_MS): published, skipped (finals "
+                   "waiting, a newer interim of the stream, the worker behind, no room), dropped (no text)",
+                   ["outcome"], registry=REGISTRY)
+INTERIM_LATENCY = Histogram(
+    "callstt_interim_latency_seconds",
+    "From the capture time of an interim's last audio to the interim being acknowledged",
+    buckets=LATENCY_BUCKETS, registry=REGISTRY)
 EVENTS_PER_BATCH = Histogram("callstt_events_per_batch", "Input records the agent handled as one batch",
                              buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000), registry=REGISTRY)
 BATCH_FAILURES = Counter("callstt_batch_failures_total",
@@ -67,7 +75,8 @@ BATCH_FAILURES = Counter("callstt_batch_failures_total",
                          registry=REGISTRY)
 # Where the worker's time goes, for the benchmark's overhead breakdown: avro_decode (input
 # records), audio_decode (G.711/PCM decode and resampling), vad, assembly (sequencing,
-# endpointing, state bookkeeping), model (language choice and transcription), publish (Avro
+# endpointing, state bookkeeping), model (language choice and transcription), model_interims
+# (the same for interim cuts, after the finals), publish (Avro
 # encode, produce, wait for acks), table_writes. The rest of a worker's wall time is Kafka
 # fetches, commits and waiting for input.
 STAGE_SECONDS = Counter("callstt_stage_seconds_total", "Worker time spent per stage of the data path",

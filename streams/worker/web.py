@@ -16,6 +16,7 @@ from pathlib import Path
 
 from models.audio import SAMPLE_RATE
 from schemas.records import Transcript
+from streams.core.assembly import state_key
 from streams.worker import metrics
 from streams.settings import Settings
 
@@ -27,6 +28,16 @@ def package_version() -> str:
         return version("callstt")
     except PackageNotFoundError:
         return "unknown"
+
+
+def latency_seconds(transcript: Transcript) -> float | None:
+    """From the capture of a transcript's last audio to its production, where that means something:
+    None without a capture time, or when the audio's capture time is ahead of the worker's clock
+    (a call published faster than real time, or a platform clock that disagrees)."""
+    if not transcript.last_audio_capture_ts_ms:
+        return None
+    seconds = (transcript.produced_ts_ms - transcript.last_audio_capture_ts_ms) / 1000
+    return round(seconds, 3) if seconds >= 0 else None
 
 
 class WorkerStatus:
@@ -53,6 +64,7 @@ class WorkerStatus:
             "language": state.language_label or None, "utterances": state.utterance_index,
             "buffered_seconds": round(sum(block.samples for block in state.blocks) / SAMPLE_RATE, 2),
             "last_chunk_ms": state.last_received_ms, "last_transcript": previous.get("last_transcript"),
+            "interim": previous.get("interim"),  # the open utterance's latest interim, None once its final is out
             # For the idle timer, which then reads the table only for the streams it acts on.
             "utterance_open": EndpointState.from_bytes(state.endpoint).is_open,
         }
@@ -70,12 +82,24 @@ class WorkerStatus:
         entry = {"call_id": transcript.call_id, "stream_id": transcript.stream_id,
                  "utterance_index": transcript.utterance_index, "language": transcript.language,
                  "text": transcript.text, "produced_ts_ms": transcript.produced_ts_ms,
-                 "latency_seconds": round((transcript.produced_ts_ms - transcript.last_audio_capture_ts_ms) / 1000, 3)
-                 if transcript.last_audio_capture_ts_ms else None}
+                 "latency_seconds": latency_seconds(transcript)}
         self.recent_transcripts.append(entry)
-        for view in self.streams.values():
-            if view["call_id"] == transcript.call_id and view["stream_id"] == transcript.stream_id:
-                view["last_transcript"] = transcript.text
+        view = self.streams.get(state_key(transcript.call_id, transcript.stream_id))
+        if view is not None:
+            view["last_transcript"] = transcript.text
+            if view.get("interim") and view["interim"]["utterance_index"] <= transcript.utterance_index:
+                view["interim"] = None  # the final replaces its interims
+
+    def on_interim(self, transcript: Transcript) -> None:
+        """An interim of a stream's open utterance: what the live page shows until its final."""
+        view = self.streams.get(state_key(transcript.call_id, transcript.stream_id))
+        shown = view.get("interim") if view else None
+        if view is None or (shown and (shown["utterance_index"], shown["revision"]) >=
+                            (transcript.utterance_index, transcript.revision)):
+            return
+        view["interim"] = {"utterance_index": transcript.utterance_index, "revision": transcript.revision,
+                           "text": transcript.text, "stable_text": transcript.stable_text,
+                           "latency_seconds": latency_seconds(transcript)}
 
     def _update_gauges(self) -> None:  # a running total: a sum over every stream per chunk is too slow
         metrics.ACTIVE_STREAMS.set(len(self.streams))

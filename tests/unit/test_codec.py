@@ -26,7 +26,8 @@ REGISTRY = json.loads(EMBEDDED_REGISTRY.read_text())
 ID_BY_FILE = {file: int(schema_id) for schema_id, file in REGISTRY["schemas"].items()}
 V2_ONLY_FIELDS = {"sentences", "model_version", "timestamps_note"}
 V3_ONLY_FIELDS = {"redactions"}
-LATER_THAN_V1 = V2_ONLY_FIELDS | V3_ONLY_FIELDS
+V4_ONLY_FIELDS = {"revision", "stable_word_count", "stable_text"}
+LATER_THAN_V1 = V2_ONLY_FIELDS | V3_ONLY_FIELDS | V4_ONLY_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_record_dataclasses_mirror_schemas():
 
 def test_every_field_has_doc_and_later_fields_have_defaults():
     for file in ("audio_chunk.avsc", "transcript.avsc", "call_settings.avsc", "history/transcript_v1.avsc",
-                 "history/transcript_v2.avsc"):
+                 "history/transcript_v2.avsc", "history/transcript_v3.avsc"):
         for field in load_schema_file(file)["fields"]:
             assert field.get("doc"), f"{file}: {field['name']} has no doc"
     v1 = {f["name"] for f in load_schema_file("history/transcript_v1.avsc")["fields"]}
@@ -137,6 +138,8 @@ def test_every_field_has_doc_and_later_fields_have_defaults():
     added = [f for f in load_schema_file("transcript.avsc")["fields"] if f["name"] not in v1]
     assert {f["name"] for f in added} == LATER_THAN_V1
     assert v2 - v1 == V2_ONLY_FIELDS
+    v3 = {f["name"] for f in load_schema_file("history/transcript_v3.avsc")["fields"]}
+    assert v3 - v2 == V3_ONLY_FIELDS
     assert all("default" in f for f in added)
 
 
@@ -162,8 +165,9 @@ def test_registry_json_ids_are_stable():
     assert REGISTRY["schemas"]["2"] == "history/transcript_v2.avsc"  # was transcript.avsc: moved, same schema
     assert REGISTRY["schemas"]["3"] == "history/transcript_v1.avsc"
     assert REGISTRY["schemas"]["4"] == "call_settings.avsc"
-    assert REGISTRY["schemas"]["5"] == "transcript.avsc"
-    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 5, "callstt.CallSettings": 4}
+    assert REGISTRY["schemas"]["5"] == "history/transcript_v3.avsc"  # was transcript.avsc: moved, same schema
+    assert REGISTRY["schemas"]["6"] == "transcript.avsc"
+    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 6, "callstt.CallSettings": 4}
 
 
 def test_a_v2_transcript_decodes_with_the_current_schema_and_the_current_with_a_v2_reader(codec):
@@ -171,12 +175,29 @@ def test_a_v2_transcript_decodes_with_the_current_schema_and_the_current_with_a_
     schema = fastavro.parse_schema(load_schema_file("history/transcript_v2.avsc"))
     body = io.BytesIO()
     fastavro.schemaless_writer(body, schema, {k: v for k, v in make_transcript().to_dict().items()
-                                              if k not in V3_ONLY_FIELDS})
+                                              if k not in V3_ONLY_FIELDS | V4_ONLY_FIELDS})
     decoded = codec.decode_transcript(frame(2, body.getvalue()), "transcripts")
     assert decoded == make_transcript() and decoded.redactions == {}
     v2_reader = AvroCodec(reader_schemas={"Transcript": "history/transcript_v2.avsc"})
     redacted = make_transcript(redactions={"card": 1})
     assert "redactions" not in v2_reader.decode("Transcript", codec.encode_transcript(redacted, "t"), "t")
+
+
+def test_a_v3_transcript_decodes_as_a_final_and_a_v3_reader_reads_an_interim(codec):
+    """Finals already on the topic (version 3, id 5) decode as finals with no interim fields; a
+    consumer still on version 3 reads an interim (it sees is_final false and the text)."""
+    schema = fastavro.parse_schema(load_schema_file("history/transcript_v3.avsc"))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, schema, {k: v for k, v in make_transcript(redactions={"card": 1}).to_dict().items()
+                                              if k not in V4_ONLY_FIELDS})
+    decoded = codec.decode_transcript(frame(5, body.getvalue()), "transcripts")
+    assert decoded == make_transcript(redactions={"card": 1})
+    assert (decoded.is_final, decoded.revision, decoded.stable_word_count, decoded.stable_text) == (True, 0, 0, "")
+    interim = make_transcript(is_final=False, revision=3, stable_word_count=2, stable_text="Hello there.")
+    assert codec.decode_transcript(codec.encode_transcript(interim, "partial")) == interim
+    v3_reader = AvroCodec(reader_schemas={"Transcript": "history/transcript_v3.avsc"})
+    old_view = v3_reader.decode("Transcript", codec.encode_transcript(interim, "partial"), "partial")
+    assert old_view["is_final"] is False and old_view["text"] == interim.text and "revision" not in old_view
 
 
 def test_call_settings_round_trip_keeps_null_apart_from_empty(codec):

@@ -1,0 +1,80 @@
+"""Interim cuts and their stable prefix (models/endpointing.py, streams/core/interims.py): pure logic, no model."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from models.endpointing import WINDOW_SAMPLES, EndpointConfig, Endpointer, EndpointState
+from schemas.records import TranscriptWord
+from streams.core.assembly import Utterance
+from streams.core.interims import Interims, choose, text_of
+
+INTERIMS = EndpointConfig(pad_ms=200, interim_ms=320)  # an interim every 10 voiced windows
+
+
+def cuts_of(endpointer: Endpointer, probabilities):
+    state, found = EndpointState(), []
+    for probability in probabilities:
+        cuts, state = endpointer.feed(state, [probability])
+        found += cuts
+    return found
+
+
+def test_an_open_utterance_gives_an_interim_every_interval_of_voiced_time_and_then_its_final():
+    cuts = cuts_of(Endpointer(INTERIMS), [0.0] * 5 + [0.9] * 25 + [0.1] * 3 + [0.9] * 10 + [0.0] * 30)
+    interims, finals = [c for c in cuts if c.interim], [c for c in cuts if not c.interim]
+    assert [c.revision for c in interims] == [1, 2, 3] and len(finals) == 1
+    assert all(c.start_sample == finals[0].start_sample for c in interims)
+    # Each holds the audio up to where the endpointer was: the speech so far, growing.
+    assert [c.end_sample for c in interims] == [15 * WINDOW_SAMPLES, 25 * WINDOW_SAMPLES, 38 * WINDOW_SAMPLES]
+    assert [c.speech_ms for c in interims] == [320, 640, 960]
+
+
+def test_no_interims_for_silence_blips_or_when_turned_off():
+    assert cuts_of(Endpointer(INTERIMS), [0.0] * 100 + [0.9] * 5 + [0.0] * 40) == []
+    assert not any(c.interim for c in cuts_of(Endpointer(replace(INTERIMS, interim_ms=0)), [0.9] * 50 + [0.0] * 30))
+
+
+def words(*texts: str, start_ms: int = 0) -> list[TranscriptWord]:
+    return [TranscriptWord(text=f" {text}", start_ms=start_ms + 300 * i, end_ms=start_ms + 300 * i + 250,
+                           probability=0.9) for i, text in enumerate(texts)]
+
+
+def interim(revision: int, index: int = 0) -> Utterance:
+    return Utterance("call", "caller", index, np.zeros(1600, dtype=np.float32), start_ms=0, end_ms=1000 * revision,
+                     reason="interim", hint="", last_capture_ts_ms=10_000 + 1000 * revision,
+                     last_received_ts_ms=0, revision=revision)
+
+
+def test_words_become_stable_when_two_hypotheses_agree_and_then_never_change():
+    kept = Interims()
+    first = kept.revise(interim(1), words("hello", "there", "how"))
+    assert first.stable == 0  # nothing to agree with yet
+    second = kept.revise(interim(2), words("Hello,", "there", "who", "can"))
+    assert second.stable == 2 and text_of(second.words[:2]) == "Hello, there"  # agreed: stable from here on
+    # The model changes its mind about a stable word: the stable words stay, its later words follow.
+    third = kept.revise(interim(3), words("Yellow", "hair", "how", "can", "I"))
+    assert text_of(third.words) == "Hello, there how can I" and third.stable == 2
+    fourth = kept.revise(interim(4), words("hello", "there", "how", "can", "I", "help"))
+    assert fourth.stable == 5 and fourth.words[:2] == third.words[:2]
+
+
+def test_a_repeated_or_older_interim_has_nothing_new_and_the_final_closes_the_utterance():
+    kept = Interims()
+    kept.revise(interim(2), words("hello"))
+    assert kept.revise(interim(2), words("hello")) is None and kept.revise(interim(1), words("x")) is None
+    kept.close(replace(interim(0), revision=0))
+    assert len(kept) == 0
+    assert kept.revise(interim(1, index=1), words("next")).revision == 1  # the next utterance starts afresh
+
+
+def test_finals_first_then_the_newest_interim_of_each_stream_while_the_worker_keeps_up():
+    a, b, old = interim(2), replace(interim(1), stream_id="agent"), replace(interim(1), stream_id="late",
+                                                                             last_capture_ts_ms=1_000)
+    items = [(None, a), (None, b), (None, old)]
+    assert choose(items, finals_waiting=True, newer=set(), now_ms=12_500, budget_ms=1600, room=8).run == []
+    choice = choose(items, finals_waiting=False, newer={("call", "agent")}, now_ms=12_500, budget_ms=1600, room=8)
+    assert [u for _, u in choice.run] == [a] and choice.skipped == 2  # agent coalesced, late too old
+    assert choose(items, False, set(), now_ms=11_500, budget_ms=1600, room=1).run == [(None, b)]  # oldest first
