@@ -54,16 +54,22 @@ class WorkerProcess(WorkerSubprocess):
                 raise TimeoutError(f"the worker did not apply the settings of {record.call_id} within {timeout}s")
             time.sleep(0.2)
 
+    def interims(self, call_ids: set[str], idle_s: float = 2.0) -> list[Transcript]:
+        """The interim transcripts of these calls on the partial topic so far, in arrival order."""
+        with TranscriptReader(self.bootstrap, self.partial_topic, extra_config=self.client_config) as reader:
+            return [t for t in reader.collect(idle_exit_s=idle_s) if t.call_id in call_ids]
+
     def publisher(self) -> CallPublisher:
         return CallPublisher(self.bootstrap, self.audio_topic, extra_config=self.client_config)
 
     def transcripts(self, expected: int, timeout: float = 120.0, idle_s: float = 8.0,
-                    call_ids: set[str] | None = None) -> list[Transcript]:
+                    call_ids: set[str] | None = None, topic: str | None = None) -> list[Transcript]:
         """Read transcripts until `expected` distinct ids arrived (of `call_ids` only, when given:
         the topic also holds earlier tests' calls) and then `idle_s` passed quietly (so extra,
-        unexpected transcripts are seen too), or `timeout`."""
+        unexpected transcripts are seen too), or `timeout`. `topic`: another topic of Transcript
+        records (the partial topic), the final transcripts' by default."""
         collected: list[Transcript] = []
-        reader = TranscriptReader(self.bootstrap, self.transcript_topic, extra_config=self.client_config)
+        reader = TranscriptReader(self.bootstrap, topic or self.transcript_topic, extra_config=self.client_config)
         deadline = time.monotonic() + timeout
         try:
             quiet_since = None

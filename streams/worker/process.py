@@ -86,6 +86,10 @@ class WorkerSubprocess:
         return f"{self.name}.transcripts"
 
     @property
+    def partial_topic(self) -> str:
+        return f"{self.name}.transcripts.partial"
+
+    @property
     def dead_letter_topic(self) -> str:
         return f"{self.name}.dead-letter"
 
@@ -104,6 +108,7 @@ class WorkerSubprocess:
             "CALLSTT_APP_ID": self.name,
             "CALLSTT_AUDIO_TOPIC": self.audio_topic,
             "CALLSTT_TRANSCRIPT_TOPIC": self.transcript_topic,
+            "CALLSTT_PARTIAL_TOPIC": self.partial_topic,
             "CALLSTT_DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "CALLSTT_CALL_SETTINGS_TOPIC": self.call_settings_topic,
             "CALLSTT_TOPIC_PARTITIONS": "3",

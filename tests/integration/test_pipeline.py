@@ -131,7 +131,8 @@ def test_silence_and_noise_produce_no_transcript(worker):
     sentinel = f"sentinel-{uuid.uuid4().hex[:6]}"
     with worker.publisher() as publisher:
         for name, audio in (("silence", silence), ("noise", noise)):
-            for chunk in iter_chunks(audio, f"{name}-{sentinel}", "caller", plan, 0):
+            # Captured now: interims run only for calls the worker keeps up with.
+            for chunk in iter_chunks(audio, f"{name}-{sentinel}", "caller", plan, int(time.time() * 1000)):
                 publisher.send(chunk)
         for chunk in call_chunks(EN[:1], "en", plan, sentinel):
             publisher.send(chunk)
@@ -139,6 +140,7 @@ def test_silence_and_noise_produce_no_transcript(worker):
     calls = by_call(worker.transcripts(expected=1, call_ids={sentinel}))
     assert set(calls) >= {sentinel}
     assert f"silence-{sentinel}" not in calls and f"noise-{sentinel}" not in calls
+    assert worker.interims({f"silence-{sentinel}", f"noise-{sentinel}"}) == []  # and no interim either
 
 
 def test_duplicate_and_reordered_chunks_give_the_same_transcripts(worker):
@@ -412,3 +414,55 @@ def test_speech_coming_back_within_the_hangover_gives_one_transcript_and_no_spec
     assert word_error_rate([" ".join(EN[:2])], [transcripts[0].text]) <= 0.2, transcripts[0].text
     assert after[run] - before.get(run, 0.0) == 2 and after[discarded] - before.get(discarded, 0.0) == 1
     assert after[used] - before.get(used, 0.0) == 1
+
+
+def interim_cuts(chunks) -> int:
+    """How many interim cuts the worker's own path makes of these chunks (default settings)."""
+    from streams.core.pipeline import MemoryStore, Pipeline
+    from streams.settings import Settings
+
+    batch = Pipeline.from_settings(Settings.from_env({})).batch(MemoryStore().get)
+    return sum(len(batch.accept_chunk(chunk, 0, None).interim) for chunk in chunks)
+
+
+def test_a_long_utterance_streamed_in_real_time_gives_interims_then_the_same_final(worker, base_model):
+    """About 10 s of English without a pause long enough to end it, at the pace a call platform
+    sends it: the worker publishes interims of the open utterance, revision after revision,
+    whose stable words never change, before its final; the final is what the final path gives
+    with interims off (a replay of the call)."""
+    from streams.replay import replay_calls
+    from models.routing import ModelRouter
+
+    sentences = ENGLISH_SENTENCES[1:5]
+    gap = np.zeros(int(0.2 * 16000), dtype=np.float32)
+    speech = np.concatenate([piece for text in sentences for piece in (trimmed(synthesize(text, "en")), gap)])
+    audio = np.concatenate([np.zeros(8000, dtype=np.float32), speech, np.zeros(2 * 16000, dtype=np.float32)])
+    call_id = f"interims-{uuid.uuid4().hex[:6]}"
+    chunks = list(iter_chunks(audio, call_id, "caller", ChunkPlan(16000, "PCM_S16LE", 100), start_ms=0))
+    assert 8 <= len(speech) / 16000 <= 14 and interim_cuts(chunks) >= 6, len(speech) / 16000  # precondition
+
+    with worker.publisher() as publisher:
+        publisher.publish_call(audio, call_id, "caller", chunk_ms=100, realtime=True)
+    finals = by_call(worker.transcripts(expected=1, call_ids={call_id}, idle_s=3.0))[call_id]
+    interims = worker.interims({call_id})
+
+    assert len(finals) == 1, [t.text for t in finals]
+    final = finals[0]
+    assert len(interims) >= 3, [(t.revision, t.text) for t in interims]
+    assert all(not t.is_final and t.transcript_id == final.transcript_id and t.utterance_index == 0 for t in interims)
+    assert all(t.produced_ts_ms <= final.produced_ts_ms for t in interims)
+    revisions = [t.revision for t in interims]
+    assert revisions == sorted(set(revisions)), revisions  # increasing, as published
+    for earlier, later in zip(interims, interims[1:]):  # what was stable stays, word for word
+        assert later.stable_word_count >= earlier.stable_word_count
+        assert [w.text for w in later.words[:earlier.stable_word_count]] == \
+            [w.text for w in earlier.words[:earlier.stable_word_count]]
+        assert later.text.startswith(earlier.stable_text)
+    assert interims[-1].stable_word_count >= 3 and len(interims[-1].words) > len(interims[0].words)
+    print("interims:", [(t.revision, t.stable_text, t.text) for t in interims], "final:", final.text)
+    assert word_error_rate([" ".join(sentences)], [final.text]) <= 0.2, final.text
+
+    replayed = []
+    replay_calls(worker.settings(), ModelRouter(base_model), f"{worker.name}.replayed", "replay",
+                 call_ids={call_id}, on_transcript=replayed.append)
+    assert [(t.transcript_id, t.text) for t in replayed] == [(final.transcript_id, final.text)]
