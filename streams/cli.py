@@ -263,10 +263,29 @@ def _since(value: str | None) -> datetime | None:
         raise typer.BadParameter(str(error), param_hint="--since") from None
 
 
+def _show_transcripts(transcripts, as_json: bool, partials: bool) -> None:
+    """Write what `tail` follows: JSON lines (every record, interims too, in arrival order), the
+    live view of the open utterances (--partials on a terminal) or one line per transcript."""
+    from streams.client.tailing import format_transcript, plain_lines, show_live
+
+    if as_json:
+        for transcript in transcripts:
+            typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False))
+    elif partials and sys.stdout.isatty():
+        from rich.console import Console
+
+        show_live(transcripts, Console())
+    else:  # piped: lines, so `| grep` and `> file` work; interims (if any) marked `~`
+        for line in (plain_lines(transcripts) if partials else map(format_transcript, transcripts)):
+            typer.echo(line)
+
+
 @app.command()
 def tail(
     call: str = typer.Option(None, "--call", metavar="ID", show_default=False, help="Only this call's transcripts"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (the Transcript schema's fields)"),
+    partials: bool = typer.Option(False, "--partials", help="Also follow the interim transcripts: a live view "
+                                  "of the open utterances on a terminal, lines marked ~ when piped, all with --json"),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest kept transcript"),
     since: str = typer.Option(None, "--since", metavar="TIME", show_default=False,
                               help="Start at TIME: ISO-8601 (2024-05-01T09:30) or ago (30s, 10m, 2h, 1d)"),
@@ -274,6 +293,8 @@ def tail(
                                     help="Exit 0 after SECONDS without a new transcript"),
     bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
     topic: str = typer.Option(None, "--topic", help="Transcript topic (default CALLSTT_TRANSCRIPT_TOPIC)"),
+    partial_topic: str = typer.Option(None, "--partial-topic",
+                                      help="Partial-transcript topic, with --partials (default CALLSTT_PARTIAL_TOPIC)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker before failing"),
 ) -> None:
     """Follow the transcripts: one line each (local time, call, stream, language, text), or JSON.
@@ -283,27 +304,26 @@ def tail(
     from confluent_kafka import KafkaException
 
     from schemas.codec import AvroCodec
-    from streams.client.tailing import TailError, TranscriptTail, format_transcript
+    from streams.client.tailing import TailError, TranscriptTail
 
     start_at = _since(since)
     if start_at is not None and from_beginning:
         raise typer.BadParameter("use --since or --from-beginning, not both", param_hint="--since")
-    settings = load_settings(kafka_bootstrap_servers=bootstrap, transcript_topic=topic)
+    if partial_topic is not None and not partials:
+        raise typer.BadParameter("--partial-topic needs --partials", param_hint="--partial-topic")
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, transcript_topic=topic, partial_topic=partial_topic)
+    topics = [settings.transcript_topic, settings.partial_topic] if partials else [settings.transcript_topic]
     reader = None
     try:
-        reader = TranscriptTail(settings.kafka_bootstrap_servers, settings.transcript_topic,
+        reader = TranscriptTail(settings.kafka_bootstrap_servers, topics,
                                 start=start_at or ("beginning" if from_beginning else "end"),
                                 codec=AvroCodec(settings.schema_registry_url or None), timeout=timeout,
                                 extra_config=confluent_config(settings))
-        for transcript in reader.follow(idle_exit_s=idle_exit, call_id=call):
-            if as_json:
-                typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False))
-            else:
-                typer.echo(format_transcript(transcript))
+        _show_transcripts(reader.follow(idle_exit_s=idle_exit, call_id=call), as_json, partials)
     except TailError as error:
         raise CliFailure(str(error)) from None
     except KafkaException as error:  # e.g. the time seek (offsets_for_times) in the assignment
-        raise CliFailure(f"following {settings.transcript_topic} failed: {error.args[0].str()}") from None
+        raise CliFailure(f"following {', '.join(topics)} failed: {error.args[0].str()}") from None
     except KeyboardInterrupt:
         raise typer.Exit(0) from None  # Ctrl-C: stop quietly
     except BrokenPipeError:

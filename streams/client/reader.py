@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from confluent_kafka import Consumer, KafkaError, Message
 
@@ -18,10 +18,19 @@ from schemas.codec import AvroCodec, DecodeError
 from schemas.records import Transcript
 
 
-class TranscriptReader:
-    """Follows the transcript topic with its own consumer group (it never disturbs the workers')."""
+def topic_list(topic: str | Sequence[str]) -> list[str]:
+    """One topic name or several, as the list a consumer subscribes to."""
+    return [topic] if isinstance(topic, str) else list(topic)
 
-    def __init__(self, bootstrap_servers: str, topic: str, from_beginning: bool = True,
+
+class TranscriptReader:
+    """Follows the transcript topic with its own consumer group (it never disturbs the workers').
+
+    `topic` may also be several topics of Transcript records (the transcript and partial topics:
+    `callstt tail --partials`); their records interleave in arrival order.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str | Sequence[str], from_beginning: bool = True,
                  codec: AvroCodec | None = None, group_id: str | None = None,
                  extra_config: dict | None = None) -> None:
         self.codec = codec or AvroCodec()
@@ -32,7 +41,7 @@ class TranscriptReader:
             "enable.auto.commit": group_id is not None,
             **(extra_config or {}),  # e.g. streams.client.kafka.confluent_config(settings): TLS / SASL
         })
-        self.consumer.subscribe([topic])
+        self.consumer.subscribe(topic_list(topic))
 
     def records(self, stop: Callable[[], bool] | None = None, poll_s: float = 0.5,
                 on_record: Callable[[Message], None] | None = None,

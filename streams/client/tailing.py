@@ -14,6 +14,11 @@
 `parse_since` turns what a user types (`10m`, `2h30m`, `2024-05-01T09:00`, ...) into the
 datetime to start at.
 
+`callstt tail --partials` follows the partial topic too (a TranscriptTail over both topics):
+`InterimBoard` decides which interims are still worth showing (the latest revision of each
+utterance whose final has not come), `show_live` draws them in place on a terminal (rich),
+`plain_lines` writes them as lines when the output is piped.
+
     with TranscriptTail("127.0.0.1:9092", "callstt.transcripts", start=parse_since("10m")) as tail:
         for transcript in tail.follow(idle_exit_s=30):
             print(transcript.text)
@@ -24,17 +29,23 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
 from schemas.codec import AvroCodec
 from schemas.errors import CallsttError
 from schemas.records import Transcript
-from streams.client.reader import TranscriptReader
+from streams.client.reader import TranscriptReader, topic_list
 from streams.client.publishing import ClientErrors, PublishError, check_topic
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.text import Text
 
 _UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
           "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
@@ -77,10 +88,10 @@ class TranscriptTail(TranscriptReader):
 
     `start`: "beginning", "end" (only transcripts from now on) or a datetime. The consumer has
     its own throw-away group and never commits. Raises `TailError` if the broker does not
-    answer within `timeout` s or the topic does not exist.
+    answer within `timeout` s or the topic (or one of several: `topic` may be a list) does not exist.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, start: str | datetime = "end",
+    def __init__(self, bootstrap_servers: str, topic: str | Sequence[str], start: str | datetime = "end",
                  codec: AvroCodec | None = None, timeout: float = 10.0,
                  extra_config: dict[str, Any] | None = None) -> None:
         # Not TranscriptReader.__init__: that subscribes at once with a fixed configuration; here the
@@ -88,7 +99,8 @@ class TranscriptTail(TranscriptReader):
         if isinstance(start, str) and start not in ("beginning", "end"):
             raise ValueError(f"start must be 'beginning', 'end' or a datetime, not {start!r}")
         self.codec = codec or AvroCodec()
-        self.topic = topic
+        topics = topic_list(topic)
+        self.topic = ", ".join(topics)  # for messages
         self.timeout = timeout
         self.start_ms = to_epoch_ms(start) if isinstance(start, datetime) else None
         self.assigned_at: float | None = None
@@ -102,11 +114,12 @@ class TranscriptTail(TranscriptReader):
             **(extra_config or {}),
         })
         try:
-            check_topic(self.consumer, bootstrap_servers, topic, timeout, self.errors)
+            for name in topics:
+                check_topic(self.consumer, bootstrap_servers, name, timeout, self.errors)
         except PublishError as error:
             self.consumer.close()
             raise TailError(str(error)) from None
-        self.consumer.subscribe([topic], on_assign=self._on_assign)
+        self.consumer.subscribe(topics, on_assign=self._on_assign)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.start_ms is not None and partitions:
@@ -148,9 +161,127 @@ class TranscriptTail(TranscriptReader):
 
 
 def format_transcript(transcript: Transcript) -> str:
-    """One human line: local time it was produced, call, stream, language, text."""
+    """One human line: local time it was produced, call, stream, language, text; an interim's
+    text is marked `~` (it will be replaced)."""
     moment = datetime.fromtimestamp(transcript.produced_ts_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
     text = " ".join(transcript.text.split())
     if not transcript.is_final:
-        text = f"(partial) {text}"
+        text = f"~ {text}"
     return f"{moment}  {transcript.call_id}  {transcript.stream_id}  {transcript.language}  {text}"
+
+
+# --- interims: `callstt tail --partials` ---------------------------------------------------------
+
+def split_stable(text: str, stable_text: str) -> tuple[str, str]:
+    """An interim's text as (its stable leading words, the rest, which later interims may change),
+    whitespace normalised. `text` starts with `stable_text` (both are joined from the same words),
+    so the stable part is counted in words rather than compared character by character."""
+    words, stable = text.split(), len(stable_text.split())
+    return " ".join(words[:stable]), " ".join(words[stable:])
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUtterance:
+    """The latest interim of one utterance whose final has not been seen: one line of the live view."""
+
+    call_id: str
+    stream_id: str
+    utterance_index: int
+    revision: int
+    stable: str
+    unstable: str
+
+
+class InterimBoard:
+    """Which interims `tail --partials` shows: the latest revision of each open utterance, most
+    recently updated last, at most `max_open` of them (the oldest drop off, so the live view stays
+    a few lines however many calls are live).
+
+    An interim is stale, and ignored, when the board already has that revision or a later one of
+    its utterance, or when a final of its stream at that utterance index or later was seen: the
+    partial and transcript topics are read side by side in no set order, so an interim can arrive
+    after the final that replaced it. A stream's utterances end in order, so a final also closes
+    any earlier utterance of its stream left open (one whose final the guard dropped).
+    """
+
+    def __init__(self, max_open: int = 20, max_streams: int = 10_000) -> None:
+        self.max_open = max_open
+        self.max_streams = max_streams
+        self._open: OrderedDict[tuple[str, str, int], OpenUtterance] = OrderedDict()
+        self._finished: OrderedDict[tuple[str, str], int] = OrderedDict()  # stream -> highest final's index
+
+    @property
+    def open(self) -> list[OpenUtterance]:
+        return list(self._open.values())
+
+    def offer(self, transcript: Transcript) -> bool:
+        """Take a record; True when it is to be shown (a final always is: it is printed)."""
+        stream = (transcript.call_id, transcript.stream_id)
+        if transcript.is_final:
+            self._finish(stream, transcript.utterance_index)
+            return True
+        key = (*stream, transcript.utterance_index)
+        shown = self._open.get(key)
+        if self._finished.get(stream, -1) >= transcript.utterance_index or (
+                shown is not None and shown.revision >= transcript.revision):
+            return False
+        stable, unstable = split_stable(transcript.text, transcript.stable_text)
+        self._open[key] = OpenUtterance(transcript.call_id, transcript.stream_id, transcript.utterance_index,
+                                        transcript.revision, stable, unstable)
+        self._open.move_to_end(key)
+        while len(self._open) > self.max_open:
+            self._open.popitem(last=False)
+        return True
+
+    def _finish(self, stream: tuple[str, str], index: int) -> None:
+        self._finished[stream] = max(index, self._finished.get(stream, -1))
+        self._finished.move_to_end(stream)
+        while len(self._finished) > self.max_streams:  # bounded memory for a tail left running for days
+            self._finished.popitem(last=False)
+        for key in [key for key in self._open if key[:2] == stream and key[2] <= index]:
+            del self._open[key]
+
+
+def interim_text(utterance: OpenUtterance) -> Text:
+    """One live-view line: call, stream, utterance, then the stable words plainly and the rest
+    (which may still change) dimmed and in italics."""
+    from rich.text import Text
+
+    line = Text(f"~ {utterance.call_id}  {utterance.stream_id}  #{utterance.utterance_index}  ")
+    line.append(utterance.stable)
+    if utterance.stable and utterance.unstable:
+        line.append(" ")
+    line.append(utterance.unstable, style="dim italic")
+    return line
+
+
+def board_view(board: InterimBoard) -> RenderableType:
+    from rich.console import Group
+
+    return Group(*(interim_text(utterance) for utterance in board.open))
+
+
+def show_live(transcripts: Iterable[Transcript], console: Console, board: InterimBoard | None = None) -> None:
+    """The terminal view of `tail --partials`: the open utterances update in place at the bottom;
+    each final is printed above them as a line of `format_transcript` and its interim line goes."""
+    from rich.live import Live
+
+    board = board or InterimBoard()
+    # Refreshed on each change only: no refresh thread redrawing an unchanged view.
+    with Live(board_view(board), console=console, auto_refresh=False) as live:
+        for transcript in transcripts:
+            if not board.offer(transcript):
+                continue
+            # The view first: printing a final redraws the view below it, already without its interim.
+            live.update(board_view(board), refresh=True)
+            if transcript.is_final:  # markup off: a transcript's "[...]" is text, not a style
+                live.console.print(format_transcript(transcript), markup=False, highlight=False, soft_wrap=True)
+
+
+def plain_lines(transcripts: Iterable[Transcript], board: InterimBoard | None = None) -> Iterator[str]:
+    """`tail --partials` when stdout is not a terminal (piped, redirected): a `format_transcript`
+    line per final and per interim that is not stale (those start their text with `~`)."""
+    board = board or InterimBoard()
+    for transcript in transcripts:
+        if board.offer(transcript):
+            yield format_transcript(transcript)

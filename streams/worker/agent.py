@@ -274,7 +274,7 @@ class BatchHandler:
             return
         results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe_interims,
                                                                    self.status.router, choice.run)
-        self.observe_stages(batch)
+        self.observe_stage_seconds(batch)
         sent = []
         for result in results:
             if result.transcript is None:
@@ -295,10 +295,14 @@ class BatchHandler:
             self.status.on_interim(transcript)
 
     @staticmethod
-    def observe_stages(batch: PipelineBatch) -> None:
+    def observe_stage_seconds(batch: PipelineBatch) -> None:
         for stage, seconds in batch.stage_seconds.items():
             metrics.STAGE_SECONDS.labels(stage).inc(seconds)
         batch.stage_seconds.clear()
+
+    @classmethod
+    def observe_stages(cls, batch: PipelineBatch) -> None:
+        cls.observe_stage_seconds(batch)
         counts = batch.speculation_counts
         # What went to the model: the finals no speculation foresaw, and the speculations run.
         model_utterances = len(batch.ready) - counts["used"] + counts["run"]

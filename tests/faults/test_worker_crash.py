@@ -22,8 +22,9 @@ SENTENCES = ENGLISH_SENTENCES[:4]
 PLAN = ChunkPlan(sample_rate=16000, encoding="PCM_S16LE", chunk_ms=20)
 
 
-def call_with_midpoints(call_id: str, sentences: list[str] = SENTENCES):
-    """The call's chunks, and the chunk index in the middle of each sentence."""
+def call_with_midpoints(call_id: str, sentences: list[str] = SENTENCES, start_ms: int = 1_700_000_000_000):
+    """The call's chunks, and the chunk index in the middle of each sentence. Captured long ago by
+    default: the worker then skips interims and speculation (for a call it is behind on)."""
     silence = np.zeros(16000, dtype=np.float32)
     pieces, midpoints, position = [silence[:8000]], [], 8000
     for text in sentences:
@@ -31,7 +32,7 @@ def call_with_midpoints(call_id: str, sentences: list[str] = SENTENCES):
         midpoints.append((position + len(speech) // 2) // (16000 * PLAN.chunk_ms // 1000))
         pieces += [speech, silence]
         position += len(speech) + len(silence)
-    chunks = list(iter_chunks(np.concatenate(pieces), call_id, "caller", PLAN, start_ms=1_700_000_000_000))
+    chunks = list(iter_chunks(np.concatenate(pieces), call_id, "caller", PLAN, start_ms=start_ms))
     return chunks, midpoints
 
 
@@ -49,15 +50,22 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
     """SIGKILL: no shutdown at all. SIGTERM (a deploy): Faust shuts down and commits what was
     acknowledged, while a batch is still in the model; that batch must not count as done."""
     call_id = f"crash-{kill_point}-{uuid.uuid4().hex[:6]}"
-    chunks, midpoints = call_with_midpoints(call_id)
-    worker = WorkerProcess(kafka_bootstrap, tmp_path).start()
+    # No idle flush while the replacement starts (up to a session timeout): the call goes on after it.
+    worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_IDLE_FLUSH_S": "120"}).start()
     scenario.watch(worker)
+    # Mid-utterance: captured now and sent at the pace of speech, so the worker publishes
+    # interims of the open utterances too (it skips them for audio it is behind on).
+    mid_utterance = kill_point == "mid_utterance"
+    chunks, midpoints = call_with_midpoints(call_id, start_ms=int(time.time() * 1000)) \
+        if mid_utterance else call_with_midpoints(call_id)
     try:
         # Up to the middle of the second sentence: one utterance done, one open.
-        split = midpoints[1] if kill_point == "mid_utterance" else len(chunks)
+        split = midpoints[1] if mid_utterance else len(chunks)
         graceful = kill_point.startswith("sigterm")
         with worker.publisher() as publisher:
             for chunk in chunks[:split]:
+                if mid_utterance:
+                    time.sleep(max(chunk.capture_ts_ms / 1000 - time.time(), 0))
                 publisher.send(chunk)
         wait_for_first_transcript(worker)
         # SIGKILL: no shutdown, no final commit, no flush. SIGTERM: a clean shutdown and commit.
@@ -68,6 +76,8 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
             for chunk in chunks[split:]:
                 publisher.send(chunk)
         received = worker.transcripts(expected=len(SENTENCES))
+        # The first sentence's interims were out before its final, so before the kill.
+        interims = worker.interims({call_id}) if mid_utterance else []
     finally:
         worker.stop()
 
@@ -76,6 +86,8 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
     assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
+    if mid_utterance:  # interims were on before the kill, and no final was lost for them
+        assert interims and all(not t.is_final for t in interims), "no interim published before the kill"
 
 
 def test_repeated_sigkills_at_random_moments_lose_nothing(kafka_bootstrap, tmp_path, scenario):

@@ -10,11 +10,12 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, Producer
 
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, synthesize_wav
 from schemas.codec import SCHEMAS_DIR, AvroCodec
+from schemas.records import Transcript
 from tests.pipeline import CALLSTT, REPO_ROOT, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -104,7 +105,7 @@ def own_topics(kafka_bootstrap: str) -> dict[str, str]:
     return clean_env(CALLSTT_KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, CALLSTT_APP_ID=name,
                      CALLSTT_AUDIO_TOPIC=f"{name}.audio", CALLSTT_TRANSCRIPT_TOPIC=f"{name}.transcripts",
                      CALLSTT_DEAD_LETTER_TOPIC=f"{name}.dead-letter", CALLSTT_CALL_SETTINGS_TOPIC=f"{name}.call-settings",
-                     CALLSTT_TOPIC_PARTITIONS="3")
+                     CALLSTT_PARTIAL_TOPIC=f"{name}.transcripts.partial", CALLSTT_TOPIC_PARTITIONS="3")
 
 
 def read_audio_topic(bootstrap: str, topic: str, expected_chunks: int, timeout: float = 30) -> list:
@@ -182,7 +183,7 @@ def test_topics_create_then_describe(kafka_bootstrap):
     env = own_topics(kafka_bootstrap)
     name = env["CALLSTT_APP_ID"]
     expected = {f"{name}.audio": 3, f"{name}-control": 3, f"{name}.transcripts": 3, f"{name}.dead-letter": 1,
-                f"{name}.call-settings": 3}
+                f"{name}.call-settings": 3, f"{name}.transcripts.partial": 3}
 
     before = ok(callstt("topics", "describe", env=env)).stdout
     assert all(f"{topic}" in before and "missing" in before for topic in expected)
@@ -201,6 +202,7 @@ def test_topics_create_then_describe(kafka_bootstrap):
         assert rows[topic]["min.insync.replicas"] == "1"
     assert rows[f"{name}.audio"]["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert rows[f"{name}.transcripts"]["retention.ms"] == str(30 * 24 * 3600 * 1000)
+    assert rows[f"{name}.transcripts.partial"]["retention.ms"] == str(3600 * 1000)  # interims: a live feature
 
 
 def test_topics_describe_shows_the_workers_changelog(worker):
@@ -265,3 +267,55 @@ def test_call_settings_set_and_clear_publish_a_record_and_a_tombstone(kafka_boot
     assert settings.hotwords == ("Zyntra", "Kowalczyk") and settings.stream("agent").languages == ("en",)
     assert records[1].value() is None  # the tombstone
 
+
+
+def transcript_record(call_id: str, text: str, revision: int) -> Transcript:
+    """Utterance 0 of the call's caller stream: an interim (revision >= 1, all but its last word
+    stable) or, with revision 0, its final."""
+    words = text.split()
+    stable = words[:-1] if revision else []
+    now_ms = int(time.time() * 1000)
+    return Transcript(transcript_id=f"{call_id}-0", call_id=call_id, stream_id="caller", utterance_index=0,
+                      is_final=revision == 0, text=text, language="en", language_probability=1.0, start_ms=0,
+                      end_ms=1000, model_name="base", backend="faster-whisper", avg_logprob=0.0, no_speech_prob=0.0,
+                      last_audio_capture_ts_ms=now_ms, last_audio_received_ts_ms=now_ms, produced_ts_ms=now_ms,
+                      revision=revision, stable_word_count=len(stable), stable_text=" ".join(stable))
+
+
+def produce_transcripts(bootstrap: str, topic: str, transcripts: list[Transcript]) -> None:
+    codec, producer = AvroCodec(), Producer({"bootstrap.servers": bootstrap})
+    for transcript in transcripts:
+        producer.produce(topic, key=transcript.call_id.encode(), value=codec.encode_transcript(transcript, topic))
+    assert producer.flush(30) == 0
+
+
+def test_tail_partials_json_follows_interims_then_the_final(kafka_bootstrap):
+    env = own_topics(kafka_bootstrap)
+    env["CALLSTT_PARTIAL_TOPIC"] = partial_topic = f"{env['CALLSTT_APP_ID']}.transcripts.partial"
+    ok(callstt("topics", "create", env=env))
+    call_id = f"partials-{uuid.uuid4().hex[:6]}"
+    produce_transcripts(kafka_bootstrap, partial_topic, [transcript_record(call_id, "I would", 1),
+                                                         transcript_record(call_id, "I would like a", 2)])
+
+    tail = subprocess.Popen([CALLSTT, "tail", "--partials", "--json", "--from-beginning", "--idle-exit", "6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
+    try:
+        # The final only once both interims are out: the two topics' backlogs are read in no set order.
+        lines = [tail.stdout.readline(), tail.stdout.readline()]
+        produce_transcripts(kafka_bootstrap, env["CALLSTT_TRANSCRIPT_TOPIC"],
+                            [transcript_record(call_id, "I would like a table.", 0)])
+        rest, errors = tail.communicate(timeout=60)
+    finally:
+        tail.kill()
+    assert tail.returncode == 0, errors
+    records = [json.loads(line) for line in lines + rest.splitlines()]
+    assert [(r["is_final"], r["revision"]) for r in records] == [(False, 1), (False, 2), (True, 0)]
+    assert all(list(r) == TRANSCRIPT_FIELDS and r["call_id"] == call_id for r in records)
+    assert [r["stable_text"] for r in records] == ["I", "I would like", ""]
+
+    # Piped without --json: a line per record still worth showing, interims marked "~".
+    piped = ok(callstt("tail", "--partials", "--from-beginning", "--idle-exit", "2", env=env)).stdout.splitlines()
+    finals = [line for line in piped if line.endswith(f"  {call_id}  caller  en  I would like a table.")]
+    assert len(finals) == 1, piped
+    # Interims read after their final (the backlogs' order) are not shown: 0 to 2 of them.
+    assert all(f"  {call_id}  caller  en  ~ I would" in line for line in piped if line not in finals), piped

@@ -9,10 +9,11 @@ import time
 import uuid
 
 import httpx
+import numpy as np
 import pytest
 
 from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
+from models.synth import ENGLISH_SENTENCES, conversation, synthesize, synthesize_wav
 from streams.client.producer import CallPublisher
 from tests.pipeline import CALLSTT, WorkerProcess
 
@@ -158,3 +159,70 @@ def test_live_page_shows_a_transcript_as_it_is_produced(worker):
         assert "delivery address" in row.lower()
     finally:
         browser.quit()
+
+
+def trimmed(audio: np.ndarray) -> np.ndarray:
+    """espeak's speech without the silence it adds around it (so a pause is exactly what the test puts)."""
+    loud = np.nonzero(np.abs(audio) > 1e-3)[0]
+    return audio[loud[0]:loud[-1] + 1]
+
+
+# One snapshot of the page per poll (it rebuilds its rows every second): the stream's interim
+# element (null once the stream is gone), the font style of its stable and unsettled words, the
+# transcript rows.
+PAGE_SNAPSHOT = """
+const element = document.querySelector(`.interim[data-stream="${arguments[0]}"]`);
+const style = part => {
+  const words = element && element.querySelector(part);
+  return words && words.textContent ? getComputedStyle(words).fontStyle : null;
+};
+return {interim: element ? element.textContent : null, stable: style(".stable"), unstable: style(".unstable"),
+        rows: Array.from(document.querySelectorAll("#transcripts tbody tr")).map(r => r.innerText)};
+"""
+
+
+def test_live_page_shows_interims_then_the_final(worker):
+    """About 7.5 s of English without a pause that ends it, streamed in real time and captured now
+    (the worker runs interims only for calls it keeps up with): the page shows the open
+    utterance's interim text for the stream, its unsettled words in italics, until the final
+    replaces it."""
+    call_id = f"interim-{uuid.uuid4().hex[:6]}"
+    sentences = [ENGLISH_SENTENCES[index] for index in (1, 7, 2)]
+    gap = np.zeros(int(0.2 * 16000), dtype=np.float32)
+    speech = np.concatenate([piece for text in sentences for piece in (gap, trimmed(synthesize(text, "en")))])
+    audio = np.concatenate([np.zeros(8000, dtype=np.float32), speech, np.zeros(2 * 16000, dtype=np.float32)])
+    failures = []
+
+    def stream_call():
+        try:
+            with worker.publisher() as publisher:
+                publisher.publish_call(audio, call_id, "caller", chunk_ms=100, realtime=True)
+        except Exception as error:  # seen by the test, not lost in the thread
+            failures.append(error)
+
+    browser = chromium()
+    try:
+        browser.get(url(worker, "/calls/live"))
+        streaming = threading.Thread(target=stream_call)
+        streaming.start()
+        interims, styles, final = [], set(), None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            page = browser.execute_script(PAGE_SNAPSHOT, f"{call_id}|caller")
+            final = next((row for row in page["rows"] if call_id in row), None)
+            if final is None and page["interim"]:
+                interims.append(page["interim"])
+                styles.add((page["stable"], page["unstable"]))
+            if final is not None and not page["interim"]:
+                break
+            time.sleep(0.25)
+        streaming.join()
+    finally:
+        browser.quit()
+    assert not failures, failures
+    print("interims shown:", interims, "styles:", styles, "final:", final)
+    assert interims, f"no interim shown before the final: {worker.log_tail()}"
+    assert {stable for stable, _ in styles} - {None} <= {"normal"}
+    assert "italic" in {unstable for _, unstable in styles}, styles  # at least the first one's words are unsettled
+    assert final is not None and not page["interim"], (final, page)  # the final shown, its interim gone
+    assert "table" in final.lower() and "invoice" in final.lower()
