@@ -37,11 +37,11 @@ Decisions:
   final Cut follows at min_silence_ms, with the same start and `speech_end_sample` when no
   speech came back in between (`Cut.same_speech`), which is how the caller knows the
   speculative result is the final one;
-- with interim_ms set, an open utterance also yields an *interim* Cut (`Cut.interim`) each time
-  its voiced time reaches another multiple of interim_ms: the utterance so far, for a
-  hypothesis shown while the speaker is still talking (streams/core/interims.py). Like a
-  speculative cut it changes no state; its number (`Cut.revision`) is that multiple, so it
-  comes out the same after a restart.
+- with interim_ms set, an open utterance also yields an *interim* Cut (`Cut.interim`) when its
+  voiced time reaches half of interim_ms (the first words early) and then each multiple of
+  interim_ms: the utterance so far, for a hypothesis shown while the speaker is still talking
+  (streams/core/interims.py). Like a speculative cut it changes no state; its number
+  (`Cut.revision`) follows from the voiced time, so it comes out the same after a restart.
 """
 
 from __future__ import annotations
@@ -171,6 +171,7 @@ class Endpointer:
         # Speculation only makes sense before the utterance would end anyway.
         self.speculate_windows = speculate_windows if 0 < speculate_windows < self.min_silence_windows else 0
         self.interim_windows = math.ceil(config.interim_ms / WINDOW_MS)
+        self.first_interim_windows = self.interim_windows // 2  # 0: the first comes at interim_windows
 
     def keep_from_sample(self, state: EndpointState) -> int:
         """The earliest stream sample the caller must still hold; audio before it is never cut again."""
@@ -237,11 +238,19 @@ class Endpointer:
         if self.speculate_windows and s.silence_run == self.speculate_windows \
                 and int(s.voiced * WINDOW_MS) >= self.config.min_speech_ms:
             return s, self._speculative_cut(s)
-        if voiced and self.interim_windows and s.voiced % self.interim_windows == 0 \
-                and int(s.voiced * WINDOW_MS) >= self.config.min_speech_ms:
-            return s, Cut(s.start, s.position, INTERIM, int(s.voiced * WINDOW_MS), s.speech_end,
-                          revision=s.voiced // self.interim_windows)
+        revision = self._interim_revision(s.voiced) if voiced and self.interim_windows else 0
+        if revision and int(s.voiced * WINDOW_MS) >= self.config.min_speech_ms:
+            return s, Cut(s.start, s.position, INTERIM, int(s.voiced * WINDOW_MS), s.speech_end, revision=revision)
         return s, None
+
+    def _interim_revision(self, voiced: int) -> int:
+        """The interim due at this many voiced windows (0: none): revision 1 at half the interval,
+        so the first words show early, then 2, 3, ... at each whole interval."""
+        if voiced == self.first_interim_windows:
+            return 1
+        if voiced % self.interim_windows == 0:
+            return voiced // self.interim_windows + (1 if self.first_interim_windows else 0)
+        return 0
 
     def _speculative_cut(self, s: EndpointState) -> Cut:
         """The cut `_close` would make if no speech came back (its audio ends here at the latest)."""

@@ -533,6 +533,8 @@ def bench(
                                             "(no pipeline, live or capacity runs)"),
     windows: bool = typer.Option(False, "--windows", help="Only the encoder-window curve: WER and ms per "
                                                           "utterance by CALLSTT_MIN_WINDOW_S (no broker)"),
+    partials: str = typer.Option(None, "--partials", metavar="on|off", show_default=False,
+                                 help="Interim transcripts in the bench's worker (default: CALLSTT_PARTIAL_INTERVAL_MS)"),
 ) -> None:
     """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes,
     accuracy on real speech."""
@@ -542,9 +544,11 @@ def bench(
         live_calls = [int(k) for k in calls.split(",")] if calls else None
     except ValueError:
         raise typer.BadParameter("comma-separated integers, e.g. 1,2,4", param_hint="--calls") from None
+    if partials not in (None, "on", "off"):
+        raise typer.BadParameter("on or off", param_hint="--partials")
     report = run_bench(quick=quick, out_dir=output, bootstrap=bootstrap, settings=load_settings(model=model),
                        live_calls=live_calls, live_seconds=live_seconds, speech_dir=speech,
-                       accuracy_only=accuracy_only, windows_only=windows)
+                       accuracy_only=accuracy_only, windows_only=windows, partials=partials)
     typer.echo(markdown(report))
 
 

@@ -14,7 +14,9 @@ Sections of the report (JSON keys):
   subprocess on the real broker; first chunk produced -> last transcript consumed;
   ``overhead = pipeline_s / floor_s`` and where the rest goes (worker /metrics);
 - ``live``: K calls at real-time pace (~50 % speech), end-of-speech -> transcript received
-  p50/p95/p99, the part after the endpoint decision, and lag growth;
+  p50/p95/p99, the part after the endpoint decision, and lag growth; ``live[K].interims``: the
+  interim transcripts (partial topic) of those calls: word delay, first interim after speech
+  start, interim words the final changed, their model time (``--partials off`` runs without);
 - ``capacity``: the largest K with p95 after the endpoint < 1.5 s and no lag growth;
 - ``worker``: start -> /health 200, model load seconds, RSS idle and peak under load;
 - ``accuracy``: English WER and language-ID accuracy, floor and pipeline;
@@ -29,7 +31,7 @@ Sections of the report (JSON keys):
 
 Modules: ``workload`` (the generated calls), ``floor`` (the in-process floor, the inference
 modes, accuracy), ``sections`` (pipeline, live and capacity on a worker subprocess,
-``streams.worker.process``), ``stats`` (percentiles, Prometheus samples, the machine),
+``streams.worker.process``), ``interims`` (the live section's interim figures), ``stats`` (percentiles, Prometheus samples, the machine),
 ``accuracy`` and ``redaction_set`` (the accuracy sections), ``report`` (bench.md), ``run``
 (``run_bench`` and the command line, ``python -m streams.bench``).
 """

@@ -61,8 +61,11 @@ def main_table(report: dict[str, Any]) -> list[str]:
         accuracy = live.get("accuracy", {})
         wer = ", ".join(f"{key[4:]} {value}" for key, value in accuracy.items() if key.startswith("wer_"))
         lines.append(f"| live K={live['calls']}: after endpoint p50/p95/p99; lag grows; utterances per model "
-                     f"call, model busy; WER | {ep['p50']} / {ep['p95']} / {ep['p99']} s; {live['lag']['grows']}; "
-                     f"{model.get('utterances_per_model_call')}, {model.get('model_busy_fraction')}; {wer} |")
+                     f"call, model busy (finals; with interims); WER | {ep['p50']} / {ep['p95']} / {ep['p99']} s; "
+                     f"{live['lag']['grows']}; {model.get('utterances_per_model_call')}, "
+                     f"{model.get('model_busy_fraction')}; {model.get('model_busy_fraction_with_interims')}; {wer} |")
+        if "interims" in live:
+            lines.append(interim_line(live["calls"], live["interims"]))
         speculative = model.get("speculative") or {}
         if speculative:
             lines.append(f"| live K={live['calls']}: speculative run / used / discarded / skipped; wasted share of "
@@ -87,3 +90,14 @@ def main_table(report: dict[str, Any]) -> list[str]:
                          f"({mode['wer_en_delta_points']}), {mode['wer_vi']} |")
         lines.append(f"| best inference mode within 1 WER point | {modes['best_within_1_point_wer']} |")
     return lines
+
+
+def interim_line(k: int, figures: dict[str, Any]) -> str:
+    """One row per K: the interims' counts, timing (bench-side, from capture) and stability."""
+    word, first = figures["word_delay_s"], figures["first_interim_after_speech_start_s"]
+    return (f"| live K={k}: interims received (published / skipped / dropped), model busy on interims; word delay "
+            f"p50/p95; first interim after speech start p50/p95; interim words changed (stable only); utterances "
+            f"with interims | {figures['received']} ({figures['published']} / {figures['skipped']} / "
+            f"{figures['dropped']}), {figures['model_busy_fraction']}; {word['p50']} / {word['p95']} s; "
+            f"{first['p50']} / {first['p95']} s; {figures['changed_share']} ({figures['stable_changed_share']}); "
+            f"{figures['utterances_with_interims_share']} |")

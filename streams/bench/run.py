@@ -28,6 +28,7 @@ log = logging.getLogger("callstt.bench")
 
 BENCH_BROKER_NAME = "bench"
 BENCH_BROKER_PORT = 39092
+PARTIALS_ON_MS = 1000  # --partials on when the environment turned them off: CALLSTT_PARTIAL_INTERVAL_MS's default
 
 
 def bench_settings(settings=None):
@@ -42,11 +43,22 @@ def bench_settings(settings=None):
     return settings
 
 
+def with_partials(settings, partials: str | None):
+    """`settings` with the worker's interims turned off or on (`--partials off|on`; None: as the
+    environment says), so one bench command measures capacity both ways."""
+    if partials is None:
+        return settings
+    if partials not in ("on", "off"):
+        raise ValueError(f"--partials {partials}: use on or off")
+    interval = 0 if partials == "off" else settings.partial_interval_ms or PARTIALS_ON_MS
+    return settings.with_overrides(partial_interval_ms=interval)
+
+
 def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
-                  windows_only: bool = False) -> dict[str, Any]:
+                  windows_only: bool = False, partials: str | None = None) -> dict[str, Any]:
     return {
         "command": "callstt bench" + (" --quick" if quick else "") + (" --accuracy-only" if accuracy_only else "")
-                   + (" --windows" if windows_only else ""),
+                   + (" --windows" if windows_only else "") + (f" --partials {partials}" if partials else ""),
         "quick": quick, "seed": seed,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
         "settings": {"model": settings.model, "compute_type": settings.compute_type, "device": settings.device,
@@ -54,6 +66,7 @@ def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
                      "inference_mode": settings.inference_mode,
                      "fast_language_detection": settings.fast_language_detection,
                      "min_silence_ms": settings.min_silence_ms, "max_utterance_ms": settings.max_utterance_ms,
+                     "partial_interval_ms": settings.partial_interval_ms,
                      "audio": f"{SAMPLE_RATE} Hz {ENCODING}, {CHUNK_MS} ms chunks", "worker_partitions": 3},
     }
 
@@ -99,12 +112,14 @@ def own_broker(bootstrap: str | None):
 
 
 def worker_env(settings) -> dict[str, str]:
-    """The worker's settings: the floor's model, compute type, device, threads, beam and cut."""
+    """The worker's settings: the floor's model, compute type, device, threads, beam and cut, and
+    its interims' interval (0: none)."""
     return {"MODEL_SIZE": settings.model, "COMPUTE_TYPE": settings.compute_type, "DEVICE": settings.device,
             "OMP_NUM_THREADS": str(settings.cpu_threads), "CALLSTT_BEAM_SIZE": str(settings.beam_size),
             "CALLSTT_MIN_SILENCE_MS": str(settings.min_silence_ms),
             "CALLSTT_MAX_UTTERANCE_MS": str(settings.max_utterance_ms),
             "CALLSTT_INFERENCE_MODE": settings.inference_mode,
+            "CALLSTT_PARTIAL_INTERVAL_MS": str(settings.partial_interval_ms),
             "CALLSTT_IDLE_FLUSH_S": "3"}
 
 
@@ -186,7 +201,7 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
               settings=None, seed: int = 7, live_calls: list[int] | None = None,
               live_seconds: float | None = None, batch_size: int = 8, speech_dir: Path | str | None = None,
               accuracy_only: bool = False, accuracy: AccuracyOptions | None = None,
-              windows_only: bool = False) -> dict[str, Any]:
+              windows_only: bool = False, partials: str | None = None) -> dict[str, Any]:
     """Run every section; write bench.json and bench.md into `out_dir`; return the report.
 
     `bootstrap` None starts (and afterwards stops) a broker of its own (infra.local.kafka,
@@ -195,8 +210,9 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     `speech_dir`: the recordings for the accuracy on real speech (default ../shared/speech when
     it exists); `accuracy_only`: that section alone (no floor, pipeline, live or capacity runs);
     `windows_only`: only the encoder-window curve (streams/bench/windows.py; no broker, no worker).
+    `partials` "off" / "on": the worker without / with interims (None: CALLSTT_PARTIAL_INTERVAL_MS).
     """
-    settings = bench_settings(settings)
+    settings = with_partials(bench_settings(settings), partials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     live_calls = live_calls or ([1, 2] if quick else [1, 2, 4, 8, 12])
@@ -204,7 +220,7 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     run_id = uuid.uuid4().hex[:6]
     total_started = time.monotonic()
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
-    report = report_header(quick, seed, settings, accuracy_only, windows_only)
+    report = report_header(quick, seed, settings, accuracy_only, windows_only, partials)
     if windows_only:
         from streams.bench.windows import window_curve
         from streams.worker.runner import build_router
@@ -268,8 +284,8 @@ def finish_report(report: dict[str, Any], out: Path, total_started: float) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m streams.bench [--quick] [--accuracy-only] [--speech DIR] [--output DIR] [--bootstrap HOST:PORT]`
-    (as `callstt bench`)."""
+    """`python -m streams.bench [--quick] [--accuracy-only] [--speech DIR] [--output DIR] [--bootstrap HOST:PORT]
+    [--partials off|on]` (as `callstt bench`)."""
     import argparse
 
     import streams.bench
@@ -287,10 +303,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the accuracy on real speech (no floor, pipeline, live or capacity runs)")
     parser.add_argument("--windows", action="store_true",
                         help="only the encoder-window curve: WER and time by CALLSTT_MIN_WINDOW_S")
+    parser.add_argument("--partials", choices=("off", "on"), default=None,
+                        help="interim transcripts in the worker (default: CALLSTT_PARTIAL_INTERVAL_MS, 1000 ms)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     calls = [int(k) for k in args.calls.split(",")] if args.calls else None
     report = run_bench(quick=args.quick, out_dir=args.output, bootstrap=args.bootstrap, live_calls=calls,
                        live_seconds=args.live_seconds, speech_dir=args.speech, accuracy_only=args.accuracy_only,
-                       windows_only=args.windows)
+                       windows_only=args.windows, partials=args.partials)
     print(markdown(report))

@@ -1,7 +1,8 @@
 """The sections that run the worker subprocess: the pipeline (the fast calls as fast as the
 producer can), live (K conversations at real-time pace: streams/bench/workload.py), and the
 capacity those live runs show; plus
-`collect`, which reads the transcripts back through `TranscriptReader.records`."""
+`collect`, which reads the transcripts back through `TranscriptReader.records`, and
+`InterimCollector`, which reads the interims (every revision) from the partial topic alongside."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from streams.bench.floor import call_accuracy
+from streams.bench.interims import interim_figures
 from streams.bench.stats import _r, histogram_quantile, metric_sum, summary
 from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall, Conversation
 from streams.worker.process import WorkerSubprocess
@@ -67,6 +69,45 @@ def collect(reader, expected: int | None, deadline: float, idle_s: float,
             arrivals[transcript.transcript_id] = Arrival(transcript, arrived)
             last_new = time.monotonic()
     return sorted(arrivals.values(), key=lambda a: a.arrived_ms)
+
+
+class InterimCollector:
+    """Every interim of the `wanted` calls from the partial topic, read in a thread of its own while
+    `collect` reads the finals: `collect` keeps one record per transcript_id, and an interim
+    shares its final's id; a poll loop of their own also keeps the arrival times honest."""
+
+    def __init__(self, reader, wanted: set[str], deadline: float) -> None:
+        self.reader, self.wanted, self.deadline = reader, wanted, deadline
+        self.arrivals: list[Arrival] = []
+        self.assigned, self.stopped = threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._read, name="interims", daemon=True)
+
+    def _read(self) -> None:
+        def done() -> bool:  # asked before every poll
+            if not self.assigned.is_set() and self.reader.consumer.assignment():
+                self.assigned.set()
+            return self.stopped.is_set() or time.monotonic() >= self.deadline
+
+        try:
+            for _, transcript in self.reader.records(stop=done, poll_s=0.2, on_error=_retry_unless_fatal):
+                if transcript.call_id in self.wanted and not transcript.is_final:
+                    self.arrivals.append(Arrival(transcript, int(time.time() * 1000)))
+        finally:
+            self.assigned.set()  # a reader that failed must not keep start() waiting
+
+    def start(self, timeout: float = 20.0) -> InterimCollector:
+        """Start reading; returns once the consumer has its partitions (or after `timeout`), so the
+        first interims are not timed late by the consumer group's join."""
+        self.thread.start()
+        if not self.assigned.wait(timeout):
+            log.warning("interim reader: no partitions after %.0f s; early interims may be timed late", timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop once the finals are in (an utterance's interims all come before its final)."""
+        self.stopped.set()
+        self.thread.join(timeout=10.0)
+        self.reader.close()
 
 
 def _texts(arrivals: list[Arrival]) -> dict[str, list]:
@@ -244,6 +285,8 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
     expected = sum(len(call.turns) for call in by_id.values())
     before = worker.metrics()
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
+    interims = InterimCollector(TranscriptReader(worker.bootstrap, worker.partial_topic, from_beginning=True),
+                                set(by_id), time.monotonic() + max(c.seconds for c in by_id.values()) + 150.0)
     publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
     done = threading.Event()
 
@@ -256,12 +299,14 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
 
     sampler = _LiveSampler(worker, done)
     thread = threading.Thread(target=produce, name=f"live-{k}", daemon=True)
+    interims.start()
     thread.start()
     duration = max(call.seconds for call in by_id.values()) + 3.0
     try:
         arrivals = collect(reader, None, time.monotonic() + duration + 120.0, idle_s=10.0, on_poll=sampler,
                            wanted=set(by_id))
     finally:
+        interims.stop()
         thread.join(timeout=duration + 60)
         reader.close()
     after = worker.metrics()
@@ -281,6 +326,9 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
         # How the worker's model step went: how many utterances each model call carried, and
         # the share of the run the model was busy (near 1: the machine is at its limit).
         "model": _model_use(before, after, duration),
+        # Interim transcripts (partial topic): how soon words show, how many the final changed,
+        # and the model time they took (streams/bench/interims.py).
+        "interims": interim_figures(interims.arrivals, mine, before, after, duration),
         "accuracy": conversation_accuracy(by_id, mine),
     }
 
@@ -291,11 +339,15 @@ def _model_use(before: dict[str, float], after: dict[str, float], seconds: float
 
     calls, utterances = delta("callstt_utterances_per_model_call_count"), delta("callstt_utterances_per_model_call_sum")
     busy = delta('callstt_stage_seconds_total{stage="model"}')
+    busy_interims = delta('callstt_stage_seconds_total{stage="model_interims"}')
     speculative = {outcome: int(delta(f'callstt_speculative_utterances_total{{outcome="{outcome}"}}'))
                    for outcome in ("run", "used", "discarded", "skipped")}
     wasted = delta("callstt_speculative_wasted_seconds_total")
     return {"model_calls": int(calls), "utterances_per_model_call": _r(utterances / calls, 2) if calls else None,
+            # Finals alone (as before interims existed), and with the interims' model time too:
+            # the latter is what bounds capacity when interims are on.
             "model_busy_fraction": _r(busy / seconds, 2) if seconds else None,
+            "model_busy_fraction_with_interims": _r((busy + busy_interims) / seconds, 2) if seconds else None,
             # Speculative endpoints (streams/core/speculation.py): what ran, and the share of the
             # model's time spent on speculations that speech coming back made useless.
             "speculative": speculative, "speculative_wasted_share": _r(wasted / busy, 3) if busy else None}

@@ -17,6 +17,7 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
     assert saved["settings"] == report["settings"]
     table = (tmp_path / "bench.md").read_text()
     assert "overhead" in table and "capacity" in table and "inference packed" in table
+    assert "interims received" in table
 
     for section in ("machine", "settings", "workload", "floor", "pipeline", "live", "capacity", "worker",
                     "accuracy", "inference_modes"):
@@ -49,6 +50,10 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
         assert isinstance(live["lag"]["grows"], bool)
         assert live["model"]["model_calls"] > 0 and live["model"]["utterances_per_model_call"] >= 1
         assert 0 < live["model"]["model_busy_fraction"] < 1.5
+        # Interims (on by default): the block is there whatever the machine's speed.
+        interims = live["interims"]
+        assert interims["received"] >= 0 and interims["published"] >= 0 and "p95" in interims["word_delay_s"]
+        assert live["model"]["model_busy_fraction_with_interims"] >= live["model"]["model_busy_fraction"]
 
     assert report["capacity"]["live_calls"] in (0, 1, 2)
     worker = report["worker"]

@@ -11,7 +11,7 @@ from schemas.records import TranscriptWord
 from streams.core.assembly import Utterance
 from streams.core.interims import Interims, choose, text_of
 
-INTERIMS = EndpointConfig(pad_ms=200, interim_ms=320)  # an interim every 10 voiced windows
+INTERIMS = EndpointConfig(pad_ms=200, interim_ms=640)  # the first after 10 voiced windows, then every 20
 
 
 def cuts_of(endpointer: Endpointer, probabilities):
@@ -23,13 +23,13 @@ def cuts_of(endpointer: Endpointer, probabilities):
 
 
 def test_an_open_utterance_gives_an_interim_every_interval_of_voiced_time_and_then_its_final():
-    cuts = cuts_of(Endpointer(INTERIMS), [0.0] * 5 + [0.9] * 25 + [0.1] * 3 + [0.9] * 10 + [0.0] * 30)
+    cuts = cuts_of(Endpointer(INTERIMS), [0.0] * 5 + [0.9] * 45 + [0.1] * 3 + [0.9] * 20 + [0.0] * 30)
     interims, finals = [c for c in cuts if c.interim], [c for c in cuts if not c.interim]
-    assert [c.revision for c in interims] == [1, 2, 3] and len(finals) == 1
+    assert [c.revision for c in interims] == [1, 2, 3, 4] and len(finals) == 1  # the first at half the interval
     assert all(c.start_sample == finals[0].start_sample for c in interims)
     # Each holds the audio up to where the endpointer was: the speech so far, growing.
-    assert [c.end_sample for c in interims] == [15 * WINDOW_SAMPLES, 25 * WINDOW_SAMPLES, 38 * WINDOW_SAMPLES]
-    assert [c.speech_ms for c in interims] == [320, 640, 960]
+    assert [c.end_sample // WINDOW_SAMPLES for c in interims] == [15, 25, 45, 68]
+    assert [c.speech_ms for c in interims] == [320, 640, 1280, 1920]
 
 
 def test_no_interims_for_silence_blips_or_when_turned_off():
