@@ -18,7 +18,9 @@ for a word and never promises one the model is still unsure of.
 
 Best effort, never at a final's expense (`choose`): interims run only when no final is waiting,
 when the audio is recent (the worker is not behind), only the newest interim of each stream
-(older ones are coalesced), and at most one model call's worth at a time; the rest are skipped.
+(older ones are coalesced), and at most one model call's worth at a time. One that waited for a
+final or for room is deferred to the next batch, at most one per stream, until a newer cut of
+its stream replaces it or its audio is older than the latency budget; the rest are skipped.
 
 Nothing here is kept in the table: the hypotheses live in memory, one per open utterance (at
 most MAX_OPEN), so a worker that restarts starts each open utterance's agreement afresh (its
@@ -128,19 +130,19 @@ class Interims:
 @dataclass(frozen=True)
 class Choice:
     run: list  # (state, utterance) pairs to transcribe now, oldest audio first
-    skipped: int
+    deferred: list  # still worth running, after the finals waiting or when there is room
+    skipped: int  # coalesced into a newer interim of their stream, or too old
 
 
 def choose(interims: Sequence[tuple], finals_waiting: bool, newer: set[tuple[str, str]], now_ms: int,
            budget_ms: int, room: int) -> Choice:
-    """Which interims run now: none while finals wait for the model (`finals_waiting`); of the
-    rest, only those whose stream has no newer interim waiting (`newer`: coalesced into it) and
-    whose audio is recent (captured within `budget_ms` of `now_ms`: a worker that is behind has
-    finals to catch up on), at most `room` (one model call), the oldest audio first."""
-    if finals_waiting:
-        return Choice([], len(interims))
+    """Which interims run now. Only those whose stream has no newer interim waiting (`newer`:
+    coalesced into it) and whose audio is recent (captured within `budget_ms` of `now_ms`: a
+    worker that is behind has finals to catch up on) are worth it; of those, none runs while
+    finals wait for the model (`finals_waiting`), and at most `room` (one model call), the
+    oldest audio first; the others are deferred."""
     fresh = [(state, u) for state, u in interims
              if (u.call_id, u.stream_id) not in newer and now_ms <= u.last_capture_ts_ms + budget_ms]
     fresh.sort(key=lambda item: item[1].last_capture_ts_ms)
-    run = fresh[:room]
-    return Choice(run, len(interims) - len(run))
+    run = [] if finals_waiting else fresh[:room]
+    return Choice(run, fresh[len(run):], len(interims) - len(fresh))

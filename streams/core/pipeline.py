@@ -433,6 +433,25 @@ class PipelineBatch:
                 latest[stream] = None
         return [item for item in latest.values() if item is not None]
 
+    def interims_with(self, deferred: Sequence[tuple[StreamState, Utterance, CallSettings | None]]
+                      ) -> tuple[list[tuple[StreamState, Utterance]], int]:
+        """This batch's interim cuts, after those an earlier batch deferred (with their call's
+        settings), unless this batch cut their stream again; and how many deferred ones that
+        dropped (superseded)."""
+        cut = {(outcome.state.call_id, outcome.state.stream_id) for _, outcome in self.outcomes
+               if outcome.utterances or outcome.speculative or outcome.interim}
+        carried = []
+        for state, utterance, settings in deferred:
+            if (utterance.call_id, utterance.stream_id) not in cut:
+                self._call_settings.setdefault(utterance.call_id, settings)
+                carried.append((state, utterance))
+        return carried + self.interims, len(deferred) - len(carried)
+
+    def with_call_settings(self, items: Sequence[tuple[StreamState, Utterance]]
+                           ) -> list[tuple[StreamState, Utterance, CallSettings | None]]:
+        """Interims to defer to the next batch, with their call's settings as this batch has them."""
+        return [(state, utterance, self._call_settings.get(utterance.call_id)) for state, utterance in items]
+
     def transcribe_interims(self, router, interims: Sequence[tuple[StreamState, Utterance]]) -> list[Transcribed]:
         """The chosen interims (streams/core/interims.py `choose`) through the model at once."""
         started = time.perf_counter()

@@ -100,6 +100,8 @@ class BatchHandler:
         self.open: Batch | None = None  # taking records while another batch runs
         self.running: Batch | None = None
         self.task: asyncio.Task | None = None
+        # Interims a batch deferred (a final was waiting, or no room): offered to the next one.
+        self.deferred_interims: list = []
 
     async def take(self, events: list) -> None:
         """Accept the agent's records into the open batch; start it when nothing runs. Returns at
@@ -259,8 +261,11 @@ class BatchHandler:
     async def publish_interims(self, batch: PipelineBatch) -> None:
         """The batch's interim cuts, after its finals and only while no final waits in the open
         batch (streams/core/interims.py `choose`), in one model call; published on the partial
-        topic, acknowledged (best effort: one that fails is counted and forgotten)."""
-        cuts = batch.interims
+        topic, acknowledged (best effort: one that fails is counted and forgotten). Those that must
+        wait for a final or for room are deferred to the next batch (one per stream, while recent)."""
+        cuts, superseded = batch.interims_with(self.deferred_interims)
+        self.deferred_interims = []
+        metrics.INTERIMS.labels("skipped").inc(superseded)
         if not cuts:
             return
         waiting = self.open.pipeline_batch if self.open else None
@@ -270,6 +275,7 @@ class BatchHandler:
             now_ms=now_ms(), budget_ms=self.pipeline.config.latency_budget_ms,
             room=self.pipeline.config.inference_batch_size)
         metrics.INTERIMS.labels("skipped").inc(choice.skipped)
+        self.deferred_interims = batch.with_call_settings(choice.deferred)
         if not choice.run:
             return
         results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe_interims,

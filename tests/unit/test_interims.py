@@ -11,7 +11,7 @@ from schemas.records import TranscriptWord
 from streams.core.assembly import Utterance
 from streams.core.interims import Interims, choose, text_of
 
-INTERIMS = EndpointConfig(pad_ms=200, interim_ms=640)  # the first after 10 voiced windows, then every 20
+INTERIMS = EndpointConfig(pad_ms=200, interim_ms=960)  # the first after 10 voiced windows, then every 30
 
 
 def cuts_of(endpointer: Endpointer, probabilities):
@@ -23,13 +23,13 @@ def cuts_of(endpointer: Endpointer, probabilities):
 
 
 def test_an_open_utterance_gives_an_interim_every_interval_of_voiced_time_and_then_its_final():
-    cuts = cuts_of(Endpointer(INTERIMS), [0.0] * 5 + [0.9] * 45 + [0.1] * 3 + [0.9] * 20 + [0.0] * 30)
+    cuts = cuts_of(Endpointer(INTERIMS), [0.0] * 5 + [0.9] * 45 + [0.1] * 3 + [0.9] * 50 + [0.0] * 30)
     interims, finals = [c for c in cuts if c.interim], [c for c in cuts if not c.interim]
-    assert [c.revision for c in interims] == [1, 2, 3, 4] and len(finals) == 1  # the first at half the interval
+    assert [c.revision for c in interims] == [1, 2, 3, 4] and len(finals) == 1  # the first at a third of it
     assert all(c.start_sample == finals[0].start_sample for c in interims)
     # Each holds the audio up to where the endpointer was: the speech so far, growing.
-    assert [c.end_sample // WINDOW_SAMPLES for c in interims] == [15, 25, 45, 68]
-    assert [c.speech_ms for c in interims] == [320, 640, 1280, 1920]
+    assert [c.end_sample // WINDOW_SAMPLES for c in interims] == [15, 35, 68, 98]
+    assert [c.speech_ms for c in interims] == [320, 960, 1920, 2880]
 
 
 def test_no_interims_for_silence_blips_or_when_turned_off():
@@ -74,7 +74,9 @@ def test_finals_first_then_the_newest_interim_of_each_stream_while_the_worker_ke
     a, b, old = interim(2), replace(interim(1), stream_id="agent"), replace(interim(1), stream_id="late",
                                                                              last_capture_ts_ms=1_000)
     items = [(None, a), (None, b), (None, old)]
-    assert choose(items, finals_waiting=True, newer=set(), now_ms=12_500, budget_ms=1600, room=8).run == []
+    waiting = choose(items, finals_waiting=True, newer=set(), now_ms=12_500, budget_ms=1600, room=8)
+    assert waiting.run == [] and waiting.deferred == [(None, b), (None, a)] and waiting.skipped == 1  # late: too old
     choice = choose(items, finals_waiting=False, newer={("call", "agent")}, now_ms=12_500, budget_ms=1600, room=8)
     assert [u for _, u in choice.run] == [a] and choice.skipped == 2  # agent coalesced, late too old
-    assert choose(items, False, set(), now_ms=11_500, budget_ms=1600, room=1).run == [(None, b)]  # oldest first
+    no_room = choose(items, False, set(), now_ms=11_500, budget_ms=1600, room=1)
+    assert no_room.run == [(None, b)] and no_room.deferred == [(None, a)]  # oldest first, the other waits
