@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from models.faster_whisper_backend import DecodeOptions, FasterWhisperBackend
@@ -61,29 +60,6 @@ def build_router(settings: Settings) -> ModelRouter:
     return router
 
 
-CLEAN_SHUTDOWN_MARKER = ".clean-shutdown"
-
-
-def prepare_local_state(settings: Settings, tabledir: Path) -> None:
-    """After a crash, rebuild the tables from their changelog instead of trusting the local copy.
-
-    Faust keeps each table partition in a local RocksDB with the changelog offset it reached, and
-    on start reads the changelog only from there. After SIGKILLs that local copy was seen to hold
-    the offset but not every key (the fault suite's random-kill test: a stream's state missing,
-    its call restarted from scratch), so a worker that did not shut down cleanly starts with an
-    empty local copy: recovery then reads the whole (compacted) changelog, which holds exactly
-    what the acknowledged batches wrote. A clean shutdown leaves a marker, and the next start
-    keeps the local copy (a fast start).
-    """
-    marker = Path(settings.data_dir) / CLEAN_SHUTDOWN_MARKER
-    if marker.exists():
-        marker.unlink()
-    elif tabledir.exists():
-        log.warning("the last run did not shut down cleanly: local table state in %s is rebuilt from the "
-                    "changelog", tabledir.name)
-        shutil.rmtree(tabledir)
-
-
 def run_worker(settings: Settings) -> None:
     import faust
 
@@ -94,14 +70,7 @@ def run_worker(settings: Settings) -> None:
     if created:
         log.info("created topics: %s", ", ".join(created))
     app = create_app(settings, lambda: build_router(settings))
-    prepare_local_state(settings, Path(app.conf.tabledir))
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     log.info("worker web pages on http://%s:%d/ (health: /health, models: /models, metrics: /metrics)",
              settings.web_host, settings.web_port)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exit_:
-        if not exit_.code:  # stopped cleanly (SIGTERM, SIGINT): its tables were closed properly
-            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-            (Path(settings.data_dir) / CLEAN_SHUTDOWN_MARKER).touch()
-        raise
+    worker.execute_from_commandline()
