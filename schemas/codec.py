@@ -70,7 +70,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
 from schemas.errors import CallsttError
-from schemas.records import AudioChunk, CallSettings, Transcript
+from schemas.records import AudioChunk, CallSettings, Transcript, Translation
 
 SCHEMAS_DIR = Path(__file__).resolve().parent
 EMBEDDED_REGISTRY = SCHEMAS_DIR / "registry.json"
@@ -245,6 +245,12 @@ class AvroCodec:
 
     def decode_call_settings(self, data: bytes, topic: str | None = None) -> CallSettings:
         return CallSettings.from_dict(self.decode("CallSettings", data, topic))
+
+    def encode_translation(self, translation: Translation, topic: str) -> bytes:
+        return self.encode("Translation", translation.to_dict(), topic)
+
+    def decode_translation(self, data: bytes, topic: str | None = None) -> Translation:
+        return Translation.from_dict(self.decode("Translation", data, topic))
 
     # -- generic API -------------------------------------------------------------
 

@@ -302,3 +302,78 @@ class CallSettings:
 
 def _list(items: tuple[str, ...] | None) -> list[str] | None:
     return None if items is None else list(items)
+
+
+# Fixed namespace for translation ids (uuid5 of a fixed name, so it never changes).
+_TRANSLATION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:callstt:translation")
+
+
+def translation_id(transcript_id_: str, target_language: str) -> str:
+    """The deterministic id of one transcript's translation into one language (duplicates after a
+    redelivery carry the same id)."""
+    return str(uuid.uuid5(_TRANSLATION_NAMESPACE, json.dumps([str(transcript_id_), str(target_language)])))
+
+
+class TranslationStatus(str, Enum):
+    """What happened to a transcript (Avro enum `callstt.TranslationStatus`)."""
+
+    OK = "OK"  # translated
+    PASSTHROUGH = "PASSTHROUGH"  # already in the target language: the text unchanged
+    UNSUPPORTED_PAIR = "UNSUPPORTED_PAIR"  # no configured backend translates this pair: no text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Translation:
+    """One final transcript in one target language (Avro record `callstt.Translation`)."""
+
+    translation_id: str
+    transcript_id: str
+    call_id: str
+    stream_id: str
+    utterance_index: int
+    source_language: str
+    target_language: str
+    status: TranslationStatus
+    text: str
+    sentences: tuple[tuple[str, str], ...] = ()  # (source sentence, its translation)
+    backend: str
+    model: str = ""
+    translation_ms: int = 0
+    transcript_produced_ts_ms: int
+    produced_ts_ms: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.status, TranslationStatus):
+            object.__setattr__(self, "status", TranslationStatus(self.status))
+        object.__setattr__(self, "sentences", tuple((str(s), str(t)) for s, t in self.sentences))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "translation_id": self.translation_id,
+            "transcript_id": self.transcript_id,
+            "call_id": self.call_id,
+            "stream_id": self.stream_id,
+            "utterance_index": self.utterance_index,
+            "source_language": self.source_language,
+            "target_language": self.target_language,
+            "status": self.status.value,
+            "text": self.text,
+            "sentences": [{"source": source, "target": target} for source, target in self.sentences],
+            "backend": self.backend,
+            "model": self.model,
+            "translation_ms": self.translation_ms,
+            "transcript_produced_ts_ms": self.transcript_produced_ts_ms,
+            "produced_ts_ms": self.produced_ts_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Translation:
+        return cls(
+            translation_id=data["translation_id"], transcript_id=data["transcript_id"], call_id=data["call_id"],
+            stream_id=data["stream_id"], utterance_index=data["utterance_index"],
+            source_language=data["source_language"], target_language=data["target_language"],
+            status=TranslationStatus(data["status"]), text=data["text"],
+            sentences=tuple((pair["source"], pair["target"]) for pair in data.get("sentences", ())),
+            backend=data["backend"], model=data.get("model", ""), translation_ms=data.get("translation_ms", 0),
+            transcript_produced_ts_ms=data["transcript_produced_ts_ms"], produced_ts_ms=data["produced_ts_ms"],
+        )

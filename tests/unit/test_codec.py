@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 import json
 import random
 import struct
@@ -129,7 +130,7 @@ def test_record_dataclasses_mirror_schemas():
 
 
 def test_every_field_has_doc_and_later_fields_have_defaults():
-    for file in ("audio_chunk.avsc", "transcript.avsc", "call_settings.avsc", "history/transcript_v1.avsc",
+    for file in ("audio_chunk.avsc", "transcript.avsc", "call_settings.avsc", "translation.avsc", "history/transcript_v1.avsc",
                  "history/transcript_v2.avsc", "history/transcript_v3.avsc"):
         for field in load_schema_file(file)["fields"]:
             assert field.get("doc"), f"{file}: {field['name']} has no doc"
@@ -167,7 +168,9 @@ def test_registry_json_ids_are_stable():
     assert REGISTRY["schemas"]["4"] == "call_settings.avsc"
     assert REGISTRY["schemas"]["5"] == "history/transcript_v3.avsc"  # was transcript.avsc: moved, same schema
     assert REGISTRY["schemas"]["6"] == "transcript.avsc"
-    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 6, "callstt.CallSettings": 4}
+    assert REGISTRY["schemas"]["7"] == "translation.avsc"
+    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 6, "callstt.CallSettings": 4,
+                                   "callstt.Translation": 7}
 
 
 def test_a_v2_transcript_decodes_with_the_current_schema_and_the_current_with_a_v2_reader(codec):
@@ -198,6 +201,21 @@ def test_a_v3_transcript_decodes_as_a_final_and_a_v3_reader_reads_an_interim(cod
     v3_reader = AvroCodec(reader_schemas={"Transcript": "history/transcript_v3.avsc"})
     old_view = v3_reader.decode("Transcript", codec.encode_transcript(interim, "partial"), "partial")
     assert old_view["is_final"] is False and old_view["text"] == interim.text and "revision" not in old_view
+
+
+def test_translation_round_trip_and_its_id_is_deterministic(codec):
+    from schemas.records import Translation, TranslationStatus, translation_id
+
+    made = Translation(
+        translation_id=translation_id("t-1", "pt"), transcript_id="t-1", call_id="c1", stream_id="caller",
+        utterance_index=2, source_language="en", target_language="pt", status=TranslationStatus.OK,
+        text="Obrigado. Até logo.", sentences=[("Thank you.", "Obrigado."), ("Goodbye.", "Até logo.")],
+        backend="bergamot", model="en-pt", translation_ms=41, transcript_produced_ts_ms=1_760_000_000_000,
+        produced_ts_ms=1_760_000_000_050)
+    assert codec.decode_translation(codec.encode_translation(made, "callstt.translations")) == made
+    assert translation_id("t-1", "pt") == made.translation_id != translation_id("t-1", "en")
+    unsupported = replace(made, status="UNSUPPORTED_PAIR", text="", sentences=())
+    assert codec.decode_translation(codec.encode_translation(unsupported, "t")).status is TranslationStatus.UNSUPPORTED_PAIR
 
 
 def test_call_settings_round_trip_keeps_null_apart_from_empty(codec):
