@@ -259,15 +259,17 @@ class StreamSettings:
     languages: tuple[str, ...] | None = None
     hotwords: tuple[str, ...] | None = None
     initial_prompt: str | None = None
+    translate_to: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"stream_id": self.stream_id, "languages": _list(self.languages), "hotwords": _list(self.hotwords),
-                "initial_prompt": self.initial_prompt}
+                "initial_prompt": self.initial_prompt, "translate_to": _list(self.translate_to)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StreamSettings:
         return cls(stream_id=data["stream_id"], languages=_codes(data.get("languages")),
-                   hotwords=_codes(data.get("hotwords")), initial_prompt=data.get("initial_prompt"))
+                   hotwords=_codes(data.get("hotwords")), initial_prompt=data.get("initial_prompt"),
+                   translate_to=_codes(data.get("translate_to")))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,6 +284,12 @@ class CallSettings:
     redact: tuple[str, ...] | None = None
     streams: tuple[StreamSettings, ...] = ()
     updated_ts_ms: int = 0
+    translate_to: tuple[str, ...] | None = None  # the translation agent's target languages
+
+    def targets(self, stream_id: str) -> tuple[str, ...] | None:
+        """The languages this stream's transcripts are translated into (None: the agent's default)."""
+        stream = self.stream(stream_id)
+        return stream.translate_to if stream is not None and stream.translate_to is not None else self.translate_to
 
     def stream(self, stream_id: str) -> StreamSettings | None:
         return next((s for s in self.streams if s.stream_id == stream_id), None)
@@ -289,7 +297,8 @@ class CallSettings:
     def to_dict(self) -> dict[str, Any]:
         return {"call_id": self.call_id, "languages": _list(self.languages), "hotwords": _list(self.hotwords),
                 "initial_prompt": self.initial_prompt, "redact": _list(self.redact),
-                "streams": [s.to_dict() for s in self.streams], "updated_ts_ms": self.updated_ts_ms}
+                "streams": [s.to_dict() for s in self.streams], "translate_to": _list(self.translate_to),
+                "updated_ts_ms": self.updated_ts_ms}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CallSettings:
@@ -297,7 +306,7 @@ class CallSettings:
                    hotwords=_codes(data.get("hotwords")), initial_prompt=data.get("initial_prompt"),
                    redact=_codes(data.get("redact")),
                    streams=tuple(StreamSettings.from_dict(s) for s in data.get("streams") or ()),
-                   updated_ts_ms=data.get("updated_ts_ms", 0))
+                   updated_ts_ms=data.get("updated_ts_ms", 0), translate_to=_codes(data.get("translate_to")))
 
 
 def _list(items: tuple[str, ...] | None) -> list[str] | None:

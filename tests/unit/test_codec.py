@@ -130,7 +130,8 @@ def test_record_dataclasses_mirror_schemas():
 
 
 def test_every_field_has_doc_and_later_fields_have_defaults():
-    for file in ("audio_chunk.avsc", "transcript.avsc", "call_settings.avsc", "translation.avsc", "history/transcript_v1.avsc",
+    for file in ("audio_chunk.avsc", "transcript.avsc", "call_settings.avsc", "translation.avsc", "history/call_settings_v1.avsc",
+                 "history/transcript_v1.avsc",
                  "history/transcript_v2.avsc", "history/transcript_v3.avsc"):
         for field in load_schema_file(file)["fields"]:
             assert field.get("doc"), f"{file}: {field['name']} has no doc"
@@ -165,11 +166,12 @@ def test_registry_json_ids_are_stable():
     assert REGISTRY["schemas"]["1"] == "audio_chunk.avsc"
     assert REGISTRY["schemas"]["2"] == "history/transcript_v2.avsc"  # was transcript.avsc: moved, same schema
     assert REGISTRY["schemas"]["3"] == "history/transcript_v1.avsc"
-    assert REGISTRY["schemas"]["4"] == "call_settings.avsc"
+    assert REGISTRY["schemas"]["4"] == "history/call_settings_v1.avsc"  # was call_settings.avsc: moved, same schema
     assert REGISTRY["schemas"]["5"] == "history/transcript_v3.avsc"  # was transcript.avsc: moved, same schema
     assert REGISTRY["schemas"]["6"] == "transcript.avsc"
     assert REGISTRY["schemas"]["7"] == "translation.avsc"
-    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 6, "callstt.CallSettings": 4,
+    assert REGISTRY["schemas"]["8"] == "call_settings.avsc"
+    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 6, "callstt.CallSettings": 8,
                                    "callstt.Translation": 7}
 
 
@@ -216,6 +218,19 @@ def test_translation_round_trip_and_its_id_is_deterministic(codec):
     assert translation_id("t-1", "pt") == made.translation_id != translation_id("t-1", "en")
     unsupported = replace(made, status="UNSUPPORTED_PAIR", text="", sentences=())
     assert codec.decode_translation(codec.encode_translation(unsupported, "t")).status is TranslationStatus.UNSUPPORTED_PAIR
+
+
+def test_call_settings_v1_records_read_with_no_targets_and_targets_resolve_per_stream(codec):
+    schema = fastavro.parse_schema(load_schema_file("history/call_settings_v1.avsc"))
+    body = io.BytesIO()
+    old = {k: v for k, v in CallSettings(call_id="c1", languages=("en",)).to_dict().items() if k != "translate_to"}
+    old["streams"] = [{k: v for k, v in s.items() if k != "translate_to"} for s in old["streams"]]
+    fastavro.schemaless_writer(body, schema, old)
+    decoded = codec.decode_call_settings(frame(4, body.getvalue()))
+    assert decoded == CallSettings(call_id="c1", languages=("en",)) and decoded.targets("caller") is None
+    settings = CallSettings(call_id="c1", translate_to=("pt",), streams=(StreamSettings(stream_id="agent", translate_to=("vi", "en")),))
+    assert codec.decode_call_settings(codec.encode_call_settings(settings, "s")) == settings
+    assert settings.targets("caller") == ("pt",) and settings.targets("agent") == ("vi", "en")
 
 
 def test_call_settings_round_trip_keeps_null_apart_from_empty(codec):
