@@ -98,6 +98,20 @@ def worker(
     run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
 
 
+@app.command()
+def translator(
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    web_port: int = typer.Option(None, "--web-port", help="Port of the translator's web pages"),
+    translate_to: str = typer.Option(None, "--translate-to", help="Default target languages, e.g. pt,en "
+                                     "(default CALLSTT_TRANSLATE_TO; a call's settings override it)"),
+) -> None:
+    """Run the translation agent: final transcripts in, Translation events out (its own consumer group)."""
+    from streams.translation.app import run_translator
+
+    run_translator(load_settings(kafka_bootstrap_servers=bootstrap, translator_web_port=web_port,
+                                 translate_to=translate_to))
+
+
 # --- publish ---------------------------------------------------------------------------------
 
 def _sample_rate(value: int) -> int:

@@ -48,6 +48,8 @@ class Settings:
                                 doc="Topic of Transcript events")
     partial_topic: str = env("CALLSTT_PARTIAL_TOPIC", default="callstt.transcripts.partial",
                              doc="Topic of interim Transcript events (is_final false) while people speak")
+    translation_topic: str = env("CALLSTT_TRANSLATION_TOPIC", default="callstt.translations",
+                                 doc="Topic of Translation events (the translation agent's output)")
     dead_letter_topic: str = env("CALLSTT_DEAD_LETTER_TOPIC", default="callstt.dead-letter",
                                  doc="Topic of rejected input records (reason in a header)")
     call_settings_topic: str = env("CALLSTT_CALL_SETTINGS_TOPIC", default="callstt.call-settings",
@@ -166,6 +168,14 @@ class Settings:
                                        "skipped while finals are due); 0 = no interims")
     partial_window_s: float = env("CALLSTT_PARTIAL_WINDOW_S", default=10.0,
                                   doc="Shortest encoder window of an interim (the final uses the full one)")
+    translate_to: str = env("CALLSTT_TRANSLATE_TO", default="",
+                            doc="Languages (ISO 639-1, comma-separated) the translation agent translates final "
+                                "transcripts into when a call's settings name none; empty: none")
+    translation_backends: str = env("CALLSTT_TRANSLATION_BACKENDS", default="bergamot",
+                                    doc="Translation backends, in order of preference (bergamot: the packaged "
+                                        "English<->Portuguese models)")
+    translator_web_port: int = env("CALLSTT_TRANSLATOR_WEB_PORT", default=6067,
+                                   doc="The translation agent's web server port (/health, /metrics)")
     idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
                               doc="Flush a stream's open utterance after this long without chunks")
     stream_ttl_s: float = env("CALLSTT_STREAM_TTL_S", default=600.0,
@@ -236,6 +246,11 @@ class Settings:
     def language_list(self) -> tuple[str, ...]:
         """CALLSTT_LANGUAGES as codes: "vi, EN" -> ("vi", "en")."""
         return tuple(code.strip().lower() for code in self.languages.split(",") if code.strip())
+
+    @property
+    def translate_to_list(self) -> tuple[str, ...]:
+        """CALLSTT_TRANSLATE_TO as codes: "pt, EN" -> ("pt", "en")."""
+        return tuple(code.strip().lower() for code in self.translate_to.split(",") if code.strip())
 
     @property
     def hotword_list(self) -> tuple[str, ...]:

@@ -76,6 +76,7 @@ class WorkerSubprocess:
     web_port: int = field(default_factory=free_port)
     ready_after_s: float | None = None  # from the last start to /health 200
     cwd: Path | None = None  # the worker's working directory (None: this process's)
+    command: str = "worker"  # the callstt command it runs: "worker" (transcription) or "translator"
 
     @property
     def audio_topic(self) -> str:
@@ -88,6 +89,10 @@ class WorkerSubprocess:
     @property
     def partial_topic(self) -> str:
         return f"{self.name}.transcripts.partial"
+
+    @property
+    def translation_topic(self) -> str:
+        return f"{self.name}.translations"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -109,11 +114,13 @@ class WorkerSubprocess:
             "CALLSTT_AUDIO_TOPIC": self.audio_topic,
             "CALLSTT_TRANSCRIPT_TOPIC": self.transcript_topic,
             "CALLSTT_PARTIAL_TOPIC": self.partial_topic,
+            "CALLSTT_TRANSLATION_TOPIC": self.translation_topic,
             "CALLSTT_DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "CALLSTT_CALL_SETTINGS_TOPIC": self.call_settings_topic,
             "CALLSTT_TOPIC_PARTITIONS": "3",
             "CALLSTT_DATA_DIR": str(self.data_root / self.name),
             "CALLSTT_WEB_PORT": str(self.web_port),
+            "CALLSTT_TRANSLATOR_WEB_PORT": str(self.web_port),
             **self.DEFAULT_ENV,
             **self.extra_env,
         }
@@ -123,7 +130,7 @@ class WorkerSubprocess:
         self.data_root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=self.env(),
+            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", self.command], env=self.env(),
                                             stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
                                             start_new_session=True)  # its own process group: kill() takes all
         self.wait_ready(timeout)
