@@ -209,6 +209,12 @@ def call_settings_set(
                                               help="Words one stream should expect (repeatable)"),
     stream_prompts: list[str] = typer.Option(None, "--stream-prompt", metavar="STREAM=TEXT", show_default=False,
                                              help="Context text for one stream (repeatable)"),
+    translate_to: str = typer.Option(None, "--translate-to", show_default=False,
+                                     help="Languages the translation agent translates the call into, e.g. pt "
+                                          "('' = none)"),
+    stream_translate_to: list[str] = typer.Option(None, "--stream-translate-to", metavar="STREAM=CODES",
+                                                  show_default=False, help="Target languages of one stream "
+                                                  "(repeatable)"),
     bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
     topic: str = typer.Option(None, "--topic", help="Call-settings topic (default CALLSTT_CALL_SETTINGS_TOPIC)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker"),
@@ -224,7 +230,8 @@ def call_settings_set(
         record = build_call_settings(call_id, languages, hotwords, prompt, redact,
                                      stream_options(stream_languages or [], "--stream-languages"),
                                      stream_options(stream_hotwords or [], "--stream-hotwords"),
-                                     stream_options(stream_prompts or [], "--stream-prompt"))
+                                     stream_options(stream_prompts or [], "--stream-prompt"), translate_to,
+                                     stream_options(stream_translate_to or [], "--stream-translate-to"))
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     # Checked as the worker will check it (a record it would dead-letter is never published).

@@ -244,10 +244,12 @@ def test_call_settings_set_and_clear_publish_a_record_and_a_tombstone(kafka_boot
     topic = env["CALLSTT_CALL_SETTINGS_TOPIC"]
     printed = json.loads(ok(callstt("call-settings", "set", "call-7", "--languages", "vi, en", "--hotwords",
                                     "Zyntra,Kowalczyk", "--redact", "card,phone", "--stream-languages", "agent=en",
-                                    env=env)).stdout)
+                                    "--translate-to", "pt", env=env)).stdout)
+    assert printed["translate_to"] == ["pt"]
     assert printed["languages"] == ["vi", "en"] and printed["redact"] == ["card", "phone"]
     assert printed["initial_prompt"] is None  # not given: the worker's default
-    assert printed["streams"] == [{"stream_id": "agent", "languages": ["en"], "hotwords": None, "initial_prompt": None}]
+    assert printed["streams"] == [{"stream_id": "agent", "languages": ["en"], "hotwords": None, "initial_prompt": None,
+                                   "translate_to": None}]
     refused = callstt("call-settings", "set", "call-7", "--redact", "cards", env=env)
     assert refused.returncode == 2 and "cards" in refused.stderr  # checked as the worker checks it
     ok(callstt("call-settings", "clear", "call-7", env=env))
