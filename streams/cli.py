@@ -112,6 +112,17 @@ def translator(
                                  translate_to=translate_to))
 
 
+@app.command()
+def speaker(
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    web_port: int = typer.Option(None, "--web-port", help="Port of the speaker's web pages"),
+) -> None:
+    """Run the speech agent: translations in, synthesized speech (AudioChunk events) out."""
+    from streams.speech.app import run_speaker
+
+    run_speaker(load_settings(kafka_bootstrap_servers=bootstrap, speaker_web_port=web_port))
+
+
 # --- publish ---------------------------------------------------------------------------------
 
 def _sample_rate(value: int) -> int:

@@ -50,6 +50,9 @@ class Settings:
                              doc="Topic of interim Transcript events (is_final false) while people speak")
     translation_topic: str = env("CALLSTT_TRANSLATION_TOPIC", default="callstt.translations",
                                  doc="Topic of Translation events (the translation agent's output)")
+    speech_topic: str = env("CALLSTT_SPEECH_TOPIC", default="callstt.speech",
+                            doc="Topic of synthesized speech (AudioChunk events of the translated legs, "
+                                "e.g. stream caller>pt)")
     dead_letter_topic: str = env("CALLSTT_DEAD_LETTER_TOPIC", default="callstt.dead-letter",
                                  doc="Topic of rejected input records (reason in a header)")
     call_settings_topic: str = env("CALLSTT_CALL_SETTINGS_TOPIC", default="callstt.call-settings",
@@ -176,6 +179,8 @@ class Settings:
                                         "English<->Portuguese models)")
     translator_web_port: int = env("CALLSTT_TRANSLATOR_WEB_PORT", default=6067,
                                    doc="The translation agent's web server port (/health, /metrics)")
+    speaker_web_port: int = env("CALLSTT_SPEAKER_WEB_PORT", default=6068,
+                                doc="The speech agent's web server port (/health, /metrics)")
     idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
                               doc="Flush a stream's open utterance after this long without chunks")
     stream_ttl_s: float = env("CALLSTT_STREAM_TTL_S", default=600.0,

@@ -76,7 +76,7 @@ class WorkerSubprocess:
     web_port: int = field(default_factory=free_port)
     ready_after_s: float | None = None  # from the last start to /health 200
     cwd: Path | None = None  # the worker's working directory (None: this process's)
-    command: str = "worker"  # the callstt command it runs: "worker" (transcription) or "translator"
+    command: str = "worker"  # the callstt command it runs: "worker" (transcription), "translator", "speaker"
 
     @property
     def audio_topic(self) -> str:
@@ -93,6 +93,10 @@ class WorkerSubprocess:
     @property
     def translation_topic(self) -> str:
         return f"{self.name}.translations"
+
+    @property
+    def speech_topic(self) -> str:
+        return f"{self.name}.speech"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -121,6 +125,8 @@ class WorkerSubprocess:
             "CALLSTT_DATA_DIR": str(self.data_root / self.name),
             "CALLSTT_WEB_PORT": str(self.web_port),
             "CALLSTT_TRANSLATOR_WEB_PORT": str(self.web_port),
+            "CALLSTT_SPEAKER_WEB_PORT": str(self.web_port),
+            "CALLSTT_SPEECH_TOPIC": self.speech_topic,
             **self.DEFAULT_ENV,
             **self.extra_env,
         }
