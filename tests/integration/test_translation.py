@@ -182,3 +182,33 @@ def test_an_english_transcript_with_target_pt_comes_back_as_portuguese_speech(tr
     cer = jiwer.cer(normalize(translation.text, "pt"), normalize(heard, "pt"))
     print(f"translation: {translation.text!r}; heard back: {heard!r}; WER {wer:.2f}, CER {cer:.2f}")
     assert cer <= 0.4 and wer < 0.9
+
+
+def test_a_sigkilled_translator_loses_no_translation_and_repeats_only_with_the_same_ids(kafka_bootstrap, tmp_path):
+    """A backlog of transcripts, the translator killed once it has started on them, a replacement
+    started: every transcript ends up translated; duplicates carry the same translation_id."""
+    worker = WorkerProcess(kafka_bootstrap, tmp_path, command="translator",
+                           extra_env={"CALLSTT_TRANSLATE_TO": "pt", "CALLSTT_KAFKA_SESSION_TIMEOUT_S": "10"})
+    ensure_topics(worker.settings())
+    codec, topic = AvroCodec(), worker.transcript_topic
+    sentences = ["Please call me back tomorrow morning.", "Thank you for calling customer support.",
+                 "I need to change my delivery address.", "Have a great day and goodbye."]
+    records = [final(f"kill-{n % 6}", sentences[n % 4], "en", index=n // 6) for n in range(240)]
+    produce(worker, topic, [(t.call_id, codec.encode_transcript(t, topic)) for t in records])
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while worker.metrics().get('callstt_translations_total{status="ok",target="pt"}', 0.0) < 5:
+            assert time.monotonic() < deadline, "the translator never started"
+            time.sleep(0.05)
+        worker.kill()
+        worker.start()
+        found = translations(worker, {t.call_id for t in records}, expected=len(records), timeout=120)
+    finally:
+        worker.stop()
+    by_transcript: dict[str, set[str]] = {}
+    for translation in found:
+        by_transcript.setdefault(translation.transcript_id, set()).add(translation.translation_id)
+    assert set(by_transcript) == {t.transcript_id for t in records}  # nothing lost
+    assert all(len(ids) == 1 for ids in by_transcript.values())  # a repeat has the same id
+    print(f"{len(found)} translations for {len(records)} transcripts ({len(found) - len(records)} repeated)")
