@@ -72,7 +72,8 @@ class WorkerIO:
     send_dead_letter: Callable[[Any, dict[str, bytes]], Awaitable[Awaitable[Any]]]  # message, headers
     read_table: Callable[[str], bytes | None]
     write_table: Callable[[str, bytes | None], None]  # None: delete
-    caught_up: Callable[[int], bool]  # the audio partition is read to its end
+    # The agent has taken the audio partition to its end: (partition, last offset it accepted) -> bool.
+    taken_to_end: Callable[[int, int], bool]
     control_topic: str
     call_settings_topic: str
 
@@ -100,6 +101,9 @@ class BatchHandler:
         self.open: Batch | None = None  # taking records while another batch runs
         self.running: Batch | None = None
         self.task: asyncio.Task | None = None
+        # The last audio offset accepted, per partition: an idle flush waits until nothing is left
+        # behind it (after a restart, audio fetched with the flush request may follow it).
+        self.taken: dict[int, int] = {}
         # Interims a batch deferred (a final was waiting, or no room): offered to the next one.
         self.deferred_interims: list = []
 
@@ -168,6 +172,8 @@ class BatchHandler:
                 continue
             metrics.CHUNKS.inc()
             metrics.CHUNK_BYTES.inc(len(event.message.value or b""))
+            self.taken[event.message.partition] = max(self.taken.get(event.message.partition, -1),
+                                                      event.message.offset)
             result = pipeline_batch.accept_record(event.message.value, now_ms(), owner=event)
             if isinstance(result, Rejected):
                 self.reject(batch, event, result)
@@ -197,7 +203,9 @@ class BatchHandler:
         elif action == "evict":
             batch.evict(call_id, stream_id, now_ms(), owner=event)
         else:
-            batch.flush_idle(call_id, stream_id, now_ms(), self.io.caught_up(event.message.partition), owner=event)
+            partition = event.message.partition
+            batch.flush_idle(call_id, stream_id, now_ms(), self.io.taken_to_end(partition, self.taken.get(partition, -1)),
+                             owner=event)
 
     def call_settings(self, event: Any, batch: Batch) -> None:
         """A call's settings (or a tombstone clearing them), kept for its later utterances."""

@@ -77,7 +77,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,
-        caught_up=partitions.caught_up, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
+        taken_to_end=partitions.taken_to_end, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
     ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events)
 
     @app.task

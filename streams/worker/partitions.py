@@ -20,8 +20,9 @@ class AudioPartitions:
     def assigned(self) -> set[int]:
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
 
-    def lag(self, partition: int) -> int | None:
-        """Audio records of the partition not read yet (None: unknown so far)."""
+    def lag(self, partition: int, read: int | None = None) -> int | None:
+        """Audio records of the partition after offset `read` (default: the last one the consumer
+        fetched) that exist (None: unknown so far)."""
         tp = TP(self.topic, partition)
         try:
             highwater = self.app.consumer.highwater(tp)
@@ -29,11 +30,17 @@ class AudioPartitions:
             return None
         if highwater is None:
             return None
-        read = read_offset(self.app, tp)
+        read = read_offset(self.app, tp) if read is None else read
         return max(highwater - ((read if read is not None else -1) + 1), 0)
 
     def caught_up(self, partition: int) -> bool:
         return self.lag(partition) == 0
+
+    def taken_to_end(self, partition: int, taken: int) -> bool:
+        """The agent has taken every audio record of the partition up to its end (`taken`: the last
+        offset it accepted, -1 for none). Stricter than `caught_up`: the consumer fetches ahead of
+        the agent, and a fetched record may still wait behind the one being handled."""
+        return self.lag(partition, taken) == 0
 
     def total_lag(self) -> int:
         return sum(self.lag(p) or 0 for p in self.assigned())

@@ -50,8 +50,7 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
     """SIGKILL: no shutdown at all. SIGTERM (a deploy): Faust shuts down and commits what was
     acknowledged, while a batch is still in the model; that batch must not count as done."""
     call_id = f"crash-{kill_point}-{uuid.uuid4().hex[:6]}"
-    # No idle flush while the replacement starts (up to a session timeout): the call goes on after it.
-    worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_IDLE_FLUSH_S": "120"}).start()
+    worker = WorkerProcess(kafka_bootstrap, tmp_path).start()
     scenario.watch(worker)
     # Mid-utterance: captured now and sent at the pace of speech, so the worker publishes
     # interims of the open utterances too (it skips them for audio it is behind on).
