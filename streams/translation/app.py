@@ -126,7 +126,7 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
         if not ready.is_set():
             return web.json({"service": "callstt-translator", "status": "starting",
                               "reason": "translation backends loading"}, status=503)
-        return web.json({"service": "callstt-translator", "status": "ok", "backends": loaded["router"].describe()})
+        return web.json({"service": "callstt-translator", "status": "ok", **loaded["router"].describe()})
 
     @app.page("/metrics")
     async def metrics_page(web, request):
