@@ -121,6 +121,13 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
             else:
                 await translate_transcript(message)
 
+    register_pages(app, ready, loaded)
+    return app
+
+
+def register_pages(app: faust.App, ready: asyncio.Event, loaded: dict[str, Any]) -> None:
+    """/health (503 while the backends load) and /metrics (this agent's own registry)."""
+
     @app.page("/health")
     async def health(web, request):
         if not ready.is_set():
@@ -131,8 +138,6 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(REGISTRY), content_type="text/plain; version=0.0.4")
-
-    return app
 
 
 def run_translator(settings: Settings) -> None:
