@@ -41,14 +41,19 @@ RECORDS = Counter("callstt_translator_records_total", "Records read: transcripts
                   "(set, cleared), dead letters", ["kind"], registry=REGISTRY)
 
 
-def create_translation_app(settings: Settings, load_router) -> faust.App:
-    app = faust.App(
+def translator_faust_app(settings: Settings) -> faust.App:
+    """Its own app id (so its own consumer group), data folder and web port."""
+    return faust.App(
         f"{settings.app_id}-translate", **faust_broker_config(settings),
         store="rocksdb://", datadir=str(Path(settings.data_dir) / "translate"),
         topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication,
         key_serializer="raw", value_serializer="raw", topic_disable_leader=True,
         web_host=settings.web_host, web_bind=settings.web_host, web_port=settings.translator_web_port,
         web_enabled=True)
+
+
+def create_translation_app(settings: Settings, load_router) -> faust.App:
+    app = translator_faust_app(settings)
     source = app.topic(settings.transcript_topic, settings.call_settings_topic, partitions=settings.topic_partitions)
     translations, dead_letters = app.topic(settings.translation_topic), app.topic(settings.dead_letter_topic)
     call_settings = app.Table("call-settings", default=None, partitions=settings.topic_partitions,
