@@ -8,7 +8,7 @@
             -> transcripts published and acknowledged
             -> interims of open utterances, when no final waits (streams/core/interims.py): one
                more model call, published on the partial topic, best effort
-            -> table writes (each to its own record's partition)
+            -> table writes (each to its own record's partition), acknowledged by the broker
             -> the records may now be committed (released)
 
 The agent keeps reading while the model runs: records taken meanwhile join the *open* batch,
@@ -22,8 +22,9 @@ stays in Kafka, not in memory).
 
 Guarantee: at-least-once. Table state is written only after the transcripts it led to are
 acknowledged, batch after batch in order, and records are released (committable) only after
-their batch's writes; a crash repeats work (same transcript_id) and never skips it. This
-module knows Faust only through the callables it is given; streams/worker/app.py wires them.
+their batch's writes are acknowledged by the broker; a crash repeats work (same
+transcript_id) and never skips it. This module knows Faust only through the callables it is
+given; streams/worker/app.py wires them.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class WorkerIO:
     send_dead_letter: Callable[[Any, dict[str, bytes]], Awaitable[Awaitable[Any]]]  # message, headers
     read_table: Callable[[str], bytes | None]
     write_table: Callable[[str, bytes | None], None]  # None: delete
+    table_written: Callable[[], Awaitable[None]]  # every write so far is in the changelog (acknowledged)
     # The agent has taken the audio partition to its end: (partition, last offset it accepted) -> bool.
     taken_to_end: Callable[[int, int], bool]
     control_topic: str
@@ -187,6 +189,9 @@ class BatchHandler:
         await self.publish(batch.pipeline_batch)
         await self.publish_interims(batch.pipeline_batch)
         self.save(batch.pipeline_batch)
+        # Only then may the records be committed: a commit past state still on its way to the
+        # changelog would make a replacement skip that audio after a crash.
+        await self.io.table_written()
 
     def control(self, event: Any, batch: PipelineBatch) -> None:
         """A request from the idle timer, run in the stream's own partition: `flush|stream`,

@@ -28,7 +28,7 @@ from streams.core.pipeline import Pipeline, Rejected
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.agent import BatchHandler, WorkerIO, now_ms
-from streams.worker.faust_compat import hold, release
+from streams.worker.faust_compat import AcknowledgedTable, hold, release
 from streams.worker.partitions import AudioPartitions
 from streams.worker.idle import idle_requests
 from streams.worker.web import WorkerStatus, register_pages
@@ -61,7 +61,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     transcripts, dead_letters = app.topic(settings.transcript_topic), app.topic(settings.dead_letter_topic)
     partials = app.topic(settings.partial_topic)
     # bytes key/value types make Faust use the raw serializer in the store and the changelog.
-    table = app.Table("streams", default=None, partitions=settings.topic_partitions, key_type=bytes, value_type=bytes)
+    table = app.tables.add(AcknowledgedTable(app, name="streams", default=None, beacon=app.tables.beacon,
+                                             partitions=settings.topic_partitions, key_type=bytes, value_type=bytes))
     flush_requested: dict[str, float] = {}
 
     def write_table(key: str, value: bytes | None) -> None:
@@ -77,6 +78,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,
+        table_written=table.changes_acknowledged,
         taken_to_end=partitions.taken_to_end, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
     ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+import faust
 import faust.streams as faust_streams
 from faust.types import TP
 
@@ -58,3 +59,29 @@ async def refresh_metadata(consumer: Any) -> None:
     Why: a group-less aiokafka consumer learns a topic's partitions only from metadata, and a
     topic created a moment ago is not in its first answer; the public API has no refresh."""
     await consumer._client.force_metadata_update()
+
+
+class AcknowledgedTable(faust.Table):
+    """A Faust table whose changelog records can be awaited until the broker has them.
+
+    Why: Faust writes a table change to its changelog in the background (`send_soon`) and
+    drops the record's future; before committing offsets it flushes its producer, but that
+    flush gives up after 0.1 s without a send (`ProducerBuffer.flush_atmost`), so under load
+    (the model thread holds the interpreter) offsets could be committed while the state they
+    depend on was still in memory: a SIGKILL then left a replacement reading past audio whose
+    state never reached the changelog. `on_key_set`/`on_key_del` send through
+    `send_changelog`; this keeps each future until `changes_acknowledged` awaits it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unacknowledged: list = []
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        sent = super().send_changelog(*args, **kwargs)
+        self.unacknowledged.append(sent)
+        return sent
+
+    async def changes_acknowledged(self) -> None:
+        """Wait until every change made so far is in the changelog (raises the send's error)."""
+        while self.unacknowledged:
+            await self.unacknowledged.pop(0)  # popped first: a failed send is not awaited again

@@ -32,3 +32,10 @@ def test_faust_consumer_keeps_read_offsets():
 def test_aiokafka_consumer_has_a_client_that_refreshes_metadata():
     assert "self._client = AIOKafkaClient(" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
     assert callable(aiokafka.AIOKafkaClient.force_metadata_update)
+
+
+def test_faust_tables_send_their_changes_through_send_changelog():
+    """AcknowledgedTable keeps each change's future by overriding send_changelog."""
+    from faust.tables.table import Table
+    assert "self.send_changelog(" in inspect.getsource(Table.on_key_set)
+    assert "self.send_changelog(" in inspect.getsource(Table.on_key_del)
