@@ -567,6 +567,9 @@ def bench(
                                                           "utterance by CALLSTT_MIN_WINDOW_S (no broker)"),
     partials: str = typer.Option(None, "--partials", metavar="on|off", show_default=False,
                                  help="Interim transcripts in the bench's worker (default: CALLSTT_PARTIAL_INTERVAL_MS)"),
+    chain: bool = typer.Option(False, "--chain", help="Only the translation chain: transcriber, translator and "
+                                                      "speaker at live pace, K=1,2,4 (end of speech -> first "
+                                                      "translated audio)"),
 ) -> None:
     """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes,
     accuracy on real speech."""
@@ -580,7 +583,7 @@ def bench(
         raise typer.BadParameter("on or off", param_hint="--partials")
     report = run_bench(quick=quick, out_dir=output, bootstrap=bootstrap, settings=load_settings(model=model),
                        live_calls=live_calls, live_seconds=live_seconds, speech_dir=speech,
-                       accuracy_only=accuracy_only, windows_only=windows, partials=partials)
+                       accuracy_only=accuracy_only, windows_only=windows, partials=partials, chain_only=chain)
     typer.echo(markdown(report))
 
 

@@ -30,6 +30,10 @@ def markdown(report: dict[str, Any]) -> str:
         from streams.bench.windows import markdown_lines as window_lines
 
         lines += window_lines(report["windows"])
+    if "chain" in report:
+        from streams.bench.chain import markdown_lines as chain_lines
+
+        lines += chain_lines(report["chain"])
     lines += ["", f"Bench took {report['bench_seconds']} s. Full figures: bench.json."]
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.bench.accuracy import AccuracyOptions, default_speech_dir, load_speech, run_accuracy, synthetic_checks
+from streams.bench.chain import CHAIN_CALLS, chain_processes, run_chain
 from streams.bench.floor import run_floor, run_inference_modes
 from streams.bench.report import markdown
 from streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
@@ -55,10 +56,11 @@ def with_partials(settings, partials: str | None):
 
 
 def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
-                  windows_only: bool = False, partials: str | None = None) -> dict[str, Any]:
+                  windows_only: bool = False, partials: str | None = None, chain_only: bool = False) -> dict[str, Any]:
     return {
         "command": "callstt bench" + (" --quick" if quick else "") + (" --accuracy-only" if accuracy_only else "")
-                   + (" --windows" if windows_only else "") + (f" --partials {partials}" if partials else ""),
+                   + (" --windows" if windows_only else "") + (f" --partials {partials}" if partials else "")
+                   + (" --chain" if chain_only else ""),
         "quick": quick, "seed": seed,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
         "settings": {"model": settings.model, "compute_type": settings.compute_type, "device": settings.device,
@@ -201,7 +203,7 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
               settings=None, seed: int = 7, live_calls: list[int] | None = None,
               live_seconds: float | None = None, batch_size: int = 8, speech_dir: Path | str | None = None,
               accuracy_only: bool = False, accuracy: AccuracyOptions | None = None,
-              windows_only: bool = False, partials: str | None = None) -> dict[str, Any]:
+              windows_only: bool = False, partials: str | None = None, chain_only: bool = False) -> dict[str, Any]:
     """Run every section; write bench.json and bench.md into `out_dir`; return the report.
 
     `bootstrap` None starts (and afterwards stops) a broker of its own (infra.local.kafka,
@@ -211,16 +213,17 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     it exists); `accuracy_only`: that section alone (no floor, pipeline, live or capacity runs);
     `windows_only`: only the encoder-window curve (streams/bench/windows.py; no broker, no worker).
     `partials` "off" / "on": the worker without / with interims (None: CALLSTT_PARTIAL_INTERVAL_MS).
+    `chain_only`: only the translation chain (streams/bench/chain.py; K = 1, 2, 4 by default).
     """
     settings = with_partials(bench_settings(settings), partials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    live_calls = live_calls or ([1, 2] if quick else [1, 2, 4, 8, 12])
+    live_calls = live_calls or (CHAIN_CALLS if chain_only else [1, 2] if quick else [1, 2, 4, 8, 12])
     live_seconds = live_seconds or (15.0 if quick else 120.0)
     run_id = uuid.uuid4().hex[:6]
     total_started = time.monotonic()
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
-    report = report_header(quick, seed, settings, accuracy_only, windows_only, partials)
+    report = report_header(quick, seed, settings, accuracy_only, windows_only, partials, chain_only)
     if windows_only:
         from streams.bench.windows import window_curve
         from streams.worker.runner import build_router
@@ -230,11 +233,17 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     fast, live_pool = ({}, []) if accuracy_only else workload(report, seed, quick, live_seconds, run_id, speech_dir)
 
     broker, bootstrap = own_broker(bootstrap)
-    worker = None
     data_root = Path(tempfile.mkdtemp(prefix="callstt-bench-"))
+    if chain_only:  # the transcriber, the translator and the speaker
+        processes = chain_processes(bootstrap, data_root, worker_env(settings))
+    else:
+        processes = [WorkerSubprocess(bootstrap, data_root, name=f"bench{uuid.uuid4().hex[:8]}",
+                                      extra_env=worker_env(settings))]
+    worker = processes[0]
     try:
-        worker = WorkerSubprocess(bootstrap, data_root, name=f"bench{uuid.uuid4().hex[:8]}",
-                                  extra_env=worker_env(settings))
+        if chain_only:
+            report["chain"] = run_chain(processes, live_pool, live_calls, seed, run_id)
+            return finish_report(report, out, total_started)
         start_worker(report, worker)
         if accuracy_only:
             from streams.worker.runner import build_router
@@ -244,8 +253,8 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
             full_bench(report, worker, settings, fast, live_pool, live_calls, live_seconds, seed, run_id, quick,
                        batch_size, speech_dir, accuracy)
     finally:
-        if worker is not None:
-            worker.stop()
+        for process in processes:
+            process.stop()
         if broker is not None:
             broker.stop()
         shutil.rmtree(data_root, ignore_errors=True)
@@ -303,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the accuracy on real speech (no floor, pipeline, live or capacity runs)")
     parser.add_argument("--windows", action="store_true",
                         help="only the encoder-window curve: WER and time by CALLSTT_MIN_WINDOW_S")
+    parser.add_argument("--chain", action="store_true",
+                        help="only the translation chain: transcriber, translator, speaker; K = 1, 2, 4")
     parser.add_argument("--partials", choices=("off", "on"), default=None,
                         help="interim transcripts in the worker (default: CALLSTT_PARTIAL_INTERVAL_MS, 1000 ms)")
     args = parser.parse_args(argv)
@@ -310,5 +321,5 @@ def main(argv: list[str] | None = None) -> None:
     calls = [int(k) for k in args.calls.split(",")] if args.calls else None
     report = run_bench(quick=args.quick, out_dir=args.output, bootstrap=args.bootstrap, live_calls=calls,
                        live_seconds=args.live_seconds, speech_dir=args.speech, accuracy_only=args.accuracy_only,
-                       windows_only=args.windows, partials=args.partials)
+                       windows_only=args.windows, partials=args.partials, chain_only=args.chain)
     print(markdown(report))

@@ -2,7 +2,8 @@
 producer can), live (K conversations at real-time pace: streams/bench/workload.py), and the
 capacity those live runs show; plus
 `collect`, which reads the transcripts back through `TranscriptReader.records`, and
-`InterimCollector`, which reads the interims (every revision) from the partial topic alongside."""
+`RecordCollector`, which reads another topic alongside (the interims, every revision, from the
+partial topic; the chain's translations and speech)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import statistics
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +37,7 @@ P95_LIMIT_S = 1.6
 
 @dataclass
 class Arrival:
-    transcript: Any
+    transcript: Any  # the record: a Transcript (a Translation or an AudioChunk in the chain)
     arrived_ms: int
 
 
@@ -71,16 +73,22 @@ def collect(reader, expected: int | None, deadline: float, idle_s: float,
     return sorted(arrivals.values(), key=lambda a: a.arrived_ms)
 
 
-class InterimCollector:
-    """Every interim of the `wanted` calls from the partial topic, read in a thread of its own while
-    `collect` reads the finals: `collect` keeps one record per transcript_id, and an interim
-    shares its final's id; a poll loop of their own also keeps the arrival times honest."""
+class RecordCollector:
+    """Every record `keep` accepts from a reader's topic, with its arrival time, read in a thread of
+    its own while `collect` reads the finals: the interims of the partial topic (`collect` keeps
+    one record per transcript_id, and an interim shares its final's id), the chain's translations
+    and speech chunks; a poll loop of their own also keeps the arrival times honest."""
 
-    def __init__(self, reader, wanted: set[str], deadline: float) -> None:
-        self.reader, self.wanted, self.deadline = reader, wanted, deadline
+    def __init__(self, reader, keep: Callable[[Any], bool], deadline: float, name: str = "records") -> None:
+        self.reader, self.keep, self.deadline = reader, keep, deadline
         self.arrivals: list[Arrival] = []
         self.assigned, self.stopped = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._read, name="interims", daemon=True)
+        self.thread = threading.Thread(target=self._read, name=name, daemon=True)
+
+    @classmethod
+    def interims(cls, reader, wanted: set[str], deadline: float) -> RecordCollector:
+        """The interims (not the finals) of the `wanted` calls."""
+        return cls(reader, lambda t: t.call_id in wanted and not t.is_final, deadline, name="interims")
 
     def _read(self) -> None:
         def done() -> bool:  # asked before every poll
@@ -89,18 +97,18 @@ class InterimCollector:
             return self.stopped.is_set() or time.monotonic() >= self.deadline
 
         try:
-            for _, transcript in self.reader.records(stop=done, poll_s=0.2, on_error=_retry_unless_fatal):
-                if transcript.call_id in self.wanted and not transcript.is_final:
-                    self.arrivals.append(Arrival(transcript, int(time.time() * 1000)))
+            for _, record in self.reader.records(stop=done, poll_s=0.2, on_error=_retry_unless_fatal):
+                if self.keep(record):
+                    self.arrivals.append(Arrival(record, int(time.time() * 1000)))
         finally:
             self.assigned.set()  # a reader that failed must not keep start() waiting
 
-    def start(self, timeout: float = 20.0) -> InterimCollector:
+    def start(self, timeout: float = 20.0) -> RecordCollector:
         """Start reading; returns once the consumer has its partitions (or after `timeout`), so the
-        first interims are not timed late by the consumer group's join."""
+        first records are not timed late by the consumer group's join."""
         self.thread.start()
         if not self.assigned.wait(timeout):
-            log.warning("interim reader: no partitions after %.0f s; early interims may be timed late", timeout)
+            log.warning("%s reader: no partitions after %.0f s; early ones may be timed late", self.thread.name, timeout)
         return self
 
     def stop(self) -> None:
@@ -285,7 +293,7 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
     expected = sum(len(call.turns) for call in by_id.values())
     before = worker.metrics()
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
-    interims = InterimCollector(TranscriptReader(worker.bootstrap, worker.partial_topic, from_beginning=True),
+    interims = RecordCollector.interims(TranscriptReader(worker.bootstrap, worker.partial_topic, from_beginning=True),
                                 set(by_id), time.monotonic() + max(c.seconds for c in by_id.values()) + 150.0)
     publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
     done = threading.Event()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message
 
@@ -27,13 +28,15 @@ class TranscriptReader:
     """Follows the transcript topic with its own consumer group (it never disturbs the workers').
 
     `topic` may also be several topics of Transcript records (the transcript and partial topics:
-    `callstt tail --partials`); their records interleave in arrival order.
+    `callstt tail --partials`); their records interleave in arrival order. With `decode` (e.g.
+    `AvroCodec.decode_translation`) it reads another kind of record the same way.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str | Sequence[str], from_beginning: bool = True,
                  codec: AvroCodec | None = None, group_id: str | None = None,
-                 extra_config: dict | None = None) -> None:
+                 extra_config: dict | None = None, decode: Callable[[bytes], Any] | None = None) -> None:
         self.codec = codec or AvroCodec()
+        self._decode = decode
         self.consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
             "group.id": group_id or f"callstt-tail-{uuid.uuid4().hex[:8]}",
@@ -42,6 +45,12 @@ class TranscriptReader:
             **(extra_config or {}),  # e.g. streams.client.kafka.confluent_config(settings): TLS / SASL
         })
         self.consumer.subscribe(topic_list(topic))
+
+    _decode: Callable[[bytes], Any] | None = None
+
+    def decode(self, value: bytes) -> Any:
+        """A record's value as this reader's kind of record: a Transcript unless `decode` was given."""
+        return (self._decode or self.codec.decode_transcript)(value)
 
     def records(self, stop: Callable[[], bool] | None = None, poll_s: float = 0.5,
                 on_record: Callable[[Message], None] | None = None,
@@ -67,7 +76,7 @@ class TranscriptReader:
             if on_record is not None:
                 on_record(message)
             try:
-                transcript = self.codec.decode_transcript(message.value())
+                transcript = self.decode(message.value())
             except DecodeError:
                 continue
             yield message, transcript

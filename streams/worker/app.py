@@ -28,6 +28,7 @@ from streams.core.pipeline import Pipeline, Rejected
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.agent import BatchHandler, WorkerIO, now_ms
+from streams.worker.downstream_view import follow_downstream
 from streams.worker.faust_compat import AcknowledgedTable, hold, release
 from streams.worker.partitions import AudioPartitions
 from streams.worker.idle import idle_requests
@@ -107,6 +108,19 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                 await handler.take(events)  # returns while the model runs: reading goes on
         finally:
             await handler.close()
+
+    @app.task
+    async def follow_translations_and_speech() -> None:
+        """For the live page only: never a reason for the worker to stop."""
+        while True:
+            try:
+                await follow_downstream(status, status.speech)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("live page: following the translation and speech topics failed (%s: %s); "
+                            "retrying in 10 s", type(error).__name__, error)
+                await asyncio.sleep(10.0)
 
     add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag

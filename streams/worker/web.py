@@ -1,7 +1,9 @@
 """The worker's own web pages, served by Faust's web server beside its built-in ones.
 
 /api (service, version, endpoints; Faust's statistics view keeps `/`), /health, /models,
-/metrics, /calls (JSON), /calls/live (an HTML page for people) and POST /transcribe
+/metrics, /calls (JSON), /calls/live (an HTML page for people: transcripts with their
+translations and a player for their synthesized speech), /calls/speech (that speech, WAV) and
+POST /transcribe
 (the old HTTP service's endpoint, see streams/worker/http_transcribe.py).
 """
 
@@ -13,11 +15,13 @@ from collections import deque
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import urlencode
 
 from models.audio import SAMPLE_RATE
-from schemas.records import Transcript
+from schemas.records import Transcript, Translation
 from streams.core.assembly import state_key
 from streams.worker import metrics
+from streams.worker.downstream_view import ClipKey, SpeechClips
 from streams.settings import Settings
 
 LIVE_PAGE = Path(__file__).with_name("live.html")
@@ -52,6 +56,9 @@ class WorkerStatus:
         self.streams: dict[str, dict] = {}  # state key -> what /calls shows
         self._buffered_seconds = 0.0  # over all streams
         self.recent_transcripts: deque[dict] = deque(maxlen=200)
+        # The same entries by (call, stream, utterance index): where translations and speech land.
+        self.recent_by_utterance: dict[tuple[str, str, int], dict] = {}
+        self.speech = SpeechClips()  # the translated legs' recent speech (streams/worker/downstream_view.py)
         self.assigned_partitions: Callable[[], set[int]] = set
         self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not read yet
 
@@ -82,8 +89,13 @@ class WorkerStatus:
         entry = {"call_id": transcript.call_id, "stream_id": transcript.stream_id,
                  "utterance_index": transcript.utterance_index, "language": transcript.language,
                  "text": transcript.text, "produced_ts_ms": transcript.produced_ts_ms,
-                 "latency_seconds": latency_seconds(transcript)}
+                 "latency_seconds": latency_seconds(transcript),
+                 "translations": {}, "speech": {}}  # by target language, as they come back
+        if len(self.recent_transcripts) == self.recent_transcripts.maxlen:
+            oldest = self.recent_transcripts[0]
+            self.recent_by_utterance.pop((oldest["call_id"], oldest["stream_id"], oldest["utterance_index"]), None)
         self.recent_transcripts.append(entry)
+        self.recent_by_utterance[(transcript.call_id, transcript.stream_id, transcript.utterance_index)] = entry
         view = self.streams.get(state_key(transcript.call_id, transcript.stream_id))
         if view is not None:
             view["last_transcript"] = transcript.text
@@ -100,6 +112,22 @@ class WorkerStatus:
         view["interim"] = {"utterance_index": transcript.utterance_index, "revision": transcript.revision,
                            "text": transcript.text, "stable_text": transcript.stable_text,
                            "latency_seconds": latency_seconds(transcript)}
+
+    def on_translation(self, translation: Translation) -> None:
+        """A recent transcript's translation (its text, or its status when there is none)."""
+        entry = self.recent_by_utterance.get((translation.call_id, translation.stream_id, translation.utterance_index))
+        if entry is not None:
+            entry["translations"][translation.target_language] = {"text": translation.text,
+                                                                  "status": translation.status.value.lower()}
+
+    def on_speech(self, clip: ClipKey, seconds: float) -> None:
+        """A recent transcript's synthesized speech so far: its length and where the page plays it."""
+        call_id, leg, index = clip
+        stream_id, _, language = leg.partition(">")
+        entry = self.recent_by_utterance.get((call_id, stream_id, index))
+        if entry is not None:
+            query = urlencode({"call": call_id, "leg": leg, "utterance": index})
+            entry["speech"][language] = {"seconds": seconds, "url": f"/calls/speech?{query}"}
 
     def _update_gauges(self) -> None:  # a running total: a sum over every stream per chunk is too slow
         metrics.ACTIVE_STREAMS.set(len(self.streams))
@@ -136,7 +164,7 @@ def register_pages(app, status: WorkerStatus) -> None:
         return web.json({"service": "callstt", "version": package_version(),
                          "description": "Speech-to-text stream processor for live calls",
                          "endpoints": ["/api", "/health", "/models", "/metrics", "/calls", "/calls/live",
-                                       "POST /transcribe", "/router/", "/table/"]})
+                                       "/calls/speech", "POST /transcribe", "/router/", "/table/"]})
 
     @app.page("/health")
     async def health(web, request):
@@ -160,5 +188,18 @@ def register_pages(app, status: WorkerStatus) -> None:
     @app.page("/calls/live")
     async def live_page(web, request):
         return web.html(LIVE_PAGE.read_text())
+
+    @app.page("/calls/speech")
+    async def speech_page(web, request):
+        """A recent utterance's synthesized speech as WAV: ?call=C&leg=caller>pt&utterance=N."""
+        query = request.query
+        try:
+            clip = (query["call"], query["leg"], int(query["utterance"]))
+        except (KeyError, ValueError):
+            return web.json({"error": "give call, leg and utterance (an integer)"}, status=400)
+        wav = status.speech.wav(clip)
+        if wav is None:
+            return web.json({"error": "no speech kept for that utterance (only the most recent are)"}, status=404)
+        return web.bytes(wav, content_type="audio/wav")
 
     app.page("/transcribe")(TranscribeView.for_status(status))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import threading
 import time
 import uuid
+import wave
 
 import httpx
 import numpy as np
@@ -131,11 +133,26 @@ def chromium():
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 
 
-def test_live_page_shows_a_transcript_as_it_is_produced(worker):
+# One snapshot of a call's transcript row: its text, translations and speech buttons' URLs.
+ROW_SNAPSHOT = """
+const row = Array.from(document.querySelectorAll('#transcripts tbody tr')).find(r => r.innerText.includes(arguments[0]));
+return row ? {text: row.innerText, translation: row.querySelector('.translations').innerText,
+              speech: Array.from(row.querySelectorAll('.speech button')).map(b => b.dataset.url)} : null;
+"""
+
+
+def test_live_page_shows_a_transcript_its_translation_and_a_player_for_its_speech(worker, tmp_path):
+    """With `callstt translator` (default target pt) and `callstt speaker` running beside the worker,
+    the page's transcript row gets the Portuguese translation and a button playing its speech."""
     call_id = f"live-{uuid.uuid4().hex[:6]}"
     sentence = ENGLISH_SENTENCES[4]
+    agents = [WorkerProcess(worker.bootstrap, tmp_path, name=worker.name, command="translator",
+                            extra_env={"CALLSTT_TRANSLATE_TO": "pt"}),
+              WorkerProcess(worker.bootstrap, tmp_path, name=worker.name, command="speaker")]
     browser = chromium()
     try:
+        for agent in agents:
+            agent.start()
         browser.get(url(worker, "/calls/live"))
         assert "Live calls" in browser.page_source
 
@@ -145,20 +162,27 @@ def test_live_page_shows_a_transcript_as_it_is_produced(worker):
 
         streaming = threading.Thread(target=stream_call)
         streaming.start()
-        deadline = time.monotonic() + 60
-        rows = []
+        deadline, row = time.monotonic() + 90, None
         while time.monotonic() < deadline:
             # One atomic snapshot: the page rebuilds its rows every second, so element handles go stale.
-            rows = browser.execute_script(
-                "return Array.from(document.querySelectorAll('#transcripts tbody tr')).map(r => r.innerText)")
-            if any(call_id in row for row in rows):
+            row = browser.execute_script(ROW_SNAPSHOT, call_id)
+            if row and row["speech"]:
                 break
             time.sleep(0.5)
         streaming.join()
-        row = next(row for row in rows if call_id in row)
-        assert "delivery address" in row.lower()
     finally:
         browser.quit()
+        for agent in agents:
+            agent.stop()
+    assert row is not None, worker.log_tail()
+    assert "delivery address" in row["text"].lower()
+    assert row["translation"].startswith("pt: ") and "endereço" in row["translation"].lower(), row
+    assert len(row["speech"]) == 1, (row, agents[1].log_tail())
+    response = httpx.get(url(worker, row["speech"][0]), timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("audio/wav")
+    with wave.open(io.BytesIO(response.content)) as wav:  # the spoken Portuguese sentence, whole
+        assert wav.getframerate() == 16000 and wav.getnframes() / 16000 > 1.0
+    assert httpx.get(url(worker, "/calls/speech?call=nobody&leg=caller>pt&utterance=0")).status_code == 404
 
 
 def trimmed(audio: np.ndarray) -> np.ndarray:

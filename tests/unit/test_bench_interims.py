@@ -13,7 +13,7 @@ from streams.bench.interims import (capture_ms, changed_words, first_interim_del
                                     normalised, word_delays)
 from streams.bench.report import interim_line
 from streams.bench.run import PARTIALS_ON_MS, with_partials, worker_env
-from streams.bench.sections import Arrival, InterimCollector, _model_use
+from streams.bench.sections import Arrival, RecordCollector, _model_use
 from streams.settings import Settings
 
 CAPTURED = 1_000_000  # capture time (platform clock, ms) of stream time 0 in these records
@@ -112,7 +112,7 @@ def test_the_live_block_and_its_report_line():
 
 
 class FakeReader:
-    """TranscriptReader's surface that InterimCollector uses; partitions are assigned after a
+    """TranscriptReader's surface that RecordCollector uses; partitions are assigned after a
     couple of polls, like a consumer joining its group."""
 
     def __init__(self, transcripts: list[Transcript]) -> None:
@@ -137,7 +137,7 @@ class FakeReader:
 def test_the_interim_collector_keeps_every_revision_of_its_calls_interims_only():
     mine, mine_again = record(["a"]), record(["a", "b"])
     reader = FakeReader([mine, record(["x"], call_id="other"), record(["a", "b"], final=True), mine_again])
-    collector = InterimCollector(reader, {"call"}, time.monotonic() + 30).start()
+    collector = RecordCollector.interims(reader, {"call"}, time.monotonic() + 30).start()
     assert collector.assigned.is_set()  # start() returned once the partitions were there
     deadline = time.monotonic() + 5
     while reader.transcripts and time.monotonic() < deadline:
