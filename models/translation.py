@@ -5,9 +5,10 @@ translates English <-> Portuguese, and only that, with its own Rust engine: abou
 a direction, 5-15 ms a sentence on 2 cores, about 200 MB of memory for both directions. Nothing
 on the reachable registries ships English <-> Vietnamese or NLLB/M2M/opus-mt weights.
 
-Other pairs: the route is CTranslate2 (NLLB-200 distilled 600M, opus-mt, M2M converted once
-with `ct2-transformers-converter`, loaded from a local directory). That backend is NOT built
-yet; until it is, such a pair gets an `unsupported_pair` result.
+Other pairs: the `ctranslate2` backend (models/translation_ct2.py) serves NLLB-200, M2M-100 and
+opus-mt models converted once with `ct2-transformers-converter` into CALLSTT_CT2_TRANSLATION_DIR
+(one folder per model); list it in CALLSTT_TRANSLATION_BACKENDS, e.g. "bergamot,ctranslate2".
+A pair no configured backend covers gets an `unsupported_pair` result.
 
 The router never raises for a pair it cannot do: it answers `unsupported_pair` with no text,
 so the translation agent publishes a clear event instead of crashing or dropping the transcript.
@@ -17,12 +18,15 @@ its translation) that the speech agent and the live page use.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
+
+from models.translation_ct2 import CT2_DIR_ENV, CTranslate2Backend
 
 OK, PASSTHROUGH, UNSUPPORTED_PAIR = "ok", "passthrough", "unsupported_pair"
 
@@ -31,8 +35,8 @@ OK, PASSTHROUGH, UNSUPPORTED_PAIR = "ok", "passthrough", "unsupported_pair"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 # Shown on the describe() page so an operator sees why, say, vi->en gives unsupported_pair.
-_NOT_BUILT = ("ctranslate2 (NLLB-200 / opus-mt / M2M from a local directory): not built yet; "
-              "pairs other than en<->pt get unsupported_pair")
+_PAIRS_NOTE = ("pairs no configured backend covers get unsupported_pair; more pairs: the ctranslate2 backend "
+               "with NLLB-200 / M2M-100 / opus-mt models converted into CALLSTT_CT2_TRANSLATION_DIR")
 
 
 def base_code(language: str) -> str:
@@ -60,6 +64,8 @@ class TranslationResult:
 class TranslationBackend(Protocol):
     name: str  # short name used in CALLSTT_TRANSLATION_BACKENDS and on events
     model: str  # the model's label, without the pair
+    # Optional: model_for(source, target) -> the label of the model serving that pair, for a backend
+    # serving several models (ctranslate2); the router uses `model` where it is absent.
 
     def pairs(self) -> set[tuple[str, str]]:
         """The (source, target) ISO 639-1 pairs it translates."""
@@ -124,8 +130,8 @@ class BergamotBackend:
             return self._translator
 
 
-# The names CALLSTT_TRANSLATION_BACKENDS accepts. "ctranslate2" joins when it is built.
-BACKENDS = {"bergamot": BergamotBackend}
+# The names CALLSTT_TRANSLATION_BACKENDS accepts.
+BACKENDS = {"bergamot": BergamotBackend, "ctranslate2": CTranslate2Backend}
 
 
 class TranslationRouter:
@@ -155,7 +161,7 @@ class TranslationRouter:
             "backends": {backend.name: {"model": backend.model, "pairs": _pair_labels(backend.pairs())}
                          for backend in self.backends},
             "pairs": _pair_labels(self.supported_pairs()),
-            "notes": {"not_built": _NOT_BUILT},
+            "notes": {"pairs": _PAIRS_NOTE},
         }
 
     def translate(self, text: str, source: str, target: str) -> TranslationResult:
@@ -178,7 +184,9 @@ class TranslationRouter:
         # Sentence by sentence, so the event carries the alignment and the speech agent can
         # speak each sentence as its own unit.
         translated = backend.translate(pieces, source, target)
-        return result(OK, " ".join(translated), backend.name, f"{backend.model} {source}-{target}",
+        # A backend serving several models (ctranslate2) names the one that translated this pair.
+        model = backend.model_for(source, target) if hasattr(backend, "model_for") else backend.model
+        return result(OK, " ".join(translated), backend.name, f"{model} {source}-{target}",
                       tuple(zip(pieces, translated)))
 
 
@@ -186,16 +194,20 @@ def _pair_labels(pairs: Iterable[tuple[str, str]]) -> list[str]:
     return sorted(f"{source}->{target}" for source, target in pairs)
 
 
-def load_translation_router(names: str, load: bool = True) -> TranslationRouter:
+def load_translation_router(names: str, load: bool = True, ct2_dir: str | None = None) -> TranslationRouter:
     """The router for CALLSTT_TRANSLATION_BACKENDS: comma-separated backend names, in order of
-    preference (e.g. "bergamot"). With `load`, the models load now, so the first transcript
-    does not wait for them."""
+    preference (e.g. "bergamot,ctranslate2"). `ct2_dir` is the ctranslate2 backend's model directory
+    (settings.ct2_translation_dir); None reads CALLSTT_CT2_TRANSLATION_DIR from the environment.
+    With `load`, the models load now, so the first transcript does not wait for them."""
     chosen = [name.strip().lower() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in BACKENDS]
     if unknown:
         raise ValueError(f"CALLSTT_TRANSLATION_BACKENDS: unknown backend(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(BACKENDS)} (ctranslate2 is not built yet)")
-    router = TranslationRouter([BACKENDS[name]() for name in dict.fromkeys(chosen)])
+                         f"known: {', '.join(BACKENDS)}")
+    if ct2_dir is None:  # callers without the settings object (models/ does not import streams/)
+        ct2_dir = os.environ.get(CT2_DIR_ENV, "")
+    router = TranslationRouter([CTranslate2Backend(ct2_dir) if name == "ctranslate2" else BACKENDS[name]()
+                                for name in dict.fromkeys(chosen)])
     if load:
         router.load()
     return router

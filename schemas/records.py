@@ -285,6 +285,7 @@ class CallSettings:
     streams: tuple[StreamSettings, ...] = ()
     updated_ts_ms: int = 0
     translate_to: tuple[str, ...] | None = None  # the translation agent's target languages
+    translate_interims: bool | None = None  # also the interims' stable words (None: the agent's default)
 
     def targets(self, stream_id: str) -> tuple[str, ...] | None:
         """The languages this stream's transcripts are translated into (None: the agent's default)."""
@@ -298,7 +299,7 @@ class CallSettings:
         return {"call_id": self.call_id, "languages": _list(self.languages), "hotwords": _list(self.hotwords),
                 "initial_prompt": self.initial_prompt, "redact": _list(self.redact),
                 "streams": [s.to_dict() for s in self.streams], "translate_to": _list(self.translate_to),
-                "updated_ts_ms": self.updated_ts_ms}
+                "translate_interims": self.translate_interims, "updated_ts_ms": self.updated_ts_ms}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CallSettings:
@@ -306,7 +307,8 @@ class CallSettings:
                    hotwords=_codes(data.get("hotwords")), initial_prompt=data.get("initial_prompt"),
                    redact=_codes(data.get("redact")),
                    streams=tuple(StreamSettings.from_dict(s) for s in data.get("streams") or ()),
-                   updated_ts_ms=data.get("updated_ts_ms", 0), translate_to=_codes(data.get("translate_to")))
+                   updated_ts_ms=data.get("updated_ts_ms", 0), translate_to=_codes(data.get("translate_to")),
+                   translate_interims=data.get("translate_interims"))
 
 
 def _list(items: tuple[str, ...] | None) -> list[str] | None:
@@ -333,7 +335,8 @@ class TranslationStatus(str, Enum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Translation:
-    """One final transcript in one target language (Avro record `callstt.Translation`)."""
+    """One transcript in one target language (Avro record `callstt.Translation`): a final one, or
+    (`is_final` false) the stable words of an interim transcript, with its revision."""
 
     translation_id: str
     transcript_id: str
@@ -350,6 +353,8 @@ class Translation:
     translation_ms: int = 0
     transcript_produced_ts_ms: int
     produced_ts_ms: int
+    is_final: bool = True
+    revision: int = 0  # the interim transcript's revision (0 for a final)
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, TranslationStatus):
@@ -373,6 +378,8 @@ class Translation:
             "translation_ms": self.translation_ms,
             "transcript_produced_ts_ms": self.transcript_produced_ts_ms,
             "produced_ts_ms": self.produced_ts_ms,
+            "is_final": self.is_final,
+            "revision": self.revision,
         }
 
     @classmethod
@@ -385,4 +392,5 @@ class Translation:
             sentences=tuple((pair["source"], pair["target"]) for pair in data.get("sentences", ())),
             backend=data["backend"], model=data.get("model", ""), translation_ms=data.get("translation_ms", 0),
             transcript_produced_ts_ms=data["transcript_produced_ts_ms"], produced_ts_ms=data["produced_ts_ms"],
+            is_final=data.get("is_final", True), revision=data.get("revision", 0),
         )

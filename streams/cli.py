@@ -105,7 +105,7 @@ def translator(
     translate_to: str = typer.Option(None, "--translate-to", help="Default target languages, e.g. pt,en "
                                      "(default CALLSTT_TRANSLATE_TO; a call's settings override it)"),
 ) -> None:
-    """Run the translation agent: final transcripts in, Translation events out (its own consumer group)."""
+    """Run the translation agent: transcripts in, Translation events out (its own consumer group)."""
     from streams.translation.app import run_translator
 
     run_translator(load_settings(kafka_bootstrap_servers=bootstrap, translator_web_port=web_port,
@@ -226,6 +226,9 @@ def call_settings_set(
     stream_translate_to: list[str] = typer.Option(None, "--stream-translate-to", metavar="STREAM=CODES",
                                                   show_default=False, help="Target languages of one stream "
                                                   "(repeatable)"),
+    translate_interims: bool = typer.Option(None, "--translate-interims/--no-translate-interims", show_default=False,
+                                            help="Also translate the stable words of interim transcripts (default "
+                                                 "CALLSTT_TRANSLATE_INTERIMS)"),
     bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
     topic: str = typer.Option(None, "--topic", help="Call-settings topic (default CALLSTT_CALL_SETTINGS_TOPIC)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker"),
@@ -242,7 +245,8 @@ def call_settings_set(
                                      stream_options(stream_languages or [], "--stream-languages"),
                                      stream_options(stream_hotwords or [], "--stream-hotwords"),
                                      stream_options(stream_prompts or [], "--stream-prompt"), translate_to,
-                                     stream_options(stream_translate_to or [], "--stream-translate-to"))
+                                     stream_options(stream_translate_to or [], "--stream-translate-to"),
+                                     translate_interims)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     # Checked as the worker will check it (a record it would dead-letter is never published).
@@ -312,24 +316,43 @@ def _show_transcripts(transcripts, as_json: bool, partials: bool) -> None:
             typer.echo(line)
 
 
+def _show_downstream(records, as_json: bool, speech: bool) -> None:
+    """Write what `tail --translations` (a line or JSON object per translation) or `tail --speech`
+    (one per translated utterance's speech) follows."""
+    from streams.client.tailing import format_spoken, format_translation, spoken_utterances
+
+    shown = spoken_utterances(records) if speech else records
+    for record in shown:
+        typer.echo(json.dumps(record.to_dict(), ensure_ascii=False) if as_json
+                   else format_spoken(record) if speech else format_translation(record))
+
+
 @app.command()
 def tail(
     call: str = typer.Option(None, "--call", metavar="ID", show_default=False, help="Only this call's transcripts"),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line (the Transcript schema's fields)"),
     partials: bool = typer.Option(False, "--partials", help="Also follow the interim transcripts: a live view "
                                   "of the open utterances on a terminal, lines marked ~ when piped, all with --json"),
+    translations: bool = typer.Option(False, "--translations", help="Follow the translations instead "
+                                      "(CALLSTT_TRANSLATION_TOPIC): one line each, with the language pair and any "
+                                      "status other than OK (e.g. [unsupported_pair])"),
+    speech: bool = typer.Option(False, "--speech", help="Follow the synthesized speech instead "
+                                "(CALLSTT_SPEECH_TOPIC): per translated utterance, its chunks and seconds of audio, "
+                                "once the leg's next utterance starts (the rest when --idle-exit ends it)"),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at the oldest kept transcript"),
     since: str = typer.Option(None, "--since", metavar="TIME", show_default=False,
                               help="Start at TIME: ISO-8601 (2024-05-01T09:30) or ago (30s, 10m, 2h, 1d)"),
     idle_exit: float = typer.Option(None, "--idle-exit", metavar="SECONDS", min=0, show_default=False,
                                     help="Exit 0 after SECONDS without a new transcript"),
     bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
-    topic: str = typer.Option(None, "--topic", help="Transcript topic (default CALLSTT_TRANSCRIPT_TOPIC)"),
+    topic: str = typer.Option(None, "--topic", help="Transcript topic (default CALLSTT_TRANSCRIPT_TOPIC; the "
+                              "translation or speech topic with --translations or --speech)"),
     partial_topic: str = typer.Option(None, "--partial-topic",
                                       help="Partial-transcript topic, with --partials (default CALLSTT_PARTIAL_TOPIC)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker before failing"),
 ) -> None:
-    """Follow the transcripts: one line each (local time, call, stream, language, text), or JSON.
+    """Follow the transcripts: one line each (local time, call, stream, language, text), or JSON;
+    or, with --translations or --speech, what the translation and speech agents publish.
 
     Starts at new transcripts unless --from-beginning or --since. Ctrl-C stops it (exit 0).
     """
@@ -343,15 +366,28 @@ def tail(
         raise typer.BadParameter("use --since or --from-beginning, not both", param_hint="--since")
     if partial_topic is not None and not partials:
         raise typer.BadParameter("--partial-topic needs --partials", param_hint="--partial-topic")
-    settings = load_settings(kafka_bootstrap_servers=bootstrap, transcript_topic=topic, partial_topic=partial_topic)
-    topics = [settings.transcript_topic, settings.partial_topic] if partials else [settings.transcript_topic]
+    if partials + translations + speech > 1:
+        raise typer.BadParameter("use one of --partials, --translations, --speech", param_hint="--translations")
+    settings = load_settings(kafka_bootstrap_servers=bootstrap, partial_topic=partial_topic,
+                             **{("translation_topic" if translations else "speech_topic" if speech
+                                 else "transcript_topic"): topic})
+    codec = AvroCodec(settings.schema_registry_url or None)
+    if translations or speech:
+        topics = [settings.translation_topic if translations else settings.speech_topic]
+        decode = codec.decode_translation if translations else codec.decode_chunk
+    else:
+        topics = [settings.transcript_topic, settings.partial_topic] if partials else [settings.transcript_topic]
+        decode = codec.decode_transcript
     reader = None
     try:
         reader = TranscriptTail(settings.kafka_bootstrap_servers, topics,
                                 start=start_at or ("beginning" if from_beginning else "end"),
-                                codec=AvroCodec(settings.schema_registry_url or None), timeout=timeout,
-                                extra_config=confluent_config(settings))
-        _show_transcripts(reader.follow(idle_exit_s=idle_exit, call_id=call), as_json, partials)
+                                codec=codec, timeout=timeout, extra_config=confluent_config(settings), decode=decode)
+        records = reader.follow(idle_exit_s=idle_exit, call_id=call)
+        if translations or speech:
+            _show_downstream(records, as_json, speech)
+        else:
+            _show_transcripts(records, as_json, partials)
     except TailError as error:
         raise CliFailure(str(error)) from None
     except KafkaException as error:  # e.g. the time seek (offsets_for_times) in the assignment

@@ -50,6 +50,9 @@ class Settings:
                              doc="Topic of interim Transcript events (is_final false) while people speak")
     translation_topic: str = env("CALLSTT_TRANSLATION_TOPIC", default="callstt.translations",
                                  doc="Topic of Translation events (the translation agent's output)")
+    partial_translation_topic: str = env("CALLSTT_PARTIAL_TRANSLATION_TOPIC", default="callstt.translations.partial",
+                                         doc="Topic of interim Translation events (is_final false): the stable "
+                                             "words of interim transcripts, for calls that ask for them")
     speech_topic: str = env("CALLSTT_SPEECH_TOPIC", default="callstt.speech",
                             doc="Topic of synthesized speech (AudioChunk events of the translated legs, "
                                 "e.g. stream caller>pt)")
@@ -174,11 +177,22 @@ class Settings:
     translate_to: str = env("CALLSTT_TRANSLATE_TO", default="",
                             doc="Languages (ISO 639-1, comma-separated) the translation agent translates final "
                                 "transcripts into when a call's settings name none; empty: none")
+    translate_interims: bool = env("CALLSTT_TRANSLATE_INTERIMS", default=False,
+                                   doc="Also translate the stable words of interim transcripts as they grow, "
+                                       "when a call's settings do not say (translate_interims)")
     translation_backends: str = env("CALLSTT_TRANSLATION_BACKENDS", default="bergamot",
                                     doc="Translation backends, in order of preference (bergamot: the packaged "
-                                        "English<->Portuguese models)")
+                                        "English<->Portuguese models; ctranslate2: the models of "
+                                        "CALLSTT_CT2_TRANSLATION_DIR)")
+    ct2_translation_dir: str = env("CALLSTT_CT2_TRANSLATION_DIR", default="",
+                                   doc="Directory of CTranslate2 translation models, one folder per model "
+                                       "(NLLB-200, M2M-100, opus-mt converted with ct2-transformers-converter); "
+                                       "used by the ctranslate2 translation backend")
     translator_web_port: int = env("CALLSTT_TRANSLATOR_WEB_PORT", default=6067,
                                    doc="The translation agent's web server port (/health, /metrics)")
+    speech_voices: str = env("CALLSTT_SPEECH_VOICES", default="",
+                             doc="The speech agent's voice per language, comma-separated language=engine "
+                                 "(en=piper:joe, en=piper:/voices/x.onnx, pt=espeak-ng); espeak-ng for the rest")
     speaker_web_port: int = env("CALLSTT_SPEAKER_WEB_PORT", default=6068,
                                 doc="The speech agent's web server port (/health, /metrics)")
     idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
@@ -250,12 +264,12 @@ class Settings:
     @property
     def language_list(self) -> tuple[str, ...]:
         """CALLSTT_LANGUAGES as codes: "vi, EN" -> ("vi", "en")."""
-        return tuple(code.strip().lower() for code in self.languages.split(",") if code.strip())
+        return language_codes(self.languages)
 
     @property
     def translate_to_list(self) -> tuple[str, ...]:
         """CALLSTT_TRANSLATE_TO as codes: "pt, EN" -> ("pt", "en")."""
-        return tuple(code.strip().lower() for code in self.translate_to.split(",") if code.strip())
+        return language_codes(self.translate_to)
 
     @property
     def hotword_list(self) -> tuple[str, ...]:
@@ -273,6 +287,11 @@ class Settings:
     def describe(self) -> dict[str, Any]:
         """Settings as a dict for logs and web pages; values that look secret are masked."""
         return {f.name: ("***" if _looks_secret(f.name) else getattr(self, f.name)) for f in fields(self)}
+
+
+def language_codes(text: str) -> tuple[str, ...]:
+    """A comma-separated list of language codes as lower-case codes: "vi, EN" -> ("vi", "en")."""
+    return tuple(code.strip().lower() for code in text.split(",") if code.strip())
 
 
 def _convert(raw: str, kind: type, name: str) -> Any:

@@ -45,7 +45,8 @@ def build_call_settings(call_id: str, languages: str | None = None, hotwords: st
                         initial_prompt: str | None = None, redact: str | None = None,
                         stream_languages: dict[str, str] | None = None, stream_hotwords: dict[str, str] | None = None,
                         stream_prompts: dict[str, str] | None = None, translate_to: str | None = None,
-                        stream_translate_to: dict[str, str] | None = None) -> CallSettings:
+                        stream_translate_to: dict[str, str] | None = None,
+                        translate_interims: bool | None = None) -> CallSettings:
     """A CallSettings record from command-line style values (comma-separated lists; None: not set)."""
     stream_languages, stream_hotwords, stream_prompts = stream_languages or {}, stream_hotwords or {}, stream_prompts or {}
     stream_translate_to = stream_translate_to or {}
@@ -56,7 +57,8 @@ def build_call_settings(call_id: str, languages: str | None = None, hotwords: st
                     for stream_id in sorted({*stream_languages, *stream_hotwords, *stream_prompts, *stream_translate_to}))
     return CallSettings(call_id=call_id, languages=split_list(languages), hotwords=split_list(hotwords),
                         initial_prompt=initial_prompt, redact=split_list(redact), streams=streams,
-                        updated_ts_ms=int(time.time() * 1000), translate_to=split_list(translate_to))
+                        updated_ts_ms=int(time.time() * 1000), translate_to=split_list(translate_to),
+                        translate_interims=translate_interims)
 
 
 def publish_call_settings(settings: Settings, record: CallSettings | None, call_id: str | None = None,

@@ -19,6 +19,11 @@ datetime to start at.
 utterance whose final has not come), `show_live` draws them in place on a terminal (rich),
 `plain_lines` writes them as lines when the output is piped.
 
+`callstt tail --translations` follows the translation topic instead (a TranscriptTail that
+decodes Translation records; `format_translation` writes each as a line), and `callstt tail
+--speech` the speech topic: `spoken_utterances` sums each translated utterance's synthesized
+chunks (a repeated chunk counted once) and `format_spoken` writes the sum as a line.
+
     with TranscriptTail("127.0.0.1:9092", "callstt.transcripts", start=parse_since("10m")) as tail:
         for transcript in tail.follow(idle_exit_s=30):
             print(transcript.text)
@@ -30,8 +35,8 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +44,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Topic
 
 from schemas.codec import AvroCodec
 from schemas.errors import CallsttError
-from schemas.records import Transcript
+from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus
 from streams.client.reader import TranscriptReader, topic_list
 from streams.client.publishing import ClientErrors, PublishError, check_topic
 
@@ -89,16 +94,19 @@ class TranscriptTail(TranscriptReader):
     `start`: "beginning", "end" (only transcripts from now on) or a datetime. The consumer has
     its own throw-away group and never commits. Raises `TailError` if the broker does not
     answer within `timeout` s or the topic (or one of several: `topic` may be a list) does not exist.
+    `decode`: how a record's value becomes what `follow` yields (default: a Transcript;
+    `codec.decode_translation`, `codec.decode_chunk` for the other topics).
     """
 
     def __init__(self, bootstrap_servers: str, topic: str | Sequence[str], start: str | datetime = "end",
                  codec: AvroCodec | None = None, timeout: float = 10.0,
-                 extra_config: dict[str, Any] | None = None) -> None:
+                 extra_config: dict[str, Any] | None = None, decode: Callable[[bytes], Any] | None = None) -> None:
         # Not TranscriptReader.__init__: that subscribes at once with a fixed configuration; here the
         # client must be quiet and the subscription needs an on_assign callback for the time seek.
         if isinstance(start, str) and start not in ("beginning", "end"):
             raise ValueError(f"start must be 'beginning', 'end' or a datetime, not {start!r}")
         self.codec = codec or AvroCodec()
+        self._decode = decode  # TranscriptReader.decode: a Transcript unless given
         topics = topic_list(topic)
         self.topic = ", ".join(topics)  # for messages
         self.timeout = timeout
@@ -168,6 +176,76 @@ def format_transcript(transcript: Transcript) -> str:
     if not transcript.is_final:
         text = f"~ {text}"
     return f"{moment}  {transcript.call_id}  {transcript.stream_id}  {transcript.language}  {text}"
+
+
+# --- translations and speech: `callstt tail --translations | --speech` --------------------------
+
+def format_translation(translation: Translation) -> str:
+    """One human line: local time it was produced, call, stream, utterance, language pair, text;
+    a translation that is not a plain OK says what it is (`[passthrough]`, `[unsupported_pair]`:
+    no text, no backend covers the pair)."""
+    moment = datetime.fromtimestamp(translation.produced_ts_ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
+    text = " ".join(translation.text.split())
+    if translation.status is not TranslationStatus.OK:
+        text = f"[{translation.status.value.lower()}] {text}".rstrip()
+    return (f"{moment}  {translation.call_id}  {translation.stream_id}  #{translation.utterance_index}  "
+            f"{translation.source_language}->{translation.target_language}  {text}")
+
+
+@dataclass(slots=True)
+class SpokenUtterance:
+    """The synthesized speech of one translated utterance so far: its chunks (each sequence number
+    once) and their audio's length."""
+
+    call_id: str
+    stream_id: str  # the translated leg: `caller>pt`
+    utterance_index: int
+    language: str | None = None
+    seqs: set[int] = field(default_factory=set)
+    seconds: float = 0.0
+
+    def add(self, chunk: AudioChunk) -> None:
+        if chunk.seq not in self.seqs:  # a repeat (after a speaker's crash) is the same chunk
+            self.seqs.add(chunk.seq)
+            self.seconds += chunk.duration_ms / 1000
+
+    @property
+    def chunks(self) -> int:
+        return len(self.seqs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "stream_id": self.stream_id, "utterance_index": self.utterance_index,
+                "language": self.language, "chunks": self.chunks, "seconds": round(self.seconds, 3)}
+
+
+def spoken_utterances(chunks: Iterable[AudioChunk]) -> Iterator[SpokenUtterance]:
+    """The speech chunks summed per translated utterance (streams/speech/core.py numbers an
+    utterance's chunks from utterance_index * SEQ_PER_UTTERANCE). An utterance is yielded once
+    its leg's next utterance starts (the speaker finishes one before the next), the rest when
+    `chunks` ends, in the order they started."""
+    from streams.speech.core import SEQ_PER_UTTERANCE
+
+    open_: dict[tuple[str, str], SpokenUtterance] = {}  # per leg: the utterance being spoken
+    finished: dict[tuple[str, str], int] = {}  # per leg: the last utterance yielded (a late repeat is not news)
+    for chunk in chunks:
+        leg, index = (chunk.call_id, chunk.stream_id), chunk.seq // SEQ_PER_UTTERANCE
+        if index <= finished.get(leg, -1):
+            continue
+        current = open_.get(leg)
+        if current is not None and current.utterance_index != index:
+            finished[leg] = current.utterance_index
+            yield open_.pop(leg)
+            current = None
+        if current is None:
+            current = open_[leg] = SpokenUtterance(chunk.call_id, chunk.stream_id, index, chunk.language)
+        current.add(chunk)
+    yield from open_.values()
+
+
+def format_spoken(utterance: SpokenUtterance) -> str:
+    """One line: call, leg, utterance, chunks and seconds of audio."""
+    return (f"{utterance.call_id}  {utterance.stream_id}  #{utterance.utterance_index}  "
+            f"{utterance.chunks} chunk{'' if utterance.chunks == 1 else 's'}  {utterance.seconds:.2f} s")
 
 
 # --- interims: `callstt tail --partials` ---------------------------------------------------------

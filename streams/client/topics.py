@@ -28,7 +28,7 @@ def control_topic(settings: Settings) -> str:
 
 def project_topics(settings: Settings) -> list[TopicSpec]:
     """Audio keeps 7 days for replay; transcripts 30; interim transcripts 1 hour (their finals
-    replace them within seconds); translations 30 days; synthesized speech 1 day; dead letters 14 for inspection. Call settings
+    replace them within seconds); translations 30 days, interim ones 1 hour; synthesized speech 1 day; dead letters 14 for inspection. Call settings
     are compacted (the latest record per call is kept) and co-partitioned with the audio, so a
     call's settings reach the worker that reads its audio; a call's settings go 7 days after
     its tombstone, or CALLSTT_CALL_SETTINGS_TTL_S (30 days) after the last write (compact,delete),
@@ -49,6 +49,8 @@ when the workers forget them too."""
                   {"retention.ms": str(3600 * 1000), "min.insync.replicas": "1"}),
         TopicSpec(settings.translation_topic, partitions, replication,
                   {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr}),
+        TopicSpec(settings.partial_translation_topic, partitions, replication,  # like the interims they translate
+                  {"retention.ms": str(3600 * 1000), "min.insync.replicas": "1"}),
         TopicSpec(settings.speech_topic, partitions, replication,  # played back at once: a day is plenty
                   {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr}),
         TopicSpec(settings.dead_letter_topic, 1, replication,

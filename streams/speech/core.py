@@ -34,7 +34,8 @@ def leg(translation: Translation) -> str:
 
 
 def worth_speaking(translation: Translation) -> bool:
-    return translation.status in (TranslationStatus.OK, TranslationStatus.PASSTHROUGH) and bool(translation.text.strip())
+    """A final translation with text (interim ones change within a second: not spoken)."""
+    return translation.is_final and translation.status in (TranslationStatus.OK, TranslationStatus.PASSTHROUGH) and bool(translation.text.strip())
 
 
 def sentences_to_speak(translation: Translation) -> list[str]:

@@ -1,13 +1,16 @@
-"""The translation agent's Faust app: final transcripts in, Translation events out.
+"""The translation agent's Faust app: transcripts in, Translation events out.
 
-Its own consumer group (`<app id>-translate`), so translation scales apart from transcription.
-It reads the transcript topic and the call-settings topic (both keyed by call ID with the same
-partition count, so a call's settings and transcripts meet in one partition) and keeps each
-call's settings in a table. For each final transcript (interims are left to live views): the
-target languages (streams/translation/core.py), the translations in a thread (the backends of
-models/translation.py), the events published and acknowledged before the next record is
-taken, so a crash repeats a transcript's translations (same translation_id), never skips them.
-Undecodable records go to the dead-letter topic with their reason, and the agent goes on.
+A downstream agent (streams/downstream.py: its own consumer group `<app id>-translate`, so
+translation scales apart from transcription; one record at a time, each acknowledged before the
+next, a failure retried, never skipped; dead letters; /health and /metrics). It reads the
+transcript topic, the partial (interim) transcript topic and the call-settings topic (all keyed
+by call ID with the same partition count, so a call's settings and transcripts meet in one
+partition) and keeps each call's settings in a table (its changelog acknowledged before the next
+record). For each final transcript: the target languages (streams/translation/core.py), the
+translations in a thread (the backends of models/translation.py), the events published and
+acknowledged before the next record is taken, so a crash repeats a transcript's translations
+(same translation_id), never skips them. For each interim transcript of a call that asks for it
+(`translate_interims`): its stable words, when they grew, to the partial translation topic.
 """
 
 from __future__ import annotations
@@ -15,17 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import faust
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from schemas.codec import AvroCodec, DecodeError
-from streams.client.kafka import faust_broker_config
+from schemas.codec import AvroCodec
+from streams.downstream import DeadLetters, downstream_app, register_pages, run_downstream, until_done
 from streams.settings import Settings
-from streams.translation.core import targets_for, translate
-from streams.worker.agent import dead_letter_headers
+from streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
+from streams.worker.faust_compat import AcknowledgedTable
 
 log = logging.getLogger("callstt.translator")
 
@@ -39,27 +41,24 @@ TRANSCRIPT_TO_TRANSLATION = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=REGISTRY)
 RECORDS = Counter("callstt_translator_records_total", "Records read: transcripts (final, interim), call settings "
                   "(set, cleared), dead letters", ["kind"], registry=REGISTRY)
-
-
-def translator_faust_app(settings: Settings) -> faust.App:
-    """Its own app id (so its own consumer group), data folder and web port."""
-    return faust.App(
-        f"{settings.app_id}-translate", **faust_broker_config(settings),
-        store="rocksdb://", datadir=str(Path(settings.data_dir) / "translate"),
-        topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication,
-        key_serializer="raw", value_serializer="raw", topic_disable_leader=True,
-        web_host=settings.web_host, web_bind=settings.web_host, web_port=settings.translator_web_port,
-        web_enabled=True)
+INTERIM_TRANSLATIONS = Counter("callstt_interim_translations_total", "Interim translations published (the stable "
+                               "words of interim transcripts), by target language", ["target"], registry=REGISTRY)
+FAILURES = Counter("callstt_translator_failures_total", "Records whose handling failed and was retried",
+                   registry=REGISTRY)
 
 
 def create_translation_app(settings: Settings, load_router) -> faust.App:
-    app = translator_faust_app(settings)
-    source = app.topic(settings.transcript_topic, settings.call_settings_topic, partitions=settings.topic_partitions)
-    translations, dead_letters = app.topic(settings.translation_topic), app.topic(settings.dead_letter_topic)
-    call_settings = app.Table("call-settings", default=None, partitions=settings.topic_partitions,
-                              key_type=bytes, value_type=bytes)
+    app = downstream_app(settings, "translate", settings.translator_web_port, store="rocksdb://")
+    source = app.topic(settings.transcript_topic, settings.partial_topic, settings.call_settings_topic,
+                       partitions=settings.topic_partitions)
+    outputs = {True: app.topic(settings.translation_topic), False: app.topic(settings.partial_translation_topic)}
+    dead_letters = DeadLetters(app, settings, RECORDS.labels("dead_letter"), log)
+    call_settings = app.tables.add(AcknowledgedTable(app, name="call-settings", default=None, beacon=app.tables.beacon,
+                                                     partitions=settings.topic_partitions, key_type=bytes,
+                                                     value_type=bytes))
     codec = AvroCodec(settings.schema_registry_url or None)
     backend_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="translate")
+    prefixes = StablePrefixes()
     loaded: dict[str, Any] = {}
     ready = asyncio.Event()
 
@@ -69,90 +68,69 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
         ready.set()
         log.info("translation backends loaded: %s", loaded["router"].describe())
 
-    async def dead_letter(message: Any, reason: str, detail: str) -> None:
-        RECORDS.labels("dead_letter").inc()
-        log.warning("dead-letter %s: %s (topic %s offset %s)", reason, detail, message.topic, message.offset)
-        await (await dead_letters.send(key=message.key, value=message.value,
-                                       headers=dead_letter_headers(message, reason, detail)))
-
     async def keep_settings(message: Any) -> None:
         if message.value is None:
             call_settings.pop(message.key, None)
             RECORDS.labels("settings_cleared").inc()
-            return
-        try:
-            codec.decode_call_settings(message.value)
-        except DecodeError as error:
-            await dead_letter(message, error.reason, str(error))
-            return
-        call_settings[message.key] = message.value
-        RECORDS.labels("settings_set").inc()
+        elif await dead_letters.decode(message, codec.decode_call_settings) is not None:
+            call_settings[message.key] = message.value
+            RECORDS.labels("settings_set").inc()
+        await call_settings.changes_acknowledged()  # in the changelog before the record may be committed
 
     async def translate_transcript(message: Any) -> None:
-        try:
-            transcript = codec.decode_transcript(message.value)
-        except DecodeError as error:
-            await dead_letter(message, error.reason, str(error))
+        transcript = await dead_letters.decode(message, codec.decode_transcript)
+        if transcript is None:
             return
-        if not transcript.is_final:
-            RECORDS.labels("interim").inc()
-            return
-        RECORDS.labels("final").inc()
+        RECORDS.labels("final" if transcript.is_final else "interim").inc()
         raw = call_settings.get(message.key) if message.key else None
-        targets = targets_for(transcript, codec.decode_call_settings(raw) if raw else None, settings.translate_to_list)
-        if not targets:
+        options = codec.decode_call_settings(raw) if raw else None
+        if transcript.is_final:
+            prefixes.close(transcript)
+        elif not (interims_wanted(options, settings.translate_interims) and prefixes.grew(transcript)):
             return
-        events = await asyncio.get_running_loop().run_in_executor(backend_thread, translate, transcript, targets,
-                                                                  loaded["router"])
-        sent = [(event, await translations.send(key=transcript.call_id.encode(),
-                                                value=codec.encode_translation(event, settings.translation_topic)))
+        targets = targets_for(transcript, options, settings.translate_to_list)
+        if targets:
+            events = await asyncio.get_running_loop().run_in_executor(backend_thread, translate, transcript, targets,
+                                                                      loaded["router"])
+            await publish(events, outputs[transcript.is_final])
+
+    async def publish(events: list, topic: Any) -> None:
+        name = topic.get_topic_name()
+        sent = [(event, await topic.send(key=event.call_id.encode(), value=codec.encode_translation(event, name)))
                 for event in events]
         for event, acknowledged in sent:
             await acknowledged
-            TRANSLATIONS.labels(event.status.value.lower(), event.target_language).inc()
-            TRANSLATION_SECONDS.observe(event.translation_ms / 1000)
-            TRANSCRIPT_TO_TRANSLATION.observe(max(event.produced_ts_ms - event.transcript_produced_ts_ms, 0) / 1000)
-            log.info("translation call=%s stream=%s #%d %s->%s [%s] %s", event.call_id, event.stream_id,
-                     event.utterance_index, event.source_language, event.target_language, event.status.value,
-                     event.text)
+            observe(event)
 
     @app.agent(source, concurrency=1)
     async def translate_agent(stream):
         await ready.wait()  # records wait in the consumer meanwhile
         async for event in stream.events():  # one at a time: acknowledged before the next is taken
-            message = event.message
-            if message.topic == settings.call_settings_topic:
-                await keep_settings(message)
-            else:
-                await translate_transcript(message)
+            handle = keep_settings if event.message.topic == settings.call_settings_topic else translate_transcript
+            await until_done(handle, event.message, log, FAILURES)
 
-    register_pages(app, ready, loaded)
+    def health() -> dict[str, Any] | str:  # 503 while the backends load
+        return loaded["router"].describe() if ready.is_set() else "translation backends loading"
+
+    register_pages(app, "callstt-translator", REGISTRY, health)
     return app
 
 
-def register_pages(app: faust.App, ready: asyncio.Event, loaded: dict[str, Any]) -> None:
-    """/health (503 while the backends load) and /metrics (this agent's own registry)."""
-
-    @app.page("/health")
-    async def health(web, request):
-        if not ready.is_set():
-            return web.json({"service": "callstt-translator", "status": "starting",
-                              "reason": "translation backends loading"}, status=503)
-        return web.json({"service": "callstt-translator", "status": "ok", **loaded["router"].describe()})
-
-    @app.page("/metrics")
-    async def metrics_page(web, request):
-        return web.bytes(generate_latest(REGISTRY), content_type="text/plain; version=0.0.4")
+def observe(event: Any) -> None:
+    """A translation acknowledged: counted, timed, logged."""
+    if not event.is_final:
+        INTERIM_TRANSLATIONS.labels(event.target_language).inc()
+        return
+    TRANSLATIONS.labels(event.status.value.lower(), event.target_language).inc()
+    TRANSLATION_SECONDS.observe(event.translation_ms / 1000)
+    TRANSCRIPT_TO_TRANSLATION.observe(max(event.produced_ts_ms - event.transcript_produced_ts_ms, 0) / 1000)
+    log.info("translation call=%s stream=%s #%d %s->%s [%s] %s", event.call_id, event.stream_id,
+             event.utterance_index, event.source_language, event.target_language, event.status.value, event.text)
 
 
 def run_translator(settings: Settings) -> None:
     from models.translation import load_translation_router
-    from streams.client.topics import ensure_topics
 
-    ensure_topics(settings)
-    (Path(settings.data_dir) / "translate").mkdir(parents=True, exist_ok=True)  # Faust expects its data folder
-    app = create_translation_app(settings, lambda: load_translation_router(settings.translation_backends))
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
-    log.info("translator web pages on http://%s:%d/ (health: /health, metrics: /metrics)", settings.web_host,
-             settings.translator_web_port)
-    worker.execute_from_commandline()
+    run_downstream(settings, create_translation_app(
+        settings, lambda: load_translation_router(settings.translation_backends,
+                                                  ct2_dir=settings.ct2_translation_dir or None)), "translator")

@@ -95,6 +95,10 @@ class WorkerSubprocess:
         return f"{self.name}.translations"
 
     @property
+    def partial_translation_topic(self) -> str:
+        return f"{self.name}.translations.partial"
+
+    @property
     def speech_topic(self) -> str:
         return f"{self.name}.speech"
 
@@ -119,6 +123,7 @@ class WorkerSubprocess:
             "CALLSTT_TRANSCRIPT_TOPIC": self.transcript_topic,
             "CALLSTT_PARTIAL_TOPIC": self.partial_topic,
             "CALLSTT_TRANSLATION_TOPIC": self.translation_topic,
+            "CALLSTT_PARTIAL_TRANSLATION_TOPIC": self.partial_translation_topic,
             "CALLSTT_DEAD_LETTER_TOPIC": self.dead_letter_topic,
             "CALLSTT_CALL_SETTINGS_TOPIC": self.call_settings_topic,
             "CALLSTT_TOPIC_PARTITIONS": "3",

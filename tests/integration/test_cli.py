@@ -107,7 +107,7 @@ def own_topics(kafka_bootstrap: str) -> dict[str, str]:
                      CALLSTT_DEAD_LETTER_TOPIC=f"{name}.dead-letter", CALLSTT_CALL_SETTINGS_TOPIC=f"{name}.call-settings",
                      CALLSTT_PARTIAL_TOPIC=f"{name}.transcripts.partial",
                      CALLSTT_TRANSLATION_TOPIC=f"{name}.translations", CALLSTT_SPEECH_TOPIC=f"{name}.speech",
-                     CALLSTT_TOPIC_PARTITIONS="3")
+                     CALLSTT_PARTIAL_TRANSLATION_TOPIC=f"{name}.translations.partial", CALLSTT_TOPIC_PARTITIONS="3")
 
 
 def read_audio_topic(bootstrap: str, topic: str, expected_chunks: int, timeout: float = 30) -> list:
@@ -186,7 +186,7 @@ def test_topics_create_then_describe(kafka_bootstrap):
     name = env["CALLSTT_APP_ID"]
     expected = {f"{name}.audio": 3, f"{name}-control": 3, f"{name}.transcripts": 3, f"{name}.dead-letter": 1,
                 f"{name}.call-settings": 3, f"{name}.transcripts.partial": 3, f"{name}.translations": 3,
-                f"{name}.speech": 3}
+                f"{name}.translations.partial": 3, f"{name}.speech": 3}
 
     before = ok(callstt("topics", "describe", env=env)).stdout
     assert all(f"{topic}" in before and "missing" in before for topic in expected)
@@ -206,6 +206,7 @@ def test_topics_create_then_describe(kafka_bootstrap):
     assert rows[f"{name}.audio"]["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert rows[f"{name}.transcripts"]["retention.ms"] == str(30 * 24 * 3600 * 1000)
     assert rows[f"{name}.transcripts.partial"]["retention.ms"] == str(3600 * 1000)  # interims: a live feature
+    assert rows[f"{name}.translations.partial"]["retention.ms"] == str(3600 * 1000)
 
 
 def test_topics_describe_shows_the_workers_changelog(worker):

@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 import uuid
 
+import httpx
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
 from schemas.codec import AvroCodec
-from schemas.records import CallSettings, StreamSettings, Transcript, TranslationStatus, transcript_id
+from schemas.records import (CallSettings, StreamSettings, Transcript, Translation, TranslationStatus, transcript_id,
+                             translation_id)
 from streams.client.topics import ensure_topics
 from tests.pipeline import WorkerProcess
 
@@ -30,9 +32,10 @@ def translator(kafka_bootstrap, tmp_path_factory):
 
 
 def final(call_id: str, text: str, language: str, index: int = 0, stream_id: str = "caller",
-          is_final: bool = True) -> Transcript:
+          is_final: bool = True, revision: int = 0, stable_text: str = "") -> Transcript:
     return Transcript(transcript_id=transcript_id(call_id, stream_id, index), call_id=call_id, stream_id=stream_id,
-                      utterance_index=index, is_final=is_final, text=text, language=language, language_probability=0.9,
+                      utterance_index=index, is_final=is_final, revision=revision, stable_text=stable_text,
+                      stable_word_count=len(stable_text.split()), text=text, language=language, language_probability=0.9,
                       start_ms=0, end_ms=2000, model_name="base", backend="faster-whisper", avg_logprob=-0.2,
                       no_speech_prob=0.01, last_audio_capture_ts_ms=int(time.time() * 1000),
                       last_audio_received_ts_ms=int(time.time() * 1000), produced_ts_ms=int(time.time() * 1000))
@@ -57,14 +60,16 @@ def set_call_settings(translator, settings: CallSettings) -> None:
         time.sleep(0.2)
 
 
-def translations(translator, call_ids: set[str], expected: int, timeout: float = 90.0) -> list:
+def translations(translator, call_ids: set[str], expected: int, timeout: float = 90.0, topic: str | None = None) -> list:
+    """The translations of these calls (on `topic`, default the final translation topic) once
+    `expected` distinct records arrived (by id and revision), and whatever follows within 2 s."""
     consumer = Consumer({"bootstrap.servers": translator.bootstrap, "group.id": f"t-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([translator.translation_topic])
+    consumer.subscribe([topic or translator.translation_topic])
     codec, found = AvroCodec(), []
     deadline = time.monotonic() + timeout
     try:
-        while time.monotonic() < deadline and len({t.translation_id for t in found}) < expected:
+        while time.monotonic() < deadline and len({(t.translation_id, t.revision) for t in found}) < expected:
             message = consumer.poll(0.5)
             if message is None or message.error():
                 continue
@@ -129,24 +134,31 @@ def test_finals_are_translated_per_call_settings_unsupported_pairs_are_said_and_
 def speaker(translator, tmp_path_factory):
     """The speech agent on the translator's topics (the same name: the same topic names)."""
     process = WorkerProcess(translator.bootstrap, tmp_path_factory.mktemp("speaker"), name=translator.name,
-                            command="speaker").start()
+                            command="speaker", extra_env={"CALLSTT_SPEECH_VOICES": "en=piper:joe"}).start()
     yield process
     process.stop()
 
 
-def speech_chunks(speaker, call_id: str, timeout: float = 90.0, idle_s: float = 5.0) -> list:
+def speech_chunks(speaker, call_ids: str | set[str], timeout: float = 90.0, idle_s: float = 5.0,
+                  expected: set[tuple[str, str, int]] | None = None) -> list:
+    """The chunks of these calls on the speech topic, in arrival order: read until `idle_s` passed
+    without a new one (after the first; with `expected`, a set of (call, leg, seq), only once all of
+    those arrived), or `timeout`."""
+    call_ids = {call_ids} if isinstance(call_ids, str) else call_ids
     consumer = Consumer({"bootstrap.servers": speaker.bootstrap, "group.id": f"s-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([speaker.speech_topic])
-    codec, chunks = AvroCodec(), []
+    codec, chunks, seen = AvroCodec(), [], set()
     deadline, last = time.monotonic() + timeout, None
     try:
-        while time.monotonic() < deadline and (last is None or time.monotonic() - last < idle_s):
+        while time.monotonic() < deadline and (last is None or time.monotonic() - last < idle_s
+                                               or (expected is not None and not expected <= seen)):
             message = consumer.poll(0.5)
             if message is not None and not message.error():
                 chunk = codec.decode_chunk(message.value())
-                if chunk.call_id == call_id:
+                if chunk.call_id in call_ids:
                     chunks.append(chunk)
+                    seen.add((chunk.call_id, chunk.stream_id, chunk.seq))
                     last = time.monotonic()
     finally:
         consumer.close()
@@ -184,6 +196,57 @@ def test_an_english_transcript_with_target_pt_comes_back_as_portuguese_speech(tr
     assert cer <= 0.4 and wer < 0.9
 
 
+def test_interims_of_a_call_that_asks_are_translated_by_their_stable_words_as_they_grow(translator):
+    """Interim transcripts on the partial topic: the call whose settings ask gets one interim
+    translation each time the stable prefix grows (with the interim's revision and its final's
+    translation_id) on the partial translation topic, and the final on the final topic; a call
+    that does not ask gets its final only."""
+    asked, quiet = f"interims-{uuid.uuid4().hex[:6]}", f"finals-{uuid.uuid4().hex[:6]}"
+    set_call_settings(translator, CallSettings(call_id=asked, translate_to=("pt",), translate_interims=True))
+    words = "Please call me back tomorrow morning."
+    steps = [(1, "Please call", ""), (2, "Please call me back", "Please call me"),
+             (3, "Please call me back tomorrow", "Please call me"), (4, "Please call me back tomorrow mor",
+                                                                     "Please call me back tomorrow")]
+    codec, partial = AvroCodec(), translator.partial_topic
+    for call_id in (asked, quiet):
+        produce(translator, partial, [(call_id, codec.encode_transcript(
+            final(call_id, text, "en", is_final=False, revision=revision, stable_text=stable), partial))
+            for revision, text, stable in steps])
+        produce(translator, translator.transcript_topic,
+                [(call_id, codec.encode_transcript(final(call_id, words, "en"), translator.transcript_topic))])
+    finals = translations(translator, {asked, quiet}, expected=2)
+    interims = translations(translator, {asked, quiet}, expected=2, topic=translator.partial_translation_topic)
+    assert {t.call_id for t in finals} == {asked, quiet} and all(t.is_final for t in finals)
+    assert [(t.call_id, t.revision, t.is_final) for t in interims] == [(asked, 2, False), (asked, 4, False)]
+    final_id = next(t.translation_id for t in finals if t.call_id == asked)
+    assert {t.translation_id for t in interims} == {final_id}
+    assert "amanhã" not in interims[0].text.lower() and "amanhã" in interims[1].text.lower()
+
+
+def test_a_translation_into_english_is_spoken_by_the_packaged_piper_voice(translator, speaker, base_model):
+    """CALLSTT_SPEECH_VOICES=en=piper:joe (the optional Piper extra and its packaged English voice):
+    the speaker says so on /health, and its speech transcribes back to the translation's words."""
+    from models.scoring import word_error_rate
+    from schemas.records import Translation, translation_id
+
+    health = httpx.get(f"http://127.0.0.1:{speaker.web_port}/health", timeout=5).json()
+    assert health["voices"] == {"en": "piper en_US-joe-medium"} and health["other_languages"] == "espeak-ng"
+    call_id = f"piper-{uuid.uuid4().hex[:6]}"
+    text = "Thank you for calling. I would like to book a table for two people."
+    record = Translation(translation_id=translation_id("t", "en"), transcript_id="t", call_id=call_id,
+                         stream_id="agent", utterance_index=0, source_language="pt", target_language="en",
+                         status=TranslationStatus.OK, text=text, backend="bergamot",
+                         transcript_produced_ts_ms=int(time.time() * 1000), produced_ts_ms=int(time.time() * 1000))
+    produce(translator, translator.translation_topic,
+            [(call_id, AvroCodec().encode_translation(record, translator.translation_topic))])
+    chunks = speech_chunks(speaker, call_id)
+    assert chunks and {c.stream_id for c in chunks} == {"agent>en"}
+    audio = np.concatenate([np.frombuffer(c.payload, dtype="<i2").astype(np.float32) / 32767 for c in chunks])
+    heard = base_model.transcribe(audio, language="en").text
+    print(f"Piper said {text!r}; heard back {heard!r}")
+    assert word_error_rate([text], [heard]) <= 0.1
+
+
 def test_a_sigkilled_translator_loses_no_translation_and_repeats_only_with_the_same_ids(kafka_bootstrap, tmp_path):
     """A backlog of transcripts, the translator killed once it has started on them, a replacement
     started: every transcript ends up translated; duplicates carry the same translation_id."""
@@ -212,3 +275,61 @@ def test_a_sigkilled_translator_loses_no_translation_and_repeats_only_with_the_s
     assert set(by_transcript) == {t.transcript_id for t in records}  # nothing lost
     assert all(len(ids) == 1 for ids in by_transcript.values())  # a repeat has the same id
     print(f"{len(found)} translations for {len(records)} transcripts ({len(found) - len(records)} repeated)")
+
+
+def translation(call_id: str, text: str, index: int, target: str = "pt", stream_id: str = "caller") -> Translation:
+    """An OK Translation as the translator publishes it (no sentence alignment: spoken as one piece)."""
+    source = transcript_id(call_id, stream_id, index)
+    return Translation(translation_id=translation_id(source, target), transcript_id=source, call_id=call_id,
+                       stream_id=stream_id, utterance_index=index, source_language="en", target_language=target,
+                       status=TranslationStatus.OK, text=text, backend="test",
+                       transcript_produced_ts_ms=1_795_000_000_000, produced_ts_ms=int(time.time() * 1000))
+
+
+def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(kafka_bootstrap, tmp_path):
+    """A backlog of translations, the speaker killed while it speaks them (some chunks out, not
+    all), a replacement started: every translation ends up with all its chunks (per utterance the
+    sequence numbers utterance_index * 100000 + 0..n-1, no hole); a chunk published twice has the
+    same sequence number and the same audio both times."""
+    from models.synth import synthesize
+    from streams.speech.core import SEQ_PER_UTTERANCE, leg
+    from streams.speech.core import speech_chunks as chunks_of
+
+    worker = WorkerProcess(kafka_bootstrap, tmp_path, command="speaker",
+                           extra_env={"CALLSTT_KAFKA_SESSION_TIMEOUT_S": "10"})
+    ensure_topics(worker.settings())
+    codec, topic = AvroCodec(), worker.translation_topic
+    sentences = ["Obrigado por ligar.", "Por favor, ligue-me amanhã de manhã."]
+    records = [translation(f"speak-{n % 4}", sentences[n % 2], index=n // 4) for n in range(60)]
+    lengths = {t.text: sum(map(len, chunks_of(t, synthesize))) for t in records[:len(sentences)]}  # chunks each
+    expected = {(t.call_id, leg(t), t.utterance_index * SEQ_PER_UTTERANCE + n)
+                for t in records for n in range(lengths[t.text])}
+    produce(worker, topic, [(t.call_id, codec.encode_translation(t, topic)) for t in records])
+    worker.start()
+    try:
+        deadline, metrics = time.monotonic() + 60, {}
+        while metrics.get('callstt_speech_chunks_total{language="pt"}', 0.0) < 40:
+            assert time.monotonic() < deadline, "the speaker never started"
+            time.sleep(0.05)
+            metrics = worker.metrics()
+        worker.kill()
+        spoken_at_kill = metrics.get('callstt_speaker_records_total{kind="spoken"}', 0.0)
+        assert spoken_at_kill < len(records), "the speaker was done before it was killed"
+        worker.start()
+        chunks = speech_chunks(worker, {t.call_id for t in records}, timeout=90, idle_s=3, expected=expected)
+    finally:
+        worker.stop()
+
+    first: dict[tuple[str, str, int], bytes] = {}
+    for chunk in chunks:  # a repeat: the same sequence number, the same audio
+        assert first.setdefault((chunk.call_id, chunk.stream_id, chunk.seq), chunk.payload) == chunk.payload, chunk.seq
+    per_utterance: dict[tuple[str, str, int], set[int]] = {}
+    for call_id, stream_id, seq in first:
+        per_utterance.setdefault((call_id, stream_id, seq // SEQ_PER_UTTERANCE), set()).add(seq % SEQ_PER_UTTERANCE)
+    assert set(per_utterance) == {(t.call_id, leg(t), t.utterance_index) for t in records}  # every translation spoken
+    holes = {key: sorted(set(range(max(seqs) + 1)) - seqs) for key, seqs in per_utterance.items()
+             if seqs != set(range(max(seqs) + 1))}
+    assert holes == {}
+    assert set(first) == expected  # and to its end
+    print(f"{len(chunks)} chunks for {len(expected)} expected ({len(chunks) - len(expected)} repeated); "
+          f"killed after {spoken_at_kill:.0f} of {len(records)} translations")

@@ -131,7 +131,7 @@ def test_record_dataclasses_mirror_schemas():
 
 def test_every_field_has_doc_and_later_fields_have_defaults():
     for file in ("audio_chunk.avsc", "transcript.avsc", "call_settings.avsc", "translation.avsc", "history/call_settings_v1.avsc",
-                 "history/transcript_v1.avsc",
+                 "history/call_settings_v2.avsc", "history/translation_v1.avsc", "history/transcript_v1.avsc",
                  "history/transcript_v2.avsc", "history/transcript_v3.avsc"):
         for field in load_schema_file(file)["fields"]:
             assert field.get("doc"), f"{file}: {field['name']} has no doc"
@@ -169,10 +169,12 @@ def test_registry_json_ids_are_stable():
     assert REGISTRY["schemas"]["4"] == "history/call_settings_v1.avsc"  # was call_settings.avsc: moved, same schema
     assert REGISTRY["schemas"]["5"] == "history/transcript_v3.avsc"  # was transcript.avsc: moved, same schema
     assert REGISTRY["schemas"]["6"] == "transcript.avsc"
-    assert REGISTRY["schemas"]["7"] == "translation.avsc"
-    assert REGISTRY["schemas"]["8"] == "call_settings.avsc"
-    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 6, "callstt.CallSettings": 8,
-                                   "callstt.Translation": 7}
+    assert REGISTRY["schemas"]["7"] == "history/translation_v1.avsc"  # was translation.avsc: moved, same schema
+    assert REGISTRY["schemas"]["8"] == "history/call_settings_v2.avsc"  # was call_settings.avsc: moved, same schema
+    assert REGISTRY["schemas"]["9"] == "translation.avsc"
+    assert REGISTRY["schemas"]["10"] == "call_settings.avsc"
+    assert REGISTRY["current"] == {"callstt.AudioChunk": 1, "callstt.Transcript": 6, "callstt.CallSettings": 10,
+                                   "callstt.Translation": 9}
 
 
 def test_a_v2_transcript_decodes_with_the_current_schema_and_the_current_with_a_v2_reader(codec):
@@ -223,7 +225,8 @@ def test_translation_round_trip_and_its_id_is_deterministic(codec):
 def test_call_settings_v1_records_read_with_no_targets_and_targets_resolve_per_stream(codec):
     schema = fastavro.parse_schema(load_schema_file("history/call_settings_v1.avsc"))
     body = io.BytesIO()
-    old = {k: v for k, v in CallSettings(call_id="c1", languages=("en",)).to_dict().items() if k != "translate_to"}
+    old = {k: v for k, v in CallSettings(call_id="c1", languages=("en",)).to_dict().items()
+           if k not in ("translate_to", "translate_interims")}
     old["streams"] = [{k: v for k, v in s.items() if k != "translate_to"} for s in old["streams"]]
     fastavro.schemaless_writer(body, schema, old)
     decoded = codec.decode_call_settings(frame(4, body.getvalue()))
@@ -231,6 +234,36 @@ def test_call_settings_v1_records_read_with_no_targets_and_targets_resolve_per_s
     settings = CallSettings(call_id="c1", translate_to=("pt",), streams=(StreamSettings(stream_id="agent", translate_to=("vi", "en")),))
     assert codec.decode_call_settings(codec.encode_call_settings(settings, "s")) == settings
     assert settings.targets("caller") == ("pt",) and settings.targets("agent") == ("vi", "en")
+
+
+def test_v1_translations_decode_as_finals_and_a_v1_reader_reads_an_interim_translation(codec):
+    """Translations already on the topic (version 1, id 7) decode as finals; a consumer still on
+    version 1 (a speaker not upgraded yet) reads the current records."""
+    from schemas.records import Translation, TranslationStatus
+
+    made = Translation(translation_id="id", transcript_id="t-1", call_id="c1", stream_id="caller", utterance_index=0,
+                       source_language="en", target_language="pt", status=TranslationStatus.OK, text="Olá.",
+                       backend="bergamot", transcript_produced_ts_ms=1, produced_ts_ms=2)
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(load_schema_file("history/translation_v1.avsc")),
+                               {k: v for k, v in made.to_dict().items() if k not in ("is_final", "revision")})
+    decoded = codec.decode_translation(frame(7, body.getvalue()))
+    assert decoded == made and (decoded.is_final, decoded.revision) == (True, 0)
+    v1_reader = AvroCodec(reader_schemas={"Translation": "history/translation_v1.avsc"})
+    interim = replace(made, is_final=False, revision=3)
+    old_view = v1_reader.decode("Translation", codec.encode_translation(interim, "t"), "t")
+    assert old_view["text"] == "Olá." and "is_final" not in old_view
+
+
+def test_v2_call_settings_read_with_the_agents_default_for_interim_translation(codec):
+    schema = fastavro.parse_schema(load_schema_file("history/call_settings_v2.avsc"))
+    body = io.BytesIO()
+    settings = CallSettings(call_id="c1", translate_to=("pt",))
+    fastavro.schemaless_writer(body, schema, {k: v for k, v in settings.to_dict().items() if k != "translate_interims"})
+    decoded = codec.decode_call_settings(frame(8, body.getvalue()))
+    assert decoded == settings and decoded.translate_interims is None
+    asked = replace(settings, translate_interims=True)
+    assert codec.decode_call_settings(codec.encode_call_settings(asked, "s")).translate_interims is True
 
 
 def test_call_settings_round_trip_keeps_null_apart_from_empty(codec):

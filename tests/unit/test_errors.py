@@ -18,6 +18,8 @@ PROJECT_ERRORS = [
     ("models.errors", "BadChunk", ValueError),
     ("models.synth", "SynthesisError", RuntimeError),
     ("models.store", "ModelFileError", RuntimeError),
+    ("models.translation_ct2", "TranslationModelError", ValueError),
+    ("models.voices", "VoiceError", ValueError),
     ("schemas.codec", "DecodeError", ValueError),
     ("schemas.codec", "EncodeError", ValueError),
     ("schemas.codec", "SchemaRegistryUnavailable", RuntimeError),

@@ -1,0 +1,171 @@
+"""What the downstream agents share: the translator (streams/translation/app.py) and the speaker
+(streams/speech/app.py) read what an earlier stage published and publish what follows from it.
+
+A downstream agent
+
+* is its own Faust app, so its own consumer group (`<app id>-<suffix>`), data folder
+  (`<data dir>/<suffix>`) and web port: it scales, lags and restarts apart from the transcriber
+  and from the other agents (`downstream_app`);
+* reads its topic one record at a time (an agent of concurrency 1 over `stream.events()`), and
+  each record's events are published and acknowledged before the next record is taken, so a
+  crash repeats a record's output (with the same ids) and never skips it;
+* sends a record it cannot decode to the dead-letter topic with the reason in its headers, and
+  goes on (`DeadLetters`); any other failure (a broker hiccup, a backend error) is retried with
+  backoff until the record is done (`until_done`), never skipped: Faust would restart a crashed
+  agent past the record;
+* serves `/health` and `/metrics`, the latter from its own prometheus registry, so its numbers
+  never mix with another process's (`register_pages`);
+* starts the same way: topics ensured (its tables' changelogs too, `ensure_changelogs`), data
+  folder made, a Faust worker (`run_downstream`).
+
+The agent's own module keeps only its logic: what it reads, what it makes of a record, what it
+counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import faust
+from prometheus_client import CollectorRegistry, generate_latest
+
+from schemas.codec import DecodeError
+from streams.client.kafka import faust_broker_config
+from streams.settings import Settings
+from streams.worker.agent import dead_letter_headers
+
+T = TypeVar("T")
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def downstream_app(settings: Settings, suffix: str, web_port: int, store: str = "memory://") -> faust.App:
+    """The agent's Faust app: app id (and consumer group) `<app id>-<suffix>`, data folder
+    `<data dir>/<suffix>`, web pages on `web_port`, raw keys and values (the agent decodes them
+    itself, so a bad record becomes a dead letter rather than a crash). `store`: "rocksdb://" for
+    an agent with tables it must keep across restarts."""
+    return faust.App(
+        f"{settings.app_id}-{suffix}", **faust_broker_config(settings),
+        store=store, datadir=str(Path(settings.data_dir) / suffix),
+        topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication,
+        key_serializer="raw", value_serializer="raw", topic_disable_leader=True,
+        web_host=settings.web_host, web_bind=settings.web_host, web_port=web_port, web_enabled=True)
+
+
+def register_pages(app: faust.App, service: str, registry: CollectorRegistry,
+                   health: Callable[[], dict[str, Any] | str] | None = None) -> None:
+    """`/health` and `/metrics` (the samples of `registry`).
+
+    `health()` returns what `/health` shows besides service and status when the agent is ready
+    (200, status "ok"), or a string, the reason it is not ready yet (503, status "starting").
+    Without it the agent is ready as soon as its pages answer."""
+
+    @app.page("/health")
+    async def health_page(web, request):
+        state = health() if health is not None else {}
+        if isinstance(state, str):
+            return web.json({"service": service, "status": "starting", "reason": state}, status=503)
+        return web.json({"service": service, "status": "ok", **state})
+
+    @app.page("/metrics")
+    async def metrics_page(web, request):
+        return web.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
+
+
+class DeadLetters:
+    """The agent's dead-letter topic: a record it cannot use goes there unchanged (key and value),
+    with headers saying why and where it came from (`dead_letter_headers`), counted by `counter`
+    (a prometheus counter, labels already applied) and logged as a warning on `log`. `send`
+    returns once the broker has acknowledged it, like the agent's other output."""
+
+    def __init__(self, app: faust.App, settings: Settings, counter: Any, log: logging.Logger) -> None:
+        self.topic = app.topic(settings.dead_letter_topic)
+        self.counter = counter
+        self.log = log
+
+    async def send(self, message: Any, reason: str, detail: str) -> None:
+        self.counter.inc()
+        self.log.warning("dead-letter %s: %s (topic %s offset %s)", reason, detail, message.topic, message.offset)
+        await (await self.topic.send(key=message.key, value=message.value,
+                                     headers=dead_letter_headers(message, reason, detail)))
+
+    async def decode(self, message: Any, decode: Callable[[bytes], T]) -> T | None:
+        """`decode(message.value)`, or None once the record is dead-lettered (a DecodeError)."""
+        try:
+            return decode(message.value)
+        except DecodeError as error:
+            await self.send(message, error.reason, str(error))
+            return None
+
+
+async def until_done(handle: Callable[[Any], Awaitable[None]], message: Any, log: logging.Logger,
+                     failures: Any | None = None) -> None:
+    """`await handle(message)`, again after each failure (0.5 s, doubling up to 30 s), until it
+    succeeds: the record's output is repeated (same ids), never skipped. `failures`: a counter."""
+    delay = 0.5
+    while True:
+        try:
+            await handle(message)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            if failures is not None:
+                failures.inc()
+            log.exception("record at %s[%s]@%s failed (%s: %s); retrying in %.1f s", message.topic, message.partition,
+                          message.offset, type(error).__name__, error, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def ensure_changelogs(settings: Settings, app: faust.App, timeout: float = 30.0) -> list[str]:
+    """Create the changelog topics of the app's tables that do not exist yet (compacted, with their
+    tables' partitions, as Faust would make them); returns the names created.
+
+    Why before the worker starts: a changelog Faust creates itself at start can still be missing
+    from the broker's metadata when the group is joined; the consumer then knows it with 0
+    partitions, and the first record of the table's source crashes the agent (PartitionsMismatch)
+    and is skipped: a call's settings lost (seen once on a fresh broker, in scripts/demo)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streams.client.kafka import confluent_config
+
+    tables = list(app.tables.values())
+    if not tables:
+        return []
+    replication = settings.topic_replication
+    admin = AdminClient(confluent_config(settings))  # kept until the futures are done (else they fail)
+    futures = admin.create_topics(
+        [NewTopic(table.changelog_topic_name, num_partitions=table.partitions or settings.topic_partitions,
+                  replication_factor=replication,
+                  config={"cleanup.policy": "compact", "min.insync.replicas": str(min(2, replication))})
+         for table in tables], operation_timeout=timeout, request_timeout=timeout)
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+            created.append(name)
+        except KafkaException as error:
+            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+def run_downstream(settings: Settings, app: faust.App, name: str) -> None:
+    """Run the agent until it is stopped: its topics and its tables' changelogs ensured (created
+    when missing), its data folder made (Faust expects it), a Faust worker on `app`; `name`
+    ("translator") names the log line with its pages' address (logger `callstt.<name>`)."""
+    from streams.client.topics import ensure_topics
+
+    ensure_topics(settings)
+    ensure_changelogs(settings, app)
+    Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
+    logging.getLogger(f"callstt.{name}").info("%s web pages on http://%s:%d/ (health: /health, metrics: /metrics)",
+                                              name, settings.web_host, app.conf.web_port)
+    worker.execute_from_commandline()
