@@ -27,11 +27,15 @@ Sections of the report (JSON keys):
 - ``accuracy_synthetic``: rare-word recall with and without a call vocabulary, redaction
   precision/recall (``redaction_set``), invented transcripts per hour of non-speech with the guard;
 - ``inference_modes``: one utterance per model call vs batched vs packed (models.batching),
-  throughput and WER on the same utterances.
+  throughput and WER on the same utterances;
+- ``chain`` (``callstt bench --chain`` only): English conversations at live pace through the
+  worker, the translator (into Portuguese) and the speaker: per stage and end to end, p50/p95
+  from the end of speech to the first synthesized chunk, against 1.5 s.
 
 Modules: ``workload`` (the generated calls), ``floor`` (the in-process floor, the inference
 modes, accuracy), ``sections`` (pipeline, live and capacity on a worker subprocess,
-``streams.worker.process``), ``interims`` (the live section's interim figures), ``stats`` (percentiles, Prometheus samples, the machine),
+``streams.worker.process``), ``interims`` (the live section's interim figures), ``chain`` (the
+translation chain, ``--chain``: end of speech -> transcript -> translation -> first audio), ``stats`` (percentiles, Prometheus samples, the machine),
 ``accuracy`` and ``redaction_set`` (the accuracy sections), ``report`` (bench.md), ``run``
 (``run_bench`` and the command line, ``python -m streams.bench``).
 """

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streams.bench.sections import Arrival, RecordCollector, _live_jobs
+from streams.bench.sections import Arrival, RecordCollector, _live_jobs, conversation_accuracy
 from streams.bench.stats import _r, summary
 from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, Conversation
 from streams.worker.process import WorkerSubprocess
@@ -96,7 +96,9 @@ def run_chain_live(worker: WorkerSubprocess, pool: list[Conversation], k: int, s
         for collector in collectors:
             collector.stop()
     finals, translations, speech = (collector.arrivals for collector in collectors)
-    return {"calls": k, **chain_figures(finals, translations, speech)}
+    # The transcripts' own accuracy beside the latencies (the live section's measure).
+    return {"calls": k, **chain_figures(finals, translations, speech),
+            "accuracy": conversation_accuracy(by_id, finals)}
 
 
 def wait_until_quiet(collectors: list[RecordCollector], producing: threading.Thread, deadline: float,
@@ -165,13 +167,14 @@ def markdown_lines(chain: dict[str, Any]) -> list[str]:
     """The chain's table: one row per K, p50 / p95 of each stage in seconds."""
     lines = ["", f"## The translation chain (English -> {chain['target_language']}, live pace)", "",
              f"| K | utterances (spoken) | end of speech -> transcript | transcript -> translation | "
-             f"translation -> first audio | **end to end** | share <= {chain['target_s']} s | missing |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"translation -> first audio | **end to end** | share <= {chain['target_s']} s | missing | WER en |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for live in chain["live"]:
         cells = [f"{live[name]['p50']} / {live[name]['p95']}" for name in STAGES]
         lines.append(f"| {live['calls']} | {live['transcripts']} ({live['spoken']}) | {cells[0]} | {cells[1]} | "
                      f"{cells[2]} | **{cells[3]}** | {live['within_target_share']} | "
-                     f"{live['missing_translation']} translations, {live['missing_speech']} speech |")
+                     f"{live['missing_translation']} translations, {live['missing_speech']} speech | "
+                     f"{live.get('accuracy', {}).get('wer_en')} |")
     lines.append(f"\np50 / p95 in seconds. Translator peak RSS {chain.get('translator_rss_mb')} MB, "
                  f"speaker {chain.get('speaker_rss_mb')} MB.")
     return lines

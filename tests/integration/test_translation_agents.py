@@ -122,12 +122,17 @@ def test_finals_are_translated_per_call_settings_unsupported_pairs_are_said_and_
     assert by_key[(default, "caller", "pt")].status is TranslationStatus.OK
     print({key: t.text for key, t in by_key.items()})
 
-    consumer = Consumer({"bootstrap.servers": translator.bootstrap, "group.id": f"d-{uuid.uuid4().hex[:8]}",
+    assert dead_letter_sources(translator, default) == [topic]
+
+
+def dead_letter_sources(process, key: str) -> list[str]:
+    """The source topics named by the dead letters with this key."""
+    consumer = Consumer({"bootstrap.servers": process.bootstrap, "group.id": f"d-{uuid.uuid4().hex[:8]}",
                          "auto.offset.reset": "earliest"})
-    consumer.subscribe([translator.dead_letter_topic])
-    letters = [m for m in consumer.consume(50, timeout=10) if not m.error() and m.key() == default.encode()]
+    consumer.subscribe([process.dead_letter_topic])
+    letters = [m for m in consumer.consume(50, timeout=10) if not m.error() and m.key() == key.encode()]
     consumer.close()
-    assert letters and dict(letters[0].headers())["source_topic"] == topic.encode()
+    return [dict(m.headers())["source_topic"].decode() for m in letters]
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +230,8 @@ def test_interims_of_a_call_that_asks_are_translated_by_their_stable_words_as_th
 
 def test_a_translation_into_english_is_spoken_by_the_packaged_piper_voice(translator, speaker, base_model):
     """CALLSTT_SPEECH_VOICES=en=piper:joe (the optional Piper extra and its packaged English voice):
-    the speaker says so on /health, and its speech transcribes back to the translation's words."""
+    the speaker says so on /health, and its speech transcribes back to the translation's words; a
+    bad record before it is dead-lettered and the speaker goes on."""
     from models.scoring import word_error_rate
     from schemas.records import Translation, translation_id
 
@@ -238,13 +244,15 @@ def test_a_translation_into_english_is_spoken_by_the_packaged_piper_voice(transl
                          status=TranslationStatus.OK, text=text, backend="bergamot",
                          transcript_produced_ts_ms=int(time.time() * 1000), produced_ts_ms=int(time.time() * 1000))
     produce(translator, translator.translation_topic,
-            [(call_id, AvroCodec().encode_translation(record, translator.translation_topic))])
+            [(call_id, b"\x00\x00\x00\x00\x09not avro"),
+             (call_id, AvroCodec().encode_translation(record, translator.translation_topic))])
     chunks = speech_chunks(speaker, call_id)
     assert chunks and {c.stream_id for c in chunks} == {"agent>en"}
     audio = np.concatenate([np.frombuffer(c.payload, dtype="<i2").astype(np.float32) / 32767 for c in chunks])
     heard = base_model.transcribe(audio, language="en").text
     print(f"Piper said {text!r}; heard back {heard!r}")
     assert word_error_rate([text], [heard]) <= 0.1
+    assert dead_letter_sources(speaker, call_id) == [speaker.translation_topic]
 
 
 def test_a_sigkilled_translator_loses_no_translation_and_repeats_only_with_the_same_ids(kafka_bootstrap, tmp_path):
