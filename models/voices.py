@@ -3,6 +3,10 @@ every other language (streams/speech/).
 
     CALLSTT_SPEECH_VOICES="en=piper:joe,pt=espeak-ng"   # or en=piper:/voices/en_US-lessac-medium.onnx
 
+A language may list several voices (`en=piper:joe,en=piper:/voices/en_US-amy-medium.onnx`): the
+first is its default, and a call picks another by its id (`voice` in the call's settings: `joe`,
+`en_US-amy-medium`, `espeak-ng`), never by path, so a call cannot make the speaker load a file.
+
 - **espeak-ng** (Debian package, GPL-3.0, run as a separate program, so not linked): speaks
   almost every language, robotic but intelligible, in well under 0.1 s a sentence. The default.
 - **Piper** (`pip install 'callstt[piper]'`: `piper-tts`, GPL-3.0-or-later, which links espeak-ng,
@@ -32,6 +36,7 @@ class VoiceError(CallsttError, ValueError):
 
 
 class Voice(Protocol):
+    id: str  # what a call's settings choose it by: "espeak-ng", "joe", "en_US-amy-medium"
     name: str  # what /health and the logs show: "espeak-ng", "piper en_US-joe-medium"
 
     def load(self) -> None:
@@ -42,7 +47,7 @@ class Voice(Protocol):
 
 
 class EspeakVoice:
-    name = "espeak-ng"
+    id = name = "espeak-ng"
 
     def load(self) -> None:
         import shutil
@@ -60,8 +65,9 @@ class PiperVoice:
     """One Piper voice (an ONNX file and its .onnx.json) from a local path. Thread-safe: one
     sentence at a time through a lock (the speaker synthesizes in one thread anyway)."""
 
-    def __init__(self, model_path: Path) -> None:
+    def __init__(self, model_path: Path, voice_id: str | None = None) -> None:
         self.model_path = Path(model_path)
+        self.id = voice_id or self.model_path.name.removesuffix(".onnx")
         self.name = f"piper {self.model_path.name.removesuffix('.onnx')}"
         self._voice = None
         self._lock = threading.Lock()
@@ -109,39 +115,48 @@ def packaged_voice_path(name: str) -> Path:
 
 
 class VoiceRouter:
-    """Target language -> its configured voice, espeak-ng for every other language."""
+    """Target language -> its voices (the first is its default; a call may choose another by id),
+    espeak-ng for every other language."""
 
-    def __init__(self, voices: dict[str, Voice], fallback: Voice | None = None) -> None:
+    def __init__(self, voices: dict[str, list[Voice]], fallback: Voice | None = None) -> None:
         self.voices = voices
         self.fallback = fallback or EspeakVoice()
         self.load_seconds = 0.0
 
-    def voice_for(self, language: str) -> Voice:
-        return self.voices.get(language.lower().split("-")[0], self.fallback)
+    def voice_for(self, language: str, chosen: str | None = None) -> Voice:
+        """The voice `chosen` by id among the language's (or espeak-ng), else the language's default."""
+        candidates = self.voices.get(language.lower().split("-")[0], [])
+        if chosen:
+            match = next((voice for voice in [*candidates, self.fallback] if voice.id == chosen), None)
+            if match is not None:
+                return match
+        return candidates[0] if candidates else self.fallback
 
     def load(self) -> None:
         self.fallback.load()
-        for voice in self.voices.values():
-            voice.load()
+        for voices in self.voices.values():
+            for voice in voices:
+                voice.load()
 
-    def synthesize(self, text: str, language: str) -> np.ndarray:
-        return self.voice_for(language).speak(text, language)
+    def synthesize(self, text: str, language: str, chosen: str | None = None) -> np.ndarray:
+        return self.voice_for(language, chosen).speak(text, language)
 
     def describe(self) -> dict:
-        return {"voices": {language: voice.name for language, voice in sorted(self.voices.items())},
-                "other_languages": self.fallback.name}
+        every = [voice for voices in self.voices.values() for voice in voices] + [self.fallback]
+        return {"voices": {language: [voice.id for voice in voices] for language, voices in sorted(self.voices.items())},
+                "engines": {voice.id: voice.name for voice in every}, "other_languages": self.fallback.id}
 
 
-def parse_voices(spec: str) -> dict[str, str]:
-    """CALLSTT_SPEECH_VOICES: `language=engine[:voice]` pairs, comma-separated -> {language: engine spec}."""
-    voices = {}
+def parse_voices(spec: str) -> list[tuple[str, str]]:
+    """CALLSTT_SPEECH_VOICES: `language=engine[:voice]` pairs, comma-separated -> [(language, engine)]."""
+    voices = []
     for item in (piece.strip() for piece in spec.split(",")):
         if not item:
             continue
         language, sep, engine = item.partition("=")
         if not sep or not language.strip() or not engine.strip():
             raise VoiceError(f"CALLSTT_SPEECH_VOICES: {item!r} is not language=engine (e.g. en=piper:joe)")
-        voices[language.strip().lower()] = engine.strip()
+        voices.append((language.strip().lower(), engine.strip()))
     return voices
 
 
@@ -150,14 +165,19 @@ def voice_from(engine: str) -> Voice:
     if kind == "espeak-ng" and not name:
         return EspeakVoice()
     if kind == "piper" and name:
-        return PiperVoice(packaged_voice_path(name) if "/" not in name and not name.endswith(".onnx") else Path(name))
+        if "/" not in name and not name.endswith(".onnx"):
+            return PiperVoice(packaged_voice_path(name), voice_id=name)
+        return PiperVoice(Path(name))
     raise VoiceError(f"CALLSTT_SPEECH_VOICES: unknown voice {engine!r}: use espeak-ng, piper:joe or piper:/path/voice.onnx")
 
 
 def load_voices(spec: str, load: bool = True) -> VoiceRouter:
     """The router for CALLSTT_SPEECH_VOICES; with `load`, every voice loads now (errors at start)."""
     started = time.perf_counter()
-    router = VoiceRouter({language: voice_from(engine) for language, engine in parse_voices(spec).items()})
+    voices: dict[str, list[Voice]] = {}
+    for language, engine in parse_voices(spec):
+        voices.setdefault(language, []).append(voice_from(engine))
+    router = VoiceRouter(voices)
     if load:
         router.load()
     router.load_seconds = round(time.perf_counter() - started, 2)

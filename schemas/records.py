@@ -260,16 +260,17 @@ class StreamSettings:
     hotwords: tuple[str, ...] | None = None
     initial_prompt: str | None = None
     translate_to: tuple[str, ...] | None = None
+    voice: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"stream_id": self.stream_id, "languages": _list(self.languages), "hotwords": _list(self.hotwords),
-                "initial_prompt": self.initial_prompt, "translate_to": _list(self.translate_to)}
+                "initial_prompt": self.initial_prompt, "translate_to": _list(self.translate_to), "voice": self.voice}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StreamSettings:
         return cls(stream_id=data["stream_id"], languages=_codes(data.get("languages")),
                    hotwords=_codes(data.get("hotwords")), initial_prompt=data.get("initial_prompt"),
-                   translate_to=_codes(data.get("translate_to")))
+                   translate_to=_codes(data.get("translate_to")), voice=data.get("voice"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,6 +287,12 @@ class CallSettings:
     updated_ts_ms: int = 0
     translate_to: tuple[str, ...] | None = None  # the translation agent's target languages
     translate_interims: bool | None = None  # also the interims' stable words (None: the agent's default)
+    voice: str | None = None  # the speech agent's voice by name (None: the target language's default)
+
+    def voice_for(self, stream_id: str) -> str | None:
+        """The voice this stream's translations are spoken with (None: the language's default)."""
+        stream = self.stream(stream_id)
+        return stream.voice if stream is not None and stream.voice is not None else self.voice
 
     def targets(self, stream_id: str) -> tuple[str, ...] | None:
         """The languages this stream's transcripts are translated into (None: the agent's default)."""
@@ -299,7 +306,8 @@ class CallSettings:
         return {"call_id": self.call_id, "languages": _list(self.languages), "hotwords": _list(self.hotwords),
                 "initial_prompt": self.initial_prompt, "redact": _list(self.redact),
                 "streams": [s.to_dict() for s in self.streams], "translate_to": _list(self.translate_to),
-                "translate_interims": self.translate_interims, "updated_ts_ms": self.updated_ts_ms}
+                "translate_interims": self.translate_interims, "voice": self.voice,
+                "updated_ts_ms": self.updated_ts_ms}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CallSettings:
@@ -308,7 +316,7 @@ class CallSettings:
                    redact=_codes(data.get("redact")),
                    streams=tuple(StreamSettings.from_dict(s) for s in data.get("streams") or ()),
                    updated_ts_ms=data.get("updated_ts_ms", 0), translate_to=_codes(data.get("translate_to")),
-                   translate_interims=data.get("translate_interims"))
+                   translate_interims=data.get("translate_interims"), voice=data.get("voice"))
 
 
 def _list(items: tuple[str, ...] | None) -> list[str] | None:

@@ -229,6 +229,11 @@ def call_settings_set(
     translate_interims: bool = typer.Option(None, "--translate-interims/--no-translate-interims", show_default=False,
                                             help="Also translate the stable words of interim transcripts (default "
                                                  "CALLSTT_TRANSLATE_INTERIMS)"),
+    voice: str = typer.Option(None, "--voice", show_default=False,
+                              help="The speech agent's voice for the call, by id (e.g. joe, espeak-ng: one the "
+                                   "speaker has for the target language; default: the language's first)"),
+    stream_voices: list[str] = typer.Option(None, "--stream-voice", metavar="STREAM=VOICE", show_default=False,
+                                            help="The voice of one stream's translations (repeatable)"),
     bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
     topic: str = typer.Option(None, "--topic", help="Call-settings topic (default CALLSTT_CALL_SETTINGS_TOPIC)"),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker"),
@@ -246,7 +251,7 @@ def call_settings_set(
                                      stream_options(stream_hotwords or [], "--stream-hotwords"),
                                      stream_options(stream_prompts or [], "--stream-prompt"), translate_to,
                                      stream_options(stream_translate_to or [], "--stream-translate-to"),
-                                     translate_interims)
+                                     translate_interims, voice, stream_options(stream_voices or [], "--stream-voice"))
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     # Checked as the worker will check it (a record it would dead-letter is never published).

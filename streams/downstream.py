@@ -6,13 +6,17 @@ A downstream agent
 * is its own Faust app, so its own consumer group (`<app id>-<suffix>`), data folder
   (`<data dir>/<suffix>`) and web port: it scales, lags and restarts apart from the transcriber
   and from the other agents (`downstream_app`);
-* reads its topic one record at a time (an agent of concurrency 1 over `stream.events()`), and
-  each record's events are published and acknowledged before the next record is taken, so a
-  crash repeats a record's output (with the same ids) and never skips it;
+* loads what it needs (models, voices) in its own thread at start while its pages answer 503
+  (`LoadedAtStart`);
+* reads its topics one record at a time (`add_agent`: an agent of concurrency 1 over
+  `stream.events()`), and each record's events are published and acknowledged before the next
+  record is taken, so a crash repeats a record's output (with the same ids) and never skips it;
 * sends a record it cannot decode to the dead-letter topic with the reason in its headers, and
   goes on (`DeadLetters`); any other failure (a broker hiccup, a backend error) is retried with
   backoff until the record is done (`until_done`), never skipped: Faust would restart a crashed
   agent past the record;
+* keeps each call's settings (the compacted call-settings topic, co-partitioned with what it
+  reads) in a table whose changelog is acknowledged before the next record (`CallSettingsTable`);
 * serves `/health` and `/metrics`, the latter from its own prometheus registry, so its numbers
   never mix with another process's (`register_pages`);
 * starts the same way: topics ensured (its tables' changelogs too, `ensure_changelogs`), data
@@ -43,14 +47,14 @@ T = TypeVar("T")
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
-def downstream_app(settings: Settings, suffix: str, web_port: int, store: str = "memory://") -> faust.App:
+def downstream_app(settings: Settings, suffix: str, web_port: int) -> faust.App:
     """The agent's Faust app: app id (and consumer group) `<app id>-<suffix>`, data folder
-    `<data dir>/<suffix>`, web pages on `web_port`, raw keys and values (the agent decodes them
-    itself, so a bad record becomes a dead letter rather than a crash). `store`: "rocksdb://" for
-    an agent with tables it must keep across restarts."""
+    `<data dir>/<suffix>` (its tables' RocksDB stores: the calls' settings), web pages on
+    `web_port`, raw keys and values (the agent decodes them itself, so a bad record becomes a dead
+    letter rather than a crash)."""
     return faust.App(
         f"{settings.app_id}-{suffix}", **faust_broker_config(settings),
-        store=store, datadir=str(Path(settings.data_dir) / suffix),
+        store="rocksdb://", datadir=str(Path(settings.data_dir) / suffix),
         topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication,
         key_serializer="raw", value_serializer="raw", topic_disable_leader=True,
         web_host=settings.web_host, web_bind=settings.web_host, web_port=web_port, web_enabled=True)
@@ -122,6 +126,75 @@ async def until_done(handle: Callable[[Any], Awaitable[None]], message: Any, log
             delay = min(delay * 2, 30.0)
 
 
+class CallSettingsTable:
+    """The calls' settings as the agent last read them: a table (`<app>-call-settings-changelog`),
+    each change in the changelog before the record that made it may be committed, so a crash
+    never leaves a committed settings record unapplied. `count(kind)`: "settings_set" or
+    "settings_cleared"; a record that does not decode is dead-lettered."""
+
+    def __init__(self, app: faust.App, settings: Settings, codec: Any, dead_letters: DeadLetters,
+                 count: Callable[[str], None]) -> None:
+        from streams.worker.faust_compat import AcknowledgedTable
+
+        self.table = app.tables.add(AcknowledgedTable(app, name="call-settings", default=None,
+                                                      beacon=app.tables.beacon, partitions=settings.topic_partitions,
+                                                      key_type=bytes, value_type=bytes))
+        self.codec, self.dead_letters, self.count = codec, dead_letters, count
+        self.topic = settings.call_settings_topic
+
+    async def keep(self, message: Any) -> None:
+        """A call-settings record (or a tombstone clearing them)."""
+        if message.value is None:
+            self.table.pop(message.key, None)
+            self.count("settings_cleared")
+        elif await self.dead_letters.decode(message, self.codec.decode_call_settings) is not None:
+            self.table[message.key] = message.value
+            self.count("settings_set")
+        await self.table.changes_acknowledged()
+
+    def get(self, call_key: bytes | None) -> Any:
+        """The call's CallSettings, or None (no settings, or a record without a key)."""
+        raw = self.table.get(call_key) if call_key else None
+        return self.codec.decode_call_settings(raw) if raw else None
+
+
+class LoadedAtStart:
+    """What an agent loads at start (its translation backends, its voices: anything with
+    `describe()`), in the agent's own thread, while its pages already answer (503, "<what>
+    loading") and its records wait in the consumer."""
+
+    def __init__(self, app: faust.App, thread: Any, load: Callable[[], Any], what: str,
+                 log: logging.Logger) -> None:
+        self.value: Any = None
+        self.ready = asyncio.Event()
+        self.what = what
+
+        @app.task
+        async def load_at_start() -> None:
+            self.value = await asyncio.get_running_loop().run_in_executor(thread, load)
+            self.ready.set()
+            log.info("%s loaded: %s", what, self.value.describe())
+
+    def health(self) -> dict[str, Any] | str:
+        """For `register_pages`: what was loaded, or why the agent is not ready yet."""
+        return self.value.describe() if self.ready.is_set() else f"{self.what} loading"
+
+
+def add_agent(app: faust.App, source: Any, loaded: LoadedAtStart, call_settings: CallSettingsTable,
+              handle: Callable[[Any], Awaitable[None]], log: logging.Logger, failures: Any) -> None:
+    """The agent: once `loaded`, one record at a time (each acknowledged before the next is
+    taken), call-settings records into `call_settings`, every other one to `handle`, each until
+    done."""
+    settings_topic = call_settings.topic
+
+    @app.agent(source, concurrency=1)
+    async def agent(stream):
+        await loaded.ready.wait()  # records wait in the consumer meanwhile
+        async for event in stream.events():
+            message = event.message
+            await until_done(call_settings.keep if message.topic == settings_topic else handle, message, log, failures)
+
+
 def ensure_changelogs(settings: Settings, app: faust.App, timeout: float = 30.0) -> list[str]:
     """Create the changelog topics of the app's tables that do not exist yet (compacted, with their
     tables' partitions, as Faust would make them); returns the names created.
@@ -130,30 +203,13 @@ def ensure_changelogs(settings: Settings, app: faust.App, timeout: float = 30.0)
     from the broker's metadata when the group is joined; the consumer then knows it with 0
     partitions, and the first record of the table's source crashes the agent (PartitionsMismatch)
     and is skipped: a call's settings lost (seen once on a fresh broker, in scripts/demo)."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from streams.client.topics import TopicSpec, create_topics
 
-    from streams.client.kafka import confluent_config
-
-    tables = list(app.tables.values())
-    if not tables:
-        return []
     replication = settings.topic_replication
-    admin = AdminClient(confluent_config(settings))  # kept until the futures are done (else they fail)
-    futures = admin.create_topics(
-        [NewTopic(table.changelog_topic_name, num_partitions=table.partitions or settings.topic_partitions,
-                  replication_factor=replication,
-                  config={"cleanup.policy": "compact", "min.insync.replicas": str(min(2, replication))})
-         for table in tables], operation_timeout=timeout, request_timeout=timeout)
-    created = []
-    for name, future in futures.items():
-        try:
-            future.result(timeout=timeout)
-            created.append(name)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    return created
+    return create_topics(settings, [
+        TopicSpec(table.changelog_topic_name, table.partitions or settings.topic_partitions, replication,
+                  {"cleanup.policy": "compact", "min.insync.replicas": str(min(2, replication))})
+        for table in app.tables.values()], timeout)
 
 
 def run_downstream(settings: Settings, app: faust.App, name: str) -> None:

@@ -46,19 +46,22 @@ def build_call_settings(call_id: str, languages: str | None = None, hotwords: st
                         stream_languages: dict[str, str] | None = None, stream_hotwords: dict[str, str] | None = None,
                         stream_prompts: dict[str, str] | None = None, translate_to: str | None = None,
                         stream_translate_to: dict[str, str] | None = None,
-                        translate_interims: bool | None = None) -> CallSettings:
+                        translate_interims: bool | None = None, voice: str | None = None,
+                        stream_voices: dict[str, str] | None = None) -> CallSettings:
     """A CallSettings record from command-line style values (comma-separated lists; None: not set)."""
     stream_languages, stream_hotwords, stream_prompts = stream_languages or {}, stream_hotwords or {}, stream_prompts or {}
-    stream_translate_to = stream_translate_to or {}
+    stream_translate_to, stream_voices = stream_translate_to or {}, stream_voices or {}
     streams = tuple(StreamSettings(stream_id=stream_id, languages=split_list(stream_languages.get(stream_id)),
                                    hotwords=split_list(stream_hotwords.get(stream_id)),
                                    initial_prompt=stream_prompts.get(stream_id),
-                                   translate_to=split_list(stream_translate_to.get(stream_id)))
-                    for stream_id in sorted({*stream_languages, *stream_hotwords, *stream_prompts, *stream_translate_to}))
+                                   translate_to=split_list(stream_translate_to.get(stream_id)),
+                                   voice=stream_voices.get(stream_id))
+                    for stream_id in sorted({*stream_languages, *stream_hotwords, *stream_prompts, *stream_translate_to,
+                                             *stream_voices}))
     return CallSettings(call_id=call_id, languages=split_list(languages), hotwords=split_list(hotwords),
                         initial_prompt=initial_prompt, redact=split_list(redact), streams=streams,
                         updated_ts_ms=int(time.time() * 1000), translate_to=split_list(translate_to),
-                        translate_interims=translate_interims)
+                        translate_interims=translate_interims, voice=voice)
 
 
 def publish_call_settings(settings: Settings, record: CallSettings | None, call_id: str | None = None,

@@ -60,8 +60,14 @@ when the workers forget them too."""
 
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the project's topics that do not exist yet; returns the names created."""
-    admin = AdminClient(confluent_config(settings))
-    specs = project_topics(settings)
+    return create_topics(settings, project_topics(settings), timeout)
+
+
+def create_topics(settings: Settings, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create those of `specs` that do not exist yet; returns the names created."""
+    if not specs:
+        return []
+    admin = AdminClient(confluent_config(settings))  # kept until the futures are done (else they fail)
     futures = admin.create_topics(
         [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication,
                   config=spec.config) for spec in specs],

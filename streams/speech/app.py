@@ -2,11 +2,12 @@
 
 A downstream agent (streams/downstream.py: its own consumer group `<app id>-speak`, so speech
 scales apart from transcription and translation; one record at a time, each acknowledged before
-the next, a failure retried, never skipped; dead letters; /health and /metrics). For each translation worth speaking (OK or
-PASSTHROUGH, with text), each sentence is synthesized (its language's voice: models/voices.py,
-Piper where configured, espeak-ng otherwise) in a thread
-and its AudioChunk events published on the speech topic (CALLSTT_SPEECH_TOPIC, key = call ID)
-before the next sentence is synthesized; all acknowledged before the next record is taken, so a
+the next, a failure retried, never skipped; dead letters; /health and /metrics; the calls'
+settings in a table). For each translation worth speaking (OK or PASSTHROUGH, with text), each
+sentence is synthesized in a thread (models/voices.py: the voice the call's settings choose
+among the target language's, else the language's default: Piper where configured, espeak-ng
+otherwise) and its AudioChunk events published on the speech topic (CALLSTT_SPEECH_TOPIC, key =
+call ID) before the next sentence is synthesized; all acknowledged before the next record is taken, so a
 crash repeats a translation's chunks (the same sequence numbers), never skips them.
 """
 
@@ -22,17 +23,18 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from schemas.codec import AvroCodec
-from streams.downstream import DeadLetters, downstream_app, register_pages, run_downstream, until_done
+from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
+                                register_pages, run_downstream)
 from streams.settings import Settings
 from streams.speech.core import leg, speech_chunks, worth_speaking
 
 log = logging.getLogger("callstt.speaker")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
-SPOKEN = Counter("callstt_speech_chunks_total", "Synthesized audio chunks published, by language", ["language"],
-                 registry=REGISTRY)
-RECORDS = Counter("callstt_speaker_records_total", "Translations read: spoken, skipped (nothing to say), "
-                  "dead letters", ["kind"], registry=REGISTRY)
+SPOKEN = Counter("callstt_speech_chunks_total", "Synthesized audio chunks published, by language and voice",
+                 ["language", "voice"], registry=REGISTRY)
+RECORDS = Counter("callstt_speaker_records_total", "Records read: translations spoken, skipped (nothing to say), "
+                  "call settings (set, cleared), dead letters", ["kind"], registry=REGISTRY)
 FIRST_CHUNK = Histogram("callstt_translation_to_first_speech_seconds",
                         "From a translation's production to its first synthesized chunk being acknowledged",
                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=REGISTRY)
@@ -44,19 +46,14 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
     """`load_voices()`: the models.voices.VoiceRouter (loaded in the synthesis thread at start;
     /health answers 503 meanwhile)."""
     app = downstream_app(settings, "speak", settings.speaker_web_port)
-    source = app.topic(settings.translation_topic, partitions=settings.topic_partitions)
+    # Co-partitioned by call ID: a call's translations meet its settings (its voice) in one partition.
+    source = app.topic(settings.translation_topic, settings.call_settings_topic, partitions=settings.topic_partitions)
     speech = app.topic(settings.speech_topic)
     dead_letters = DeadLetters(app, settings, RECORDS.labels("dead_letter"), log)
     codec = AvroCodec(settings.schema_registry_url or None)
+    call_settings = CallSettingsTable(app, settings, codec, dead_letters, lambda kind: RECORDS.labels(kind).inc())
     synthesis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speak")
-    loaded: dict[str, Any] = {}
-    ready = asyncio.Event()
-
-    @app.task
-    async def load() -> None:
-        loaded["voices"] = await asyncio.get_running_loop().run_in_executor(synthesis_thread, load_voices)
-        ready.set()
-        log.info("voices loaded: %s", loaded["voices"].describe())
+    voices = LoadedAtStart(app, synthesis_thread, load_voices, "voices", log)
 
     async def speak(message: Any) -> None:
         translation = await dead_letters.decode(message, codec.decode_translation)
@@ -66,29 +63,24 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
             RECORDS.labels("skipped").inc()
             return
         RECORDS.labels("spoken").inc()
-        loop, sentences, first = asyncio.get_running_loop(), speech_chunks(translation, loaded["voices"].synthesize), True
+        options = call_settings.get(message.key)
+        voice = voices.value.voice_for(translation.target_language,
+                                           options.voice_for(translation.stream_id) if options else None)
+        loop, sentences, first = asyncio.get_running_loop(), speech_chunks(translation, voice.speak), True
         while (chunks := await loop.run_in_executor(synthesis_thread, next, sentences, None)) is not None:
             sent = [await speech.send(key=translation.call_id.encode(),
                                       value=codec.encode_chunk(chunk, settings.speech_topic)) for chunk in chunks]
             for acknowledged in sent:
                 await acknowledged
-            SPOKEN.labels(translation.target_language).inc(len(chunks))
+            SPOKEN.labels(translation.target_language, voice.id).inc(len(chunks))
             if first:
                 FIRST_CHUNK.observe(max(time.time() - translation.produced_ts_ms / 1000, 0))
                 first = False
-        log.info("speech call=%s leg=%s #%d: %s", translation.call_id, leg(translation),
-                 translation.utterance_index, translation.text)
+        log.info("speech call=%s leg=%s #%d [%s]: %s", translation.call_id, leg(translation),
+                 translation.utterance_index, voice.id, translation.text)
 
-    @app.agent(source, concurrency=1)
-    async def speak_agent(stream):
-        await ready.wait()  # records wait in the consumer meanwhile
-        async for event in stream.events():  # one at a time: acknowledged before the next is taken
-            await until_done(speak, event.message, log, FAILURES)
-
-    def health() -> dict[str, Any] | str:  # 503 while the voices load
-        return loaded["voices"].describe() if ready.is_set() else "voices loading"
-
-    register_pages(app, "callstt-speaker", REGISTRY, health)
+    add_agent(app, source, voices, call_settings, speak, log, FAILURES)
+    register_pages(app, "callstt-speaker", REGISTRY, voices.health)
     return app
 
 

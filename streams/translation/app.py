@@ -24,10 +24,10 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from schemas.codec import AvroCodec
-from streams.downstream import DeadLetters, downstream_app, register_pages, run_downstream, until_done
+from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
+                                register_pages, run_downstream)
 from streams.settings import Settings
 from streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
-from streams.worker.faust_compat import AcknowledgedTable
 
 log = logging.getLogger("callstt.translator")
 
@@ -48,42 +48,23 @@ FAILURES = Counter("callstt_translator_failures_total", "Records whose handling 
 
 
 def create_translation_app(settings: Settings, load_router) -> faust.App:
-    app = downstream_app(settings, "translate", settings.translator_web_port, store="rocksdb://")
+    app = downstream_app(settings, "translate", settings.translator_web_port)
     source = app.topic(settings.transcript_topic, settings.partial_topic, settings.call_settings_topic,
                        partitions=settings.topic_partitions)
     outputs = {True: app.topic(settings.translation_topic), False: app.topic(settings.partial_translation_topic)}
     dead_letters = DeadLetters(app, settings, RECORDS.labels("dead_letter"), log)
-    call_settings = app.tables.add(AcknowledgedTable(app, name="call-settings", default=None, beacon=app.tables.beacon,
-                                                     partitions=settings.topic_partitions, key_type=bytes,
-                                                     value_type=bytes))
     codec = AvroCodec(settings.schema_registry_url or None)
+    call_settings = CallSettingsTable(app, settings, codec, dead_letters, lambda kind: RECORDS.labels(kind).inc())
     backend_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="translate")
     prefixes = StablePrefixes()
-    loaded: dict[str, Any] = {}
-    ready = asyncio.Event()
-
-    @app.task
-    async def load_backends() -> None:
-        loaded["router"] = await asyncio.get_running_loop().run_in_executor(backend_thread, load_router)
-        ready.set()
-        log.info("translation backends loaded: %s", loaded["router"].describe())
-
-    async def keep_settings(message: Any) -> None:
-        if message.value is None:
-            call_settings.pop(message.key, None)
-            RECORDS.labels("settings_cleared").inc()
-        elif await dead_letters.decode(message, codec.decode_call_settings) is not None:
-            call_settings[message.key] = message.value
-            RECORDS.labels("settings_set").inc()
-        await call_settings.changes_acknowledged()  # in the changelog before the record may be committed
+    backends = LoadedAtStart(app, backend_thread, load_router, "translation backends", log)
 
     async def translate_transcript(message: Any) -> None:
         transcript = await dead_letters.decode(message, codec.decode_transcript)
         if transcript is None:
             return
         RECORDS.labels("final" if transcript.is_final else "interim").inc()
-        raw = call_settings.get(message.key) if message.key else None
-        options = codec.decode_call_settings(raw) if raw else None
+        options = call_settings.get(message.key)
         if transcript.is_final:
             prefixes.close(transcript)
         elif not (interims_wanted(options, settings.translate_interims) and prefixes.grew(transcript)):
@@ -91,7 +72,7 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
         targets = targets_for(transcript, options, settings.translate_to_list)
         if targets:
             events = await asyncio.get_running_loop().run_in_executor(backend_thread, translate, transcript, targets,
-                                                                      loaded["router"])
+                                                                      backends.value)
             await publish(events, outputs[transcript.is_final])
 
     async def publish(events: list, topic: Any) -> None:
@@ -102,17 +83,8 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
             await acknowledged
             observe(event)
 
-    @app.agent(source, concurrency=1)
-    async def translate_agent(stream):
-        await ready.wait()  # records wait in the consumer meanwhile
-        async for event in stream.events():  # one at a time: acknowledged before the next is taken
-            handle = keep_settings if event.message.topic == settings.call_settings_topic else translate_transcript
-            await until_done(handle, event.message, log, FAILURES)
-
-    def health() -> dict[str, Any] | str:  # 503 while the backends load
-        return loaded["router"].describe() if ready.is_set() else "translation backends loading"
-
-    register_pages(app, "callstt-translator", REGISTRY, health)
+    add_agent(app, source, backends, call_settings, translate_transcript, log, FAILURES)
+    register_pages(app, "callstt-translator", REGISTRY, backends.health)
     return app
 
 

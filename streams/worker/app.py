@@ -109,9 +109,19 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         finally:
             await handler.close()
 
+    add_downstream_view(app, status)
+    add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
+    status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag
+    register_pages(app, status)
+    return app
+
+
+def add_downstream_view(app: faust.App, status: WorkerStatus) -> None:
+    """The live page's translations and speech (streams/worker/downstream_view.py), followed in
+    the background: for the page only, so never a reason for the worker to stop."""
+
     @app.task
     async def follow_translations_and_speech() -> None:
-        """For the live page only: never a reason for the worker to stop."""
         while True:
             try:
                 await follow_downstream(status, status.speech)
@@ -121,11 +131,6 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                 log.warning("live page: following the translation and speech topics failed (%s: %s); "
                             "retrying in 10 s", type(error).__name__, error)
                 await asyncio.sleep(10.0)
-
-    add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
-    status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag
-    register_pages(app, status)
-    return app
 
 
 def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, table, partitions: AudioPartitions,

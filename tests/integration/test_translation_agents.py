@@ -48,15 +48,15 @@ def produce(translator, topic: str, records: list[tuple[str, bytes | None]]) -> 
     assert producer.flush(30) == 0
 
 
-def set_call_settings(translator, settings: CallSettings) -> None:
-    """Publish a call's settings and wait until the translator has kept them (its counter moved)."""
-    name = 'callstt_translator_records_total{kind="settings_set"}'
-    before = translator.metrics().get(name, 0.0)
-    produce(translator, translator.call_settings_topic,
-            [(settings.call_id, AvroCodec().encode_call_settings(settings, translator.call_settings_topic))])
+def set_call_settings(agent, settings: CallSettings,
+                      counter: str = 'callstt_translator_records_total{kind="settings_set"}') -> None:
+    """Publish a call's settings and wait until the agent has kept them (its `counter` moved)."""
+    before = agent.metrics().get(counter, 0.0)
+    produce(agent, agent.call_settings_topic,
+            [(settings.call_id, AvroCodec().encode_call_settings(settings, agent.call_settings_topic))])
     deadline = time.monotonic() + 60
-    while translator.metrics().get(name, 0.0) <= before:
-        assert time.monotonic() < deadline, "the translator did not keep the call settings"
+    while agent.metrics().get(counter, 0.0) <= before:
+        assert time.monotonic() < deadline, "the agent did not keep the call settings"
         time.sleep(0.2)
 
 
@@ -231,21 +231,29 @@ def test_interims_of_a_call_that_asks_are_translated_by_their_stable_words_as_th
 def test_a_translation_into_english_is_spoken_by_the_packaged_piper_voice(translator, speaker, base_model):
     """CALLSTT_SPEECH_VOICES=en=piper:joe (the optional Piper extra and its packaged English voice):
     the speaker says so on /health, and its speech transcribes back to the translation's words; a
-    bad record before it is dead-lettered and the speaker goes on."""
+    bad record before it is dead-lettered and the speaker goes on; a call whose settings choose
+    espeak-ng is spoken by espeak-ng."""
     from models.scoring import word_error_rate
     from schemas.records import Translation, translation_id
 
     health = httpx.get(f"http://127.0.0.1:{speaker.web_port}/health", timeout=5).json()
-    assert health["voices"] == {"en": "piper en_US-joe-medium"} and health["other_languages"] == "espeak-ng"
-    call_id = f"piper-{uuid.uuid4().hex[:6]}"
+    assert health["voices"] == {"en": ["joe"]} and health["engines"]["joe"] == "piper en_US-joe-medium"
+    assert health["other_languages"] == "espeak-ng"
+    call_id, robotic = f"piper-{uuid.uuid4().hex[:6]}", f"espeak-{uuid.uuid4().hex[:6]}"
+    set_call_settings(speaker, CallSettings(call_id=robotic, voice="espeak-ng"),
+                      counter='callstt_speaker_records_total{kind="settings_set"}')
     text = "Thank you for calling. I would like to book a table for two people."
-    record = Translation(translation_id=translation_id("t", "en"), transcript_id="t", call_id=call_id,
-                         stream_id="agent", utterance_index=0, source_language="pt", target_language="en",
-                         status=TranslationStatus.OK, text=text, backend="bergamot",
-                         transcript_produced_ts_ms=int(time.time() * 1000), produced_ts_ms=int(time.time() * 1000))
+
+    def english(call: str) -> bytes:
+        record = Translation(translation_id=translation_id(call, "en"), transcript_id=call, call_id=call,
+                             stream_id="agent", utterance_index=0, source_language="pt", target_language="en",
+                             status=TranslationStatus.OK, text=text, backend="bergamot",
+                             transcript_produced_ts_ms=int(time.time() * 1000), produced_ts_ms=int(time.time() * 1000))
+        return AvroCodec().encode_translation(record, translator.translation_topic)
+
+    espeak_before = speaker.metrics().get('callstt_speech_chunks_total{language="en",voice="espeak-ng"}', 0.0)
     produce(translator, translator.translation_topic,
-            [(call_id, b"\x00\x00\x00\x00\x09not avro"),
-             (call_id, AvroCodec().encode_translation(record, translator.translation_topic))])
+            [(call_id, b"\x00\x00\x00\x00\x09not avro"), (call_id, english(call_id)), (robotic, english(robotic))])
     chunks = speech_chunks(speaker, call_id)
     assert chunks and {c.stream_id for c in chunks} == {"agent>en"}
     audio = np.concatenate([np.frombuffer(c.payload, dtype="<i2").astype(np.float32) / 32767 for c in chunks])
@@ -253,6 +261,9 @@ def test_a_translation_into_english_is_spoken_by_the_packaged_piper_voice(transl
     print(f"Piper said {text!r}; heard back {heard!r}")
     assert word_error_rate([text], [heard]) <= 0.1
     assert dead_letter_sources(speaker, call_id) == [speaker.translation_topic]
+    assert speech_chunks(speaker, robotic)  # and counted under its voice:
+    assert speaker.metrics()['callstt_speech_chunks_total{language="en",voice="espeak-ng"}'] > espeak_before
+    assert speaker.metrics()['callstt_speech_chunks_total{language="en",voice="joe"}'] >= len(chunks)
 
 
 def test_a_sigkilled_translator_loses_no_translation_and_repeats_only_with_the_same_ids(kafka_bootstrap, tmp_path):

@@ -226,8 +226,8 @@ def test_call_settings_v1_records_read_with_no_targets_and_targets_resolve_per_s
     schema = fastavro.parse_schema(load_schema_file("history/call_settings_v1.avsc"))
     body = io.BytesIO()
     old = {k: v for k, v in CallSettings(call_id="c1", languages=("en",)).to_dict().items()
-           if k not in ("translate_to", "translate_interims")}
-    old["streams"] = [{k: v for k, v in s.items() if k != "translate_to"} for s in old["streams"]]
+           if k not in ("translate_to", "translate_interims", "voice")}
+    old["streams"] = [{k: v for k, v in s.items() if k not in ("translate_to", "voice")} for s in old["streams"]]
     fastavro.schemaless_writer(body, schema, old)
     decoded = codec.decode_call_settings(frame(4, body.getvalue()))
     assert decoded == CallSettings(call_id="c1", languages=("en",)) and decoded.targets("caller") is None
@@ -255,15 +255,19 @@ def test_v1_translations_decode_as_finals_and_a_v1_reader_reads_an_interim_trans
     assert old_view["text"] == "Olá." and "is_final" not in old_view
 
 
-def test_v2_call_settings_read_with_the_agents_default_for_interim_translation(codec):
+def test_v2_call_settings_read_with_the_agents_defaults_for_interim_translation_and_voice(codec):
     schema = fastavro.parse_schema(load_schema_file("history/call_settings_v2.avsc"))
     body = io.BytesIO()
-    settings = CallSettings(call_id="c1", translate_to=("pt",))
-    fastavro.schemaless_writer(body, schema, {k: v for k, v in settings.to_dict().items() if k != "translate_interims"})
+    settings = CallSettings(call_id="c1", translate_to=("pt",), streams=(StreamSettings(stream_id="agent"),))
+    old = {k: v for k, v in settings.to_dict().items() if k not in ("translate_interims", "voice")}
+    old["streams"] = [{k: v for k, v in s.items() if k != "voice"} for s in old["streams"]]
+    fastavro.schemaless_writer(body, schema, old)
     decoded = codec.decode_call_settings(frame(8, body.getvalue()))
-    assert decoded == settings and decoded.translate_interims is None
-    asked = replace(settings, translate_interims=True)
-    assert codec.decode_call_settings(codec.encode_call_settings(asked, "s")).translate_interims is True
+    assert decoded == settings and decoded.translate_interims is None and decoded.voice_for("agent") is None
+    asked = replace(settings, translate_interims=True, voice="espeak-ng",
+                    streams=(StreamSettings(stream_id="agent", voice="joe"),))
+    assert codec.decode_call_settings(codec.encode_call_settings(asked, "s")) == asked
+    assert (asked.voice_for("agent"), asked.voice_for("caller")) == ("joe", "espeak-ng")
 
 
 def test_call_settings_round_trip_keeps_null_apart_from_empty(codec):
