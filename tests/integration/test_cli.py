@@ -247,12 +247,13 @@ def test_call_settings_set_and_clear_publish_a_record_and_a_tombstone(kafka_boot
     topic = env["CALLSTT_CALL_SETTINGS_TOPIC"]
     printed = json.loads(ok(callstt("call-settings", "set", "call-7", "--languages", "vi, en", "--hotwords",
                                     "Zyntra,Kowalczyk", "--redact", "card,phone", "--stream-languages", "agent=en",
-                                    "--translate-to", "pt", env=env)).stdout)
-    assert printed["translate_to"] == ["pt"]
+                                    "--translate-to", "pt", "--translate-interims", "--stream-voice", "agent=joe",
+                                    env=env)).stdout)
+    assert printed["translate_to"] == ["pt"] and printed["translate_interims"] is True and printed["voice"] is None
     assert printed["languages"] == ["vi", "en"] and printed["redact"] == ["card", "phone"]
     assert printed["initial_prompt"] is None  # not given: the worker's default
     assert printed["streams"] == [{"stream_id": "agent", "languages": ["en"], "hotwords": None, "initial_prompt": None,
-                                   "translate_to": None}]
+                                   "translate_to": None, "voice": "joe"}]
     refused = callstt("call-settings", "set", "call-7", "--redact", "cards", env=env)
     assert refused.returncode == 2 and "cards" in refused.stderr  # checked as the worker checks it
     ok(callstt("call-settings", "clear", "call-7", env=env))

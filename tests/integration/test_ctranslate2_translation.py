@@ -7,10 +7,12 @@ each with a tokenizer.json trained here on a few sentences with the `tokenizers`
   (eng_Latn, por_Latn, vie_Latn, deu_Latn);
 - tiny-m2m: the same architecture with M2M-100 language tokens (__en__, __ja__, __ko__);
 - opus-tiny-en-de: a bilingual Marian model (opus-mt's architecture), its pair in its folder name;
-- marian-tiny: another Marian model, its pair (pt->en) in a callstt-pair.json.
+- marian-tiny: another Marian model, its pair (pt->en) in a callstt-pair.json;
+- opus-tiny-spm-en-de (a directory of its own): a Marian model as Helsinki-NLP ships opus-mt, with only
+  source.spm + target.spm (sentencepiece models trained here) and a vocab.json, no tokenizer.json.
 Random weights translate into garbage: the tests check what a user checks (the folders convert, the
 backend finds the pairs, one deterministic string per text, the router's statuses), never the words.
-Building and converting all four takes about a second once torch is imported.
+Building and converting all five takes about a second once torch is imported.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
 from models.translation import TranslationRouter, load_translation_router
-from models.translation_ct2 import CT2_DIR_ENV, CTranslate2Backend, TranslationModelError
+from models.translation_ct2 import CT2_DIR_ENV, CTranslate2Backend, TranslationModelError, load_tokenizer
 from streams.settings import Settings
 
 # Building the checkpoints needs transformers and torch: the Vietnamese extra, which CI and scripts/setup
@@ -43,6 +46,13 @@ SENTENCES = [
 ]
 NLLB_TOKENS = ["eng_Latn", "por_Latn", "vie_Latn", "deu_Latn"]
 M2M_TOKENS = ["__en__", "__ja__", "__ko__"]
+# The sentencepiece models' sentences; the folder's pair comes from its name, as for opus-mt-en-de (a name
+# must end in -<source>-<target>: "opus-tiny-en-de-spm" would name no pair).
+SPM_ENGLISH = ["Hello, how are you today?", "Thank you very much for calling.", "Please call me back tomorrow.",
+               "Hello there."]
+SPM_GERMAN = ["Guten Tag, wie geht es Ihnen?", "Vielen Dank für Ihren Anruf.", "Bitte rufen Sie mich morgen zurück.",
+              "Hallo."]
+SPM_FOLDER = "opus-tiny-spm-en-de"
 
 
 # --- the tiny checkpoints -----------------------------------------------------------------------------
@@ -83,24 +93,63 @@ def write_m2m(directory: Path, language_tokens: list[str]) -> Path:
 
 def write_marian(directory: Path) -> Path:
     """opus-mt layout: </s> <unk>, the pieces, then <pad> (the decoder start, dropped by the converter)."""
+    save_marian(directory, train_tokenizer(directory, ["</s>", "<unk>"], ["<pad>"]))
+    return directory
+
+
+def save_marian(directory: Path, size: int) -> None:
+    """A tiny Marian model for a vocabulary of `size` tokens: </s> first (eos), <pad> last (decoder start)."""
     import torch
     from transformers import MarianConfig, MarianMTModel
 
-    size = train_tokenizer(directory, ["</s>", "<unk>"], ["<pad>"])
     config = MarianConfig(vocab_size=size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
                           max_position_embeddings=300, pad_token_id=size - 1, eos_token_id=0,
                           decoder_start_token_id=size - 1, forced_eos_token_id=0)
     torch.manual_seed(SEED)
     MarianMTModel(config).eval().save_pretrained(directory)
+
+
+def train_sentencepiece(file: Path, lines: list[str]) -> list[str]:
+    """A tiny sentencepiece model saved as `file` (opus-mt's source.spm / target.spm); its pieces, by id."""
+    import sentencepiece  # the `translation` extra, which CI and scripts/setup install: missing, this fails
+
+    corpus = file.with_suffix(".txt")
+    corpus.write_text("\n".join(lines * 5) + "\n", encoding="utf-8")
+    # A few sentences hold fewer pieces than any usual vocabulary: hard_vocab_limit=False lets the trainer
+    # stop short of vocab_size instead of failing.
+    sentencepiece.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(file.with_suffix("")), vocab_size=80, model_type="unigram",
+        hard_vocab_limit=False, character_coverage=1.0, minloglevel=2)
+    file.with_suffix(".model").rename(file)
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(file))
+    return [processor.id_to_piece(index) for index in range(processor.get_piece_size())]
+
+
+def write_marian_spm(directory: Path) -> Path:
+    """opus-mt as Helsinki-NLP ships it: source.spm, target.spm and one vocab.json for both sides
+    (</s> <unk>, the pieces of both sentencepiece models, then <pad>), read by transformers' MarianTokenizer."""
+    from transformers import MarianTokenizer
+
+    spm = directory.with_name(f"{directory.name}-files")
+    spm.mkdir(parents=True)
+    pieces = [*train_sentencepiece(spm / "source.spm", SPM_ENGLISH),
+              *train_sentencepiece(spm / "target.spm", SPM_GERMAN)]
+    controls = {"<unk>", "<s>", "</s>"}  # sentencepiece's own; Marian's vocabulary has </s> and <unk> first, no <s>
+    tokens = ["</s>", "<unk>", *dict.fromkeys(piece for piece in pieces if piece not in controls), "<pad>"]
+    (spm / "vocab.json").write_text(json.dumps({token: index for index, token in enumerate(tokens)}))
+    directory.mkdir(parents=True)
+    tokenizer = MarianTokenizer(str(spm / "source.spm"), str(spm / "target.spm"), str(spm / "vocab.json"))
+    tokenizer.save_pretrained(directory)  # source.spm, target.spm, vocab.json, tokenizer_config.json
+    save_marian(directory, len(tokens))
     return directory
 
 
-def convert(checkpoint: Path, output: Path) -> Path:
+def convert(checkpoint: Path, output: Path, files: tuple[str, ...] = ("tokenizer.json",)) -> Path:
     """What the README tells users to run (ct2-transformers-converter ... --copy_files tokenizer.json)."""
     from ctranslate2.converters import TransformersConverter
 
-    TransformersConverter(str(checkpoint), copy_files=["tokenizer.json"]).convert(str(output), quantization="int8")
+    TransformersConverter(str(checkpoint), copy_files=list(files)).convert(str(output), quantization="int8")
     return output
 
 
@@ -114,6 +163,18 @@ def model_dir(tmp_path_factory) -> Path:
     convert(write_marian(work / "hf-marian"), root / "opus-tiny-en-de")
     convert(write_marian(work / "hf-marian-2"), root / "marian-tiny")
     (root / "marian-tiny" / "callstt-pair.json").write_text(json.dumps({"source": "pt", "target": "en"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def spm_model_dir(tmp_path_factory) -> Path:
+    """A CALLSTT_CT2_TRANSLATION_DIR of its own with one opus-mt-like model whose tokenizer is source.spm +
+    target.spm only (converted with --copy_files source.spm target.spm, as CONVERT_HINT says)."""
+    work = tmp_path_factory.mktemp("ct2-translation-spm")
+    root = work / "models"
+    with warnings.catch_warnings():  # MarianTokenizer (ours, then the converter's) recommends sacremoses: not needed
+        warnings.filterwarnings("ignore", message="Recommended: pip install sacremoses")
+        convert(write_marian_spm(work / "hf-marian-spm"), root / SPM_FOLDER, files=("source.spm", "target.spm"))
     return root
 
 
@@ -233,3 +294,29 @@ def test_sentencepiece_models_name_the_missing_package(model_dir, tmp_path, monk
     with pytest.raises(TranslationModelError, match="opus-mt-en-de: .*sentencepiece package is not installed.*"
                                                     r"callstt\[translation\]"):
         CTranslate2Backend(tmp_path / "spm")
+
+
+def test_an_opus_mt_model_with_only_sentencepiece_files_translates(spm_model_dir):
+    folder = spm_model_dir / SPM_FOLDER
+    files = {path.name for path in folder.iterdir()}
+    assert {"model.bin", "shared_vocabulary.json", "source.spm", "target.spm"} <= files, files
+    assert "tokenizer.json" not in files
+    backend = CTranslate2Backend(spm_model_dir, intra_threads=1)
+    try:
+        [model] = backend.models
+        assert (model.style, model.tokenizer, model.bilingual) == ("plain", ("source.spm", "target.spm"), True)
+        assert backend.pairs() == {("en", "de")}
+        assert backend.model == backend.model_for("en", "de") == f"ctranslate2 {SPM_FOLDER}"
+        # The source model's pieces are the converted model's tokens: none of them becomes <unk>.
+        vocabulary = set(json.loads((folder / "shared_vocabulary.json").read_text()))
+        pieces = load_tokenizer(model).tokens("Hello there.")
+        assert pieces and set(pieces) <= vocabulary, pieces
+        backend.load()
+        first = backend.translate(["Hello there.", ""], "en", "de")
+        assert len(first) == 2 and all(isinstance(text, str) for text in first)
+        assert first[1] == ""  # empty text stays empty
+        assert backend.translate(["Hello there.", ""], "en", "de") == first
+        result = TranslationRouter([backend]).translate("Hello there.", "en", "de")
+        assert (result.status, result.model, result.text) == ("ok", f"ctranslate2 {SPM_FOLDER} en-de", first[0])
+    finally:
+        backend.close()

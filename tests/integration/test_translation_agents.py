@@ -327,7 +327,7 @@ def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(k
     worker.start()
     try:
         deadline, metrics = time.monotonic() + 60, {}
-        while metrics.get('callstt_speech_chunks_total{language="pt"}', 0.0) < 40:
+        while metrics.get('callstt_speech_chunks_total{language="pt",voice="espeak-ng"}', 0.0) < 40:
             assert time.monotonic() < deadline, "the speaker never started"
             time.sleep(0.05)
             metrics = worker.metrics()
