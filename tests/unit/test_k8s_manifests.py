@@ -1,0 +1,513 @@
+"""infra/k8s/ checked offline, as an operator would before `kubectl apply -k`: every file parses and
+is listed, the env names are settings the code reads, the probes hit routes the components serve
+on the ports they listen on, the containers run real `callstt` subcommands, the Strimzi topics are
+exactly what `callstt topics create` makes, and KEDA scales each consumer group on its own input
+topic, never past its partitions.
+
+What the code says comes from the code (the settings object, the typer app, the Faust apps' pages
+and tables, project_topics), never from a list kept here. The manifests are read the way
+kustomize builds them: the base's `replacements` and `images` applied by `build()` below; with
+kubectl installed, `kubectl kustomize` is checked to build the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "infra" / "k8s"
+BENCHMARK = ROOT / "docs" / "benchmark.md"
+POD_WORKLOADS = ("StatefulSet", "Deployment")
+
+
+# --- reading the manifests ----------------------------------------------------------------------
+
+def load_file(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def kustomization(directory: Path) -> dict:
+    return yaml.safe_load((directory / "kustomization.yaml").read_text())
+
+
+def get_path(doc: Any, path: str) -> Any:
+    for part in path.split("."):
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    return doc
+
+
+def set_path(doc: Any, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for part in parents:
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    key = int(last) if isinstance(doc, list) else last
+    old = doc[key]  # kustomize refuses a missing target too (without options.create)
+    doc[key] = int(value) if isinstance(old, int) and not isinstance(old, bool) else str(value)
+
+
+def matches(doc: dict, selector: dict) -> bool:
+    return all(get_path(doc, "metadata.name" if key == "name" else key) == value for key, value in selector.items())
+
+
+def build(directory: Path = K8S) -> list[dict]:
+    """The base as kustomize builds it: its resources, then its image and replacement transformers
+    (the only ones it uses; test_kubectl_kustomize_builds_the_same checks this against kustomize)."""
+    spec = kustomization(directory)
+    assert set(spec) <= {"apiVersion", "kind", "resources", "images", "replacements"}, \
+        "the base uses a kustomize feature build() does not apply"
+    docs = [doc for name in spec["resources"] for doc in load_file(directory / name)]
+    images = {image["name"]: image for image in spec.get("images", [])}
+    for container in (c for doc in docs if doc["kind"] in POD_WORKLOADS for c in containers(doc)):
+        image = images.get(container["image"].split(":")[0])
+        if image:
+            container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
+    for replacement in spec.get("replacements", []):
+        source = replacement["source"]
+        [origin] = [doc for doc in docs if matches(doc, {key: source[key] for key in ("kind", "name") if key in source})]
+        value = get_path(origin, source["fieldPath"])
+        for target in replacement["targets"]:
+            chosen = [doc for doc in docs if matches(doc, target["select"])
+                      and not any(matches(doc, rejected) for rejected in target.get("reject", []))]
+            assert chosen, f"replacement target {target['select']} selects nothing"
+            for doc in chosen:
+                for path in target["fieldPaths"]:
+                    set_path(doc, path, value)
+    return docs
+
+
+def containers(workload: dict) -> list[dict]:
+    return workload["spec"]["template"]["spec"]["containers"]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def named(docs: list[dict], kind: str, name: str) -> dict:
+    [doc] = [doc for doc in of_kind(docs, kind) if doc["metadata"]["name"] == name]
+    return doc
+
+
+def setting_names() -> set[str]:
+    """Every environment variable the settings object reads (CALLSTT_* and the old service's names)."""
+    return {name for f in fields(Settings) for name in f.metadata["env"]}
+
+
+def container_env(docs: list[dict], container: dict) -> dict[str, str]:
+    """What the container's process sees: its ConfigMaps (in order), then its own env."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(named(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
+    env.update({item["name"]: item["value"] for item in container.get("env", [])})
+    return env
+
+
+# --- what the code says -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Component:
+    kind: str
+    name: str
+    subcommand: str
+    port_setting: str  # the Settings field of its web port
+    input_topic: str  # the Settings field of the topic its consumer group is scaled on
+
+    def settings(self, docs: list[dict]) -> Settings:
+        [container] = containers(named(docs, self.kind, self.name))
+        return Settings.from_env(container_env(docs, container))
+
+    def app(self, settings: Settings):
+        """The component's Faust app, as its subcommand builds it (nothing loaded, no broker)."""
+        if self.subcommand == "worker":
+            from streams.worker.app import create_app
+
+            return create_app(settings, lambda: None)
+        if self.subcommand == "translator":
+            from streams.translation.app import create_translation_app
+
+            return create_translation_app(settings, lambda: None)
+        from streams.speech.app import create_speech_app
+
+        return create_speech_app(settings, lambda: None)
+
+
+COMPONENTS = (
+    Component("StatefulSet", "callstt-worker", "worker", "web_port", "audio_topic"),
+    Component("Deployment", "callstt-translator", "translator", "translator_web_port", "transcript_topic"),
+    Component("Deployment", "callstt-speaker", "speaker", "speaker_web_port", "translation_topic"),
+)
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[dict]:
+    return build()
+
+
+@pytest.fixture(scope="module")
+def apps(docs, tmp_path_factory) -> dict[str, Any]:
+    """Each component's Faust app built from the settings its pod sees (data folder moved to a
+    temporary one: nothing is written anyway)."""
+    built = {}
+    for component in COMPONENTS:
+        settings = component.settings(docs).with_overrides(data_dir=str(tmp_path_factory.mktemp(component.subcommand)))
+        built[component.subcommand] = component.app(settings)
+    return built
+
+
+@pytest.fixture(scope="module")
+def common(docs) -> Settings:
+    """The settings of the shared ConfigMap: topics, partitions, replication, app id."""
+    return Settings.from_env(named(docs, "ConfigMap", "callstt-common")["data"])
+
+
+# --- the files ----------------------------------------------------------------------------------
+
+def kustomization_dirs() -> list[Path]:
+    return sorted(path.parent for path in K8S.rglob("kustomization.yaml"))
+
+
+@pytest.mark.parametrize("directory", kustomization_dirs(), ids=lambda path: str(path.relative_to(K8S)) if path != K8S else "base")
+def test_each_kustomization_lists_exactly_the_yaml_files_beside_it(directory):
+    listed = kustomization(directory).get("resources", [])
+    present = {path.name for path in directory.glob("*.yaml") if path.name != "kustomization.yaml"}
+    assert present and sorted(listed) == sorted(present)
+    assert not list(directory.glob("*.yml")), "a .yml file kustomize would not be told about"
+
+
+def test_every_document_parses_and_names_no_namespace():
+    files = sorted(K8S.rglob("*.yaml"))
+    assert len(files) >= 10
+    for path in files:
+        for doc in load_file(path):
+            if path.name == "kustomization.yaml":
+                assert doc["kind"] in ("Kustomization", "Component")
+                continue
+            assert doc.get("apiVersion") and doc.get("kind") and doc["metadata"].get("name"), path
+            assert "namespace" not in doc["metadata"], f"{path}: the base is namespace-agnostic"
+    assert {"StatefulSet", "Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ScaledObject", "Kafka",
+            "KafkaNodePool", "KafkaTopic"} <= {doc["kind"] for doc in build()}
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+def test_every_env_name_is_a_setting_and_every_value_is_accepted(docs):
+    known = setting_names()
+    assert {"CALLSTT_KAFKA_BOOTSTRAP_SERVERS", "MODEL_SIZE", "OMP_NUM_THREADS"} <= known  # the derivation works
+    for config_map in of_kind(docs, "ConfigMap"):
+        unknown = set(config_map["data"]) - known
+        assert not unknown, f"ConfigMap {config_map['metadata']['name']}: not settings: {sorted(unknown)}"
+    for component in COMPONENTS:
+        [container] = containers(named(docs, component.kind, component.name))
+        env = container_env(docs, container)  # also: every ConfigMap it names exists
+        assert not set(env) - known, f"{component.name}: not settings: {sorted(set(env) - known)}"
+        settings = component.settings(docs)  # raises SettingsError for a value the code refuses
+        assert settings.web_host == "0.0.0.0", "probes and Prometheus reach the pod's IP, not its loopback"
+        assert settings.kafka_bootstrap_servers == named(docs, "ConfigMap", "callstt-common")["data"][
+            "CALLSTT_KAFKA_BOOTSTRAP_SERVERS"]
+
+
+def test_the_worker_runs_the_benchmarked_model_configuration(docs):
+    settings = COMPONENTS[0].settings(docs)
+    [container] = containers(named(docs, "StatefulSet", "callstt-worker"))
+    bench = BENCHMARK.read_text()
+    configuration = re.search(r"Settings: model (\S+) (\S+) on (\S+), (\d+) threads", bench)
+    assert configuration, "docs/benchmark.md no longer states the benchmarked settings"
+    model, compute_type, device, threads = configuration.groups()
+    assert (settings.model, settings.compute_type, settings.device, settings.cpu_threads) == (
+        model, compute_type, device, int(threads))
+    assert cpu_cores(container["resources"]["requests"]["cpu"]) >= settings.cpu_threads
+
+
+# --- processes, ports, probes -------------------------------------------------------------------
+
+def cli_commands() -> set[str]:
+    import typer.main
+
+    from streams.cli import app
+
+    return set(typer.main.get_command(app).commands)
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.subcommand)
+def test_each_container_runs_its_callstt_subcommand(docs, component):
+    commands = cli_commands()
+    assert {"worker", "translator", "speaker", "topics"} <= commands
+    [container] = containers(named(docs, component.kind, component.name))
+    assert container["command"] == ["callstt"]
+    assert container["args"][0] in commands and container["args"][0] == component.subcommand
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.subcommand)
+def test_ports_and_probes_are_what_the_component_serves(docs, apps, component):
+    settings = component.settings(docs)
+    routes = set(apps[component.subcommand].web.views)
+    assert {"/health", "/metrics"} <= routes
+    workload = named(docs, component.kind, component.name)
+    [container] = containers(workload)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    port = getattr(settings, component.port_setting)
+    assert list(ports.values()) == [port] and port == getattr(Settings(), component.port_setting)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        action = container[probe]["httpGet"]
+        assert action["path"] == "/health" and action["path"] in routes
+        assert ports.get(action["port"], action["port"]) == port, f"{probe} port"
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and int(annotations["prometheus.io/port"]) == port
+    assert annotations["prometheus.io/path"] in routes
+    [service] = [s for s in of_kind(docs, "Service") if selects(s["spec"]["selector"], workload)]
+    [service_port] = service["spec"]["ports"]
+    assert service_port["port"] == port and ports[service_port["targetPort"]] == port
+
+
+def selects(selector: dict, workload: dict) -> bool:
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def window(probe: dict) -> int:
+    """Seconds of uninterrupted failure before the kubelet acts (Kubernetes' defaults: 10 s, 3)."""
+    return probe.get("periodSeconds", 10) * probe.get("failureThreshold", 3)
+
+
+def test_liveness_never_restarts_a_starting_or_overloaded_worker(docs):
+    """/health is 503 while the models load and while no partition is assigned (a rebalance), and
+    200 when the worker is only behind; the probes are set for that."""
+    from streams.worker.web import WorkerStatus
+
+    settings = COMPONENTS[0].settings(docs)
+    status = WorkerStatus(settings)
+    assert status.health()[0] == 503  # models loading: only the startup probe may see this
+    status.models_ready.set()
+    assert status.health()[0] == 503  # no partitions yet (or taken away by a rebalance)
+    status.assigned_partitions = lambda: {0}
+    status.lag_records = lambda: settings.overload_lag_records + 1
+    code, body = status.health()
+    assert (code, body["status"]) == (200, "overloaded")  # so liveness and readiness keep it
+
+    [container] = containers(named(docs, "StatefulSet", "callstt-worker"))
+    assert window(container["startupProbe"]) >= 300  # model load, changelog restore, group join
+    # A rebalance waits up to the session timeout for a dead member, then reassigns.
+    assert window(container["livenessProbe"]) >= 2 * settings.kafka_session_timeout_s
+    assert window(container["readinessProbe"]) < window(container["livenessProbe"])
+    for component in COMPONENTS[1:]:
+        [container] = containers(named(docs, component.kind, component.name))
+        assert "startupProbe" in container and window(container["livenessProbe"]) >= 60
+
+
+# --- resources ----------------------------------------------------------------------------------
+
+def cpu_cores(value: str | int) -> float:
+    text = str(value)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def mebibytes(value: str) -> float:
+    units = {"Mi": 1, "Gi": 1024, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    for unit, factor in units.items():
+        if value.endswith(unit):
+            return float(value[: -len(unit)]) * factor
+    return float(value) / 2**20
+
+
+def bench_rss_mb() -> dict[str, float]:
+    """Peak RSS (MB) of each component as docs/benchmark.md reports it."""
+    text = BENCHMARK.read_text()
+    worker = re.search(r"worker RSS idle / peak \(VmHWM\) \| [\d.]+ MB / ([\d.]+) MB", text)
+    chain = re.search(r"Translator peak RSS\s+[\d.]+-([\d.]+) MB, speaker ([\d.]+) MB", text)
+    assert worker and chain, "docs/benchmark.md no longer reports the RSS figures the manifests cite"
+    return {"worker": float(worker[1]), "translator": float(chain[1]), "speaker": float(chain[2])}
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.subcommand)
+def test_memory_covers_the_benchmarked_peak(docs, component):
+    peak_mib = bench_rss_mb()[component.subcommand] * 1e6 / 2**20
+    [container] = containers(named(docs, component.kind, component.name))
+    resources = container["resources"]
+    assert mebibytes(resources["requests"]["memory"]) >= peak_mib
+    assert mebibytes(resources["limits"]["memory"]) >= 1.5 * peak_mib
+    assert cpu_cores(resources["requests"]["cpu"]) > 0
+
+
+# --- the worker's state, shutdown and disruptions ------------------------------------------------
+
+def test_the_worker_keeps_its_state_on_its_own_volume_and_stops_cleanly(docs):
+    settings = COMPONENTS[0].settings(docs)
+    worker = named(docs, "StatefulSet", "callstt-worker")
+    [container] = containers(worker)
+    [claim] = worker["spec"]["volumeClaimTemplates"]
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == settings.data_dir
+    service = named(docs, "Service", worker["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None" and selects(service["spec"]["selector"], worker)
+    assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
+    [budget] = of_kind(docs, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1 and selects(budget["spec"]["selector"]["matchLabels"], worker)
+
+
+# --- Strimzi --------------------------------------------------------------------------------------
+
+def test_the_kafka_cluster_has_rf_3_and_min_isr_2_and_is_the_one_the_pods_use(docs, common):
+    [kafka] = of_kind(docs, "Kafka")
+    name, config = kafka["metadata"]["name"], kafka["spec"]["kafka"]["config"]
+    assert (config["default.replication.factor"], config["min.insync.replicas"],
+            config["offsets.topic.replication.factor"]) == (3, 2, 3)
+    pools = [pool for pool in of_kind(docs, "KafkaNodePool") if pool["metadata"]["labels"]["strimzi.io/cluster"] == name]
+    assert sum(pool["spec"]["replicas"] for pool in pools if "broker" in pool["spec"]["roles"]) >= 3
+    assert sum(pool["spec"]["replicas"] for pool in pools if "controller" in pool["spec"]["roles"]) in (3, 5)
+    assert "topicOperator" in kafka["spec"]["entityOperator"]
+    [listener] = [item for item in kafka["spec"]["kafka"]["listeners"] if not item["tls"]]
+    assert common.kafka_bootstrap_servers == f"{name}-kafka-bootstrap:{listener['port']}"
+    assert common.kafka_security_protocol == "PLAINTEXT" and "authentication" not in listener
+    for topic in of_kind(docs, "KafkaTopic"):
+        assert topic["metadata"]["labels"]["strimzi.io/cluster"] == name
+
+
+def kafka_topics(docs: list[dict]) -> dict[str, dict]:
+    return {topic["spec"].get("topicName", topic["metadata"]["name"]): topic["spec"] for topic in of_kind(docs, "KafkaTopic")}
+
+
+def test_the_kafka_topics_are_what_callstt_topics_create_makes(docs, common):
+    from streams.client.topics import control_topic, project_topics
+
+    expected = project_topics(common)
+    assert control_topic(common) in {spec.name for spec in expected}
+    assert common.topic_replication == 3
+    topics = kafka_topics(docs)
+    for spec in expected:
+        assert spec.name in topics, f"no KafkaTopic for {spec.name}"
+        declared = topics[spec.name]
+        assert (declared["partitions"], declared["replicas"]) == (spec.partitions, spec.replication), spec.name
+        assert {key: str(value) for key, value in declared.get("config", {}).items()} == spec.config, spec.name
+
+
+def test_the_changelog_topics_are_the_tables_changelogs(docs, apps, common, monkeypatch):
+    """Every table of every component has its changelog declared: compacted, with the table's
+    partitions and RF; the agents' exactly as streams/downstream.py ensure_changelogs creates them."""
+    import streams.client.topics
+    from streams import downstream
+    from streams.client.topics import project_topics
+
+    created = []
+    monkeypatch.setattr(streams.client.topics, "create_topics", lambda settings, specs, timeout=30.0: created.extend(specs))
+    for name in ("translator", "speaker"):
+        downstream.ensure_changelogs(common, apps[name])
+    made_by_agents = {spec.name: spec for spec in created}
+
+    topics = kafka_topics(docs)
+    changelogs = set()
+    for app in apps.values():
+        for table in app.tables.values():
+            name = table.changelog_topic_name
+            changelogs.add(name)
+            assert name in topics, f"no KafkaTopic for {name}"
+            declared = topics[name]
+            assert declared["partitions"] == (table.partitions or common.topic_partitions)
+            assert declared["replicas"] == common.topic_replication
+            assert declared["config"]["cleanup.policy"] == "compact"
+            if name in made_by_agents:
+                assert {k: str(v) for k, v in declared["config"].items()} == made_by_agents[name].config
+    assert len(changelogs) == 3 and set(made_by_agents) < changelogs
+    assert set(topics) == changelogs | {spec.name for spec in project_topics(common)}, "a topic no code uses"
+
+
+def test_the_partition_count_is_written_in_one_place(docs, common):
+    """config.yaml's CALLSTT_TOPIC_PARTITIONS: the raw files hold placeholders (0, which Strimzi
+    and KEDA refuse) that the build replaces, so there is no second copy to forget."""
+    raw = {path.name: load_file(path) for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml"}
+    for name, file_docs in raw.items():
+        for doc in file_docs:
+            if doc["kind"] == "KafkaTopic" and doc["spec"]["topicName"] != common.dead_letter_topic:
+                assert doc["spec"]["partitions"] == 0, f"{name}: {doc['metadata']['name']}"
+            if doc["kind"] == "ScaledObject":
+                assert doc["spec"]["maxReplicaCount"] == 0, f"{name}: {doc['metadata']['name']}"
+    built = kafka_topics(docs)
+    assert {spec["partitions"] for name, spec in built.items() if name != common.dead_letter_topic} == \
+        {common.topic_partitions}
+    assert {so["spec"]["maxReplicaCount"] for so in of_kind(docs, "ScaledObject")} == {common.topic_partitions}
+
+
+# --- KEDA ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.subcommand)
+def test_keda_scales_each_consumer_group_on_its_input_topic_up_to_its_partitions(docs, apps, component):
+    settings = component.settings(docs)
+    workload = named(docs, component.kind, component.name)
+    [scaled] = [so for so in of_kind(docs, "ScaledObject")
+                if (so["spec"]["scaleTargetRef"]["kind"], so["spec"]["scaleTargetRef"]["name"]) ==
+                (component.kind, component.name)]
+    assert scaled["spec"]["scaleTargetRef"]["apiVersion"] == workload["apiVersion"]
+    assert "replicas" not in workload["spec"], "kubectl apply would reset KEDA's replica count"
+    [trigger] = scaled["spec"]["triggers"]
+    meta = trigger["metadata"]
+    assert trigger["type"] == "kafka"
+    # the consumer group the component really joins: the Faust app id
+    assert meta["consumerGroup"] == apps[component.subcommand].conf.id
+    assert meta["consumerGroup"] == {"worker": settings.app_id, "translator": f"{settings.app_id}-translate",
+                                     "speaker": f"{settings.app_id}-speak"}[component.subcommand]
+    topic = getattr(settings, component.input_topic)
+    assert meta["topic"] == topic
+    assert meta["allowIdleConsumers"] == "false" and int(meta["lagThreshold"]) > 0
+    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
+    assert scaled["spec"]["maxReplicaCount"] <= kafka_topics(docs)[topic]["partitions"]
+    # KEDA's scalers run in KEDA's namespace: the bootstrap Service's name must be qualified.
+    [kafka] = of_kind(docs, "Kafka")
+    host, port = meta["bootstrapServers"].rsplit(":", 1)
+    service, _namespace, svc = host.split(".")
+    assert (service, svc) == (f"{kafka['metadata']['name']}-kafka-bootstrap", "svc")
+    assert settings.kafka_bootstrap_servers.endswith(f":{port}")
+    if component.subcommand == "worker":
+        assert int(meta["lagThreshold"]) == settings.overload_lag_records
+
+
+# --- Prometheus Operator ------------------------------------------------------------------------
+
+def test_the_service_monitors_scrape_each_components_metrics(docs, apps):
+    monitors = load_file(K8S / "components" / "servicemonitors" / "servicemonitors.yaml")
+    assert len(monitors) == len(COMPONENTS)
+    for component in COMPONENTS:
+        workload = named(docs, component.kind, component.name)
+        [service] = [s for s in of_kind(docs, "Service") if selects(s["spec"]["selector"], workload)]
+        [monitor] = [m for m in monitors if m["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()]
+        [endpoint] = monitor["spec"]["endpoints"]
+        assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+        assert endpoint["path"] in apps[component.subcommand].web.views
+
+
+# --- against kustomize itself ---------------------------------------------------------------------
+
+def by_identity(docs: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(doc["kind"], doc["metadata"]["name"]): doc for doc in docs}
+
+
+def test_kubectl_kustomize_builds_the_same_and_an_overlay_moves_keda_to_its_namespace(tmp_path):
+    assert shutil.which("kubectl"), "kubectl (with its built-in kustomize) is needed to build infra/k8s"
+    built = list(yaml.safe_load_all(subprocess.run(["kubectl", "kustomize", str(K8S)], check=True, capture_output=True,
+                                                   text=True, timeout=60).stdout))
+    assert by_identity(built) == by_identity(build())
+
+    # The overlay kustomization.yaml's comment shows, for another namespace.
+    base = os.path.relpath(K8S, tmp_path)  # kustomize takes no absolute paths
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "namespace": "calls-prod", "resources": [base], "components": [f"{base}/components/servicemonitors"],
+        "replacements": [{"source": {"kind": "ConfigMap", "name": "callstt-common", "fieldPath": "metadata.namespace"},
+                          "targets": [{"select": {"kind": "ScaledObject"},
+                                       "fieldPaths": ["spec.triggers.0.metadata.bootstrapServers"],
+                                       "options": {"delimiter": ".", "index": 1}}]}]}))
+    overlay = list(yaml.safe_load_all(subprocess.run(["kubectl", "kustomize", str(tmp_path)], check=True,
+                                                     capture_output=True, text=True, timeout=60).stdout))
+    assert {doc["metadata"].get("namespace") for doc in overlay} == {"calls-prod"}
+    assert len(of_kind(overlay, "ServiceMonitor")) == len(COMPONENTS)
+    for scaled in of_kind(overlay, "ScaledObject"):
+        assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == \
+            "callstt-kafka-bootstrap.calls-prod.svc:9092"
