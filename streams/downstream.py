@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from schemas.codec import DecodeError
 from streams.client.kafka import faust_broker_config
+from streams.core import retry
 from streams.settings import Settings
 from streams.worker.agent import dead_letter_headers
 
@@ -108,22 +109,15 @@ class DeadLetters:
 
 async def until_done(handle: Callable[[Any], Awaitable[None]], message: Any, log: logging.Logger,
                      failures: Any | None = None) -> None:
-    """`await handle(message)`, again after each failure (0.5 s, doubling up to 30 s), until it
-    succeeds: the record's output is repeated (same ids), never skipped. `failures`: a counter."""
-    delay = 0.5
-    while True:
-        try:
-            await handle(message)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            if failures is not None:
-                failures.inc()
-            log.exception("record at %s[%s]@%s failed (%s: %s); retrying in %.1f s", message.topic, message.partition,
-                          message.offset, type(error).__name__, error, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    """`await handle(message)` until it succeeds (streams/core/retry.py): the record's output is
+    repeated (same ids), never skipped. `failures`: a counter."""
+    def failed(error: Exception, delay: float) -> None:
+        if failures is not None:
+            failures.inc()
+        log.exception("record at %s[%s]@%s failed (%s: %s); retrying in %.1f s", message.topic, message.partition,
+                      message.offset, type(error).__name__, error, delay)
+
+    await retry.until_done(lambda: handle(message), failed)
 
 
 class CallSettingsTable:
@@ -136,9 +130,7 @@ class CallSettingsTable:
                  count: Callable[[str], None]) -> None:
         from streams.worker.faust_compat import AcknowledgedTable
 
-        self.table = app.tables.add(AcknowledgedTable(app, name="call-settings", default=None,
-                                                      beacon=app.tables.beacon, partitions=settings.topic_partitions,
-                                                      key_type=bytes, value_type=bytes))
+        self.table = AcknowledgedTable.add_to(app, "call-settings", settings.topic_partitions)
         self.codec, self.dead_letters, self.count = codec, dead_letters, count
         self.topic = settings.call_settings_topic
 

@@ -198,7 +198,8 @@ class Settings:
     idle_flush_s: float = env("CALLSTT_IDLE_FLUSH_S", default=5.0,
                               doc="Flush a stream's open utterance after this long without chunks")
     stream_ttl_s: float = env("CALLSTT_STREAM_TTL_S", default=600.0,
-                              doc="Forget a stream's state after this long without chunks")
+                              doc="Forget a stream's state after this long without chunks (an ended "
+                                  "stream's small record too: until then its chunks read again are duplicates)")
     call_settings_ttl_s: float = env("CALLSTT_CALL_SETTINGS_TTL_S", default=30 * 86400.0,
                                      doc="Forget a call's settings this long after they were set (also the "
                                          "call-settings topic's retention)")

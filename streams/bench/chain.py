@@ -117,11 +117,11 @@ def chain_figures(finals: list[Arrival], translations: list[Arrival], speech: li
     """Per utterance the four delays (s), joined by transcript id and by the translated leg's
     chunk numbers (streams/speech/core.py: utterance_index * SEQ_PER_UTTERANCE + n); their
     summaries, what is missing, and the share of utterances within the target end to end."""
-    from streams.speech.core import CHUNK_MS as SPEECH_CHUNK_MS, SEQ_PER_UTTERANCE
+    from streams.speech.core import CHUNK_MS as SPEECH_CHUNK_MS, spoken_utterance
 
     first_final = first_arrivals(finals, lambda t: t.transcript_id)
     first_translation = first_arrivals(translations, lambda t: t.transcript_id)
-    first_chunk = first_arrivals(speech, lambda c: (c.call_id, c.stream_id, c.seq // SEQ_PER_UTTERANCE))
+    first_chunk = first_arrivals(speech, spoken_utterance)
     stages: dict[str, list[float]] = {name: [] for name in STAGES}
     statuses: dict[str, int] = {}
     missing_translation = missing_speech = 0

@@ -223,12 +223,13 @@ def spoken_utterances(chunks: Iterable[AudioChunk]) -> Iterator[SpokenUtterance]
     utterance's chunks from utterance_index * SEQ_PER_UTTERANCE). An utterance is yielded once
     its leg's next utterance starts (the speaker finishes one before the next), the rest when
     `chunks` ends, in the order they started."""
-    from streams.speech.core import SEQ_PER_UTTERANCE
+    from streams.speech.core import spoken_utterance
 
     open_: dict[tuple[str, str], SpokenUtterance] = {}  # per leg: the utterance being spoken
     finished: dict[tuple[str, str], int] = {}  # per leg: the last utterance yielded (a late repeat is not news)
     for chunk in chunks:
-        leg, index = (chunk.call_id, chunk.stream_id), chunk.seq // SEQ_PER_UTTERANCE
+        call_id, stream_id, index = spoken_utterance(chunk)
+        leg = (call_id, stream_id)
         if index <= finished.get(leg, -1):
             continue
         current = open_.get(leg)

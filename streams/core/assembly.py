@@ -76,7 +76,15 @@ class StreamState:
     language: dict = field(default_factory=dict)  # the stream's language evidence (models/language_id.py)
     hint: str = ""
     last_received_ms: int = 0
+    # The stream ended (end_of_stream): what is left is this small record, without audio, for
+    # CALLSTT_STREAM_TTL_S, so that its chunks read again after a rebalance or a crash are
+    # duplicates. Deleting it at once let a successor that re-read the call's last chunks
+    # (its predecessor's commit lost in a rebalance) start the stream again from nothing
+    # and publish different text under the same transcript ids.
     ended: bool = False
+    # The audio topic offset of the stream's first record (-1: unknown). Reading that record again
+    # means the whole stream is read again (a group rewound for a reprocess): it starts over.
+    first_offset: int = -1
     partition: int = -1  # of the audio topic, where this stream's events arrive
 
     def to_bytes(self) -> bytes:
@@ -181,11 +189,7 @@ class Outcome:
     decode_seconds: float = 0.0
     vad_seconds: float = 0.0
     decoded: Decoded | None = field(default=None, repr=False)  # while the assembler works on it
-
-    @property
-    def finished(self) -> bool:
-        """The stream ended: its state and audio can go."""
-        return self.state.ended
+    forgotten: bool = False  # evicted: the stream's state goes from the store too
 
 
 @dataclass(frozen=True)
@@ -210,14 +214,23 @@ class StreamAssembler:
                            endpoint=EndpointState().to_bytes())
 
     def accept(self, state: StreamState, chunk: AudioChunk, received_ms: int,
-               read_block: Callable[[str], bytes | None]) -> Outcome:
-        """Run one chunk through the stream. Raises BadChunk (state untouched) for bad input."""
+               read_block: Callable[[str], bytes | None], offset: int = -1) -> Outcome:
+        """Run one chunk through the stream (`offset`: its record's offset in the audio topic, -1
+        when it has none). Raises BadChunk (state untouched) for bad input."""
         # Validate now, before the sequencer may hold the chunk: bad input never enters state.
         # (Decoding waits for the sequencer's release: each payload is decoded once.)
         encoding = check_payload(chunk.payload, str(getattr(chunk.encoding, "value", chunk.encoding)),
                                  chunk.sample_rate, chunk.channels, self.config.max_chunk_ms, chunk.end_of_stream)
         if chunk.seq < 0:
             raise BadChunk("negative_seq", f"seq {chunk.seq} is negative")
+        if state.ended:
+            if offset < 0 or offset != state.first_offset:
+                return self._after_end(state, chunk, received_ms)
+            log.info("call=%s stream=%s: its first record (offset %d) again, the stream starts over",
+                     state.call_id, state.stream_id, offset)
+            state = self.new_state(state.call_id, state.stream_id)
+        if state.first_offset < 0:
+            state = replace(state, first_offset=offset)
         duration_ms = chunk_duration_ms(len(chunk.payload), encoding, chunk.sample_rate, chunk.channels)
         held = HELD_HEADER.pack(ENCODING_CODES[encoding], chunk.sample_rate, chunk.channels,
                                 chunk.capture_ts_ms) + chunk.payload
@@ -301,18 +314,37 @@ class StreamAssembler:
             self._close(outcome)
 
     def evict(self, state: StreamState, received_ms: int, read_block: Callable[[str], bytes | None]) -> Outcome:
-        """Forget a stream that stayed idle too long (or one over the stream cap): its open
-        utterance is transcribed first, then its state and audio go."""
+        """Forget a stream that stayed idle too long (or one over the stream cap, or one that ended
+        long enough ago): its open utterance is transcribed first, then its state and audio go."""
+        if state.ended:
+            return Outcome(state=state, forgotten=True)
         outcome = self.flush_idle(state, received_ms, read_block)
         self._close(outcome)
+        outcome.forgotten = True
         return outcome
 
     def _close(self, outcome: Outcome) -> None:
+        """The stream is over: its audio goes, and its state shrinks to what tells a chunk read
+        again from a new one (the sequencer's)."""
         state = outcome.state
         state.ended = True
         for block in state.blocks:
             self._delete_block(outcome, block)
         state.blocks = []
+        state.vad = state.resampler = b""
+        if outcome.decoded is not None:  # (still decoded: keep `_store` from writing them back)
+            outcome.decoded.vad = outcome.decoded.resampler = None
+
+    @staticmethod
+    def _after_end(state: StreamState, chunk: AudioChunk, received_ms: int) -> Outcome:
+        """A chunk of a stream that ended: one it had before is a duplicate (read again after a
+        rebalance or a crash, or sent twice); a new one is bad input, since the stream is over."""
+        sequence = SequenceState.from_bytes(state.sequence)
+        if chunk.seq >= sequence.next_seq:
+            raise BadChunk("after_end_of_stream", f"seq {chunk.seq} came after the stream ended "
+                                                  f"(its last seq was {sequence.next_seq - 1})")
+        sequence = replace(sequence, duplicates=sequence.duplicates + 1)
+        return Outcome(state=replace(state, sequence=sequence.to_bytes(), last_received_ms=received_ms), duplicates=1)
 
     def _cut(self, outcome: Outcome, received_ms: int, read_block: Callable[[str], bytes | None]) -> None:
         state = outcome.state

@@ -32,7 +32,7 @@ class TableBatch:
     def __init__(self, read: Callable[[str], bytes | None]) -> None:
         self._read = read
         self._values: dict[str, bytes | None] = {}  # key -> bytes, or None for a delete
-        self._states: dict[str, StreamState | None] = {}  # state key -> latest state (None: finished)
+        self._states: dict[str, StreamState | None] = {}  # state key -> latest state (None: forgotten)
         self._owner: dict[str, Any] = {}  # key -> the event whose partition the key lives in
         self._new_keys: set[str] = set()  # first written by this batch: a delete just forgets them
         self.outcomes: list[tuple[Any, Outcome]] = []
@@ -55,7 +55,7 @@ class TableBatch:
         self._read = read
 
     def states(self) -> Iterator[tuple[str, StreamState]]:
-        """The streams this batch changed and their latest states (finished ones left out)."""
+        """The streams this batch changed and their latest states (forgotten ones left out)."""
         return ((key, state) for key, state in self._states.items() if state is not None)
 
     def state(self, call_id: str, stream_id: str) -> StreamState | None:
@@ -66,7 +66,7 @@ class TableBatch:
         return StreamState.from_bytes(raw) if raw else None
 
     def latest_state(self, call_id: str, stream_id: str) -> StreamState | None:
-        """The stream's state as this batch leaves it (None when it finished or was not touched)."""
+        """The stream's state as this batch leaves it (None when it was forgotten or not touched)."""
         return self._states.get(state_key(call_id, stream_id))
 
     def record(self, outcome: Outcome, event: Any) -> None:
@@ -77,7 +77,7 @@ class TableBatch:
         for key, value in outcome.writes.items():
             self._set(key, value, event)
         key = state_key(outcome.state.call_id, outcome.state.stream_id)
-        self._states[key] = None if outcome.finished else outcome.state
+        self._states[key] = None if outcome.forgotten else outcome.state
         self._owner[key] = event
 
     def put(self, key: str, value: bytes | None, event: Any) -> None:

@@ -306,22 +306,23 @@ class PipelineBatch:
     def state(self, call_id: str, stream_id: str) -> StreamState | None:
         return self.table.state(call_id, stream_id)
 
-    def accept_record(self, value: bytes | None, received_ms: int, owner: Any) -> Outcome | Rejected:
-        """An audio-chunk record through its stream (`owner`: what the changes belong to, e.g. the event)."""
+    def accept_record(self, value: bytes | None, received_ms: int, owner: Any, offset: int = -1) -> Outcome | Rejected:
+        """An audio-chunk record through its stream (`owner`: what the changes belong to, e.g. the
+        event; `offset`: the record's in the audio topic, -1 when it has none)."""
         started = time.perf_counter()
         chunk = self.pipeline.decode(value)
         self.stage_seconds["avro_decode"] += time.perf_counter() - started
         if isinstance(chunk, Rejected):
             return chunk
-        return self.accept_chunk(chunk, received_ms, owner)
+        return self.accept_chunk(chunk, received_ms, owner, offset)
 
-    def accept_chunk(self, chunk: AudioChunk, received_ms: int, owner: Any) -> Outcome | Rejected:
+    def accept_chunk(self, chunk: AudioChunk, received_ms: int, owner: Any, offset: int = -1) -> Outcome | Rejected:
         assembler = self.pipeline.assembler
         started = time.perf_counter()
         try:
             state = self.table.state(chunk.call_id, chunk.stream_id) or assembler.new_state(chunk.call_id,
                                                                                            chunk.stream_id)
-            outcome = assembler.accept(state, chunk, received_ms, self.table.read)
+            outcome = assembler.accept(state, chunk, received_ms, self.table.read, offset)
         except BadChunk as error:
             return Rejected(error.reason, f"call {chunk.call_id} stream {chunk.stream_id}: {error}")
         except Exception as error:  # a bug on odd input must not stop the partition: park the record

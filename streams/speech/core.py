@@ -28,6 +28,11 @@ SEQ_PER_UTTERANCE = 100_000
 PLAN = ChunkPlan(SAMPLE_RATE, "PCM_S16LE", CHUNK_MS)
 
 
+def spoken_utterance(chunk: AudioChunk) -> tuple[str, str, int]:
+    """Which translated utterance a speech chunk belongs to: (call, leg, utterance index)."""
+    return chunk.call_id, chunk.stream_id, chunk.seq // SEQ_PER_UTTERANCE
+
+
 def leg(translation: Translation) -> str:
     """The stream id of the translated leg: `caller>pt`."""
     return f"{translation.stream_id}>{translation.target_language}"

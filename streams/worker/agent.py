@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.records import Transcript
-from streams.core import interims
+from streams.core import interims, retry
 from streams.core.assembly import state_key
 from streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
 from streams.worker import metrics
@@ -144,19 +144,12 @@ class BatchHandler:
         """A batch that fails (a broker hiccup, a table's changelog not known yet) is retried as a
         whole, with backoff, rather than skipped: its transcripts were published at most, and the
         table writes made before the failure only tell the retry that those chunks are done."""
-        delay = 0.5
-        while True:
-            try:
-                await self.finish(batch)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                metrics.BATCH_FAILURES.inc()
-                log.exception("a batch of %d records failed (%s: %s); retrying in %.1f s, its records stay "
-                              "unacknowledged meanwhile", len(batch.events), type(error).__name__, error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        def failed(error: Exception, delay: float) -> None:
+            metrics.BATCH_FAILURES.inc()
+            log.exception("a batch of %d records failed (%s: %s); retrying in %.1f s, its records stay "
+                          "unacknowledged meanwhile", len(batch.events), type(error).__name__, error, delay)
+
+        await retry.until_done(lambda: self.finish(batch), failed)
 
     def accept(self, batch: Batch, events: list) -> None:
         """Events in arrival order through their streams (in memory; dead letters are sent when the
@@ -176,7 +169,8 @@ class BatchHandler:
             metrics.CHUNK_BYTES.inc(len(event.message.value or b""))
             self.taken[event.message.partition] = max(self.taken.get(event.message.partition, -1),
                                                       event.message.offset)
-            result = pipeline_batch.accept_record(event.message.value, now_ms(), owner=event)
+            result = pipeline_batch.accept_record(event.message.value, now_ms(), owner=event,
+                                                  offset=event.message.offset)
             if isinstance(result, Rejected):
                 self.reject(batch, event, result)
 
@@ -204,7 +198,7 @@ class BatchHandler:
                 metrics.CALL_SETTINGS.labels("expired").inc()
                 log.info("call settings expired for call=%s", call_id)
         elif batch.state(call_id, stream_id) is None:
-            self.status.forget_stream(state_key(call_id, stream_id))  # ended or evicted meanwhile
+            self.status.forget_stream(state_key(call_id, stream_id))  # evicted meanwhile
         elif action == "evict":
             batch.evict(call_id, stream_id, now_ms(), owner=event)
         else:
@@ -359,7 +353,7 @@ class BatchHandler:
                 self.io.write_table(key, value)
         for _, outcome in batch.outcomes:
             key = state_key(outcome.state.call_id, outcome.state.stream_id)
-            if outcome.finished:
+            if outcome.forgotten:
                 self.status.forget_stream(key)
             else:
                 self.status.on_stream(key, outcome.state)

@@ -61,9 +61,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                        partitions=settings.topic_partitions)
     transcripts, dead_letters = app.topic(settings.transcript_topic), app.topic(settings.dead_letter_topic)
     partials = app.topic(settings.partial_topic)
-    # bytes key/value types make Faust use the raw serializer in the store and the changelog.
-    table = app.tables.add(AcknowledgedTable(app, name="streams", default=None, beacon=app.tables.beacon,
-                                             partitions=settings.topic_partitions, key_type=bytes, value_type=bytes))
+    table = AcknowledgedTable.add_to(app, "streams", settings.topic_partitions)
     flush_requested: dict[str, float] = {}
 
     def write_table(key: str, value: bytes | None) -> None:
@@ -136,7 +134,8 @@ def add_downstream_view(app: faust.App, status: WorkerStatus) -> None:
 def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, table, partitions: AudioPartitions,
                    control, flush_requested: dict[str, float], pipeline: Pipeline) -> None:
     """Every second: the lag gauges, and a flush or evict request to the own partition of each
-    stream that went quiet (streams/worker/idle.py chooses). Every 30 s (or half the settings'
+    stream that went quiet, or ended over CALLSTT_STREAM_TTL_S ago (streams/worker/idle.py
+    chooses). Every 30 s (or half the settings'
     TTL): a scan of the table for streams recovered from the changelog and for call settings
     past CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked of their call's partition."""
     last_scan = [0.0]
@@ -149,8 +148,9 @@ def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, tab
         for raw_key, raw in table.items():
             if not raw:
                 continue
-            if raw_key.startswith(b"S|") and raw_key.decode() not in status.streams:
-                status.on_stream(raw_key.decode(), StreamState.from_bytes(raw))
+            key = raw_key.decode()
+            if key.startswith("S|") and key not in status.streams and key not in status.ended_streams:
+                status.on_stream(key, StreamState.from_bytes(raw))
             elif raw_key.startswith(b"C|"):
                 call_settings = pipeline.decode_call_settings(raw_key[2:].decode(), raw)
                 if not isinstance(call_settings, Rejected) and \
@@ -169,8 +169,10 @@ def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, tab
             lag = partitions.lag(partition)
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
-        for request in list(idle_requests(status.streams, now_ms(), assigned, partitions.caught_up,
-                                          settings.idle_flush_s, settings.stream_ttl_s, settings.max_streams)):
+        requests = [request for streams in (status.streams, status.ended_streams)
+                    for request in idle_requests(streams, now_ms(), assigned, partitions.caught_up,
+                                                 settings.idle_flush_s, settings.stream_ttl_s, settings.max_streams)]
+        for request in requests:
             if isinstance(request, str):
                 status.forget_stream(request)  # moved to another worker in a rebalance
             elif time.monotonic() - flush_requested.get(request.key, 0) >= settings.idle_flush_s:

@@ -25,7 +25,7 @@ from models.audio import SAMPLE_RATE
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk
 from streams.client.kafka import aiokafka_config
-from streams.speech.core import SEQ_PER_UTTERANCE
+from streams.speech.core import spoken_utterance
 from streams.worker.faust_compat import refresh_metadata
 
 log = logging.getLogger("callstt.worker")
@@ -47,7 +47,7 @@ class SpeechClips:
         """Keep a 16 kHz PCM chunk of a translated leg; returns its clip's key (None: not kept)."""
         if chunk.sample_rate != SAMPLE_RATE or chunk.encoding.value != "PCM_S16LE" or ">" not in chunk.stream_id:
             return None
-        key = (chunk.call_id, chunk.stream_id, chunk.seq // SEQ_PER_UTTERANCE)
+        key = spoken_utterance(chunk)
         clip = self.clips.setdefault(key, {})
         self.clips.move_to_end(key)
         if sum(map(len, clip.values())) + len(chunk.payload) <= self.max_chunks_bytes:

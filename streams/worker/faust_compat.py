@@ -76,6 +76,13 @@ class AcknowledgedTable(faust.Table):
         super().__init__(*args, **kwargs)
         self.unacknowledged: list = []
 
+    @classmethod
+    def add_to(cls, app: faust.App, name: str, partitions: int) -> "AcknowledgedTable":
+        """The app's table `name` of raw bytes keys and values (Faust's raw serializer in the store
+        and the changelog), one changelog partition per partition of the topics it follows."""
+        return app.tables.add(cls(app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions,
+                                  key_type=bytes, value_type=bytes))
+
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         sent = super().send_changelog(*args, **kwargs)
         self.unacknowledged.append(sent)

@@ -54,6 +54,9 @@ class WorkerStatus:
         self.models_ready = asyncio.Event()
         self.started_at = time.time()
         self.streams: dict[str, dict] = {}  # state key -> what /calls shows
+        # Streams that ended, kept in the table a while (streams/core/assembly.py StreamState.ended):
+        # state key -> what the idle timer needs to forget them in time. Not active, not shown.
+        self.ended_streams: dict[str, dict] = {}
         self._buffered_seconds = 0.0  # over all streams
         self.recent_transcripts: deque[dict] = deque(maxlen=200)
         # The same entries by (call, stream, utterance index): where translations and speech land.
@@ -65,6 +68,12 @@ class WorkerStatus:
     def on_stream(self, key: str, state) -> None:
         from models.endpointing import EndpointState
 
+        if state.ended:
+            self.forget_stream(key)
+            self.ended_streams[key] = {"call_id": state.call_id, "stream_id": state.stream_id,
+                                       "partition": state.partition, "last_chunk_ms": state.last_received_ms,
+                                       "utterance_open": False}
+            return
         previous = self.streams.get(key, {})
         view = {
             "call_id": state.call_id, "stream_id": state.stream_id, "partition": state.partition,
@@ -80,6 +89,7 @@ class WorkerStatus:
         self._update_gauges()
 
     def forget_stream(self, key: str) -> None:
+        self.ended_streams.pop(key, None)
         view = self.streams.pop(key, None)
         if view is not None:
             self._buffered_seconds -= view["buffered_seconds"]

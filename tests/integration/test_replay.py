@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from models.routing import ModelRouter
-from models.synth import ENGLISH_SENTENCES, conversation
+from models.synth import ENGLISH_SENTENCES, conversation, synthesize
 from schemas.records import CallSettings
+from streams.client.producer import ChunkPlan, iter_chunks
 from streams.client.reader import TranscriptReader
 from streams.replay import replay_calls, rewind_group
 from tests.pipeline import WorkerProcess, by_call
@@ -56,24 +57,39 @@ def test_replay_two_calls_into_a_new_topic_gives_identical_ids_and_text(worker, 
 
 
 def test_group_rewind_reprocesses_a_time_range(worker):
+    """A call wholly after the rewind point runs again, with the same id. A call the rewind point
+    cuts in two (`across`) is read again from its middle, as a worker whose predecessor's commit
+    was lost in a rebalance reads it: those records are duplicates of a stream that ended, never
+    the start of a new stream with a gap (which once gave different text under the same ids)."""
     run = uuid.uuid4().hex[:6]
-    before, after = f"before-{run}", f"after-{run}"
+    before, after, across = f"before-{run}", f"after-{run}", f"across-{run}"
+    across_chunks = list(iter_chunks(conversation(ENGLISH_SENTENCES[2:4]), across, "caller",
+                                     ChunkPlan(16000, "PCM_S16LE", 100), start_ms=int(time.time() * 1000)))
+    # Its first sentence and the silence after it (the utterance is closed: no idle flush meanwhile).
+    split = (500 + len(synthesize(ENGLISH_SENTENCES[2], "en")) * 1000 // 16000 + 800) // 100
+    with worker.publisher() as publisher:
+        for chunk in across_chunks[:split]:
+            publisher.send(chunk)
     publish(worker, before, ENGLISH_SENTENCES[:1])
-    worker.transcripts(expected=1, idle_s=1, call_ids={before})
+    worker.transcripts(expected=2, idle_s=1, call_ids={before, across})
     time.sleep(1.0)
     rewind_to = int(time.time() * 1000)
+    with worker.publisher() as publisher:
+        for chunk in across_chunks[split:]:
+            publisher.send(chunk)
     publish(worker, after, ENGLISH_SENTENCES[1:2])
-    first_pass = [t for t in worker.transcripts(expected=2, idle_s=3, call_ids={before, after})
-                  if t.call_id in (before, after)]
-    assert sorted(t.call_id for t in first_pass) == sorted([before, after])
+    calls = (before, after, across)
+    first_pass = [t for t in worker.transcripts(expected=4, idle_s=3, call_ids=set(calls)) if t.call_id in calls]
+    assert sorted(t.call_id for t in first_pass) == sorted([before, after, across, across])
 
     worker.stop()  # Kafka only moves a group's offsets while it has no members
     offsets = rewind_group(worker.settings(), worker.name, rewind_to)
     assert len(offsets) == 3
     worker.start()
-    received = [t for t in worker.transcripts(expected=1, idle_s=8) if t.call_id in (before, after)]
+    received = [t for t in worker.transcripts(expected=1, idle_s=8) if t.call_id in calls]
 
-    counts = {call: sum(1 for t in received if t.call_id == call) for call in (before, after)}
-    assert counts == {before: 1, after: 2}  # only the range after the rewind point ran again
+    counts = {call: sum(1 for t in received if t.call_id == call) for call in calls}
+    # Only the call after the rewind point ran again; the one cut in two gave nothing new.
+    assert counts == {before: 1, after: 2, across: 2}, [(t.call_id, t.utterance_index, t.text) for t in received]
     ids = {t.transcript_id for t in received if t.call_id == after}
     assert len(ids) == 1  # and it came out with the same transcript id: consumers drop it

@@ -3,13 +3,16 @@ rejections with their dead-letter reasons, utterances, idle flushes and state ch
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from models.sequencing import SequenceState
 from models.synth import ENGLISH_SENTENCES, conversation
 from schemas.codec import AvroCodec
 from streams.client.producer import ChunkPlan, iter_chunks
-from streams.core.assembly import StreamState
+from streams.core.assembly import StreamState, state_key
 from streams.core.pipeline import MemoryStore, Pipeline, PipelineConfig, Rejected, cut_utterances
 
 
@@ -19,13 +22,16 @@ def call_chunks():
     return list(iter_chunks(audio, "call-1", "caller", ChunkPlan(8000, "MULAW", 20), start_ms=0))
 
 
-def run_records(pipeline: Pipeline, records: list[bytes], batch_size: int):
-    """Records through the core in batches, as the worker runs them; state kept in a MemoryStore."""
-    store, utterances, rejected = MemoryStore(), [], []
+def run_records(pipeline: Pipeline, records: list[bytes], batch_size: int, store: MemoryStore | None = None,
+                offsets: list[int] | None = None):
+    """Records through the core in batches, as the worker runs them; state kept in a MemoryStore.
+    `offsets`: each record's offset in the audio topic (none by default)."""
+    store, utterances, rejected = MemoryStore() if store is None else store, [], []
+    offsets = offsets or [-1] * len(records)
     for start in range(0, len(records), batch_size):
         batch = pipeline.batch(store.get)
-        for record in records[start:start + batch_size]:
-            result = batch.accept_record(record, 1000, owner=None)
+        for record, offset in zip(records[start:start + batch_size], offsets[start:start + batch_size]):
+            result = batch.accept_record(record, 1000, owner=None, offset=offset)
             if isinstance(result, Rejected):
                 rejected.append(result)
         utterances += [utterance for _, utterance in batch.ready]
@@ -42,12 +48,52 @@ def test_records_in_batches_cut_what_the_chunks_cut_alone(call_chunks):
     assert [(u.index, u.start_ms, u.end_ms) for u in utterances] == [(u.index, u.start_ms, u.end_ms) for u in alone]
     for ours, theirs in zip(utterances, alone):
         assert np.array_equal(ours.audio, theirs.audio)
-    assert store == {}  # the call ended: no state and no audio left behind
+    # The call ended: no audio left behind, only the small record that it ended.
+    assert list(store) == [state_key("call-1", "caller")]
+    ended = StreamState.from_bytes(store[state_key("call-1", "caller")])
+    assert ended.ended and ended.blocks == [] and ended.vad == b"" and len(store[state_key("call-1", "caller")]) < 600
+
+
+def test_an_ended_stream_read_again_is_duplicates_unless_read_from_its_first_record(call_chunks):
+    """After a rebalance or a crash a worker may read an ended call's last records again (its
+    predecessor's commit lost): they are duplicates, not a new stream with a gap. A group rewound to
+    before the call (a reprocess) reads its first record again: the stream starts over, same ids."""
+    pipeline = Pipeline()
+    records = [pipeline.codec.encode_chunk(chunk, "audio") for chunk in call_chunks]
+    offsets = list(range(1000, 1000 + len(records)))
+    store, first_pass, _ = run_records(pipeline, records, 37, offsets=offsets)
+    middle = len(records) // 2
+
+    _, again, rejected = run_records(pipeline, records[middle:], 37, store, offsets[middle:])
+    assert again == [] and rejected == []
+    assert SequenceState.from_bytes(StreamState.from_bytes(store[state_key("call-1", "caller")]).sequence
+                                    ).duplicates == len(records) - middle
+    # Sent again (new offsets), even from its start: the same duplicates.
+    _, again, rejected = run_records(pipeline, records, 37, store, [offset + 5000 for offset in offsets])
+    assert again == [] and rejected == []
+    # A chunk after the end is bad input.
+    late = pipeline.codec.encode_chunk(replace(call_chunks[-1], seq=call_chunks[-1].seq + 1, end_of_stream=False),
+                                       "audio")
+    _, _, rejected = run_records(pipeline, [late], 1, store)
+    assert [r.reason for r in rejected] == ["after_end_of_stream"]
+
+    _, rewound, rejected = run_records(pipeline, records, 37, store, offsets)
+    assert rejected == [] and [(u.index, u.start_ms, u.end_ms) for u in rewound] == \
+        [(u.index, u.start_ms, u.end_ms) for u in first_pass]
+
+
+def test_an_ended_stream_is_forgotten_when_evicted(call_chunks):
+    pipeline = Pipeline()
+    records = [pipeline.codec.encode_chunk(chunk, "audio") for chunk in call_chunks]
+    store, _, _ = run_records(pipeline, records, 50)
+    batch = pipeline.batch(store.get)
+    outcome = batch.evict("call-1", "caller", 10**13, owner=None)
+    assert outcome.forgotten and outcome.utterances == []
+    store.apply(batch.changes())
+    assert store == {}
 
 
 def test_bad_records_are_rejected_with_their_reason_and_the_rest_goes_on(call_chunks):
-    from dataclasses import replace
-
     pipeline = Pipeline()
     codec = AvroCodec()
     good = [codec.encode_chunk(chunk, "audio") for chunk in call_chunks]
