@@ -53,6 +53,9 @@ def downstream_app(settings: Settings, suffix: str, web_port: int) -> faust.App:
     `<data dir>/<suffix>` (its tables' RocksDB stores: the calls' settings), web pages on
     `web_port`, raw keys and values (the agent decodes them itself, so a bad record becomes a dead
     letter rather than a crash)."""
+    from streams.worker.faust_compat import seek_before_resuming_streams
+
+    seek_before_resuming_streams()  # else records can be lost in a rebalance
     return faust.App(
         f"{settings.app_id}-{suffix}", **faust_broker_config(settings),
         store="rocksdb://", datadir=str(Path(settings.data_dir) / suffix),

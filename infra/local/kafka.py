@@ -124,7 +124,9 @@ class LocalKafka:
 
     Node i (from 1) listens on 127.0.0.1:(port + i - 1) for clients and on
     127.0.0.1:(port + brokers + i - 1) for the controller quorum; with SCRAM users on
-    (port + 2 * brokers + i - 1) for SASL_PLAINTEXT, with tls on (port + 3 * brokers + i - 1) for SSL.
+    (port + 2 * brokers + i - 1) for SASL_PLAINTEXT, with tls on (port + 3 * brokers + i - 1) for SSL;
+    proxied, on (port + 4 * brokers + i - 1) for PLAINTEXT clients that reach it through a proxy
+    listening on (port + 5 * brokers + i - 1), the address it advertises on that listener.
     """
 
     name: str = "dev"
@@ -135,6 +137,10 @@ class LocalKafka:
     # When set, each node also listens with SSL on ssl_port(node), with a certificate for
     # 127.0.0.1/localhost signed by a throwaway CA made at start; clients trust `ca_file` (PEM).
     tls: bool = False
+    # When set, each node also listens for clients that come through a TCP proxy (a network-fault
+    # injector such as Toxiproxy, infra/local/toxiproxy.py) and advertises the proxy's address,
+    # so every connection of those clients, not only the first, goes through it.
+    proxied: bool = False
 
     @property
     def root(self) -> Path:
@@ -167,6 +173,18 @@ class LocalKafka:
     @property
     def ssl_bootstrap_servers(self) -> str:
         return ",".join(f"127.0.0.1:{self.ssl_port(node)}" for node in self.nodes)
+
+    def proxied_port(self, node: Node) -> int:
+        """Where the node listens for clients that come through the proxy (the proxy's upstream)."""
+        return self.port + 4 * self.brokers + node.node_id - 1
+
+    def proxy_port(self, node: Node) -> int:
+        """Where the proxy in front of the node listens: what the node advertises to those clients."""
+        return self.port + 5 * self.brokers + node.node_id - 1
+
+    @property
+    def proxied_bootstrap_servers(self) -> str:
+        return ",".join(f"127.0.0.1:{self.proxy_port(node)}" for node in self.nodes)
 
     @property
     def tls_dir(self) -> Path:
@@ -225,6 +243,10 @@ class LocalKafka:
                 "ssl.truststore.password": password,
                 "ssl.client.auth": "none",
             })
+        if self.proxied:
+            settings["listeners"] += f",PROXIED://127.0.0.1:{self.proxied_port(node)}"
+            settings["advertised.listeners"] += f",PROXIED://127.0.0.1:{self.proxy_port(node)}"
+            settings["listener.security.protocol.map"] += ",PROXIED:PLAINTEXT"
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def cluster_id(self) -> str:

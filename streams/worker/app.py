@@ -28,8 +28,9 @@ from streams.core.pipeline import Pipeline, Rejected
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.agent import BatchHandler, WorkerIO, now_ms
+from streams.worker.broker_probe import BrokerProbe
 from streams.worker.downstream_view import follow_downstream
-from streams.worker.faust_compat import AcknowledgedTable, hold, release
+from streams.worker.faust_compat import AcknowledgedTable, hold, release, seek_before_resuming_streams
 from streams.worker.partitions import AudioPartitions
 from streams.worker.idle import idle_requests
 from streams.worker.web import WorkerStatus, register_pages
@@ -38,6 +39,7 @@ log = logging.getLogger("callstt.worker")
 
 
 def faust_app(settings: Settings) -> faust.App:
+    seek_before_resuming_streams()  # (streams/worker/faust_compat.py: else records are lost in a rebalance)
     return faust.App(
         settings.app_id, **faust_broker_config(settings),
         store="rocksdb://", datadir=settings.data_dir,  # rocksdict under the hood
@@ -108,10 +110,24 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             await handler.close()
 
     add_downstream_view(app, status)
+    add_broker_probe(app, settings, status)
     add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag
     register_pages(app, status)
     return app
+
+
+def add_broker_probe(app: faust.App, settings: Settings, status: WorkerStatus) -> None:
+    """Whether the broker answers (streams/worker/broker_probe.py), for /health and /metrics."""
+    status.broker = BrokerProbe(settings)
+
+    @app.task
+    async def probe_the_broker() -> None:
+        await status.broker.run()
+
+    @app.timer(interval=1.0)
+    async def broker_reply_age() -> None:
+        metrics.BROKER_REPLY_AGE.set(round(status.broker.reply_age_s(), 1))
 
 
 def add_downstream_view(app: faust.App, status: WorkerStatus) -> None:

@@ -92,3 +92,46 @@ class AcknowledgedTable(faust.Table):
         """Wait until every change made so far is in the changelog (raises the send's error)."""
         while self.unacknowledged:
             await self.unacknowledged.pop(0)  # popped first: a failed send is not awaited again
+
+
+def seek_before_resuming_streams() -> None:
+    """After a rebalance, seek the stream partitions to their committed offsets *before* their
+    fetching resumes (`Recovery.on_recovery_completed` and `Recovery._resume_streams` resume
+    them first, then seek). Idempotent; the worker and the downstream agents call it once.
+
+    Why: in between, the fetcher fetches from wherever its position was and hands the records
+    over while the seek moves the position and Faust's read offsets; records were then dropped
+    as already read ("DROPPED MESSAGE ROFF") or never reached the agent, and a replacement
+    worker lost audio ("chunks 245..259 never came" in tests/faults/test_worker_crash.py's
+    random SIGKILLs; faust-streaming issue 216 is the same race for apps without tables). A
+    paused partition is not fetched, so a seek made while it is paused leaves nothing in flight.
+    Each recovery step runs as Faust wrote it, only `resume_partitions` waits for the seek."""
+    from faust.tables.recovery import Recovery
+
+    for name in ("on_recovery_completed", "_resume_streams"):
+        step = getattr(Recovery, name)
+        if not getattr(step, "seeks_first", False):
+            setattr(Recovery, name, _seeking_first(step))
+
+
+def _seeking_first(step: Any) -> Any:
+    async def seeking_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+        consumer = self.app.consumer
+        resume_partitions, perform_seek = consumer.resume_partitions, consumer.perform_seek
+        waiting: list = []  # partitions to resume once the seek is done
+
+        async def seek_then_resume() -> None:
+            await perform_seek()
+            while waiting:
+                resume_partitions(waiting.pop(0))
+
+        consumer.resume_partitions, consumer.perform_seek = waiting.append, seek_then_resume
+        try:
+            return await step(self, *args, **kwargs)
+        finally:
+            del consumer.resume_partitions, consumer.perform_seek  # the class's own again
+            while waiting:  # no seek came (no assignment): resume as Faust asked
+                resume_partitions(waiting.pop(0))
+
+    seeking_first.seeks_first = True
+    return seeking_first

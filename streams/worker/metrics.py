@@ -47,6 +47,9 @@ ENDPOINT_LATENCY = Histogram(
     "callstt_endpoint_to_publish_seconds",
     "From the endpoint decision (utterance cut) to its transcript being acknowledged",
     buckets=LATENCY_BUCKETS, registry=REGISTRY)
+BROKER_REPLY_AGE = Gauge("callstt_broker_reply_age_seconds",
+                         "Seconds since the broker last answered the worker's metadata probe (streams/worker/broker_probe.py)",
+                         registry=REGISTRY)
 MODEL_LOAD_SECONDS = Gauge("callstt_model_load_seconds", "Time taken to load the models", registry=REGISTRY)
 CONSUMER_LAG = Gauge("callstt_consumer_lag_messages", "Audio records not yet read, per partition",
                      ["partition"], registry=REGISTRY)

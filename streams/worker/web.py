@@ -64,6 +64,7 @@ class WorkerStatus:
         self.speech = SpeechClips()  # the translated legs' recent speech (streams/worker/downstream_view.py)
         self.assigned_partitions: Callable[[], set[int]] = set
         self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not read yet
+        self.broker = None  # streams/worker/broker_probe.py BrokerProbe: whether the broker answers
 
     def on_stream(self, key: str, state) -> None:
         from models.endpointing import EndpointState
@@ -153,6 +154,11 @@ class WorkerStatus:
             return 503, {**body, "status": "starting", "reason": "models loading"}
         if not body["partitions"]:
             return 503, {**body, "status": "starting", "reason": "no partitions of the audio topic assigned yet"}
+        if self.broker is not None and not self.broker.reachable:
+            # Still 200, as overloaded: a restart would not bring the network back.
+            return 200, {**body, "status": "broker_unreachable",
+                         "reason": f"no answer from the broker for {self.broker.reply_age_s():.0f} s: transcripts "
+                                   "wait, the records stay in Kafka, nothing is lost"}
         lag = self.lag_records()
         body["lag_records"] = lag
         if lag > self.settings.overload_lag_records:

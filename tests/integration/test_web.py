@@ -13,13 +13,53 @@ import wave
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, conversation, synthesize, synthesize_wav
 from streams.client.producer import CallPublisher
-from tests.pipeline import CALLSTT, WorkerProcess
+from tests.pipeline import CALLSTT, REPO_ROOT, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
+
+INFRA = REPO_ROOT / "infra"
+
+
+@pytest.fixture(scope="module")
+def prometheus(worker, tmp_path_factory):
+    """The real Prometheus (Debian's package), scraping this module's worker every second with
+    the project's config and alert rules, from the module's first test to its last."""
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is missing: scripts/setup installs Debian's prometheus package"
+    folder = tmp_path_factory.mktemp("prometheus")
+    config = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["rule_files"] = [str(INFRA / "prometheus" / rules) for rules in config["rule_files"]]
+    config["scrape_configs"] = [dict(job, static_configs=[{"targets": [f"127.0.0.1:{worker.web_port}"]}])
+                                for job in config["scrape_configs"] if job["job_name"] == "callstt-worker"]
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = subprocess.Popen([binary, f"--config.file={folder / 'prometheus.yml'}",
+                                f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+                                "--log.level=warn"], stdout=open(folder / "log", "ab"), stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api}/-/ready", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, (folder / "log").read_text()
+        time.sleep(0.2)
+    yield api
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scraped_from_the_start(prometheus):
+    """Prometheus watches the whole module: its calls give every panel of the dashboard data."""
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +290,48 @@ def test_live_page_shows_interims_then_the_final(worker):
     assert "italic" in {unstable for _, unstable in styles}, styles  # at least the first one's words are unsettled
     assert final is not None and not page["interim"], (final, page)  # the final shown, its interim gone
     assert "table" in final.lower() and "invoice" in final.lower()
+
+
+def query(prometheus: str, expr: str) -> list[dict]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", (expr, answer)
+    return answer["data"]["result"]
+
+
+def test_prometheus_has_data_for_every_dashboard_panel_and_alerts_only_when_the_worker_stops(worker, prometheus):
+    """Last in the module (it stops the worker): after one bad record and one call streamed in
+    real time (a final, interims, speculation), every panel query of the Grafana dashboard answers with a
+    number (no panel silently empty); the alert rules are loaded and none fires on this healthy
+    worker; once it stops, CallsttWorkerDown is pending at once (it fires after its 1 min)."""
+    import json
+
+    call_id = f"prom-{uuid.uuid4().hex[:6]}"
+    deadline = time.monotonic() + 30
+    while not query(prometheus, 'up{job="callstt-worker"} == 1') and time.monotonic() < deadline:
+        time.sleep(0.5)  # scraped before this call, so that its figures count as increases
+    time.sleep(2)
+    with worker.publisher() as publisher:
+        publisher.send_raw(call_id, b"\x00not avro")  # a dead letter, for the dropped-chunks panel
+        # In real time and captured now: the worker runs interims and speculation for it too.
+        publisher.publish_call(conversation(ENGLISH_SENTENCES[1:2]), call_id, "caller", chunk_ms=100, realtime=True)
+    worker.transcripts(expected=1, idle_s=1, call_ids={call_id})
+    time.sleep(3)  # a few more scrapes
+    dashboard = json.loads((INFRA / "grafana" / "dashboards" / "callstt.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    answers = {expr: query(prometheus, expr) for expr in exprs}
+    empty = [expr for expr, result in answers.items()
+             if not result or all(sample["value"][1] in ("NaN", "+Inf", "-Inf") for sample in result)]
+    assert len(exprs) >= 15 and not empty, "\n".join(empty)
+
+    rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    names = {rule["name"] for group in rules for rule in group["rules"]}
+    assert {"CallsttWorkerDown", "CallsttConsumerLagGrowing", "CallsttEndOfSpeechLatencyHigh"} <= names
+    assert httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"] == []
+
+    worker.stop()
+    deadline, alerts = time.monotonic() + 30, []
+    while time.monotonic() < deadline and not alerts:
+        time.sleep(1)
+        alerts = [alert for alert in httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+                  if alert["labels"]["alertname"] == "CallsttWorkerDown"]
+    assert alerts and alerts[0]["state"] == "pending", alerts

@@ -11,9 +11,18 @@ from pathlib import Path
 
 import yaml
 
-from tests.unit.test_dashboard import exported_names
+from streams.worker import metrics
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
+
+
+def exported_names() -> set[str]:
+    names = set()
+    for family in metrics.REGISTRY.collect():
+        names |= {sample.name for sample in family.samples} | {family.name}
+        if family.type == "counter":  # a labelled counter has no samples until first used
+            names.add(family.name + "_total")
+    return names
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess:

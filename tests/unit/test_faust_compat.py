@@ -39,3 +39,50 @@ def test_faust_tables_send_their_changes_through_send_changelog():
     from faust.tables.table import Table
     assert "self.send_changelog(" in inspect.getsource(Table.on_key_set)
     assert "self.send_changelog(" in inspect.getsource(Table.on_key_del)
+
+
+def test_faust_recovery_resumes_stream_partitions_and_seeks_them_as_the_patch_expects():
+    """seek_before_resuming_streams wraps these two steps: each must still resume the stream
+    partitions through `consumer.resume_partitions` and seek through `consumer.perform_seek()`."""
+    from faust.tables.recovery import Recovery
+
+    from streams.worker.faust_compat import seek_before_resuming_streams
+
+    seek_before_resuming_streams()
+    for step in (Recovery.on_recovery_completed, Recovery._resume_streams):
+        assert step.seeks_first
+        source = inspect.getsource(_wrapped(step))
+        assert "consumer.resume_partitions(" in source and "consumer.perform_seek()" in source
+
+
+def _wrapped(step):
+    """The Faust function a seeks_first wrapper wraps."""
+    return next(cell.cell_contents for cell in step.__closure__ if inspect.isfunction(cell.cell_contents))
+
+
+def test_the_stream_partitions_are_resumed_only_once_the_seek_is_done():
+    import asyncio
+
+    from streams.worker.faust_compat import _seeking_first
+
+    calls = []
+
+    class Consumer:
+        def resume_partitions(self, tps):
+            calls.append(("resume", tps))
+
+        async def perform_seek(self):
+            calls.append(("seek", None))
+
+    class App:
+        consumer = Consumer()
+
+    async def faust_step(self):  # Faust's order: resume, then seek
+        self.app.consumer.resume_partitions({"audio-0"})
+        await self.app.consumer.perform_seek()
+        calls.append(("ready", None))
+
+    recovery = type("Recovery", (), {"app": App()})()
+    asyncio.run(_seeking_first(faust_step)(recovery))
+    assert calls == [("seek", None), ("resume", {"audio-0"}), ("ready", None)]
+    assert App.consumer.resume_partitions.__func__ is Consumer.resume_partitions  # the wrapper is gone again

@@ -1,0 +1,77 @@
+"""Whether the worker can reach the broker, for /health, /metrics and alerts.
+
+A network partition or a dead broker is invisible in the worker's other figures: consumer lag
+is computed from the last highwater the broker sent, so it stays flat, and the consumer's and
+producer's clients retry quietly. So every few seconds the worker asks the broker for its topic
+metadata, over the same listener, network path and credentials as its other clients, and keeps
+when the broker last answered. /health then says "broker_unreachable" (still 200: restarting a
+worker would not bring the network back; its records wait in Kafka, nothing is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from streams.settings import Settings
+
+log = logging.getLogger("callstt.worker")
+
+PROBE_EVERY_S = 5.0
+# No answer for this long (three probes): unreachable.
+UNREACHABLE_AFTER_S = 15.0
+
+
+class BrokerProbe:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.last_reply = time.monotonic()  # the worker reached the broker to start at all
+        self._client = None  # an aiokafka consumer without a group, used for metadata only
+        self._client_started = False
+        self._said_unreachable = False
+
+    def reply_age_s(self) -> float:
+        return time.monotonic() - self.last_reply
+
+    @property
+    def reachable(self) -> bool:
+        return self.reply_age_s() < UNREACHABLE_AFTER_S
+
+    async def run(self) -> None:
+        """Probe forever (a task of the worker's app)."""
+        from aiokafka import AIOKafkaConsumer
+
+        from streams.client.kafka import aiokafka_config
+
+        self._client = AIOKafkaConsumer(**aiokafka_config(self.settings), enable_auto_commit=False,
+                                        request_timeout_ms=int(PROBE_EVERY_S * 1000))
+        try:
+            while True:
+                await self.probe()
+                await asyncio.sleep(PROBE_EVERY_S)
+        finally:
+            await self._client.stop()
+
+    async def probe(self) -> None:
+        """One metadata request; keeps the time of the answer, logs when the broker goes and comes back."""
+        try:
+            await asyncio.wait_for(self._ask(), timeout=PROBE_EVERY_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            if not self.reachable and not self._said_unreachable:
+                self._said_unreachable = True
+                log.warning("no answer from the broker for %.0f s (%s: %s); records wait in Kafka, nothing is lost",
+                            self.reply_age_s(), type(error).__name__, error)
+            return
+        if self._said_unreachable:
+            self._said_unreachable = False
+            log.warning("the broker answers again after %.0f s", self.reply_age_s())
+        self.last_reply = time.monotonic()
+
+    async def _ask(self) -> None:
+        if not self._client_started:
+            await self._client.start()  # bootstraps: a metadata request
+            self._client_started = True
+        await self._client.topics()  # a request to the broker every time (aiokafka's documented behaviour)
