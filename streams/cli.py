@@ -628,6 +628,28 @@ def bench(
     typer.echo(markdown(report))
 
 
+@app.command()
+def soak(
+    minutes: float = typer.Option(60.0, "--minutes", min=0.5, help="How long the calls go on"),
+    calls: int = typer.Option(1, "--calls", min=1, help="Calls at a time (the bench's live capacity: 1 per "
+                                                         "2-core worker)"),
+    seed: int = typer.Option(1, "--seed", help="Call lengths and silences"),
+    sample_every: float = typer.Option(60.0, "--sample-every", min=5.0, metavar="SECONDS",
+                                       help="How often RSS, open files, state and changelog are sampled"),
+    output: Path = typer.Option(Path(".local/soak"), "--output", help="Folder for soak.json and soak.md"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="A running broker (default: the bench's own)"),
+) -> None:
+    """Soak test: CALLS calls at a time, back to back in real time with random lengths and silences,
+    for MINUTES through one worker; every utterance must come back exactly once (after dropping
+    duplicates by id), and RSS, open files, state and changelog are sampled over time."""
+    from streams.bench.soak import markdown, soak as run
+
+    report = run(minutes, calls, seed, output, bootstrap, load_settings(), sample_every)
+    typer.echo("\n".join(markdown(report)))
+    if report["lost"]:
+        raise CliFailure(f"{report['lost']} utterances lost")
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
