@@ -164,6 +164,7 @@ class _Embedded:
     def __init__(self, path: Path) -> None:
         spec = json.loads(path.read_text())
         self.by_id: dict[int, _Schema] = {int(i): _Schema(schema_text(f)) for i, f in spec["schemas"].items()}
+        self.by_file: dict[str, int] = {f: int(i) for i, f in spec["schemas"].items()}
         self.current: dict[str, int] = {name: int(i) for name, i in spec["current"].items()}
         for name, schema_id in self.current.items():
             if self.by_id[schema_id].name != name:
@@ -173,6 +174,18 @@ class _Embedded:
 @lru_cache(maxsize=None)
 def _embedded(path: Path = EMBEDDED_REGISTRY) -> _Embedded:
     return _Embedded(path)
+
+
+def history_file(record_name: str, version: int) -> str:
+    """The committed file of an earlier version of a record: ('CallSettings', 1) ->
+    'history/call_settings_v1.avsc' (raises ValueError when there is none)."""
+    short = full_name(record_name).split(".")[-1]
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in short).lstrip("_")
+    name = f"history/{snake}_v{version}.avsc"
+    if not (SCHEMAS_DIR / name).is_file():
+        versions = sorted(p.stem.rsplit("_v", 1)[1] for p in (SCHEMAS_DIR / "history").glob(f"{snake}_v*.avsc"))
+        raise ValueError(f"{short} has no earlier version {version} (earlier versions: {', '.join(versions) or 'none'})")
+    return name
 
 
 def _split_frame(data: bytes) -> tuple[int, memoryview]:
@@ -195,19 +208,31 @@ class AvroCodec:
     ``http://127.0.0.1:8081/apis/ccompat/v7``); None for the embedded ids.
     `reader_schemas`: record name -> schema (dict, JSON text or path relative to
     schemas/) to decode with instead of this checkout's current version.
+    `write_versions`: record name -> an earlier version number to write instead of the current
+    one (its file in schemas/history/), for a rolling upgrade: while workers of the previous
+    version still run, or read what this one writes, write what they can read (fields the
+    earlier version lacks are left out; readers of the current version see their defaults).
     Thread-safe; create one per process and reuse it.
     """
 
     def __init__(self, registry_url: str | None = None, *, auto_register: bool = True,
                  reader_schemas: Mapping[str, dict[str, Any] | str] | None = None,
-                 registry_config: Mapping[str, Any] | None = None) -> None:
+                 registry_config: Mapping[str, Any] | None = None,
+                 write_versions: Mapping[str, int] | None = None) -> None:
         self.registry_url = registry_url
         self.auto_register = auto_register
         self._embedded = _embedded()
         self._lock = threading.Lock()
         # What we write with: full record name -> schema (always this checkout's current version).
-        self._writers: dict[str, _Schema] = {name: self._embedded.by_id[i] for name, i in self._embedded.current.items()}
+        self._write_ids = dict(self._embedded.current)  # (embedded mode)
+        self._writers: dict[str, _Schema] = {name: self._embedded.by_id[i] for name, i in self._write_ids.items()}
         self._readers: dict[str, _Schema] = dict(self._writers)
+        # Records written with an earlier version (`write_versions`): name -> its field names.
+        self._pinned: dict[str, frozenset[str]] = {}
+        for name, version in (write_versions or {}).items():
+            name, schema_id = full_name(name), self._embedded.by_file[history_file(name, version)]
+            self._write_ids[name], self._writers[name] = schema_id, self._embedded.by_id[schema_id]
+            self._pinned[name] = frozenset(field["name"] for field in self._writers[name].parsed["fields"])
         for name, schema in (reader_schemas or {}).items():
             if isinstance(schema, str) and schema.strip().endswith(".avsc"):
                 schema = schema_text(schema.strip())
@@ -261,6 +286,8 @@ class AvroCodec:
         if schema is None:
             raise KeyError(f"no schema for record {record_name!r}")
         schema_id = self.schema_id_for(name, topic)
+        if name in self._pinned:  # an earlier version: without the fields it does not have
+            record = {key: value for key, value in record.items() if key in self._pinned[name]}
         try:
             validate(record, schema.parsed, raise_errors=True)
             out = io.BytesIO()
@@ -299,7 +326,7 @@ class AvroCodec:
         """The id this codec writes `record_name` with on `topic`."""
         name = full_name(record_name)
         if self._client is None:
-            return self._embedded.current[name]
+            return self._write_ids[name]
         key = (subject_for(topic), name)
         schema_id = self._ids.get(key)
         if schema_id is None:

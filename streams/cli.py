@@ -20,7 +20,7 @@ import typer
 from models.store import PACKAGED_MODELS, ModelFileError, resolve_model
 from schemas.errors import CallsttError
 from schemas.records import Encoding
-from streams.client.kafka import confluent_config
+from streams.client.kafka import avro_codec, confluent_config
 from streams.settings import Settings, SettingsError
 
 app = typer.Typer(help="Speech-to-text stream processor for live calls (Kafka in, Avro transcripts out).",
@@ -164,7 +164,6 @@ def publish(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from schemas.codec import AvroCodec
     from streams.client.producer import ChunkPlan
     from streams.client.publishing import InputError, PublishError, load_inputs, plan_calls
     from streams.client.publishing import publish as publish_calls
@@ -186,7 +185,7 @@ def publish(
             task = progress.add_task(f"publishing {len(jobs)} call(s) to {settings.audio_topic}", total=total)
             results = publish_calls(settings.kafka_bootstrap_servers, settings.audio_topic, jobs, plan,
                                     realtime=realtime, timeout=timeout,
-                                    codec=AvroCodec(settings.schema_registry_url or None),
+                                    codec=avro_codec(settings),
                                     on_chunk=lambda job: progress.advance(task),
                                     client_config=confluent_config(settings))
     except (InputError, PublishError) as error:
@@ -286,9 +285,7 @@ def call_settings_clear(
 
 
 def _codec(settings: Settings):
-    from schemas.codec import AvroCodec
-
-    return AvroCodec(settings.schema_registry_url or None)
+    return avro_codec(settings)
 
 
 # --- tail ------------------------------------------------------------------------------------
@@ -363,7 +360,6 @@ def tail(
     """
     from confluent_kafka import KafkaException
 
-    from schemas.codec import AvroCodec
     from streams.client.tailing import TailError, TranscriptTail
 
     start_at = _since(since)
@@ -376,7 +372,7 @@ def tail(
     settings = load_settings(kafka_bootstrap_servers=bootstrap, partial_topic=partial_topic,
                              **{("translation_topic" if translations else "speech_topic" if speech
                                  else "transcript_topic"): topic})
-    codec = AvroCodec(settings.schema_registry_url or None)
+    codec = avro_codec(settings)
     if translations or speech:
         topics = [settings.translation_topic if translations else settings.speech_topic]
         decode = codec.decode_translation if translations else codec.decode_chunk

@@ -65,6 +65,9 @@ class Settings:
     topic_replication: int = env("CALLSTT_TOPIC_REPLICATION", default=1, doc="Replication factor of created topics")
     schema_registry_url: str = env("CALLSTT_SCHEMA_REGISTRY_URL", default="",
                                    doc="Confluent-compatible Schema Registry URL; empty = embedded schema ids")
+    write_schemas: str = env("CALLSTT_WRITE_SCHEMA_VERSIONS", default="",
+                             doc="Rolling upgrades: records to write in an earlier schema version while the "
+                                 "previous version still runs, e.g. 'Transcript=3' (README: Upgrades)")
     # Models (seed service names first)
     use_faster_whisper: bool = env("USE_FASTER_WHISPER", "CALLSTT_USE_FASTER_WHISPER", default=True,
                                    doc="Serve non-Vietnamese languages with faster-whisper")
@@ -242,6 +245,23 @@ class Settings:
                                 f"{self.partial_window_s}: use an interval >= 0 ms and a window of 1 to 30 s")
         if not 1 <= self.min_window_s <= 30:
             raise SettingsError(f"CALLSTT_MIN_WINDOW_S={self.min_window_s}: use 1 to 30 seconds")
+        self.write_schema_versions  # noqa: B018 (raises SettingsError for a bad value)
+
+    @property
+    def write_schema_versions(self) -> dict[str, int]:
+        """CALLSTT_WRITE_SCHEMA_VERSIONS as record name -> earlier version: 'Transcript=3' -> {'Transcript': 3}."""
+        from schemas.codec import history_file
+
+        versions: dict[str, int] = {}
+        for item in filter(None, (part.strip() for part in self.write_schemas.split(","))):
+            name, _, version = item.partition("=")
+            try:
+                versions[name.strip()] = int(version)
+                history_file(name.strip(), int(version))
+            except ValueError as error:
+                raise SettingsError(f"CALLSTT_WRITE_SCHEMA_VERSIONS={self.write_schemas!r}: {item!r}: "
+                                    f"{error if 'earlier' in str(error) else 'use RECORD=VERSION, e.g. Transcript=3'}") from None
+        return versions
 
     @classmethod
     def choices(cls, name: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 
 from schemas.codec import AvroCodec
 from schemas.records import CallSettings, StreamSettings
-from streams.client.kafka import RELIABLE_PRODUCER, confluent_config
+from streams.client.kafka import RELIABLE_PRODUCER, avro_codec, confluent_config
 from streams.client.publishing import ClientErrors, PublishError, check_topic
 from streams.settings import Settings
 
@@ -75,7 +75,7 @@ def publish_call_settings(settings: Settings, record: CallSettings | None, call_
     errors = ClientErrors()
     producer = Producer({**confluent_config(settings), **RELIABLE_PRODUCER, **errors.config()})
     check_topic(producer, settings.kafka_bootstrap_servers, topic, timeout, errors)
-    value = None if record is None else (codec or AvroCodec(settings.schema_registry_url or None)).encode_call_settings(
+    value = None if record is None else (codec or avro_codec(settings)).encode_call_settings(
         record, topic)
     delivered: list = []
     producer.produce(topic, key=call_id.encode(), value=value, on_delivery=lambda error, _: delivered.append(error))

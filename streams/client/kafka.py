@@ -1,7 +1,8 @@
 """The one place `Settings` becomes Kafka client configuration, for the three client libraries the
 project uses: confluent-kafka (librdkafka: publisher, readers, replay, admin), aiokafka (the
 worker's `POST /transcribe` reader) and Faust (the worker). TLS and SASL are set here and
-nowhere else; every client the project makes starts from one of these.
+nowhere else; every client the project makes starts from one of these. So does the Avro codec
+of what they write and read (`avro_codec`: the schema registry, versions pinned for an upgrade).
 
     producer = Producer(confluent_config(settings, **RELIABLE_PRODUCER))
     consumer = AIOKafkaConsumer(**aiokafka_config(settings), enable_auto_commit=False)
@@ -13,12 +14,19 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from schemas.codec import AvroCodec
 from streams.settings import Settings
 
 # Producer settings every publisher of the project uses: no loss, no duplicates from retries,
 # and murmur2 partitioning (librdkafka's default crc32 disagrees with Java clients and Faust,
 # so a call's chunks and its transcripts would land in other partitions than theirs expect).
 RELIABLE_PRODUCER: dict[str, Any] = {"acks": "all", "enable.idempotence": True, "partitioner": "murmur2_random"}
+
+
+def avro_codec(settings: Settings) -> AvroCodec:
+    """The codec of the deployment: its schema registry (embedded ids without one) and the schema
+    versions pinned for a rolling upgrade (CALLSTT_WRITE_SCHEMA_VERSIONS)."""
+    return AvroCodec(settings.schema_registry_url or None, write_versions=settings.write_schema_versions)
 
 
 def confluent_config(settings: Settings, **overrides: Any) -> dict[str, Any]:

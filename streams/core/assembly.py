@@ -20,7 +20,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
@@ -113,7 +113,12 @@ class StreamState:
         for name in ("sequence", "resampler", "vad", "endpoint"):
             data[name] = base64.b64decode(data[name])
         data["blocks"] = [Block(**block) for block in data["blocks"]]
-        return cls(**data)
+        # Fields this version does not know were written by a newer one (a rolling upgrade moves
+        # partitions both ways): left out, so the stream goes on with what this version keeps.
+        return cls(**{name: value for name, value in data.items() if name in _STATE_FIELDS})
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(StreamState))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from models.routing import LanguageChoice
 from models.vocabulary import Vocabulary
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk, CallSettings, Transcript
+from streams.client.kafka import avro_codec
 from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
 from streams.core.batch import TableBatch
 from streams.core.interims import Interims, text_of
@@ -150,7 +151,7 @@ class Pipeline:
 
     @classmethod
     def from_settings(cls, settings, **overrides: Any) -> "Pipeline":
-        return cls(PipelineConfig.from_settings(settings, **overrides), AvroCodec(settings.schema_registry_url or None))
+        return cls(PipelineConfig.from_settings(settings, **overrides), avro_codec(settings))
 
     def batch(self, read: Read) -> "PipelineBatch":
         return PipelineBatch(self, read)

@@ -22,7 +22,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from schemas.codec import AvroCodec
+from streams.client.kafka import avro_codec
 from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                 register_pages, run_downstream)
 from streams.settings import Settings
@@ -50,7 +50,7 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
     source = app.topic(settings.translation_topic, settings.call_settings_topic, partitions=settings.topic_partitions)
     speech = app.topic(settings.speech_topic)
     dead_letters = DeadLetters(app, settings, RECORDS.labels("dead_letter"), log)
-    codec = AvroCodec(settings.schema_registry_url or None)
+    codec = avro_codec(settings)
     call_settings = CallSettingsTable(app, settings, codec, dead_letters, lambda kind: RECORDS.labels(kind).inc())
     synthesis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speak")
     voices = LoadedAtStart(app, synthesis_thread, load_voices, "voices", log)

@@ -23,7 +23,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from schemas.codec import AvroCodec
+from streams.client.kafka import avro_codec
 from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                 register_pages, run_downstream)
 from streams.settings import Settings
@@ -53,7 +53,7 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
                        partitions=settings.topic_partitions)
     outputs = {True: app.topic(settings.translation_topic), False: app.topic(settings.partial_translation_topic)}
     dead_letters = DeadLetters(app, settings, RECORDS.labels("dead_letter"), log)
-    codec = AvroCodec(settings.schema_registry_url or None)
+    codec = avro_codec(settings)
     call_settings = CallSettingsTable(app, settings, codec, dead_letters, lambda kind: RECORDS.labels(kind).inc())
     backend_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="translate")
     prefixes = StablePrefixes()

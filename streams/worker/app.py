@@ -125,10 +125,6 @@ def add_broker_probe(app: faust.App, settings: Settings, status: WorkerStatus) -
     async def probe_the_broker() -> None:
         await status.broker.run()
 
-    @app.timer(interval=1.0)
-    async def broker_reply_age() -> None:
-        metrics.BROKER_REPLY_AGE.set(round(status.broker.reply_age_s(), 1))
-
 
 def add_downstream_view(app: faust.App, status: WorkerStatus) -> None:
     """The live page's translations and speech (streams/worker/downstream_view.py), followed in
@@ -149,11 +145,11 @@ def add_downstream_view(app: faust.App, status: WorkerStatus) -> None:
 
 def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, table, partitions: AudioPartitions,
                    control, flush_requested: dict[str, float], pipeline: Pipeline) -> None:
-    """Every second: the lag gauges, and a flush or evict request to the own partition of each
-    stream that went quiet, or ended over CALLSTT_STREAM_TTL_S ago (streams/worker/idle.py
-    chooses). Every 30 s (or half the settings'
-    TTL): a scan of the table for streams recovered from the changelog and for call settings
-    past CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked of their call's partition."""
+    """Every second: the lag and broker reply-age gauges, and a flush or evict request to the
+    own partition of each stream that went quiet, or ended over CALLSTT_STREAM_TTL_S ago
+    (streams/worker/idle.py chooses). Every 30 s (or half the settings' TTL): a scan of the
+    table for streams recovered from the changelog and for call settings past
+    CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked of their call's partition."""
     last_scan = [0.0]
     scan_every_s = min(30.0, settings.call_settings_ttl_s / 2)
 
@@ -164,9 +160,10 @@ def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, tab
         for raw_key, raw in table.items():
             if not raw:
                 continue
-            key = raw_key.decode()
-            if key.startswith("S|") and key not in status.streams and key not in status.ended_streams:
-                status.on_stream(key, StreamState.from_bytes(raw))
+            if raw_key.startswith(b"S|"):  # (audio blocks, the bulk of the table, are not decoded)
+                key = raw_key.decode()
+                if key not in status.streams and key not in status.ended_streams:
+                    status.on_stream(key, StreamState.from_bytes(raw))
             elif raw_key.startswith(b"C|"):
                 call_settings = pipeline.decode_call_settings(raw_key[2:].decode(), raw)
                 if not isinstance(call_settings, Rejected) and \
@@ -185,6 +182,7 @@ def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, tab
             lag = partitions.lag(partition)
             if lag is not None:
                 metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
+        metrics.BROKER_REPLY_AGE.set(round(status.broker.reply_age_s(), 1))
         requests = [request for streams in (status.streams, status.ended_streams)
                     for request in idle_requests(streams, now_ms(), assigned, partitions.caught_up,
                                                  settings.idle_flush_s, settings.stream_ttl_s, settings.max_streams)]

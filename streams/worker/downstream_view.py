@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from models.audio import SAMPLE_RATE
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk
-from streams.client.kafka import aiokafka_config
+from streams.client.kafka import aiokafka_config, avro_codec
 from streams.speech.core import spoken_utterance
 from streams.worker.faust_compat import refresh_metadata
 
@@ -77,7 +77,7 @@ async def follow_downstream(status: Any, clips: SpeechClips) -> None:
     """Feed `status` (streams/worker/web.py WorkerStatus) the translations and `clips` the speech of
     this worker's calls, until cancelled."""
     settings = status.settings
-    codec = AvroCodec(settings.schema_registry_url or None)
+    codec = avro_codec(settings)
     topics = (settings.translation_topic, settings.speech_topic)
     consumer = AIOKafkaConsumer(**aiokafka_config(settings), enable_auto_commit=False)
     await consumer.start()

@@ -22,10 +22,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
 from models.audio import SAMPLE_RATE
-from schemas.codec import AvroCodec, DecodeError
+from schemas.codec import DecodeError
 from schemas.errors import CallsttError
 from schemas.records import Transcript
-from streams.client.kafka import aiokafka_config, confluent_config
+from streams.client.kafka import aiokafka_config, avro_codec, confluent_config
 from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
 from streams.core.pipeline import Pipeline, cut_utterances
 from streams.worker.faust_compat import refresh_metadata
@@ -154,7 +154,7 @@ class TranscribeView(View):
 
     async def wait_for(self, consumer: AIOKafkaConsumer, call_id: str, expected: int,
                        started: float) -> list[Transcript] | None:
-        codec = AvroCodec(self.status.settings.schema_registry_url or None)
+        codec = avro_codec(self.status.settings)
         found: dict[int, Transcript] = {}
         last_news = time.monotonic()
         while time.monotonic() - started < TIMEOUT_S:

@@ -207,6 +207,23 @@ def test_a_v3_transcript_decodes_as_a_final_and_a_v3_reader_reads_an_interim(cod
     assert old_view["is_final"] is False and old_view["text"] == interim.text and "revision" not in old_view
 
 
+def test_a_rolling_upgrade_writes_the_pinned_earlier_version_that_the_previous_code_reads(codec):
+    """CALLSTT_WRITE_SCHEMA_VERSIONS=Transcript=3: the frame carries version 3's id (5), which a
+    reader of the previous version knows; the version-4 fields are left out and read as their
+    defaults by the current version. A version that was never committed is refused."""
+    pinned = AvroCodec(write_versions={"Transcript": 3})
+    final = make_transcript(redactions={"card": 1})
+    value = pinned.encode_transcript(final, "transcripts")
+    assert peek_schema_id(value) == 5 and peek_schema_id(codec.encode_transcript(final, "transcripts")) == 6
+    assert codec.decode_transcript(value) == final  # a final loses nothing: its v4 fields are defaults
+    interim = make_transcript(is_final=False, revision=3, stable_word_count=2, stable_text="Hello there.")
+    assert codec.decode_transcript(pinned.encode_transcript(interim, "partial")) == \
+        make_transcript(is_final=False)  # what version 3 cannot say is gone
+    assert pinned.encode_chunk(make_chunk(), "audio") == codec.encode_chunk(make_chunk(), "audio")
+    with pytest.raises(ValueError, match="no earlier version 4"):
+        AvroCodec(write_versions={"Transcript": 4})
+
+
 def test_translation_round_trip_and_its_id_is_deterministic(codec):
     from schemas.records import Translation, TranslationStatus, translation_id
 

@@ -54,6 +54,31 @@ def test_records_in_batches_cut_what_the_chunks_cut_alone(call_chunks):
     assert ended.ended and ended.blocks == [] and ended.vad == b"" and len(store[state_key("call-1", "caller")]) < 600
 
 
+@pytest.mark.parametrize("written_by", ["previous version", "newer version"])
+def test_a_stream_goes_on_from_the_state_another_version_wrote(call_chunks, written_by):
+    """In a rolling upgrade a partition moves between versions mid-call: a state record without
+    a field this version added (the previous version's), or with one it does not know (a newer
+    one's), is read and the stream goes on as if one worker had had it all along."""
+    import json
+
+    pipeline = Pipeline()
+    records = [pipeline.codec.encode_chunk(chunk, "audio") for chunk in call_chunks]
+    _, whole, _ = run_records(pipeline, records, 37)
+    middle = len(records) // 2
+    store, first_half, _ = run_records(pipeline, records[:middle], 37)
+    key = state_key("call-1", "caller")
+    state = json.loads(store[key])
+    if written_by == "previous version":
+        del state["first_offset"]
+    else:
+        state["a_field_of_a_newer_version"] = {"anything": 1}
+    store[key] = json.dumps(state).encode()
+    _, second_half, rejected = run_records(pipeline, records[middle:], 37, store)
+    assert rejected == [] and len(whole) >= 2
+    assert [(u.index, u.start_ms, u.end_ms) for u in first_half + second_half] == \
+        [(u.index, u.start_ms, u.end_ms) for u in whole]
+
+
 def test_an_ended_stream_read_again_is_duplicates_unless_read_from_its_first_record(call_chunks):
     """After a rebalance or a crash a worker may read an ended call's last records again (its
     predecessor's commit lost): they are duplicates, not a new stream with a gap. A group rewound to

@@ -30,6 +30,16 @@ def test_bad_values_name_the_variable(name, value):
         Settings.from_env({name: value})
 
 
+def test_schema_versions_pinned_for_an_upgrade_must_be_committed_earlier_versions():
+    assert Settings.from_env({}).write_schema_versions == {}
+    pinned = Settings.from_env({"CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript=3, CallSettings=1"})
+    assert pinned.write_schema_versions == {"Transcript": 3, "CallSettings": 1}
+    with pytest.raises(SettingsError, match="no earlier version 7"):
+        Settings.from_env({"CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript=7"})
+    with pytest.raises(SettingsError, match="use RECORD=VERSION"):
+        Settings.from_env({"CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript"})
+
+
 def test_inference_modes_offered_are_the_modes_batching_implements():
     """CALLSTT_INFERENCE_MODE's choices (the one list, in the settings) are exactly what transcribe_many accepts."""
     from dataclasses import fields

@@ -1,0 +1,141 @@
+"""A rolling upgrade while calls stream: a worker of the previous version and one of this version
+in one consumer group, then the old one replaced by a new one. Partitions, with their open
+utterances, move from the old version's state to the new one's through the changelog.
+
+The previous version is the code that landed before this one (PREVIOUS, issue 13's): it writes
+Transcript version 3 (schema id 5) and a StreamState without `first_offset`; this version
+writes Transcript version 4 (id 6), which the previous version's embedded registry does not
+know. So the new workers run as the README's upgrade steps say: with
+CALLSTT_WRITE_SCHEMA_VERSIONS=Transcript=3 until no reader of the previous version is left.
+They also run another inference mode (batched instead of packed): an upgrade that changes how
+utterances meet the model. Nothing may be lost, every transcript must be decodable by both
+versions, and the ids must be those the previous version gives.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Message
+
+from models.scoring import word_error_rate
+from models.synth import ENGLISH_SENTENCES, conversation
+from schemas.codec import AvroCodec
+from streams.client.reader import TranscriptReader
+from tests.faults.test_scaling import stream_calls, worker_lines
+from tests.pipeline import WorkerProcess, by_call
+from tests.worker_process import REPO_ROOT
+
+pytestmark = pytest.mark.faults
+
+PREVIOUS = "6546d7b"  # the commit that landed before this version's changes (issue 13)
+CALLS = 6
+SENTENCES = ENGLISH_SENTENCES[:4] * 2  # about 28 s a call: partitions move mid-call
+# Run inside the previous version's tree: decode every transcript (hex on stdin), print what it read.
+DECODE_WITH_PREVIOUS = """
+import json, sys
+from schemas.codec import AvroCodec
+from schemas.records import transcript_id
+codec = AvroCodec()
+for line in sys.stdin:
+    try:
+        t = codec.decode_transcript(bytes.fromhex(line.strip()))
+        print(json.dumps({"id": t.transcript_id, "computed": transcript_id(t.call_id, t.stream_id, t.utterance_index)}))
+    except Exception as error:
+        print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+"""
+
+
+@pytest.fixture(scope="module")
+def previous_version(tmp_path_factory) -> Path:
+    """The previous version's files (git archive of PREVIOUS), run with this checkout's venv."""
+    tree = tmp_path_factory.mktemp("previous")
+    archive = subprocess.run(["git", "archive", PREVIOUS], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def raw_transcripts(worker: WorkerProcess, call_ids: set[str]) -> list[bytes]:
+    """Every record value on the transcript topic of these calls (as this version decodes them)."""
+    values: list[bytes] = []
+    last_seen = time.monotonic()
+
+    def keep(message: Message) -> None:
+        nonlocal last_seen
+        last_seen = time.monotonic()
+        values.append(message.value())
+
+    with TranscriptReader(worker.bootstrap, worker.transcript_topic) as reader:
+        for _ in reader.records(stop=lambda: time.monotonic() - last_seen > 5, on_record=keep):
+            pass
+    codec = AvroCodec()
+    return [value for value in values if codec.decode_transcript(value).call_id in call_ids]
+
+
+def decode_with_previous(tree: Path, values: list[bytes]) -> list[dict]:
+    done = subprocess.run([sys.executable, "-c", DECODE_WITH_PREVIOUS], cwd=tree, capture_output=True, text=True,
+                          input="".join(value.hex() + "\n" for value in values), check=True)
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(kafka_bootstrap, tmp_path,
+                                                                            previous_version, scenario):
+    group = f"upgrade{uuid.uuid4().hex[:6]}"
+
+    def worker(index: int, cwd: Path, **env: str) -> WorkerProcess:
+        (tmp_path / f"w{index}").mkdir()
+        return WorkerProcess(kafka_bootstrap, tmp_path / f"w{index}", name=group, cwd=cwd,
+                             extra_env={"CALLSTT_TOPIC_PARTITIONS": "6", "OMP_NUM_THREADS": "1", **env})
+
+    old = worker(0, previous_version, CALLSTT_INFERENCE_MODE="packed").start()
+    upgraded = {"CALLSTT_INFERENCE_MODE": "batched", "CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript=3"}
+    new, replacement = worker(1, REPO_ROOT, **upgraded), worker(2, REPO_ROOT, **upgraded)
+    scenario.watch(old, new, replacement)
+    call_ids = [f"upgrade-{i}-{uuid.uuid4().hex[:4]}" for i in range(CALLS)]
+    publishing_errors: list[BaseException] = []
+    streaming = threading.Thread(target=stream_calls, args=(old, call_ids, conversation(SENTENCES), publishing_errors))
+    try:
+        streaming.start()
+        new.start()  # the first new worker joins the old one: partitions move to it mid-call
+        time.sleep(4)
+        published_by_old = sum(value for name, value in old.metrics().items()
+                               if name.startswith("callstt_transcripts_total"))
+        old.stop()  # the old one goes: its partitions (and open utterances) move to the new version
+        replacement.start()  # and a new one takes its place
+        streaming.join()
+        received = new.transcripts(expected=CALLS * len(SENTENCES), timeout=600, idle_s=10)
+        values = raw_transcripts(new, set(call_ids))
+    finally:
+        streaming.join()
+        for process in (old, new, replacement):
+            process.stop()
+    read_by_previous = decode_with_previous(previous_version, values)
+
+    scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids},
+                    name=f"rolling upgrade {PREVIOUS} -> this version", note="6 partitions, packed -> batched")
+    assert not publishing_errors, f"the test's own publishing failed: {publishing_errors[0]!r}"
+    assert published_by_old > 0  # both versions took part
+    calls = by_call(received)
+    for call_id in call_ids:
+        transcripts = calls.get(call_id, [])
+        assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES))), \
+            f"{call_id}: what the workers logged of it:\n" + worker_lines(call_id, old, new, replacement)
+        assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.2, [t.text for t in transcripts]
+    # Every record, whichever version wrote it, decodes with the previous version's code too,
+    # and carries the id that version gives the same utterance.
+    assert len(read_by_previous) == len(values) > 0
+    assert [entry for entry in read_by_previous if "error" in entry] == []
+    assert all(entry["id"] == entry["computed"] for entry in read_by_previous)
+    codec = AvroCodec()
+    assert {codec.decode_transcript(value).transcript_id for value in values} == \
+        {entry["id"] for entry in read_by_previous}
