@@ -33,7 +33,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from models.batching import PendingUtterance, choose_and_transcribe, split_lanes
 from models.audio import SAMPLE_RATE
@@ -120,8 +120,15 @@ def worker_redaction(settings) -> RedactionConfig:
 class Rejected:
     """A record the pipeline cannot use: it goes to the dead-letter topic with `reason` as its header."""
 
-    reason: str  # stable snake_case code (models.errors.BadChunk.REASONS, schemas.codec.DecodeError)
+    reason: str  # stable snake_case code, one of REASONS
     detail: str  # for people
+
+    # Every reason a record is rejected for: the chunk's (models.errors.BadChunk), the frame's
+    # (schemas.codec.DecodeError), a chunk after its stream ended (streams/core/assembly.py), a
+    # call-settings record's, and a failure of ours. The worker exports each one's counter from
+    # the start, at 0: a reason's first burst then counts as an increase to Prometheus.
+    REASONS: ClassVar[frozenset[str]] = BadChunk.REASONS | DecodeError.REASONS | frozenset({
+        "after_end_of_stream", "missing_key", "call_id_mismatch", "bad_call_settings", "processing_error"})
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ class WorkerIO:
     table_written: Callable[[], Awaitable[None]]  # every write so far is in the changelog (acknowledged)
     # The agent has taken the audio partition to its end: (partition, last offset it accepted) -> bool.
     taken_to_end: Callable[[int, int], bool]
+    mark_done: Callable[[int, int], None]  # (audio partition, offset): its batch is done
     control_topic: str
     call_settings_topic: str
 
@@ -129,6 +130,8 @@ class BatchHandler:
         await self.finish_until_done(batch)
         for event in batch.events:
             self.release(event)
+            if event.message.topic not in (self.io.control_topic, self.io.call_settings_topic):
+                self.io.mark_done(event.message.partition, event.message.offset)
         self.running = self.task = None
         if self.open is not None:
             self.open.pipeline_batch.follow(batch.pipeline_batch, self.io.read_table)

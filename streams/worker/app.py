@@ -73,6 +73,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             table[key.encode()] = value
 
     pipeline = Pipeline.from_settings(settings)
+    for reason in Rejected.REASONS:  # at 0 from the start (see Rejected.REASONS)
+        metrics.DEAD_LETTERS.labels(reason)
     handler = BatchHandler(pipeline, status, WorkerIO(
         send_transcript=lambda key, value: transcripts.send(key=key, value=value),
         send_partial=lambda key, value: partials.send(key=key, value=value),
@@ -80,7 +82,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,
         table_written=table.changes_acknowledged,
-        taken_to_end=partitions.taken_to_end, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
+        taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
     ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events)
 
     @app.task
@@ -112,7 +114,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     add_downstream_view(app, status)
     add_broker_probe(app, settings, status)
     add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
-    status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_lag
+    status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_backlog
     register_pages(app, status)
     return app
 
@@ -179,9 +181,9 @@ def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, tab
                 await control.send(key=call_id.encode(), value=b"expire-settings|")
         assigned = partitions.assigned()
         for partition in assigned:
-            lag = partitions.lag(partition)
-            if lag is not None:
-                metrics.CONSUMER_LAG.labels(str(partition)).set(lag)
+            backlog = partitions.backlog(partition)
+            if backlog is not None:
+                metrics.CONSUMER_LAG.labels(str(partition)).set(backlog)
         metrics.BROKER_REPLY_AGE.set(round(status.broker.reply_age_s(), 1))
         requests = [request for streams in (status.streams, status.ended_streams)
                     for request in idle_requests(streams, now_ms(), assigned, partitions.caught_up,

@@ -51,7 +51,7 @@ BROKER_REPLY_AGE = Gauge("callstt_broker_reply_age_seconds",
                          "Seconds since the broker last answered the worker's metadata probe (streams/worker/broker_probe.py)",
                          registry=REGISTRY)
 MODEL_LOAD_SECONDS = Gauge("callstt_model_load_seconds", "Time taken to load the models", registry=REGISTRY)
-CONSUMER_LAG = Gauge("callstt_consumer_lag_messages", "Audio records not yet read, per partition",
+CONSUMER_LAG = Gauge("callstt_consumer_lag_messages", "Audio records not yet done (transcribed, state stored), per partition: the backlog",
                      ["partition"], registry=REGISTRY)
 
 UTTERANCES_PER_MODEL_CALL = Histogram("callstt_utterances_per_model_call", "Utterances transcribed together in one go",

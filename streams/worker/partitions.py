@@ -1,6 +1,7 @@
-"""The audio partitions assigned to a worker, and how far behind each one it reads (for the
-consumer-lag gauges, /health's overload report and the idle flush, which must not cut an
-utterance while the stream's next chunks still wait unread)."""
+"""The audio partitions assigned to a worker, and how far behind each one it is: the records not
+yet fetched (for the idle flush, which must not cut an utterance while the stream's next chunks
+still wait unread) and the records not yet done (the backlog: for the consumer-lag gauges and
+/health's overload report)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ class AudioPartitions:
 
     def __init__(self, app: Any, topic: str) -> None:  # a faust.App
         self.app, self.topic = app, topic
+        # The last audio offset whose batch is done (transcripts published, state acknowledged),
+        # per partition, for the backlog.
+        self.done: dict[int, int] = {}
+
+    def mark_done(self, partition: int, offset: int) -> None:
+        self.done[partition] = max(self.done.get(partition, -1), offset)
 
     def assigned(self) -> set[int]:
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
@@ -42,5 +49,17 @@ class AudioPartitions:
         the agent, and a fetched record may still wait behind the one being handled."""
         return self.lag(partition, taken) == 0
 
-    def total_lag(self) -> int:
-        return sum(self.lag(p) or 0 for p in self.assigned())
+    def backlog(self, partition: int) -> int | None:
+        """Audio records of the partition not done yet (None: unknown so far): the consumer fetches
+        thousands of records ahead of what the model has got through (aiokafka's fetch buffer,
+        Faust's stream buffer, the agent's open batch), so the fetch lag stays near zero on a
+        worker minutes behind. Until a batch of the partition is done, the fetch lag."""
+        if partition not in self.done:
+            return self.lag(partition)
+        return self.lag(partition, self.done[partition])
+
+    def total_backlog(self) -> int:
+        assigned = self.assigned()
+        for partition in set(self.done) - assigned:  # moved away: its next owner counts it
+            del self.done[partition]
+        return sum(self.backlog(p) or 0 for p in assigned)

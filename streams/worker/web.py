@@ -63,7 +63,7 @@ class WorkerStatus:
         self.recent_by_utterance: dict[tuple[str, str, int], dict] = {}
         self.speech = SpeechClips()  # the translated legs' recent speech (streams/worker/downstream_view.py)
         self.assigned_partitions: Callable[[], set[int]] = set
-        self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not read yet
+        self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not done yet
         self.broker = None  # streams/worker/broker_probe.py BrokerProbe: whether the broker answers
 
     def on_stream(self, key: str, state) -> None:

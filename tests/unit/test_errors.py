@@ -76,3 +76,22 @@ def test_decode_error_reasons_are_unchanged_and_are_the_ones_raised():
     error = DecodeError("short_frame", "3 bytes", 7)
     assert (error.reason, error.detail, error.schema_id, str(error)) == ("short_frame", "3 bytes", 7,
                                                                          "short_frame: 3 bytes")
+
+
+def test_every_reason_a_record_is_rejected_for_is_listed_for_the_dead_letter_counter():
+    """The worker exports the dead-letter counter of each listed reason at 0 from the start, so
+    an unlisted one's first burst would not count as an increase (nor fire the alert)."""
+    from pathlib import Path
+
+    from streams.core.pipeline import Rejected
+
+    root = Path(__file__).resolve().parents[2]
+    raised = set()
+    for path in [*(root / "models").rglob("*.py"), *(root / "streams").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("BadChunk", "Rejected") \
+                    and node.args and isinstance(node.args[0], ast.Constant):
+                raised.add(node.args[0].value)
+    assert {"after_end_of_stream", "seq_jump", "missing_key", "processing_error"} <= raised
+    assert raised <= Rejected.REASONS
+    assert DecodeError.REASONS | BadChunk.REASONS <= Rejected.REASONS

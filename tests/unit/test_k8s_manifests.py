@@ -484,6 +484,21 @@ def test_the_service_monitors_scrape_each_components_metrics(docs, apps):
         assert endpoint["path"] in apps[component.subcommand].web.views
 
 
+def test_the_prometheus_rule_is_the_alert_rules_file_and_names_the_workers_job(docs):
+    """The operator's copy of infra/prometheus/alerts.yml (checked by promtool) is the same rules;
+    the job they name is the one the worker's ServiceMonitor gives its series (the Service's name)."""
+    [rule] = load_file(K8S / "components" / "servicemonitors" / "prometheusrule.yaml")
+    alerts = yaml.safe_load((ROOT / "infra" / "prometheus" / "alerts.yml").read_text())
+    assert rule["kind"] == "PrometheusRule" and rule["spec"]["groups"] == alerts["groups"]
+    monitors = load_file(K8S / "components" / "servicemonitors" / "servicemonitors.yaml")
+    [monitor] = [m for m in monitors if m["metadata"]["name"] == "callstt-worker"]
+    assert "jobLabel" not in monitor["spec"]  # so job = the Service's name
+    [service] = [s for s in of_kind(docs, "Service")
+                 if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    jobs = {job for group in alerts["groups"] for r in group["rules"] for job in re.findall(r'job="([^"]+)"', r["expr"])}
+    assert jobs == {service["metadata"]["name"]}
+
+
 # --- against kustomize itself ---------------------------------------------------------------------
 
 def by_identity(docs: list[dict]) -> dict[tuple[str, str], dict]:
@@ -507,7 +522,7 @@ def test_kubectl_kustomize_builds_the_same_and_an_overlay_moves_keda_to_its_name
     overlay = list(yaml.safe_load_all(subprocess.run(["kubectl", "kustomize", str(tmp_path)], check=True,
                                                      capture_output=True, text=True, timeout=60).stdout))
     assert {doc["metadata"].get("namespace") for doc in overlay} == {"calls-prod"}
-    assert len(of_kind(overlay, "ServiceMonitor")) == len(COMPONENTS)
+    assert len(of_kind(overlay, "ServiceMonitor")) == len(COMPONENTS) and len(of_kind(overlay, "PrometheusRule")) == 1
     for scaled in of_kind(overlay, "ScaledObject"):
         assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == \
             "callstt-kafka-bootstrap.calls-prod.svc:9092"
