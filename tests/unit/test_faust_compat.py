@@ -86,3 +86,17 @@ def test_the_stream_partitions_are_resumed_only_once_the_seek_is_done():
     asyncio.run(_seeking_first(faust_step)(recovery))
     assert calls == [("seek", None), ("resume", {"audio-0"}), ("ready", None)]
     assert App.consumer.resume_partitions.__func__ is Consumer.resume_partitions  # the wrapper is gone again
+
+
+def test_the_tables_open_rocksdb_with_small_buffers(tmp_path):
+    """Faust passes a table's `options` to its RocksDB store: the worker's databases get
+    ROCKSDB_OPTIONS, not Faust's 64 MB x 3 write buffers and 2 GB block cache per partition."""
+    import faust
+
+    from streams.worker.faust_compat import ROCKSDB_OPTIONS, AcknowledgedTable
+
+    app = faust.App("rocksdb-options", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
+    options = AcknowledgedTable.add_to(app, "streams", 3).data.rocksdb_options
+    assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == \
+        (ROCKSDB_OPTIONS["write_buffer_size"], ROCKSDB_OPTIONS["max_write_buffer_number"],
+         ROCKSDB_OPTIONS["block_cache_size"]) == (4 << 20, 2, 8 << 20)
