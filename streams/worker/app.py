@@ -82,7 +82,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                                                                     headers=headers),
         read_table=lambda key: table.get(key.encode()), write_table=write_table,
         table_written=table.changes_acknowledged,
-        taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done, control_topic=control_name, call_settings_topic=settings.call_settings_topic,
+        taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done,
+        control_topic=control_name, call_settings_topic=settings.call_settings_topic,
     ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events)
 
     @app.task

@@ -39,6 +39,27 @@ def proxied_broker():
     cluster.wipe()
 
 
+FAULT_NAMES = {"before": "none yet", "latency": "latency 100 +- 50 ms each way", "bandwidth": "100 KB/s each way",
+               "reset": "connections reset", "clear": "none (between faults)", "partition": "20 s partition",
+               "heal": "after the partition"}
+
+
+def report_each_fault(scenario, received, call_id: str, sentence_midpoints_s: list[float]) -> None:
+    """One summary row per fault: the sentences spoken while it lasted (by their midpoint), and
+    how many of them came back."""
+    starts = [(0.0, "before")] + TIMELINE
+    transcripts = [t for t in received if t.call_id == call_id]
+    for (start, step), (end, _) in zip(starts, starts[1:] + [(float("inf"), "")]):
+        indices = {i for i, at in enumerate(sentence_midpoints_s) if start <= at < end}
+        if not indices:
+            continue
+        mine = [t for t in transcripts if t.utterance_index in indices]
+        unique = {t.transcript_id for t in mine}
+        scenario.add(f"network: {FAULT_NAMES[step]}", calls=1, expected=len(indices), received=len(unique),
+                     lost=len(indices - {t.utterance_index for t in mine}), duplicated=len(mine) - len(unique),
+                     note=f"sentences spoken {start:.0f}-{min(end, 60):.0f} s into the call; Toxiproxy")
+
+
 def apply(toxiproxy: Toxiproxy, step: str, toxics: list[str]) -> None:
     while toxics:
         toxiproxy.remove_toxic("kafka", toxics.pop())
@@ -57,7 +78,7 @@ def apply(toxiproxy: Toxiproxy, step: str, toxics: list[str]) -> None:
 
 def test_a_worker_behind_a_faulty_network_keeps_transcribing_and_loses_nothing(proxied_broker, tmp_path, scenario):
     call_id = f"network-{uuid.uuid4().hex[:6]}"
-    chunks, _ = call_with_midpoints(call_id, SENTENCES * 2, start_ms=int(time.time() * 1000) + 1000)
+    chunks, midpoints = call_with_midpoints(call_id, SENTENCES * 2, start_ms=int(time.time() * 1000) + 1000)
     node = proxied_broker.node(1)
     with Toxiproxy.started(free_port(), tmp_path / "toxiproxy.log") as toxiproxy:
         toxiproxy.proxy("kafka", listen=proxied_broker.proxy_port(node), upstream=proxied_broker.proxied_port(node))
@@ -98,8 +119,7 @@ def test_a_worker_behind_a_faulty_network_keeps_transcribing_and_loses_nothing(p
             worker.stop()
     cut = [status for at, status, _ in health if TIMELINE[-2][0] + UNREACHABLE_AFTER_S + 1 <= at]
     print("health during the cut:", cut, "after:", healed["status"])
-    scenario.report(received, {call_id: 2 * len(SENTENCES)}, name="network: latency, bandwidth, resets, 20 s cut",
-                    note="Toxiproxy between worker and broker")
+    report_each_fault(scenario, received, call_id, [index * PLAN.chunk_ms / 1000 for index in midpoints])
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(2 * len(SENTENCES))), worker.log_tail(150)
     assert word_error_rate(SENTENCES * 2, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]
