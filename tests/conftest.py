@@ -1,4 +1,5 @@
-"""Shared fixtures: the real Kafka broker (started once per test session) and the packaged model."""
+"""Shared fixtures: the real Kafka broker (started once per test session), the real schema registry
+(started the first time a test asks for it) and the packaged model."""
 
 from __future__ import annotations
 
@@ -52,3 +53,19 @@ def base_model():
     from models.store import resolve_model
 
     return FasterWhisperBackend(resolve_model("base"), "base", compute_type="int8", cpu_threads=2)
+
+
+# The registry's own port, so a developer's registry on 8081 is left alone.
+TEST_REGISTRY_PORT = 28081
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> str:
+    """A fresh Apicurio Registry (in-memory storage, so empty) on 127.0.0.1, once per session."""
+    from infra.local.registry import LocalSchemaRegistry
+
+    registry = LocalSchemaRegistry(TEST_REGISTRY_PORT)
+    registry.stop()
+    url = registry.start()
+    yield url
+    registry.stop()

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from schemas.codec import AvroCodec
 from schemas.records import CallSettings, Transcript
 from streams.client.call_settings import publish_call_settings
+from streams.client.kafka import avro_codec
 from streams.client.producer import CallPublisher
 from streams.client.reader import TranscriptReader
 from streams.settings import Settings
@@ -56,11 +58,16 @@ class WorkerProcess(WorkerSubprocess):
 
     def interims(self, call_ids: set[str], idle_s: float = 2.0) -> list[Transcript]:
         """The interim transcripts of these calls on the partial topic so far, in arrival order."""
-        with TranscriptReader(self.bootstrap, self.partial_topic, extra_config=self.client_config) as reader:
+        with TranscriptReader(self.bootstrap, self.partial_topic, extra_config=self.client_config,
+                              codec=self.codec()) as reader:
             return [t for t in reader.collect(idle_exit_s=idle_s) if t.call_id in call_ids]
 
+    def codec(self) -> AvroCodec:
+        """The codec this worker reads and writes with (its schema registry, if it has one)."""
+        return avro_codec(self.settings())
+
     def publisher(self) -> CallPublisher:
-        return CallPublisher(self.bootstrap, self.audio_topic, extra_config=self.client_config)
+        return CallPublisher(self.bootstrap, self.audio_topic, extra_config=self.client_config, codec=self.codec())
 
     def transcripts(self, expected: int, timeout: float = 120.0, idle_s: float = 8.0,
                     call_ids: set[str] | None = None, topic: str | None = None) -> list[Transcript]:
@@ -69,7 +76,8 @@ class WorkerProcess(WorkerSubprocess):
         unexpected transcripts are seen too), or `timeout`. `topic`: another topic of Transcript
         records (the partial topic), the final transcripts' by default."""
         collected: list[Transcript] = []
-        reader = TranscriptReader(self.bootstrap, topic or self.transcript_topic, extra_config=self.client_config)
+        reader = TranscriptReader(self.bootstrap, topic or self.transcript_topic, extra_config=self.client_config,
+                                  codec=self.codec())
         deadline = time.monotonic() + timeout
         try:
             quiet_since = None

@@ -5,9 +5,10 @@ utterances, move from the old version's state to the new one's through the chang
 The previous version is the code that landed before this one (PREVIOUS, issue 13's): it writes
 Transcript version 3 (schema id 5) and a StreamState without `first_offset`; this version
 writes Transcript version 4 (id 6), which the previous version's embedded registry does not
-know. So the new workers run as the README's upgrade steps say: with
+know. So, with embedded ids, the new workers run as the README's upgrade steps say: with
 CALLSTT_WRITE_SCHEMA_VERSIONS=Transcript=3 until no reader of the previous version is left.
-They also run another inference mode (batched instead of packed): an upgrade that changes how
+With a schema registry (Apicurio, both versions in registry mode) they write version 4, and the
+previous version's code reads it by the id's schema from the registry. They also run another inference mode (batched instead of packed): an upgrade that changes how
 utterances meet the model. Nothing may be lost, every transcript must be decodable by both
 versions, and the ids must be those the previous version gives.
 """
@@ -29,7 +30,7 @@ from confluent_kafka import Message
 
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES, conversation
-from schemas.codec import AvroCodec
+from schemas.codec import peek_schema_id
 from streams.client.reader import TranscriptReader
 from tests.faults.test_scaling import stream_calls, worker_lines
 from tests.pipeline import WorkerProcess, by_call
@@ -43,9 +44,9 @@ SENTENCES = ENGLISH_SENTENCES[:4] * 2  # about 28 s a call: partitions move mid-
 # Run inside the previous version's tree: decode every transcript (hex on stdin), print what it read.
 DECODE_WITH_PREVIOUS = """
 import json, sys
-from schemas.codec import AvroCodec
+from schemas.codec import peek_schema_id
 from schemas.records import transcript_id
-codec = AvroCodec()
+codec = AvroCodec(sys.argv[1] or None)
 for line in sys.stdin:
     try:
         t = codec.decode_transcript(bytes.fromhex(line.strip()))
@@ -75,30 +76,35 @@ def raw_transcripts(worker: WorkerProcess, call_ids: set[str]) -> list[bytes]:
         last_seen = time.monotonic()
         values.append(message.value())
 
-    with TranscriptReader(worker.bootstrap, worker.transcript_topic) as reader:
+    codec = worker.codec()
+    with TranscriptReader(worker.bootstrap, worker.transcript_topic, codec=codec) as reader:
         for _ in reader.records(stop=lambda: time.monotonic() - last_seen > 5, on_record=keep):
             pass
-    codec = AvroCodec()
     return [value for value in values if codec.decode_transcript(value).call_id in call_ids]
 
 
-def decode_with_previous(tree: Path, values: list[bytes]) -> list[dict]:
-    done = subprocess.run([sys.executable, "-c", DECODE_WITH_PREVIOUS], cwd=tree, capture_output=True, text=True,
-                          input="".join(value.hex() + "\n" for value in values), check=True)
+def decode_with_previous(tree: Path, values: list[bytes], registry_url: str) -> list[dict]:
+    done = subprocess.run([sys.executable, "-c", DECODE_WITH_PREVIOUS, registry_url], cwd=tree, capture_output=True,
+                          text=True, input="".join(value.hex() + "\n" for value in values), check=True)
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(kafka_bootstrap, tmp_path,
-                                                                            previous_version, scenario):
+@pytest.mark.parametrize("schema_ids", ["embedded", "registry"])
+def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(kafka_bootstrap, tmp_path, request,
+                                                                            previous_version, scenario, schema_ids):
     group = f"upgrade{uuid.uuid4().hex[:6]}"
+    registry_url = request.getfixturevalue("schema_registry_url") if schema_ids == "registry" else ""
 
     def worker(index: int, cwd: Path, **env: str) -> WorkerProcess:
         (tmp_path / f"w{index}").mkdir()
         return WorkerProcess(kafka_bootstrap, tmp_path / f"w{index}", name=group, cwd=cwd,
-                             extra_env={"CALLSTT_TOPIC_PARTITIONS": "6", "OMP_NUM_THREADS": "1", **env})
+                             extra_env={"CALLSTT_TOPIC_PARTITIONS": "6", "OMP_NUM_THREADS": "1",
+                                        "CALLSTT_SCHEMA_REGISTRY_URL": registry_url, **env})
 
     old = worker(0, previous_version, CALLSTT_INFERENCE_MODE="packed").start()
-    upgraded = {"CALLSTT_INFERENCE_MODE": "batched", "CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript=3"}
+    # With embedded ids, the new version writes what the old one's registry.json knows.
+    upgraded = {"CALLSTT_INFERENCE_MODE": "batched"} | \
+        ({} if registry_url else {"CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript=3"})
     new, replacement = worker(1, REPO_ROOT, **upgraded), worker(2, REPO_ROOT, **upgraded)
     scenario.watch(old, new, replacement)
     call_ids = [f"upgrade-{i}-{uuid.uuid4().hex[:4]}" for i in range(CALLS)]
@@ -119,10 +125,11 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
         streaming.join()
         for process in (old, new, replacement):
             process.stop()
-    read_by_previous = decode_with_previous(previous_version, values)
+    read_by_previous = decode_with_previous(previous_version, values, registry_url)
 
     scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids},
-                    name=f"rolling upgrade {PREVIOUS} -> this version", note="6 partitions, packed -> batched")
+                    name=f"rolling upgrade {PREVIOUS} -> this version, {schema_ids} schema ids",
+                    note="6 partitions, packed -> batched" + ("" if registry_url else ", Transcript=3 pinned"))
     assert not publishing_errors, f"the test's own publishing failed: {publishing_errors[0]!r}"
     assert published_by_old > 0  # both versions took part
     calls = by_call(received)
@@ -136,6 +143,8 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
     assert len(read_by_previous) == len(values) > 0
     assert [entry for entry in read_by_previous if "error" in entry] == []
     assert all(entry["id"] == entry["computed"] for entry in read_by_previous)
-    codec = AvroCodec()
+    codec = new.codec()
     assert {codec.decode_transcript(value).transcript_id for value in values} == \
         {entry["id"] for entry in read_by_previous}
+    # Both versions wrote: with a registry, each its own version (two ids); else all version 3.
+    assert len({peek_schema_id(value) for value in values}) == (2 if registry_url else 1)

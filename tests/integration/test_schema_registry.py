@@ -12,7 +12,6 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from infra.local.registry import LocalSchemaRegistry
 from schemas.codec import (
     AvroCodec,
     DecodeError,
@@ -26,20 +25,6 @@ from schemas.codec import (
 from schemas.records import AudioChunk, Encoding, Transcript, TranscriptWord, transcript_id
 
 pytestmark = pytest.mark.integration
-
-# Its own port, so a developer's registry on 8081 is left alone.
-TEST_REGISTRY_PORT = 28081
-
-
-@pytest.fixture(scope="session")
-def schema_registry_url() -> str:
-    """A fresh Apicurio Registry (in-memory storage, so empty) on 127.0.0.1, once per session."""
-    registry = LocalSchemaRegistry(TEST_REGISTRY_PORT)
-    registry.stop()
-    url = registry.start()
-    yield url
-    registry.stop()
-
 
 @pytest.fixture()
 def client(schema_registry_url) -> SchemaRegistryClient:
