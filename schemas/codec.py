@@ -223,7 +223,8 @@ class AvroCodec:
         self.auto_register = auto_register
         self._embedded = _embedded()
         self._lock = threading.Lock()
-        # What we write with: full record name -> schema (always this checkout's current version).
+        # What we write with: full record name -> schema (this checkout's current version, unless
+        # `write_versions` names an earlier one).
         self._write_ids = dict(self._embedded.current)  # (embedded mode)
         self._writers: dict[str, _Schema] = {name: self._embedded.by_id[i] for name, i in self._write_ids.items()}
         self._readers: dict[str, _Schema] = dict(self._writers)
