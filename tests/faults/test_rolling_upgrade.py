@@ -44,7 +44,7 @@ SENTENCES = ENGLISH_SENTENCES[:4] * 2  # about 28 s a call: partitions move mid-
 # Run inside the previous version's tree: decode every transcript (hex on stdin), print what it read.
 DECODE_WITH_PREVIOUS = """
 import json, sys
-from schemas.codec import peek_schema_id
+from schemas.codec import AvroCodec
 from schemas.records import transcript_id
 codec = AvroCodec(sys.argv[1] or None)
 for line in sys.stdin:
