@@ -196,16 +196,49 @@ def run_floor(router, clips: Sequence[SpeechClip], audio: Mapping[str, np.ndarra
 # --- pipeline: each clip as a call through the worker ---------------------------------------------
 
 class _WorkerDone:
-    """`collect`'s on_poll: busy until the worker has taken every chunk sent and published (or found
-    silent) every utterance it cut, by its own counters, scraped at most once a second."""
+    """`collect`'s on_poll: busy until the worker is done with every chunk sent and the reader has
+    read what it published, seen on two scrapes in a row (at most one a second).
 
-    def __init__(self, worker, chunks: int) -> None:
-        self.worker, self.chunks = worker, chunks
+    Done, by the worker's own figures: every chunk taken, every utterance it cut published (or
+    found silent), and its backlog gauges at 0 (every audio record's batch finished). The counters
+    alone are not enough: a chunk is counted when the agent takes it, the utterances it ends only
+    when its batch reaches the model, so while a slow model call runs the last chunks' utterances
+    are not counted yet, and a collector that stopped then lost those clips' transcripts (a clip
+    without any, a language without any utterance). The backlog gauges are refreshed once a
+    second, hence two scrapes in a row. Then the reader: at the end of every partition of the
+    transcript topic (the worker's transcripts are acknowledged before it counts them, so they
+    are all there)."""
+
+    def __init__(self, worker, chunks: int, reader) -> None:
+        self.worker, self.chunks, self.reader = worker, chunks, reader
         self.before = worker.metrics()
-        self.busy, self.last = True, 0.0
+        self.busy, self.last, self.done_scrapes = True, 0.0, 0
 
     def delta(self, samples: dict[str, float], name: str) -> float:
         return metric_sum(samples, name) - metric_sum(self.before, name)
+
+    def worker_done(self, now: dict[str, float]) -> bool:
+        cut = self.delta(now, "callstt_utterances_total")
+        out = self.delta(now, "callstt_transcripts_total") + self.delta(now, "callstt_silent_utterances_total")
+        return (self.delta(now, "callstt_chunks_total") >= self.chunks and out >= cut
+                and metric_sum(now, "callstt_consumer_lag_messages") == 0)
+
+    def read_to_end(self) -> bool:
+        """The reader's position is the end of every partition assigned to it (an empty one counts)."""
+        from confluent_kafka import KafkaException
+
+        consumer = self.reader.consumer
+        try:
+            assignment = consumer.assignment()
+            if not assignment:
+                return False
+            for position in consumer.position(assignment):
+                low, high = consumer.get_watermark_offsets(position, timeout=5, cached=False)
+                if high > low and position.offset < high:  # below 0: nothing read there yet
+                    return False
+        except KafkaException:  # no answer is no proof: still busy
+            return False
+        return True
 
     def __call__(self) -> bool:
         import httpx
@@ -216,9 +249,8 @@ class _WorkerDone:
                 now = self.worker.metrics()
             except (httpx.HTTPError, ValueError):  # a slow or cut scrape is no answer: still busy
                 return True
-            cut = self.delta(now, "callstt_utterances_total")
-            out = self.delta(now, "callstt_transcripts_total") + self.delta(now, "callstt_silent_utterances_total")
-            self.busy = self.delta(now, "callstt_chunks_total") < self.chunks or out < cut
+            self.done_scrapes = self.done_scrapes + 1 if self.worker_done(now) else 0
+            self.busy = self.done_scrapes < 2 or not self.read_to_end()
         return self.busy
 
 
@@ -258,9 +290,9 @@ def run_pipeline(worker, clips: Sequence[SpeechClip], audio: Mapping[str, np.nda
     plan = ChunkPlan(PIPELINE_RATE, PIPELINE_ENCODING, PIPELINE_CHUNK_MS)
     jobs = [CallJob(call_id, "caller", CallInput(clip.name, audio[clip.name], PIPELINE_RATE))
             for call_id, clip in by_call.items()]
-    progress = _WorkerDone(worker, sum(job.chunk_count(plan) for job in jobs))
     audio_s = sum(len(audio[clip.name]) for clip in clips) / PIPELINE_RATE
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
+    progress = _WorkerDone(worker, sum(job.chunk_count(plan) for job in jobs), reader)
     publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
     try:
         started = time.monotonic()
@@ -289,12 +321,17 @@ def _share(right: int, total: int) -> float | None:
 
 
 def _lid(clips: Sequence[SpeechClip], run: Mapping[str, list]) -> dict[str, Any]:
-    """Pipeline language ID: the share of utterances labelled with their clip's language, and of
-    clips whose every utterance is (a clip without a transcript counts wrong)."""
+    """Pipeline language ID: the share of clips whose every utterance is labelled with the clip's
+    language (a clip without a transcript counts wrong), and of utterances, with their count.
+    When none of the clips gave an utterance, the utterance share is 0.0 with a count of 0 (no
+    utterance with the right label; the count and clips_without_transcript say why), never a
+    missing number."""
     utterances = [(clip, label) for clip in clips for _, _, label in run[clip.name]]
     right_clips = sum(bool(run[c.name]) and all(label == c.language for _, _, label in run[c.name]) for c in clips)
+    right_utterances = sum(label == clip.language for clip, label in utterances)
     return {"clips": _share(right_clips, len(clips)),
-            "utterances": _share(sum(label == clip.language for clip, label in utterances), len(utterances)),
+            "utterances": _share(right_utterances, len(utterances)) if utterances else 0.0,
+            "utterance_count": len(utterances),
             "clips_without_transcript": sum(not run[c.name] for c in clips)}
 
 

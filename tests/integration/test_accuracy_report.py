@@ -47,7 +47,9 @@ def test_accuracy_only_bench_reports_languages_and_lid_by_length(kafka_bootstrap
         assert _rate(row["floor"]) and _share(row["lid_floor"])
         for run in ("pipeline", "pipeline_vi_en"):
             assert row[run]["clips"] == row["clips"] and _rate(row[run]["error_rate"])
-            assert _share(row[run]["lid"]["clips"]) and _share(row[run]["lid"]["utterances"])
+            lid = row[run]["lid"]
+            assert _share(lid["clips"]) and _share(lid["utterances"]), (language, run, lid)
+            assert isinstance(lid["utterance_count"], int) and lid["utterance_count"] >= 0, lid
     # English is what the model knows best: the pipeline must have heard most of it.
     assert rows["en"]["pipeline"]["error_rate"] < 0.6
     assert all({"run", "clip", "label", "text"} <= set(wrong) for wrong in section["wrong_language"])
@@ -81,3 +83,63 @@ def test_the_scoring_and_the_pieces_need_no_model(tmp_path) -> None:
     assert piece_spans((0, 100), 30, 2) == [(0, 30), (70, 100)]
     assert piece_spans((10, 50), 30, 3) == [(15, 45)]  # one fits: the middle
     assert piece_spans((0, 20), 30, 1) == []
+
+
+def test_a_language_without_utterances_has_a_share_of_zero_and_a_count() -> None:
+    from streams.bench.accuracy import SpeechClip, _lid
+
+    clips = [SpeechClip("a", "vi", "xin chào", "espeak"), SpeechClip("b", "vi", "cảm ơn", "espeak")]
+    assert _lid(clips, {"a": [], "b": []}) == {"clips": 0.0, "utterances": 0.0, "utterance_count": 0,
+                                               "clips_without_transcript": 2}
+    assert _lid(clips, {"a": [(0, "x", "vi")], "b": [(0, "y", "en"), (1, "z", "vi")]}) == \
+        {"clips": 0.5, "utterances": 0.667, "utterance_count": 3, "clips_without_transcript": 0}
+
+
+def test_the_collector_waits_for_the_last_batch_and_for_the_reader() -> None:
+    """The worker's counters say every chunk taken and every utterance cut so far published while
+    its last batch still waits for the model (backlog > 0): busy. Done only on two scrapes in a
+    row, and once the reader is at the end of the transcript topic."""
+    from confluent_kafka import TopicPartition
+
+    from streams.bench.accuracy import _WorkerDone
+
+    class Worker:
+        def __init__(self) -> None:
+            self.samples = [{}]
+
+        def metrics(self) -> dict[str, float]:
+            return self.samples[0]
+
+    class Consumer:
+        position_offset, high = 0, 4
+
+        def assignment(self):
+            return [TopicPartition("transcripts", 0)]
+
+        def position(self, partitions):
+            return [TopicPartition(p.topic, p.partition, self.position_offset) for p in partitions]
+
+        def get_watermark_offsets(self, partition, timeout=None, cached=False):
+            return 0, self.high
+
+    class Reader:
+        consumer = Consumer()
+
+    worker, reader = Worker(), Reader()
+    progress = _WorkerDone(worker, chunks=10, reader=reader)
+
+    def poll(samples: dict[str, float]) -> bool:
+        worker.samples[0], progress.last = samples, 0.0  # a scrape now
+        return progress()
+
+    taken = {"callstt_chunks_total": 10, 'callstt_utterances_total{reason="silence"}': 3,
+             'callstt_transcripts_total{language="en",model="base"}': 3}
+    assert poll({**taken, 'callstt_consumer_lag_messages{partition="0"}': 4})  # the last batch at the model
+    Reader.consumer.position_offset = 4  # the reader has read the 4 transcripts there are
+    assert poll({**taken, 'callstt_consumer_lag_messages{partition="0"}': 0})  # once is not enough
+    done = {**taken, 'callstt_utterances_total{reason="end_of_stream"}': 1,
+            'callstt_transcripts_total{language="en",model="base"}': 4, 'callstt_consumer_lag_messages{partition="0"}': 0}
+    Reader.consumer.high = 5  # the last transcript: on the topic, not read yet
+    assert poll(done) and poll(done)
+    Reader.consumer.position_offset = 5
+    assert not poll(done)
