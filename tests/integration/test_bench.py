@@ -6,8 +6,13 @@ No timing thresholds: the bench reports speed, tests never fail on it.
 from __future__ import annotations
 
 import json
+import math
 
 from streams.bench import run_bench
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
@@ -43,13 +48,16 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
         assert 0.5 <= live["accuracy"]["language_id_accuracy"] <= 1
         assert live["transcripts"] > 0
         for name in ("end_of_speech_to_received_s", "after_endpoint_to_received_s"):
-            figures = live[name]
-            assert 0 < figures["p50"] <= figures["p95"] <= figures["p99"] < 120
+            figures = live[name]  # well-formed percentiles, however long the machine took
+            assert figures["n"] > 0 and all(_number(figures[q]) for q in ("p50", "p95", "p99")), (name, figures)
+            assert 0 <= figures["p50"] <= figures["p95"] <= figures["p99"], (name, figures)
         # End of speech comes before the endpoint decision, so its latency is the longer one.
         assert live["end_of_speech_to_received_s"]["p50"] >= live["after_endpoint_to_received_s"]["p50"]
         assert isinstance(live["lag"]["grows"], bool)
         assert live["model"]["model_calls"] > 0 and live["model"]["utterances_per_model_call"] >= 1
-        assert 0 < live["model"]["model_busy_fraction"] < 1.5
+        # Model seconds over the calls' duration: past 1 on a machine that cannot keep up live,
+        # so a positive number here, not a share with a ceiling.
+        assert _number(live["model"]["model_busy_fraction"]) and live["model"]["model_busy_fraction"] > 0
         # Interims (on by default): the block is there whatever the machine's speed.
         interims = live["interims"]
         assert interims["received"] >= 0 and interims["published"] >= 0 and "p95" in interims["word_delay_s"]
