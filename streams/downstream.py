@@ -14,12 +14,14 @@ A downstream agent
 * sends a record it cannot decode to the dead-letter topic with the reason in its headers, and
   goes on (`DeadLetters`); any other failure (a broker hiccup, a backend error) is retried with
   backoff until the record is done (`until_done`), never skipped: Faust would restart a crashed
-  agent past the record;
+  agent past the record; one that does not pass makes it stalled (503), then exit with code 3
+  (streams/lifecycle.py);
 * keeps each call's settings (the compacted call-settings topic, co-partitioned with what it
   reads) in a table whose changelog is acknowledged before the next record (`CallSettingsTable`);
 * serves `/health` and `/metrics`, the latter from its own prometheus registry, so its numbers
   never mix with another process's (`register_pages`);
-* starts the same way: topics ensured (its tables' changelogs too, `ensure_changelogs`), data
+* starts the same way: topics created and checked before Faust starts (its tables' changelogs
+  too, co-partitioned with what it reads: streams/lifecycle.py `prepare_app_topics`), data
   folder made, a Faust worker (`run_downstream`).
 
 The agent's own module keeps only its logic: what it reads, what it makes of a record, what it
@@ -35,11 +37,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from schemas.codec import DecodeError
 from streams.client.kafka import faust_broker_config
 from streams.core import retry
+from streams.core.retry import FailureWatch
+from streams.lifecycle import add_stall_exit, failure_watch, prepare_app_topics
 from streams.settings import Settings
 from streams.worker.agent import dead_letter_headers
 
@@ -65,15 +69,21 @@ def downstream_app(settings: Settings, suffix: str, web_port: int) -> faust.App:
 
 
 def register_pages(app: faust.App, service: str, registry: CollectorRegistry,
-                   health: Callable[[], dict[str, Any] | str] | None = None) -> None:
+                   health: Callable[[], dict[str, Any] | str] | None = None,
+                   watch: FailureWatch | None = None) -> None:
     """`/health` and `/metrics` (the samples of `registry`).
 
     `health()` returns what `/health` shows besides service and status when the agent is ready
     (200, status "ok"), or a string, the reason it is not ready yet (503, status "starting").
-    Without it the agent is ready as soon as its pages answer."""
+    Without it the agent is ready as soon as its pages answer. A stalled `watch` (its agent's
+    failures: `add_agent`) makes it 503 "stalled" with the reason, whatever `health()` says."""
 
     @app.page("/health")
     async def health_page(web, request):
+        stall = watch.stalled() if watch is not None else None
+        if stall is not None:
+            return web.json({"service": service, "status": "stalled", "reason": stall.reason,
+                             "stalled_seconds": round(watch.stalled_for_s(), 1)}, status=503)
         state = health() if health is not None else {}
         if isinstance(state, str):
             return web.json({"service": service, "status": "starting", "reason": state}, status=503)
@@ -82,6 +92,12 @@ def register_pages(app: faust.App, service: str, registry: CollectorRegistry,
     @app.page("/metrics")
     async def metrics_page(web, request):
         return web.bytes(generate_latest(registry), content_type=METRICS_CONTENT_TYPE)
+
+
+def stalled_gauge(registry: CollectorRegistry) -> Gauge:
+    """The agent's callstt_stalled_seconds (the worker's has the same name, for the one alert)."""
+    return Gauge("callstt_stalled_seconds", "How long the agent has been stalled (0: it is not); it exits at "
+                 "CALLSTT_STALL_EXIT_AFTER_S", registry=registry)
 
 
 class DeadLetters:
@@ -111,16 +127,16 @@ class DeadLetters:
 
 
 async def until_done(handle: Callable[[Any], Awaitable[None]], message: Any, log: logging.Logger,
-                     failures: Any | None = None) -> None:
+                     failures: Any | None = None, watch: FailureWatch | None = None) -> None:
     """`await handle(message)` until it succeeds (streams/core/retry.py): the record's output is
-    repeated (same ids), never skipped. `failures`: a counter."""
+    repeated (same ids), never skipped. `failures`: a counter; `watch` hears of each outcome."""
     def failed(error: Exception, delay: float) -> None:
         if failures is not None:
             failures.inc()
         log.exception("record at %s[%s]@%s failed (%s: %s); retrying in %.1f s", message.topic, message.partition,
                       message.offset, type(error).__name__, error, delay)
 
-    await retry.until_done(lambda: handle(message), failed)
+    await retry.until_done(lambda: handle(message), failed, watch)
 
 
 class CallSettingsTable:
@@ -175,46 +191,33 @@ class LoadedAtStart:
         return self.value.describe() if self.ready.is_set() else f"{self.what} loading"
 
 
-def add_agent(app: faust.App, source: Any, loaded: LoadedAtStart, call_settings: CallSettingsTable,
-              handle: Callable[[Any], Awaitable[None]], log: logging.Logger, failures: Any) -> None:
+def add_agent(app: faust.App, settings: Settings, source: Any, loaded: LoadedAtStart,
+              call_settings: CallSettingsTable, handle: Callable[[Any], Awaitable[None]], log: logging.Logger,
+              failures: Any, stalled: Gauge) -> FailureWatch:
     """The agent: once `loaded`, one record at a time (each acknowledged before the next is
     taken), call-settings records into `call_settings`, every other one to `handle`, each until
-    done."""
+    done. Returns the watch of its failures (for `register_pages`); a stalled agent exits in
+    time (streams/lifecycle.py), `stalled` (`stalled_gauge`) saying how long it has been stalled."""
     settings_topic = call_settings.topic
+    watch = failure_watch(settings)
+    add_stall_exit(app, watch, log, stalled)
 
     @app.agent(source, concurrency=1)
     async def agent(stream):
         await loaded.ready.wait()  # records wait in the consumer meanwhile
         async for event in stream.events():
             message = event.message
-            await until_done(call_settings.keep if message.topic == settings_topic else handle, message, log, failures)
+            await until_done(call_settings.keep if message.topic == settings_topic else handle, message, log, failures,
+                             watch)
 
-
-def ensure_changelogs(settings: Settings, app: faust.App, timeout: float = 30.0) -> list[str]:
-    """Create the changelog topics of the app's tables that do not exist yet (compacted, with their
-    tables' partitions, as Faust would make them); returns the names created.
-
-    Why before the worker starts: a changelog Faust creates itself at start can still be missing
-    from the broker's metadata when the group is joined; the consumer then knows it with 0
-    partitions, and the first record of the table's source crashes the agent (PartitionsMismatch)
-    and is skipped: a call's settings lost (seen once on a fresh broker, in scripts/demo)."""
-    from streams.client.topics import TopicSpec, create_topics
-
-    replication = settings.topic_replication
-    return create_topics(settings, [
-        TopicSpec(table.changelog_topic_name, table.partitions or settings.topic_partitions, replication,
-                  {"cleanup.policy": "compact", "min.insync.replicas": str(min(2, replication))})
-        for table in app.tables.values()], timeout)
-
+    return watch
 
 def run_downstream(settings: Settings, app: faust.App, name: str) -> None:
-    """Run the agent until it is stopped: its topics and its tables' changelogs ensured (created
-    when missing), its data folder made (Faust expects it), a Faust worker on `app`; `name`
-    ("translator") names the log line with its pages' address (logger `callstt.<name>`)."""
-    from streams.client.topics import ensure_topics
-
-    ensure_topics(settings)
-    ensure_changelogs(settings, app)
+    """Run the agent until it is stopped: its topics and its tables' changelogs created where
+    missing and checked (streams/lifecycle.py), its data folder made (Faust expects it), a Faust
+    worker on `app`; `name` ("translator") names the log line with its pages' address (logger
+    `callstt.<name>`)."""
+    prepare_app_topics(settings, app)
     Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     logging.getLogger(f"callstt.{name}").info("%s web pages on http://%s:%d/ (health: /health, metrics: /metrics)",

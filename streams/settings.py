@@ -210,6 +210,16 @@ class Settings:
                            doc="Most streams a worker keeps; the longest idle are evicted beyond it")
     overload_lag_records: int = env("CALLSTT_OVERLOAD_LAG_RECORDS", default=1000,
                                     doc="/health reports 'overloaded' above this many unread audio records")
+    stall_after_s: float = env("CALLSTT_STALL_AFTER_S", default=120.0,
+                               doc="A batch (or a downstream record) failing this long, even with a passing "
+                                   "cause (broker away, leader moving), makes /health answer 503 'stalled'; a "
+                                   "permanent cause (partition mismatch, a schema it cannot write) does at once")
+    stall_exit_after_s: float = env("CALLSTT_STALL_EXIT_AFTER_S", default=300.0,
+                                    doc="A process stalled this long exits non-zero (code 3) so its supervisor "
+                                        "restarts it; its records stay uncommitted, nothing is lost")
+    start_timeout_s: float = env("CALLSTT_START_TIMEOUT_S", default=60.0,
+                                 doc="At start, how long to wait for the broker to answer and for every topic "
+                                     "the process reads or writes to show its partitions")
     # Worker
     web_host: str = env("CALLSTT_WEB_HOST", default="127.0.0.1", doc="Worker web server bind address")
     web_port: int = env("CALLSTT_WEB_PORT", default=6066, doc="Worker web server port")
@@ -238,6 +248,9 @@ class Settings:
             raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
         if not 1 <= self.model_lanes <= 16:
             raise SettingsError(f"CALLSTT_MODEL_LANES={self.model_lanes}: use 1 to 16")
+        if self.stall_after_s <= 0 or self.stall_exit_after_s <= 0 or self.start_timeout_s <= 0:
+            raise SettingsError("CALLSTT_STALL_AFTER_S, CALLSTT_STALL_EXIT_AFTER_S and CALLSTT_START_TIMEOUT_S "
+                                "must be > 0")
         if self.speculate_ms < 0 or self.latency_budget_ms <= 0:
             raise SettingsError("CALLSTT_SPECULATE_MS must be >= 0 and CALLSTT_LATENCY_BUDGET_MS > 0")
         if self.partial_interval_ms < 0 or not 1 <= self.partial_window_s <= 30:

@@ -1,14 +1,36 @@
-"""The project's topics and their settings, created (idempotently) by the worker at start."""
+"""The project's topics and their settings, created (idempotently) by every process at start, and
+the start-up check that they are there, as the process needs them, before Faust starts.
+
+`prepare_topics` is what the worker, the translator and the speaker run first: create what is
+missing (the project's topics and the process's own table changelogs, one creation path), wait
+until the broker's metadata shows each with a leader for every partition, and refuse to start,
+with one line naming the topics and their counts, when the topics a table joins are not
+co-partitioned. Faust would otherwise create a changelog itself moments after a broker came up,
+keep the 0 partitions its first metadata showed, and fail every table write after that
+(PartitionsMismatch) while its /health said ok: the first run of scripts/demo on a fresh broker.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas.errors import CallsttError
 from streams.client.kafka import confluent_config
 from streams.settings import Settings
+
+
+class TopicsNotReady(CallsttError, RuntimeError):
+    """At start, the broker did not answer, or a topic did not show its partitions, in time."""
+
+
+class TopicLayoutError(CallsttError, RuntimeError):
+    """Topics that must be co-partitioned are not (someone made one with another partition count)."""
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -58,6 +80,13 @@ when the workers forget them too."""
     ]
 
 
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """The admin client's settings: librdkafka's own log lines off (its failures come back as
+    exceptions, which the caller words as one line; a broker absent at start would otherwise
+    print a connection error to stderr every second)."""
+    return confluent_config(settings, log_level=0)
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create the project's topics that do not exist yet; returns the names created."""
     return create_topics(settings, project_topics(settings), timeout)
@@ -67,7 +96,7 @@ def create_topics(settings: Settings, specs: list[TopicSpec], timeout: float = 3
     """Create those of `specs` that do not exist yet; returns the names created."""
     if not specs:
         return []
-    admin = AdminClient(confluent_config(settings))  # kept until the futures are done (else they fail)
+    admin = AdminClient(admin_config(settings))  # kept until the futures are done (else they fail)
     futures = admin.create_topics(
         [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication,
                   config=spec.config) for spec in specs],
@@ -81,3 +110,93 @@ def create_topics(settings: Settings, specs: list[TopicSpec], timeout: float = 3
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     return created
+
+
+def changelog_topics(settings: Settings, tables: Iterable[Any]) -> list[TopicSpec]:
+    """The changelog topics of a Faust app's tables (`app.tables.values()`), as Faust would make
+    them: compacted, one partition per partition of the topics the table follows."""
+    replication = settings.topic_replication
+    return [TopicSpec(table.changelog_topic_name, table.partitions or settings.topic_partitions, replication,
+                      {"cleanup.policy": "compact", "min.insync.replicas": str(min(2, replication))})
+            for table in tables]
+
+
+def prepare_topics(settings: Settings, changelogs: list[TopicSpec], copartitioned: list[str]) -> list[str]:
+    """Before a process's Faust app starts: check that those of `copartitioned` (the topics a
+    table joins, its changelogs included) that exist have CALLSTT_TOPIC_PARTITIONS partitions
+    (before creating anything, so a wrong count is mended by a setting, not by deleting topics);
+    create the project's topics and `changelogs` where missing; wait (CALLSTT_START_TIMEOUT_S)
+    until the broker shows every one of them with a leader per partition; check again. Returns the
+    names created; raises TopicsNotReady or TopicLayoutError (one line each, for the CLI)."""
+    specs = project_topics(settings) + changelogs
+    deadline = time.monotonic() + settings.start_timeout_s
+    existing = partition_counts(settings, copartitioned, deadline)
+    check_copartitioned(existing, settings.topic_partitions)
+    try:
+        created = create_topics(settings, specs, timeout=settings.start_timeout_s)
+    except KafkaException as error:
+        raise TopicsNotReady(f"cannot create the topics on {settings.kafka_bootstrap_servers}: "
+                             f"{error.args[0].str()}") from error
+    counts = wait_for_partitions(settings, [spec.name for spec in specs], deadline)
+    check_copartitioned({name: counts[name] for name in copartitioned}, settings.topic_partitions)
+    return created
+
+
+def partition_counts(settings: Settings, names: list[str], deadline: float) -> dict[str, int]:
+    """The partition count of each of `names` that exists (waiting for the broker to answer)."""
+    admin = AdminClient(admin_config(settings))
+    while True:
+        try:
+            topics = admin.list_topics(timeout=max(min(deadline - time.monotonic(), 5.0), 0.5)).topics
+            return {name: len(topics[name].partitions) for name in names if name in topics and topics[name].partitions}
+        except KafkaException as error:
+            if time.monotonic() >= deadline:
+                raise TopicsNotReady(f"no answer from the broker at {settings.kafka_bootstrap_servers} within "
+                                     f"{settings.start_timeout_s:.0f} s (CALLSTT_START_TIMEOUT_S): "
+                                     f"{error.args[0].str()}") from error
+        time.sleep(0.5)
+
+
+def wait_for_partitions(settings: Settings, names: list[str], deadline: float) -> dict[str, int]:
+    """Each topic's partition count, once the broker's metadata shows every partition of every one
+    of `names` with a leader (a topic created a moment ago may not show yet)."""
+    admin = AdminClient(admin_config(settings))
+    missing: dict[str, str] = {}
+    while True:
+        try:
+            topics = admin.list_topics(timeout=max(min(deadline - time.monotonic(), 5.0), 0.5)).topics
+        except KafkaException as error:
+            missing = {"(broker)": f"no answer from {settings.kafka_bootstrap_servers} ({error.args[0].str()})"}
+        else:
+            missing = {name: topic_not_ready(topics.get(name)) for name in names}
+            missing = {name: why for name, why in missing.items() if why}
+            if not missing:
+                return {name: len(topics[name].partitions) for name in names}
+        if time.monotonic() >= deadline:
+            detail = "; ".join(f"{name}: {why}" for name, why in sorted(missing.items()))
+            raise TopicsNotReady(f"topics not ready after {settings.start_timeout_s:.0f} s "
+                                 f"(CALLSTT_START_TIMEOUT_S): {detail}")
+        time.sleep(0.5)
+
+
+def topic_not_ready(metadata: Any) -> str:
+    """Why a topic's metadata (confluent_kafka TopicMetadata, None when absent) is not ready; '' when it is."""
+    if metadata is None:
+        return "missing"
+    if metadata.error is not None:
+        return metadata.error.str()
+    if not metadata.partitions:
+        return "no partitions yet"
+    leaderless = sorted(p.id for p in metadata.partitions.values() if p.leader < 0 or p.error is not None)
+    return f"no leader yet for partitions {leaderless}" if leaderless else ""
+
+
+def check_copartitioned(counts: dict[str, int], expected: int) -> None:
+    """Raise TopicLayoutError when any of `counts` (topic -> partitions) is not `expected`."""
+    wrong = {name: count for name, count in counts.items() if count != expected}
+    if wrong:
+        listed = ", ".join(f"{name} has {count}" for name, count in counts.items())
+        raise TopicLayoutError(
+            f"topics not co-partitioned: {listed} partitions, and CALLSTT_TOPIC_PARTITIONS is {expected}; a call's "
+            "audio, settings and state must meet in one partition: set CALLSTT_TOPIC_PARTITIONS to the audio "
+            "topic's count, or recreate the topics that differ (docs/faults.md)")

@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streams.client.kafka import avro_codec
 from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
-                                register_pages, run_downstream)
+                                register_pages, run_downstream, stalled_gauge)
 from streams.settings import Settings
 from streams.speech.core import leg, speech_chunks, worth_speaking
 
@@ -40,6 +40,7 @@ FIRST_CHUNK = Histogram("callstt_translation_to_first_speech_seconds",
                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=REGISTRY)
 FAILURES = Counter("callstt_speaker_failures_total", "Records whose handling failed and was retried",
                    registry=REGISTRY)
+STALLED = stalled_gauge(REGISTRY)
 
 
 def create_speech_app(settings: Settings, load_voices) -> faust.App:
@@ -79,8 +80,8 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
         log.info("speech call=%s leg=%s #%d [%s]: %s", translation.call_id, leg(translation),
                  translation.utterance_index, voice.id, translation.text)
 
-    add_agent(app, source, voices, call_settings, speak, log, FAILURES)
-    register_pages(app, "callstt-speaker", REGISTRY, voices.health)
+    watch = add_agent(app, settings, source, voices, call_settings, speak, log, FAILURES, STALLED)
+    register_pages(app, "callstt-speaker", REGISTRY, voices.health, watch)
     return app
 
 

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from streams.client.kafka import avro_codec
 from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
-                                register_pages, run_downstream)
+                                register_pages, run_downstream, stalled_gauge)
 from streams.settings import Settings
 from streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
 
@@ -45,6 +45,7 @@ INTERIM_TRANSLATIONS = Counter("callstt_interim_translations_total", "Interim tr
                                "words of interim transcripts), by target language", ["target"], registry=REGISTRY)
 FAILURES = Counter("callstt_translator_failures_total", "Records whose handling failed and was retried",
                    registry=REGISTRY)
+STALLED = stalled_gauge(REGISTRY)
 
 
 def create_translation_app(settings: Settings, load_router) -> faust.App:
@@ -83,8 +84,8 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
             await acknowledged
             observe(event)
 
-    add_agent(app, source, backends, call_settings, translate_transcript, log, FAILURES)
-    register_pages(app, "callstt-translator", REGISTRY, backends.health)
+    watch = add_agent(app, settings, source, backends, call_settings, translate_transcript, log, FAILURES, STALLED)
+    register_pages(app, "callstt-translator", REGISTRY, backends.health, watch)
     return app
 
 

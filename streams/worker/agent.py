@@ -41,6 +41,7 @@ from schemas.records import Transcript
 from streams.core import interims, retry
 from streams.core.assembly import state_key
 from streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
+from streams.core.retry import FailureWatch
 from streams.worker import metrics
 from streams.worker.faust_compat import bind_event
 from streams.worker.web import WorkerStatus
@@ -93,8 +94,9 @@ class Batch:
 class BatchHandler:
     def __init__(self, pipeline: Pipeline, status: WorkerStatus, io: WorkerIO, model_thread: ThreadPoolExecutor,
                  flush_requested: dict[str, float], release: Callable[[Any], None] = lambda event: None,
-                 max_open_events: int = 2000) -> None:
+                 max_open_events: int = 2000, watch: FailureWatch | None = None) -> None:
         self.pipeline = pipeline
+        self.watch = watch  # hears of every failed and finished batch: /health's "stalled"
         self.status = status
         self.io = io
         self.model_thread = model_thread
@@ -144,15 +146,16 @@ class BatchHandler:
             await asyncio.gather(self.task, return_exceptions=True)
 
     async def finish_until_done(self, batch: Batch) -> None:
-        """A batch that fails (a broker hiccup, a table's changelog not known yet) is retried as a
-        whole, with backoff, rather than skipped: its transcripts were published at most, and the
-        table writes made before the failure only tell the retry that those chunks are done."""
+        """A batch that fails (a broker hiccup, a leader moving) is retried as a whole, with
+        backoff, rather than skipped: its transcripts were published at most, and the table writes
+        made before the failure only tell the retry that those chunks are done. A failure that does
+        not pass makes the worker stalled, then exit (the watch: streams/lifecycle.py)."""
         def failed(error: Exception, delay: float) -> None:
             metrics.BATCH_FAILURES.inc()
             log.exception("a batch of %d records failed (%s: %s); retrying in %.1f s, its records stay "
                           "unacknowledged meanwhile", len(batch.events), type(error).__name__, error, delay)
 
-        await retry.until_done(lambda: self.finish(batch), failed)
+        await retry.until_done(lambda: self.finish(batch), failed, self.watch)
 
     def accept(self, batch: Batch, events: list) -> None:
         """Events in arrival order through their streams (in memory; dead letters are sent when the

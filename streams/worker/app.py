@@ -25,6 +25,7 @@ from streams.client.topics import control_topic
 from streams.core.assembly import StreamState
 from streams.core.call_options import settings_expired
 from streams.core.pipeline import Pipeline, Rejected
+from streams.lifecycle import add_stall_exit, failure_watch
 from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.agent import BatchHandler, WorkerIO, now_ms
@@ -56,6 +57,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     app = faust_app(settings)
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
     status = WorkerStatus(settings)
+    status.watch = watch = failure_watch(settings)
     partitions = AudioPartitions(app, settings.audio_topic)
     control_name = control_topic(settings)
     # Co-partitioned by call ID: a call's audio, its idle-flush requests and its settings meet in one partition.
@@ -84,7 +86,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         table_written=table.changes_acknowledged,
         taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done,
         control_topic=control_name, call_settings_topic=settings.call_settings_topic,
-    ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events)
+    ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events, watch=watch)
 
     @app.task
     async def load_models() -> None:
@@ -113,16 +115,19 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             await handler.close()
 
     add_downstream_view(app, status)
-    add_broker_probe(app, settings, status)
+    add_broker_probe(app, settings, status, [settings.audio_topic, control_name, settings.call_settings_topic,
+                                             settings.transcript_topic, table.changelog_topic_name])
+    add_stall_exit(app, watch, log, metrics.STALLED_SECONDS)
     add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_backlog
     register_pages(app, status)
     return app
 
 
-def add_broker_probe(app: faust.App, settings: Settings, status: WorkerStatus) -> None:
-    """Whether the broker answers (streams/worker/broker_probe.py), for /health and /metrics."""
-    status.broker = BrokerProbe(settings)
+def add_broker_probe(app: faust.App, settings: Settings, status: WorkerStatus, required_topics: list[str]) -> None:
+    """Whether the broker answers and still has `required_topics` (streams/worker/broker_probe.py),
+    for /health and /metrics."""
+    status.broker = BrokerProbe(settings, required_topics, status.watch)
 
     @app.task
     async def probe_the_broker() -> None:

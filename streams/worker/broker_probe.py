@@ -6,6 +6,10 @@ producer's clients retry quietly. So every few seconds the worker asks the broke
 metadata, over the same listener, network path and credentials as its other clients, and keeps
 when the broker last answered. /health then says "broker_unreachable" (still 200: restarting a
 worker would not bring the network back; its records wait in Kafka, nothing is lost).
+
+The same answer lists the broker's topics: one the worker needs that is gone (deleted under it),
+or back with another partition count (made again by auto-creation), stalls the worker
+(streams/lifecycle.py) even when no record arrives to fail on it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 
+from streams.core.retry import FailureWatch
+from streams.worker.faust_compat import known_partitions
 from streams.settings import Settings
 
 log = logging.getLogger("callstt.worker")
@@ -24,8 +31,10 @@ UNREACHABLE_AFTER_S = 15.0
 
 
 class BrokerProbe:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, required_topics: Iterable[str] = (), watch: FailureWatch | None = None) -> None:
         self.settings = settings
+        self.required_topics = sorted(required_topics)  # each with CALLSTT_TOPIC_PARTITIONS partitions
+        self.watch = watch
         self.last_reply = time.monotonic()  # the worker reached the broker to start at all
         self._client = None  # an aiokafka consumer without a group, used for metadata only
         self._client_started = False
@@ -74,4 +83,19 @@ class BrokerProbe:
         if not self._client_started:
             await self._client.start()  # bootstraps: a metadata request
             self._client_started = True
-        await self._client.topics()  # a request to the broker every time (aiokafka's documented behaviour)
+        present = await self._client.topics()  # a request to the broker every time (aiokafka's documented behaviour)
+        if self.watch is not None:
+            self.watch.condition("topics", self.topics_wrong(present))
+
+    def topics_wrong(self, present: set[str]) -> str | None:
+        """What is wrong with the required topics now (None: nothing)."""
+        gone = [name for name in self.required_topics if name not in present]
+        if gone:
+            return f"topics deleted while the worker ran: {', '.join(gone)}"
+        expected = self.settings.topic_partitions
+        counts = {name: known_partitions(self._client, name) for name in self.required_topics}
+        changed = [f"{name} has {count}" for name, count in counts.items() if count not in (None, expected)]
+        if changed:
+            return (f"topics changed while the worker ran: {', '.join(changed)} partitions, not {expected} "
+                    "(deleted and made again?)")
+        return None

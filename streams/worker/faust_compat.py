@@ -61,6 +61,16 @@ async def refresh_metadata(consumer: Any) -> None:
     await consumer._client.force_metadata_update()
 
 
+def known_partitions(consumer: Any, topic: str) -> int | None:
+    """How many partitions an aiokafka consumer's last metadata shows for `topic` (None: unknown).
+
+    Why: `AIOKafkaConsumer.topics()` refreshes the metadata but returns names only; the broker
+    probe also needs each count (`_client.cluster.partitions_for_topic`), to see a topic deleted
+    and made again (by auto-creation) with another count."""
+    partitions = consumer._client.cluster.partitions_for_topic(topic)
+    return None if partitions is None else len(partitions)
+
+
 # RocksDB options of each partition's database (Faust opens one per table partition). Faust's
 # defaults suit big tables: a 64 MB write buffer, up to 3 of them, and a 2 GB block cache, per
 # database; RSS grew for 40 minutes in the one-hour soak (docs/soak.md), and a worker with 32

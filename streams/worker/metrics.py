@@ -50,6 +50,10 @@ ENDPOINT_LATENCY = Histogram(
 BROKER_REPLY_AGE = Gauge("callstt_broker_reply_age_seconds",
                          "Seconds since the broker last answered the worker's metadata probe (streams/worker/broker_probe.py)",
                          registry=REGISTRY)
+STALLED_SECONDS = Gauge("callstt_stalled_seconds",
+                        "How long the worker has been stalled: failing in a way retrying cannot mend, or for longer "
+                        "than CALLSTT_STALL_AFTER_S (0: it is not); it exits at CALLSTT_STALL_EXIT_AFTER_S",
+                        registry=REGISTRY)
 MODEL_LOAD_SECONDS = Gauge("callstt_model_load_seconds", "Time taken to load the models", registry=REGISTRY)
 CONSUMER_LAG = Gauge("callstt_consumer_lag_messages", "Audio records not yet done (transcribed, state stored), per partition: the backlog",
                      ["partition"], registry=REGISTRY)

@@ -63,13 +63,13 @@ def build_router(settings: Settings) -> ModelRouter:
 def run_worker(settings: Settings) -> None:
     import faust
 
+    from streams.lifecycle import prepare_app_topics
     from streams.worker.app import create_app
-    from streams.client.topics import ensure_topics
 
-    created = ensure_topics(settings)
+    app = create_app(settings, lambda: build_router(settings))
+    created = prepare_app_topics(settings, app)  # before Faust starts (streams/lifecycle.py)
     if created:
         log.info("created topics: %s", ", ".join(created))
-    app = create_app(settings, lambda: build_router(settings))
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     log.info("worker web pages on http://%s:%d/ (health: /health, models: /models, metrics: /metrics)",
              settings.web_host, settings.web_port)

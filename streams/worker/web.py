@@ -65,6 +65,7 @@ class WorkerStatus:
         self.assigned_partitions: Callable[[], set[int]] = set
         self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not done yet
         self.broker = None  # streams/worker/broker_probe.py BrokerProbe: whether the broker answers
+        self.watch = None  # streams/core/retry.py FailureWatch: whether the worker is stalled
 
     def on_stream(self, key: str, state) -> None:
         from models.endpointing import EndpointState
@@ -150,6 +151,11 @@ class WorkerStatus:
                 "partitions": sorted(self.assigned_partitions()), "active_streams": len(self.streams)}
         if self.model_error:
             return 503, {**body, "status": "error", "reason": f"models failed to load: {self.model_error}"}
+        stall = self.watch.stalled() if self.watch is not None else None
+        if stall is not None:
+            return 503, {**body, "status": "stalled", "reason": stall.reason,
+                         "stalled_seconds": round(self.watch.stalled_for_s(), 1),
+                         "exit_in_seconds": round(max(self.watch.exit_after_s - self.watch.stalled_for_s(), 0), 1)}
         if not self.models_ready.is_set():
             return 503, {**body, "status": "starting", "reason": "models loading"}
         if not body["partitions"]:

@@ -1,15 +1,13 @@
 """streams/downstream.py without Kafka: the downstream agents' app identity, their dead letters and
-the changelog topics created before the worker starts."""
+the changelog topics created before Faust starts."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
 
 from schemas.codec import AvroCodec
 from streams import downstream
@@ -62,36 +60,19 @@ def test_a_record_that_does_not_decode_is_dead_lettered_with_its_reason(settings
     assert asyncio.run(letters.decode(message, lambda value: "decoded")) == "decoded"  # the rest go on
 
 
-class RecordingAdmin:
-    made: list = []
-    existing: set = set()
+def test_the_tables_changelogs_are_made_compacted_with_the_tables_partitions(settings):
+    """What streams/lifecycle.py creates before Faust starts: each table's changelog, compacted,
+    one partition per partition of the topics the table follows; and the agent's source topics,
+    which must be co-partitioned with it."""
+    from streams.client.topics import changelog_topics
+    from streams.lifecycle import source_topics
 
-    def __init__(self, config):
-        pass
-
-    def create_topics(self, topics, **kwargs):
-        RecordingAdmin.made = topics
-        futures = {}
-        for topic in topics:
-            futures[topic.topic] = future = Future()
-            if topic.topic in RecordingAdmin.existing:
-                future.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_ALREADY_EXISTS)))
-            else:
-                future.set_result(None)
-        return futures
-
-
-def test_the_tables_changelogs_are_created_compacted_with_the_tables_partitions(settings, monkeypatch):
-    import streams.client.topics
-
-    monkeypatch.setattr(streams.client.topics, "AdminClient", RecordingAdmin)
-    RecordingAdmin.existing = set()
-    assert downstream.ensure_changelogs(settings, create_translation_app(settings, lambda: None)) == \
-        ["acme-translate-call-settings-changelog"]
-    (topic,) = RecordingAdmin.made
-    assert topic.num_partitions == 4 and topic.config["cleanup.policy"] == "compact"
-    RecordingAdmin.existing = {"acme-translate-call-settings-changelog"}  # a restart: nothing to do
-    assert downstream.ensure_changelogs(settings, create_translation_app(settings, lambda: None)) == []
-    RecordingAdmin.made = []
-    assert downstream.ensure_changelogs(settings, create_speech_app(settings, lambda: None)) == \
+    translator, speaker = create_translation_app(settings, lambda: None), create_speech_app(settings, lambda: None)
+    (topic,) = changelog_topics(settings, translator.tables.values())
+    assert (topic.name, topic.partitions, topic.config["cleanup.policy"]) == \
+        ("acme-translate-call-settings-changelog", 4, "compact")
+    assert [spec.name for spec in changelog_topics(settings, speaker.tables.values())] == \
         ["acme-speak-call-settings-changelog"]  # the speaker keeps the calls' settings too (their voice)
+    assert source_topics(translator) == [settings.transcript_topic, settings.partial_topic,
+                                         settings.call_settings_topic]
+    assert source_topics(speaker) == [settings.translation_topic, settings.call_settings_topic]

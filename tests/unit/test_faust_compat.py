@@ -5,6 +5,7 @@ table state to the wrong partition or commits offsets too early."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 
@@ -32,6 +33,19 @@ def test_faust_consumer_keeps_read_offsets():
 def test_aiokafka_consumer_has_a_client_that_refreshes_metadata():
     assert "self._client = AIOKafkaClient(" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
     assert callable(aiokafka.AIOKafkaClient.force_metadata_update)
+
+
+def test_aiokafka_cluster_metadata_counts_a_topics_partitions():
+    from aiokafka.cluster import ClusterMetadata
+
+    from streams.worker.faust_compat import known_partitions
+
+    async def check():
+        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")  # never started: metadata only
+        assert isinstance(consumer._client.cluster, ClusterMetadata)
+        assert known_partitions(consumer, "no-such-topic") is None
+
+    asyncio.run(check())
 
 
 def test_faust_tables_send_their_changes_through_send_changelog():

@@ -391,18 +391,13 @@ def test_the_kafka_topics_are_what_callstt_topics_create_makes(docs, common):
         assert {key: str(value) for key, value in declared.get("config", {}).items()} == spec.config, spec.name
 
 
-def test_the_changelog_topics_are_the_tables_changelogs(docs, apps, common, monkeypatch):
+def test_the_changelog_topics_are_the_tables_changelogs(docs, apps, common):
     """Every table of every component has its changelog declared: compacted, with the table's
-    partitions and RF; the agents' exactly as streams/downstream.py ensure_changelogs creates them."""
-    import streams.client.topics
-    from streams import downstream
-    from streams.client.topics import project_topics
+    partitions and RF; exactly as every component creates them at start (streams/client/topics.py
+    changelog_topics, through streams/lifecycle.py prepare_app_topics)."""
+    from streams.client.topics import changelog_topics, project_topics
 
-    created = []
-    monkeypatch.setattr(streams.client.topics, "create_topics", lambda settings, specs, timeout=30.0: created.extend(specs))
-    for name in ("translator", "speaker"):
-        downstream.ensure_changelogs(common, apps[name])
-    made_by_agents = {spec.name: spec for spec in created}
+    made_at_start = {spec.name: spec for app in apps.values() for spec in changelog_topics(common, app.tables.values())}
 
     topics = kafka_topics(docs)
     changelogs = set()
@@ -415,9 +410,10 @@ def test_the_changelog_topics_are_the_tables_changelogs(docs, apps, common, monk
             assert declared["partitions"] == (table.partitions or common.topic_partitions)
             assert declared["replicas"] == common.topic_replication
             assert declared["config"]["cleanup.policy"] == "compact"
-            if name in made_by_agents:
-                assert {k: str(v) for k, v in declared["config"].items()} == made_by_agents[name].config
-    assert len(changelogs) == 3 and set(made_by_agents) < changelogs
+            assert {k: str(v) for k, v in declared["config"].items()} == made_at_start[name].config
+            assert (declared["partitions"], declared["replicas"]) == (made_at_start[name].partitions,
+                                                                      made_at_start[name].replication)
+    assert len(changelogs) == 3 and set(made_at_start) == changelogs
     assert set(topics) == changelogs | {spec.name for spec in project_topics(common)}, "a topic no code uses"
 
 

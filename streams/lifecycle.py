@@ -1,0 +1,94 @@
+"""How every Faust process of the project (the worker, the translator, the speaker) starts, and
+when it gives up.
+
+Start: before Faust starts, the topics the process reads and writes are created where missing,
+its tables' changelogs too, and checked: present with a leader per partition, and the topics a
+table joins co-partitioned (`prepare_app_topics`, through streams/client/topics.py). A layout that
+cannot work stops the start with one line, instead of failing batch after batch later.
+
+Run: the process's unit of work (the worker's batch, an agent's record) is retried until done
+(streams/core/retry.py), and a `FailureWatch` tells a passing failure from one that is not:
+a permanent cause (`is_permanent`), or a passing one that lasts CALLSTT_STALL_AFTER_S, makes the
+process *stalled*: /health answers 503 "stalled" with the reason, `callstt_stalled_seconds`
+counts, the alert CallsttStalled fires; stalled for CALLSTT_STALL_EXIT_AFTER_S more, the process
+exits with code 3 (`EXIT_STALLED`) so its supervisor restarts it. Its records were never
+committed, so the restarted process (or another of its group) does them again: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from faust.exceptions import PartitionsMismatch
+
+from schemas.codec import EncodeError
+from streams.client.topics import changelog_topics, prepare_topics
+from streams.core.retry import FailureWatch
+from streams.settings import Settings
+
+EXIT_STALLED = 3
+CHECK_EVERY_S = 1.0
+
+
+def source_topics(app: Any) -> list[str]:
+    """The topics the app's agents read (each agent's channel), in order, without repeats."""
+    names: list[str] = []
+    for agent in app.agents.values():
+        names += [name for name in getattr(agent.channel, "topics", ()) if name not in names]
+    return names
+
+
+def prepare_app_topics(settings: Settings, app: Any) -> list[str]:
+    """Create and check the topics `app` needs (streams/client/topics.py prepare_topics): the
+    project's, and its tables' changelogs; its agents' source topics and those changelogs must be
+    co-partitioned. Returns the names created."""
+    changelogs = changelog_topics(settings, app.tables.values())
+    return prepare_topics(settings, changelogs, source_topics(app) + [spec.name for spec in changelogs])
+
+
+def is_permanent(error: BaseException) -> bool:
+    """A failure that retrying cannot mend: topics that stopped being co-partitioned (a changelog
+    deleted and made again with another count), a record the schema cannot hold, a state
+    directory the process may not write, credentials a broker refuses. Everything else (broker
+    unreachable, leader moving, timeouts) passes, usually."""
+    if isinstance(error, (PartitionsMismatch, EncodeError, PermissionError)):
+        return True
+    name = type(error).__name__
+    return name.endswith("AuthorizationFailedError") or name.endswith("AuthenticationFailedError")
+
+
+def failure_watch(settings: Settings) -> FailureWatch:
+    return FailureWatch(settings.stall_after_s, settings.stall_exit_after_s, is_permanent)
+
+
+def add_stall_exit(app: Any, watch: FailureWatch, log: logging.Logger, gauge: Any,
+                   exit_process: Callable[[int], None] = os._exit) -> None:
+    """A task of `app`: every second, `gauge` (callstt_stalled_seconds) set to how long the process
+    has been stalled (0: it is not); once that reaches CALLSTT_STALL_EXIT_AFTER_S, one critical
+    line and an immediate exit with EXIT_STALLED. Immediate (as a crash would be): an orderly
+    shutdown could hang on the very broker or topic that stalled it, and at-least-once never
+    needed one (no offset passes a record whose work is not done)."""
+
+    @app.task
+    async def exit_when_stalled_too_long() -> None:
+        said_stalled = False
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            stall = watch.stalled()
+            gauge.set(round(watch.stalled_for_s(), 1))
+            if stall is not None and not said_stalled:
+                log.error("stalled: %s; /health answers 503, exit in %.0f s unless it passes", stall.reason,
+                          watch.exit_after_s)
+            said_stalled = stall is not None
+            if stall is not None and watch.should_exit():
+                log.critical("exiting (code %d) after %.0f s stalled: %s; the records not done stay "
+                             "uncommitted and are done again after the restart", EXIT_STALLED,
+                             watch.stalled_for_s(), stall.reason)
+                logging.shutdown()
+                sys.stderr.flush()
+                exit_process(EXIT_STALLED)

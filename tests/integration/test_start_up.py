@@ -1,0 +1,112 @@
+"""Start-up faults as a user meets them (issue 22): a worker on a broker that has never seen the
+project, topics that are not co-partitioned, no broker at all. Each asserts what the user reads (the one-line error, /health,
+the exit code) and that afterwards every transcript arrives once.
+
+Real broker (a fresh one per start in the first test), real `callstt worker` processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from infra.local.kafka import LocalKafka
+from models.scoring import word_error_rate
+from models.synth import synthesize_wav
+from schemas.records import CallSettings
+from streams.client.call_settings import publish_call_settings
+from streams.client.producer import load_audio
+from tests.conftest import free_port_pair
+from tests.pipeline import REPO_ROOT, WorkerProcess
+
+pytestmark = pytest.mark.integration
+
+SENTENCE = "Thank you for calling customer support."
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    return load_audio(synthesize_wav(SENTENCE, tmp_path_factory.mktemp("speech") / "call.wav"), 16000)
+
+
+def publish_call(worker: WorkerProcess, speech, call_id: str) -> None:
+    with worker.publisher() as publisher:
+        publisher.publish_call(speech, call_id, "caller")
+
+
+def assert_once(worker: WorkerProcess, call_id: str, timeout: float = 120.0) -> None:
+    transcripts = worker.transcripts(expected=1, call_ids={call_id}, timeout=timeout, idle_s=4)
+    assert len(transcripts) == 1, (f"{call_id}: {len(transcripts)} transcripts, 1 expected (ids "
+                                   f"{[t.transcript_id for t in transcripts]})\n{worker.log_tail()}")
+    assert word_error_rate(SENTENCE, transcripts[0].text) <= 0.2, transcripts[0].text
+
+
+def run_worker_command(worker: WorkerProcess, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`callstt worker` to its end, for a start that must fail: its exit code and its stderr."""
+    return subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=worker.env(), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("callstt: error:")]
+
+
+def test_the_first_call_on_a_brand_new_broker_is_transcribed_every_time(speech, tmp_path):
+    """The first run of scripts/demo: a broker that has never seen the project (no topics), a
+    worker with a new app id, the call's settings as the first record it reads, then its audio.
+    Three times, each on a broker started fresh."""
+    for attempt in range(3):
+        cluster = LocalKafka(name=f"test-fresh-{os.getpid()}-{attempt}", brokers=1, port=free_port_pair())
+        cluster.wipe()
+        cluster.start()
+        worker = WorkerProcess(cluster.bootstrap_servers, tmp_path / str(attempt))
+        try:
+            worker.start()
+            call_id = f"fresh-{attempt}-{uuid.uuid4().hex[:6]}"
+            publish_call_settings(worker.settings(), CallSettings(call_id=call_id, translate_to=["pt"]))
+            publish_call(worker, speech, call_id)
+            assert_once(worker, call_id, timeout=90)
+            assert "PartitionsMismatch" not in worker.log_tail(400), f"attempt {attempt}"
+        finally:
+            worker.stop()
+            cluster.wipe()
+
+
+def test_topics_that_are_not_copartitioned_stop_the_start_with_one_line(kafka_bootstrap, speech, tmp_path):
+    """Someone made the audio topic with 2 partitions; the worker's settings say 3. It refuses to
+    start (exit 1, one line naming the counts) before creating anything; with
+    CALLSTT_TOPIC_PARTITIONS=2 it starts and transcribes."""
+    worker = WorkerProcess(kafka_bootstrap, tmp_path)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(worker.audio_topic, num_partitions=2, replication_factor=1)])[
+        worker.audio_topic].result(timeout=30)
+    refused = run_worker_command(worker)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    (line,) = error_lines(refused.stderr)
+    assert f"{worker.audio_topic} has 2" in line and "CALLSTT_TOPIC_PARTITIONS is 3" in line, line
+    assert worker.transcript_topic not in admin.list_topics(timeout=10).topics  # nothing created
+
+    worker.extra_env["CALLSTT_TOPIC_PARTITIONS"] = "2"
+    worker.start()
+    try:
+        call_id = f"mended-{uuid.uuid4().hex[:6]}"
+        publish_call(worker, speech, call_id)
+        assert_once(worker, call_id)
+    finally:
+        worker.stop()
+
+
+def test_no_broker_at_start_is_one_line_and_exit_1(tmp_path):
+    port = free_port_pair()  # nothing listens there
+    worker = WorkerProcess(f"127.0.0.1:{port}", tmp_path, extra_env={"CALLSTT_START_TIMEOUT_S": "5"})
+    started = time.monotonic()
+    refused = run_worker_command(worker)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    (line,) = error_lines(refused.stderr)
+    assert f"127.0.0.1:{port}" in line and "CALLSTT_START_TIMEOUT_S" in line, line
+    assert time.monotonic() - started < 55, "it gave up after its start timeout, not never"
