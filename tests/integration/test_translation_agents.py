@@ -172,12 +172,17 @@ def speech_chunks(speaker, call_ids: str | set[str], timeout: float = 90.0, idle
 
 def test_an_english_transcript_with_target_pt_comes_back_as_portuguese_speech(translator, speaker, base_model):
     """Transcript -> translation -> synthesized chunks on the speech topic, as a call platform
-    would play them; the speech, transcribed again by our model, says the translation. Bounds:
-    espeak-ng's robotic Portuguese voice through the multilingual base model gets most sounds but
-    few whole words right (measured here: WER 0.73, CER about 0.25: "Obrega do puligapa do suporte
-    ao cliente" for "Obrigado por ligar para o suporte ao cliente"), so the character error rate
-    is the bound (<= 0.4) and the WER is reported (< 0.9); silence, noise or another language
-    give both near 1."""
+    would play them; the speech, transcribed again by our model, says the translation.
+
+    The bound is on characters only: espeak-ng's robotic Portuguese voice through the
+    multilingual base model gets most sounds but few whole words right ("Obrega do puligapa do
+    suporte ao cliente" for "Obrigado por ligar para o suporte ao cliente"), and how many whole
+    words survive varies from run to run and machine to machine (WER 0.73 here, 1.0 on a CI
+    machine), while the character error rate stays low: 0.21 to 0.26 here, 0.36 on that machine.
+    What the check must reject sits far above (measured with the same model, language pt):
+    another Portuguese sentence 0.71, half the translation 0.65, the English original in the
+    English voice 0.65, noise 0.96, silence 1.0. So CER <= 0.5, between the two; the WER is
+    printed, not bounded."""
     import jiwer
 
     from models.scoring import normalize, word_error_rate
@@ -198,7 +203,7 @@ def test_an_english_transcript_with_target_pt_comes_back_as_portuguese_speech(tr
     wer = word_error_rate([translation.text], [heard], language="pt")
     cer = jiwer.cer(normalize(translation.text, "pt"), normalize(heard, "pt"))
     print(f"translation: {translation.text!r}; heard back: {heard!r}; WER {wer:.2f}, CER {cer:.2f}")
-    assert cer <= 0.4 and wer < 0.9
+    assert cer <= 0.5, f"the speech does not say the translation: CER {cer:.2f} ({heard!r} for {translation.text!r})"
 
 
 def test_interims_of_a_call_that_asks_are_translated_by_their_stable_words_as_they_grow(translator):
@@ -267,25 +272,31 @@ def test_a_translation_into_english_is_spoken_by_the_packaged_piper_voice(transl
 
 
 def test_a_sigkilled_translator_loses_no_translation_and_repeats_only_with_the_same_ids(kafka_bootstrap, tmp_path):
-    """A backlog of transcripts, the translator killed once it has started on them, a replacement
-    started: every transcript ends up translated; duplicates carry the same translation_id."""
+    """A backlog of transcripts, the translator killed as soon as it has translated one, a
+    replacement started: every transcript ends up translated; duplicates carry the same
+    translation_id. Then that the kill did land mid-backlog (some translations out, not all, read
+    on the topic between the kill and the restart), or the test proved nothing: checked apart,
+    after the outcome, whatever this machine's speed."""
     worker = WorkerProcess(kafka_bootstrap, tmp_path, command="translator",
                            extra_env={"CALLSTT_TRANSLATE_TO": "pt", "CALLSTT_KAFKA_SESSION_TIMEOUT_S": "10"})
     ensure_topics(worker.settings())
     codec, topic = AvroCodec(), worker.transcript_topic
     sentences = ["Please call me back tomorrow morning.", "Thank you for calling customer support.",
                  "I need to change my delivery address.", "Have a great day and goodbye."]
-    records = [final(f"kill-{n % 6}", sentences[n % 4], "en", index=n // 6) for n in range(240)]
+    # Hundreds a second on a fast machine: a backlog that outlasts the test's reaction to the first.
+    records = [final(f"kill-{n % 6}", sentences[n % 4], "en", index=n // 6) for n in range(1200)]
     produce(worker, topic, [(t.call_id, codec.encode_transcript(t, topic)) for t in records])
+    call_ids = {t.call_id for t in records}
     worker.start()
     try:
         deadline = time.monotonic() + 60
-        while worker.metrics().get('callstt_translations_total{status="ok",target="pt"}', 0.0) < 5:
+        while worker.metrics().get('callstt_translations_total{status="ok",target="pt"}', 0.0) < 1:
             assert time.monotonic() < deadline, "the translator never started"
             time.sleep(0.05)
         worker.kill()
+        out_at_kill = {t.transcript_id for t in translations(worker, call_ids, expected=len(records), timeout=5)}
         worker.start()
-        found = translations(worker, {t.call_id for t in records}, expected=len(records), timeout=120)
+        found = translations(worker, call_ids, expected=len(records), timeout=120)
     finally:
         worker.stop()
     by_transcript: dict[str, set[str]] = {}
@@ -293,7 +304,10 @@ def test_a_sigkilled_translator_loses_no_translation_and_repeats_only_with_the_s
         by_transcript.setdefault(translation.transcript_id, set()).add(translation.translation_id)
     assert set(by_transcript) == {t.transcript_id for t in records}  # nothing lost
     assert all(len(ids) == 1 for ids in by_transcript.values())  # a repeat has the same id
-    print(f"{len(found)} translations for {len(records)} transcripts ({len(found) - len(records)} repeated)")
+    print(f"{len(found)} translations for {len(records)} transcripts ({len(found) - len(records)} repeated); "
+          f"{len(out_at_kill)} out at the kill")
+    assert 0 < len(out_at_kill) < len(records), \
+        f"the kill landed after the last translation ({len(out_at_kill)} of {len(records)} out): nothing was interrupted"
 
 
 def translation(call_id: str, text: str, index: int, target: str = "pt", stream_id: str = "caller") -> Translation:
@@ -306,10 +320,12 @@ def translation(call_id: str, text: str, index: int, target: str = "pt", stream_
 
 
 def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(kafka_bootstrap, tmp_path):
-    """A backlog of translations, the speaker killed while it speaks them (some chunks out, not
-    all), a replacement started: every translation ends up with all its chunks (per utterance the
+    """A backlog of translations, the speaker killed as soon as its first chunk is out, a
+    replacement started: every translation ends up with all its chunks (per utterance the
     sequence numbers utterance_index * 100000 + 0..n-1, no hole); a chunk published twice has the
-    same sequence number and the same audio both times."""
+    same sequence number and the same audio both times. Then that the kill did land mid-speech
+    (some chunks out, not all, read on the topic between the kill and the restart), or the test
+    proved nothing: checked apart, after the outcome, whatever this machine's speed."""
     from models.synth import synthesize
     from streams.speech.core import SEQ_PER_UTTERANCE, leg
     from streams.speech.core import speech_chunks as chunks_of
@@ -324,18 +340,17 @@ def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(k
     expected = {(t.call_id, leg(t), t.utterance_index * SEQ_PER_UTTERANCE + n)
                 for t in records for n in range(lengths[t.text])}
     produce(worker, topic, [(t.call_id, codec.encode_translation(t, topic)) for t in records])
+    call_ids = {t.call_id for t in records}
     worker.start()
     try:
-        deadline, metrics = time.monotonic() + 60, {}
-        while metrics.get('callstt_speech_chunks_total{language="pt",voice="espeak-ng"}', 0.0) < 40:
+        deadline = time.monotonic() + 60
+        while worker.metrics().get('callstt_speech_chunks_total{language="pt",voice="espeak-ng"}', 0.0) < 1:
             assert time.monotonic() < deadline, "the speaker never started"
             time.sleep(0.05)
-            metrics = worker.metrics()
         worker.kill()
-        spoken_at_kill = metrics.get('callstt_speaker_records_total{kind="spoken"}', 0.0)
-        assert spoken_at_kill < len(records), "the speaker was done before it was killed"
+        out_at_kill = {(c.call_id, c.stream_id, c.seq) for c in speech_chunks(worker, call_ids, timeout=30, idle_s=2)}
         worker.start()
-        chunks = speech_chunks(worker, {t.call_id for t in records}, timeout=90, idle_s=3, expected=expected)
+        chunks = speech_chunks(worker, call_ids, timeout=90, idle_s=3, expected=expected)
     finally:
         worker.stop()
 
@@ -351,4 +366,6 @@ def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(k
     assert holes == {}
     assert set(first) == expected  # and to its end
     print(f"{len(chunks)} chunks for {len(expected)} expected ({len(chunks) - len(expected)} repeated); "
-          f"killed after {spoken_at_kill:.0f} of {len(records)} translations")
+          f"{len(out_at_kill)} out at the kill")
+    assert 0 < len(out_at_kill) < len(expected), \
+        f"the kill landed after the last chunk ({len(out_at_kill)} of {len(expected)} out): nothing was interrupted"
