@@ -41,6 +41,7 @@ pytestmark = pytest.mark.faults
 PREVIOUS = "6546d7b"  # the commit that landed before this version's changes (issue 13)
 CALLS = 6
 SENTENCES = ENGLISH_SENTENCES[:4] * 2  # about 28 s a call: partitions move mid-call
+OLD_PUBLISHES_WITHIN_S = 120  # its first transcript: about 4 s into the calls on a fast machine
 # Run inside the previous version's tree: decode every transcript (hex on stdin), print what it read.
 DECODE_WITH_PREVIOUS = """
 import json, sys
@@ -64,6 +65,18 @@ def previous_version(tmp_path_factory) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")
     return tree
+
+
+def transcripts_published(worker: WorkerProcess, within_s: float) -> float:
+    """The worker's callstt_transcripts_total, once it is above 0 (polled every 0.5 s) or when
+    `within_s` ran out."""
+    deadline = time.monotonic() + within_s
+    while True:
+        published = sum(value for name, value in worker.metrics().items()
+                        if name.startswith("callstt_transcripts_total"))
+        if published > 0 or time.monotonic() >= deadline:
+            return published
+        time.sleep(0.5)
 
 
 def raw_transcripts(worker: WorkerProcess, call_ids: set[str]) -> list[bytes]:
@@ -113,9 +126,9 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
     try:
         streaming.start()
         new.start()  # the first new worker joins the old one: partitions move to it mid-call
-        time.sleep(4)
-        published_by_old = sum(value for name, value in old.metrics().items()
-                               if name.startswith("callstt_transcripts_total"))
+        # The old version must have taken part before it goes: wait (however slow this machine)
+        # until it has published a transcript.
+        published_by_old = transcripts_published(old, within_s=OLD_PUBLISHES_WITHIN_S)
         old.stop()  # the old one goes: its partitions (and open utterances) move to the new version
         replacement.start()  # and a new one takes its place
         streaming.join()
@@ -131,7 +144,8 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
                     name=f"rolling upgrade {PREVIOUS} -> this version, {schema_ids} schema ids",
                     note="6 partitions, packed -> batched" + ("" if registry_url else ", Transcript=3 pinned"))
     assert not publishing_errors, f"the test's own publishing failed: {publishing_errors[0]!r}"
-    assert published_by_old > 0  # both versions took part
+    assert published_by_old > 0, \
+        f"the old worker published no transcript within {OLD_PUBLISHES_WITHIN_S} s, before it stopped:\n{old.log_tail()}"
     calls = by_call(received)
     for call_id in call_ids:
         transcripts = calls.get(call_id, [])
