@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable
 
 from streams.core.retry import FailureWatch
-from streams.worker.faust_compat import known_partitions
+from streams.worker.faust_compat import topic_partitions
 from streams.settings import Settings
 
 log = logging.getLogger("callstt.worker")
@@ -83,19 +83,18 @@ class BrokerProbe:
         if not self._client_started:
             await self._client.start()  # bootstraps: a metadata request
             self._client_started = True
-        present = await self._client.topics()  # a request to the broker every time (aiokafka's documented behaviour)
+        present = await topic_partitions(self._client)  # a metadata request to the broker every time
         if self.watch is not None:
-            self.watch.condition("topics", self.topics_wrong(present))
+            self.watch.condition("topics", topics_wrong(self.required_topics, present, self.settings.topic_partitions))
 
-    def topics_wrong(self, present: set[str]) -> str | None:
-        """What is wrong with the required topics now (None: nothing)."""
-        gone = [name for name in self.required_topics if name not in present]
-        if gone:
-            return f"topics deleted while the worker ran: {', '.join(gone)}"
-        expected = self.settings.topic_partitions
-        counts = {name: known_partitions(self._client, name) for name in self.required_topics}
-        changed = [f"{name} has {count}" for name, count in counts.items() if count not in (None, expected)]
-        if changed:
-            return (f"topics changed while the worker ran: {', '.join(changed)} partitions, not {expected} "
-                    "(deleted and made again?)")
-        return None
+
+def topics_wrong(required: list[str], present: dict[str, int], expected: int) -> str | None:
+    """What is wrong with the `required` topics, given the broker's (topic -> partitions); None: nothing."""
+    gone = [name for name in required if name not in present]
+    if gone:
+        return f"topics deleted while the worker ran: {', '.join(gone)}"
+    changed = [f"{name} has {present[name]}" for name in required if present[name] != expected]
+    if changed:
+        return (f"topics changed while the worker ran: {', '.join(changed)} partitions, not {expected} "
+                "(deleted and made again?)")
+    return None

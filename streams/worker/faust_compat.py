@@ -61,14 +61,15 @@ async def refresh_metadata(consumer: Any) -> None:
     await consumer._client.force_metadata_update()
 
 
-def known_partitions(consumer: Any, topic: str) -> int | None:
-    """How many partitions an aiokafka consumer's last metadata shows for `topic` (None: unknown).
+async def topic_partitions(consumer: Any) -> dict[str, int]:
+    """Every topic the broker shows now, with its partition count: one metadata request of an
+    aiokafka consumer's client (`_client.fetch_all_metadata`, as `AIOKafkaConsumer.topics()` makes).
 
-    Why: `AIOKafkaConsumer.topics()` refreshes the metadata but returns names only; the broker
-    probe also needs each count (`_client.cluster.partitions_for_topic`), to see a topic deleted
-    and made again (by auto-creation) with another count."""
-    partitions = consumer._client.cluster.partitions_for_topic(topic)
-    return None if partitions is None else len(partitions)
+    Why: `topics()` returns the names only (the metadata it fetched is a new object it drops); the
+    broker probe also needs each count, to see a topic deleted and made again (by the broker's
+    auto-creation) with another count."""
+    cluster = await consumer._client.fetch_all_metadata()
+    return {topic: len(cluster.partitions_for_topic(topic) or ()) for topic in cluster.topics()}
 
 
 # RocksDB options of each partition's database (Faust opens one per table partition). Faust's

@@ -1,5 +1,6 @@
 """Start-up faults as a user meets them (issue 22): a worker on a broker that has never seen the
-project, topics that are not co-partitioned, no broker at all. Each asserts what the user reads (the one-line error, /health,
+project, topics that are not co-partitioned, no broker at all, a worker whose batches keep
+failing and one whose topic is deleted under it. Each asserts what the user reads (the one-line error, /health,
 the exit code) and that afterwards every transcript arrives once.
 
 Real broker (a fresh one per start in the first test), real `callstt worker` processes."""
@@ -13,7 +14,9 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+import httpx
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
+                                  ResourceType)
 
 from infra.local.kafka import LocalKafka
 from models.scoring import word_error_rate
@@ -110,3 +113,56 @@ def test_no_broker_at_start_is_one_line_and_exit_1(tmp_path):
     (line,) = error_lines(refused.stderr)
     assert f"127.0.0.1:{port}" in line and "CALLSTT_START_TIMEOUT_S" in line, line
     assert time.monotonic() - started < 55, "it gave up after its start timeout, not never"
+
+
+def set_topic_config(admin: AdminClient, topic: str, key: str, value: str | None) -> None:
+    """Set (or, with None, delete: back to the broker's default) one config of a topic."""
+    entry = ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET if value is not None
+                        else AlterConfigOpType.DELETE)
+    resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=30)
+
+
+def wait_for_health(worker: WorkerProcess, status: str, timeout: float = 90.0) -> tuple[int, dict]:
+    deadline, code, body = time.monotonic() + timeout, 0, {}
+    while time.monotonic() < deadline and worker.process.poll() is None:
+        answer = httpx.get(f"http://127.0.0.1:{worker.web_port}/health", timeout=5)
+        code, body = answer.status_code, answer.json()
+        if body.get("status") == status:
+            return code, body
+        time.sleep(0.3)
+    raise AssertionError(f"/health never said {status!r} (last: {code} {body})\n{worker.log_tail()}")
+
+
+def test_a_worker_that_cannot_publish_says_stalled_then_exits_and_loses_nothing(kafka_bootstrap, speech, tmp_path):
+    """Batches that keep failing (the broker refuses every transcript: the topic's
+    max.message.bytes set too small) make /health answer 503 "stalled" once they have failed for
+    CALLSTT_STALL_AFTER_S, never "ok"; CALLSTT_STALL_EXIT_AFTER_S later the worker exits with code
+    3. With the topic mended and the worker restarted, the call arrives once. Then a topic the
+    worker needs, deleted under it, stalls it the same way, with the topic named."""
+    worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_STALL_AFTER_S": "8",
+                                                                  "CALLSTT_STALL_EXIT_AFTER_S": "12"})
+    worker.start()
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    try:
+        set_topic_config(admin, worker.transcript_topic, "max.message.bytes", "64")
+        call_id = f"refused-{uuid.uuid4().hex[:6]}"
+        publish_call(worker, speech, call_id)
+        code, body = wait_for_health(worker, "stalled")
+        assert code == 503 and "failing for" in body["reason"] and "MessageSizeTooLarge" in body["reason"], body
+        time.sleep(2)  # the gauge is set every second
+        assert worker.metrics()["callstt_stalled_seconds"] > 0
+        assert worker.process.wait(timeout=60) == 3, worker.log_tail()
+        assert "exiting (code 3)" in worker.log_tail()
+
+        set_topic_config(admin, worker.transcript_topic, "max.message.bytes", None)
+        worker.start()
+        assert_once(worker, call_id)
+
+        admin.delete_topics([worker.transcript_topic])[worker.transcript_topic].result(timeout=30)
+        code, body = wait_for_health(worker, "stalled", timeout=30)
+        assert code == 503 and worker.transcript_topic in body["reason"], body
+        assert worker.process.wait(timeout=60) == 3, worker.log_tail()
+    finally:
+        worker.stop()

@@ -116,3 +116,14 @@ def test_an_attempt_that_never_ends_stalls_too():
     assert watch.should_exit()
     watch.succeeded()
     assert watch.stalled() is None
+
+
+def test_the_broker_probe_names_topics_deleted_or_changed_under_the_worker():
+    from streams.worker.broker_probe import topics_wrong
+
+    required = ["w.audio", "w.transcripts", "w-streams-changelog"]
+    assert topics_wrong(required, {"w.audio": 3, "w.transcripts": 3, "w-streams-changelog": 3, "other": 1}, 3) is None
+    assert topics_wrong(required, {"w.audio": 3, "w-streams-changelog": 3}, 3) == \
+        "topics deleted while the worker ran: w.transcripts"
+    changed = topics_wrong(required, {"w.audio": 3, "w.transcripts": 1, "w-streams-changelog": 3}, 3)
+    assert "w.transcripts has 1" in changed and "not 3" in changed

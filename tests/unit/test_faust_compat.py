@@ -5,7 +5,6 @@ table state to the wrong partition or commits offsets too early."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import inspect
 
@@ -35,17 +34,15 @@ def test_aiokafka_consumer_has_a_client_that_refreshes_metadata():
     assert callable(aiokafka.AIOKafkaClient.force_metadata_update)
 
 
-def test_aiokafka_cluster_metadata_counts_a_topics_partitions():
+def test_aiokafka_fetches_all_metadata_as_topics_does():
+    """streams/worker/faust_compat.py topic_partitions makes the request `topics()` makes and keeps
+    the counts: the same client call, and the metadata object it returns."""
+    from aiokafka.client import AIOKafkaClient
     from aiokafka.cluster import ClusterMetadata
 
-    from streams.worker.faust_compat import known_partitions
-
-    async def check():
-        consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")  # never started: metadata only
-        assert isinstance(consumer._client.cluster, ClusterMetadata)
-        assert known_partitions(consumer, "no-such-topic") is None
-
-    asyncio.run(check())
+    assert "await self._client.fetch_all_metadata()" in inspect.getsource(aiokafka.AIOKafkaConsumer.topics)
+    assert "return cluster_md" in inspect.getsource(AIOKafkaClient.fetch_all_metadata)
+    assert callable(ClusterMetadata.partitions_for_topic) and callable(ClusterMetadata.topics)
 
 
 def test_faust_tables_send_their_changes_through_send_changelog():
