@@ -1,7 +1,8 @@
 """Fault-suite fixtures: the 3-broker cluster factory, and one summary row per scenario.
 
-Every scenario reports calls, utterances expected, transcripts received, lost, duplicated and
-the peak RSS of its worker processes through the `scenario` fixture; the rows are printed as
+Every scenario reports calls, sentences (or utterances) expected, transcripts received, lost
+(sentences whose words did not come back, whatever the ids say), duplicated and the peak RSS of
+its worker processes through the `scenario` fixture; the rows are printed as
 they happen (seen with -s) and again as one table at the end of the run (always seen, CI too).
 Test modules use these as fixtures only (this file is imported by pytest, not by them).
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 from infra.local.kafka import LocalKafka
+from tests.pipeline import sentences_not_heard
 from tests.worker_process import WorkerProcess, read_proc_status
 
 # -- the 3-broker cluster -----------------------------------------------------------------------
@@ -113,20 +115,31 @@ class Scenario:
         if self._sampler is not None:
             self._sampler.join()
 
-    def report(self, received: Iterable, expected: dict[str, int], *, name: str | None = None,
+    def report(self, received: Iterable, expected: dict[str, list[str]] | dict[str, int], *, name: str | None = None,
                calls: int | None = None, note: str = "") -> Row:
-        """Count the transcripts of the expected calls (`expected`: call id -> utterances).
+        """Count what came back of the expected calls. `expected`: call id -> the sentences it
+        spoke (one utterance each), or -> a count of utterances where the test has no sentences.
 
-        received: distinct transcript ids of those calls; duplicated: records beyond those;
-        lost: expected (call, utterance index) pairs with no transcript. Call this before the
-        test's asserts, so a failing scenario still shows its row."""
+        With sentences, lost counts speech: sentences whose words did not come back
+        (tests/pipeline.py sentences_not_heard), whatever the ids say; with a count, expected
+        (call, utterance index) pairs with no transcript. received: distinct transcript ids of
+        those calls; duplicated: records beyond those. Call this before the test's asserts, so a
+        failing scenario still shows its row."""
         mine = [t for t in received if t.call_id in expected]
         unique = {t.transcript_id: t for t in mine}
-        present = {(t.call_id, t.utterance_index) for t in unique.values()
-                   if t.utterance_index < expected[t.call_id]}
-        total = sum(expected.values())
+        by_call: dict[str, list] = {call_id: [] for call_id in expected}
+        for transcript in unique.values():
+            by_call[transcript.call_id].append(transcript)
+        lost, total = 0, 0
+        for call_id, spoken in expected.items():
+            if isinstance(spoken, int):
+                total += spoken
+                lost += spoken - len({t.utterance_index for t in by_call[call_id] if t.utterance_index < spoken})
+            else:
+                total += len(spoken)
+                lost += len(sentences_not_heard(spoken, by_call[call_id]))
         return self._add(Row(name or self.default_name, len(expected) if calls is None else calls, total,
-                             len(unique), total - len(present), len(mine) - len(unique), self.max_rss_mb, note))
+                             len(unique), lost, len(mine) - len(unique), self.max_rss_mb, note))
 
     def add(self, name: str, *, calls: int | None, expected: int, received: int, lost: int, duplicated: int,
             note: str = "") -> Row:

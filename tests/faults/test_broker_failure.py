@@ -39,7 +39,7 @@ def stream(worker: WorkerProcess, call_id: str, audio: np.ndarray) -> None:
 
 
 def check(received, call_id: str, scenario, name: str) -> None:
-    scenario.report(received, {call_id: len(SENTENCES)}, name=name)
+    scenario.report(received, {call_id: SENTENCES}, name=name)
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
     assert word_error_rate(SENTENCES, [t.text for t in transcripts]) <= 0.15

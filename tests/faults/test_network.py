@@ -21,7 +21,7 @@ from models.scoring import word_error_rate
 from tests.conftest import free_port_pair
 from tests.faults.test_worker_crash import PLAN, SENTENCES, call_with_midpoints
 from streams.worker.broker_probe import UNREACHABLE_AFTER_S
-from tests.pipeline import WorkerProcess, by_call, free_port
+from tests.pipeline import WorkerProcess, by_call, free_port, sentences_not_heard
 
 pytestmark = pytest.mark.faults
 
@@ -44,9 +44,10 @@ FAULT_NAMES = {"before": "none yet", "latency": "latency 100 +- 50 ms each way",
                "heal": "after the partition"}
 
 
-def report_each_fault(scenario, received, call_id: str, sentence_midpoints_s: list[float]) -> None:
+def report_each_fault(scenario, received, call_id: str, sentences: list[str], sentence_midpoints_s: list[float]) -> None:
     """One summary row per fault: the sentences spoken while it lasted (by their midpoint), and
-    how many of them came back."""
+    how many of them came back (lost: words that did not, tests/pipeline.py sentences_not_heard,
+    against the transcripts of those utterances and their neighbours)."""
     starts = [(0.0, "before")] + TIMELINE
     transcripts = [t for t in received if t.call_id == call_id]
     for (start, step), (end, _) in zip(starts, starts[1:] + [(float("inf"), "")]):
@@ -55,8 +56,10 @@ def report_each_fault(scenario, received, call_id: str, sentence_midpoints_s: li
             continue
         mine = [t for t in transcripts if t.utterance_index in indices]
         unique = {t.transcript_id for t in mine}
+        around = [t for t in transcripts if min(indices) - 1 <= t.utterance_index <= max(indices) + 1]
+        lost = sentences_not_heard([sentences[i] for i in sorted(indices)], around)
         scenario.add(f"network: {FAULT_NAMES[step]}", calls=1, expected=len(indices), received=len(unique),
-                     lost=len(indices - {t.utterance_index for t in mine}), duplicated=len(mine) - len(unique),
+                     lost=len(lost), duplicated=len(mine) - len(unique),
                      note=f"sentences spoken {start:.0f}-{min(end, 60):.0f} s into the call; Toxiproxy")
 
 
@@ -119,7 +122,7 @@ def test_a_worker_behind_a_faulty_network_keeps_transcribing_and_loses_nothing(p
             worker.stop()
     cut = [status for at, status, _ in health if TIMELINE[-2][0] + UNREACHABLE_AFTER_S + 1 <= at]
     print("health during the cut:", cut, "after:", healed["status"])
-    report_each_fault(scenario, received, call_id, [index * PLAN.chunk_ms / 1000 for index in midpoints])
+    report_each_fault(scenario, received, call_id, SENTENCES * 2, [index * PLAN.chunk_ms / 1000 for index in midpoints])
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(2 * len(SENTENCES))), worker.log_tail(150)
     assert word_error_rate(SENTENCES * 2, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]

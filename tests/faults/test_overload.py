@@ -63,7 +63,7 @@ def test_overload_is_reported_then_drains_with_nothing_lost(kafka_bootstrap, tmp
         watcher.join()
         worker.stop()
 
-    row = scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids}, name="overload",
+    row = scenario.report(received, {call_id: SENTENCES for call_id in call_ids}, name="overload",
                           note=f"max lag {max((h.get('lag_records', 0) for h in health_seen), default=0)} records, "
                                f"interims {interims['published']:.0f} published / {interims['skipped']:.0f} skipped")
     calls = by_call(received)

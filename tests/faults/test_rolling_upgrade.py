@@ -140,7 +140,7 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
             process.stop()
     read_by_previous = decode_with_previous(previous_version, values, registry_url)
 
-    scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids},
+    scenario.report(received, {call_id: SENTENCES for call_id in call_ids},
                     name=f"rolling upgrade {PREVIOUS} -> this version, {schema_ids} schema ids",
                     note="6 partitions, packed -> batched" + ("" if registry_url else ", Transcript=3 pinned"))
     assert not publishing_errors, f"the test's own publishing failed: {publishing_errors[0]!r}"

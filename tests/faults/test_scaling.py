@@ -77,7 +77,7 @@ def test_two_then_three_then_two_workers_lose_nothing(kafka_bootstrap, tmp_path,
         for process in (first, second, third):
             process.stop()
 
-    scenario.report(received, {call_id: len(SENTENCES) for call_id in call_ids}, name="scale 2 -> 3 -> 2 workers",
+    scenario.report(received, {call_id: SENTENCES for call_id in call_ids}, name="scale 2 -> 3 -> 2 workers",
                     note="6 partitions")
     assert not publishing_errors, f"the test's own publishing failed: {publishing_errors[0]!r}"
     calls = by_call(received)

@@ -64,7 +64,7 @@ def test_worker_and_clients_over_sasl_scram_keep_the_password_secret(scram_broke
         with worker.publisher() as publisher:
             publisher.publish_call(conversation(ENGLISH_SENTENCES[:1]), call_id, chunk_ms=100)
         received = worker.transcripts(expected=1, idle_s=1)
-        scenario.report(received, {call_id: 1}, name="SASL/SCRAM listener")
+        scenario.report(received, {call_id: ENGLISH_SENTENCES[:1]}, name="SASL/SCRAM listener")
         transcripts = by_call(received)[call_id]
         assert word_error_rate(ENGLISH_SENTENCES[0], transcripts[0].text) <= 0.15
 
@@ -105,7 +105,7 @@ def test_worker_and_clients_over_tls(tls_broker, tmp_path, scenario):
                               files={"file": ("call.wav", wav.read_bytes())}, data={"language": "en"}, timeout=150)
     finally:
         worker.stop()
-    scenario.report(received, {call_id: len(sentences)}, name="TLS listener")
+    scenario.report(received, {call_id: sentences}, name="TLS listener")
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(len(sentences)))
     assert word_error_rate(sentences, [t.text for t in transcripts]) <= 0.15, [t.text for t in transcripts]

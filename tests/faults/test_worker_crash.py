@@ -80,7 +80,7 @@ def test_sigkilled_worker_is_replaced_and_the_call_completes(kafka_bootstrap, tm
     finally:
         worker.stop()
 
-    scenario.report(received, {call_id: len(SENTENCES)},
+    scenario.report(received, {call_id: SENTENCES},
                     name=f"worker SIGTERM {kill_point[8:]}" if graceful else f"worker SIGKILL {kill_point}")
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(len(SENTENCES)))
@@ -131,7 +131,7 @@ def test_repeated_sigkills_at_random_moments_lose_nothing(kafka_bootstrap, tmp_p
         worker.stop()
 
     call_seconds = len(chunks) * PLAN.chunk_ms / 1000
-    scenario.report(received, {call_id: 2 * len(SENTENCES)}, name="worker 3 random SIGKILLs",
+    scenario.report(received, {call_id: SENTENCES * 2}, name="worker 3 random SIGKILLs",
                     note=f"kills at {kills} s into a {call_seconds:.0f} s call (seed {seed})")
     transcripts = by_call(received).get(call_id, [])
     assert [t.utterance_index for t in transcripts] == list(range(2 * len(SENTENCES))), worker.log_tail(150)
