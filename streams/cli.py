@@ -22,6 +22,7 @@ from schemas.errors import CallsttError
 from schemas.records import Encoding
 from streams.client.kafka import avro_codec, confluent_config
 from streams.client.topics import TopicLayoutError, TopicsNotReady
+from streams.lifecycle import StartError
 from streams.settings import Settings, SettingsError
 
 app = typer.Typer(help="Speech-to-text stream processor for live calls (Kafka in, Avro transcripts out).",
@@ -651,7 +652,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app()  # standalone mode: usage errors print themselves and exit 2
-    except (CliFailure, ModelFileError, SettingsError, TopicsNotReady, TopicLayoutError) as error:
+    except (CliFailure, ModelFileError, SettingsError, TopicsNotReady, TopicLayoutError, StartError) as error:
         typer.echo(f"callstt: error: {error}", err=True)
         sys.exit(1)
 

@@ -43,7 +43,7 @@ from schemas.codec import DecodeError
 from streams.client.kafka import faust_broker_config
 from streams.core import retry
 from streams.core.retry import FailureWatch
-from streams.lifecycle import add_stall_exit, failure_watch, prepare_app_topics
+from streams.lifecycle import add_stall_exit, check_local_resources, failure_watch, prepare_app_topics
 from streams.settings import Settings
 from streams.worker.agent import dead_letter_headers
 
@@ -217,8 +217,8 @@ def run_downstream(settings: Settings, app: faust.App, name: str) -> None:
     missing and checked (streams/lifecycle.py), its data folder made (Faust expects it), a Faust
     worker on `app`; `name` ("translator") names the log line with its pages' address (logger
     `callstt.<name>`)."""
+    check_local_resources(str(app.conf.datadir), settings.web_host, app.conf.web_port)  # makes the data folder
     prepare_app_topics(settings, app)
-    Path(app.conf.datadir).mkdir(parents=True, exist_ok=True)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     logging.getLogger(f"callstt.{name}").info("%s web pages on http://%s:%d/ (health: /health, metrics: /metrics)",
                                               name, settings.web_host, app.conf.web_port)

@@ -20,19 +20,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from faust.exceptions import PartitionsMismatch
 
 from schemas.codec import EncodeError
+from schemas.errors import CallsttError
 from streams.client.topics import changelog_topics, prepare_topics
 from streams.core.retry import FailureWatch
 from streams.settings import Settings
 
 EXIT_STALLED = 3
 CHECK_EVERY_S = 1.0
+
+
+class StartError(CallsttError, RuntimeError):
+    """Something on this machine the process needs is not usable: its state folder, its web port."""
+
+
+def check_local_resources(data_dir: str, web_host: str, web_port: int) -> None:
+    """Before anything starts: the state folder can be written (Faust keeps the tables' RocksDB
+    stores there) and the web port is free, each refused with one line naming the setting, rather
+    than a traceback from inside Faust."""
+    probe = os.path.join(data_dir, f".callstt-write-check-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        with open(probe, "w") as written:
+            written.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise StartError(f"the state folder {data_dir} cannot be written ({error.strerror or error}); set "
+                         "CALLSTT_DATA_DIR to a folder this user may write") from error
+    with socket.socket(socket.AF_INET6 if ":" in web_host else socket.AF_INET) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
+        try:
+            listener.bind((web_host, web_port))
+        except OSError as error:
+            raise StartError(f"the web port {web_host}:{web_port} cannot be used ({error.strerror or error}); "
+                             "another process has it? Choose another with --web-port") from error
 
 
 def source_topics(app: Any) -> list[str]:

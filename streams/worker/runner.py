@@ -63,9 +63,10 @@ def build_router(settings: Settings) -> ModelRouter:
 def run_worker(settings: Settings) -> None:
     import faust
 
-    from streams.lifecycle import prepare_app_topics
+    from streams.lifecycle import check_local_resources, prepare_app_topics
     from streams.worker.app import create_app
 
+    check_local_resources(settings.data_dir, settings.web_host, settings.web_port)
     app = create_app(settings, lambda: build_router(settings))
     created = prepare_app_topics(settings, app)  # before Faust starts (streams/lifecycle.py)
     if created:

@@ -1,6 +1,7 @@
 """Start-up faults as a user meets them (issue 22): a worker on a broker that has never seen the
-project, topics that are not co-partitioned, no broker at all, a worker whose batches keep
-failing and one whose topic is deleted under it. Each asserts what the user reads (the one-line error, /health,
+project, topics that are not co-partitioned, no broker at all, a taken web port, a state folder
+it cannot write, a corrupt model file, a worker whose batches keep failing and one whose topic
+is deleted under it. Each asserts what the user reads (the one-line error, /health,
 the exit code) and that afterwards every transcript arrives once.
 
 Real broker (a fresh one per start in the first test), real `callstt worker` processes."""
@@ -8,6 +9,8 @@ Real broker (a fresh one per start in the first test), real `callstt worker` pro
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +23,7 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
 
 from infra.local.kafka import LocalKafka
 from models.scoring import word_error_rate
+from models.store import resolve_model
 from models.synth import synthesize_wav
 from schemas.records import CallSettings
 from streams.client.call_settings import publish_call_settings
@@ -164,5 +168,46 @@ def test_a_worker_that_cannot_publish_says_stalled_then_exits_and_loses_nothing(
         code, body = wait_for_health(worker, "stalled", timeout=30)
         assert code == 503 and worker.transcript_topic in body["reason"], body
         assert worker.process.wait(timeout=60) == 3, worker.log_tail()
+    finally:
+        worker.stop()
+
+
+def test_a_taken_port_an_unwritable_state_folder_and_a_corrupt_model_each_stop_the_start(
+        kafka_bootstrap, speech, tmp_path):
+    """Each refused in its own words, exit 1; mended, the same worker (same app id and topics)
+    starts and transcribes the call once."""
+    worker = WorkerProcess(kafka_bootstrap, tmp_path / "w")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", worker.web_port))
+        taken.listen()
+        refused = run_worker_command(worker)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    (line,) = error_lines(refused.stderr)
+    assert f"the web port 127.0.0.1:{worker.web_port} cannot be used" in line, line
+
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    worker.extra_env["CALLSTT_DATA_DIR"] = str(not_a_folder / "state")
+    refused = run_worker_command(worker)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    (line,) = error_lines(refused.stderr)
+    assert f"the state folder {not_a_folder / 'state'} cannot be written" in line and "CALLSTT_DATA_DIR" in line, line
+    del worker.extra_env["CALLSTT_DATA_DIR"]
+
+    corrupt = tmp_path / "corrupt-model"
+    shutil.copytree(resolve_model("base"), corrupt)
+    (corrupt / "model.bin").write_bytes(os.urandom(4096))
+    worker.extra_env["CALLSTT_MODEL"] = str(corrupt)
+    refused = run_worker_command(worker, timeout=120)
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert f"models could not be loaded: {corrupt / 'model.bin'} could not be loaded" in refused.stderr, \
+        refused.stderr[-3000:]
+    del worker.extra_env["CALLSTT_MODEL"]
+
+    worker.start()
+    try:
+        call_id = f"mended-{uuid.uuid4().hex[:6]}"
+        publish_call(worker, speech, call_id)
+        assert_once(worker, call_id)
     finally:
         worker.stop()
