@@ -448,7 +448,8 @@ def test_a_long_utterance_streamed_in_real_time_gives_interims_then_the_same_fin
 
     assert len(finals) == 1, [t.text for t in finals]
     final = finals[0]
-    assert len(interims) >= 3, [(t.revision, t.text) for t in interims]
+    assert len(interims) >= 3, ("fewer than 3 interims (the worker runs them only while it keeps up with the call "
+                                "in real time: this test needs a machine that does)", [(t.revision, t.text) for t in interims])
     assert all(not t.is_final and t.transcript_id == final.transcript_id and t.utterance_index == 0 for t in interims)
     assert all(t.produced_ts_ms <= final.produced_ts_ms for t in interims)
     revisions = [t.revision for t in interims]
