@@ -327,7 +327,7 @@ class BatchHandler:
         model_utterances = len(batch.ready) - counts["used"] + counts["run"]
         if model_utterances > 0:
             metrics.UTTERANCES_PER_MODEL_CALL.observe(model_utterances)
-        for outcome in ("run", "used", "discarded", "skipped"):
+        for outcome in metrics.SPECULATIVE_OUTCOMES:
             if counts[outcome]:
                 metrics.SPECULATIVE.labels(outcome).inc(counts[outcome])
         metrics.SPECULATIVE_WASTED_SECONDS.inc(counts["wasted_seconds"])

@@ -77,6 +77,10 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     pipeline = Pipeline.from_settings(settings)
     for reason in Rejected.REASONS:  # at 0 from the start (see Rejected.REASONS)
         metrics.DEAD_LETTERS.labels(reason)
+    for outcome in metrics.SPECULATIVE_OUTCOMES:  # likewise: a dashboard panel is never empty for want of a first
+        metrics.SPECULATIVE.labels(outcome)
+    for outcome in metrics.INTERIM_OUTCOMES:
+        metrics.INTERIMS.labels(outcome)
     handler = BatchHandler(pipeline, status, WorkerIO(
         send_transcript=lambda key, value: transcripts.send(key=key, value=value),
         send_partial=lambda key, value: partials.send(key=key, value=value),

@@ -71,6 +71,8 @@ INTERIMS = Counter("callstt_interims_total",
                    "Interim cuts of open utterances (CALLSTT_PARTIAL_INTERVAL_MS): published, skipped (finals "
                    "waiting, a newer interim of the stream, the worker behind, no room), dropped (no text)",
                    ["outcome"], registry=REGISTRY)
+SPECULATIVE_OUTCOMES = ("run", "used", "discarded", "skipped")
+INTERIM_OUTCOMES = ("published", "skipped", "dropped", "failed")
 INTERIM_LATENCY = Histogram(
     "callstt_interim_latency_seconds",
     "From the capture time of an interim's last audio to the interim being acknowledged",
