@@ -24,6 +24,9 @@ FLOOD_CALLS = int(os.environ.get("CALLSTT_FLOOD_CALLS", "100000"))
 STREAM_CAP = 2000
 
 
+# 12 minutes on this machine alone; a slower machine (or one sharing its cores) needs longer, and
+# the test asserts what comes out, not how fast: the suite's 15-minute limit is raised for it.
+@pytest.mark.timeout(2400)
 def test_a_flood_of_call_ids_is_evicted_and_good_calls_go_on(kafka_bootstrap, tmp_path, scenario):
     worker = WorkerProcess(kafka_bootstrap, tmp_path, extra_env={"CALLSTT_MAX_STREAMS": str(STREAM_CAP)}).start()
     scenario.watch(worker)
