@@ -40,7 +40,7 @@ import numpy as np
 
 from models import faster_whisper_compat as compat
 from models.audio import SAMPLE_RATE
-from models.guard import GuardConfig
+from models.guard import GuardConfig, compression_ratio, repetition
 from models.language_id import LanguageEvidence
 from models.results import Segment, TranscriptionResult, Word, join_words
 from models.vocabulary import NO_VOCABULARY, Vocabulary
@@ -118,6 +118,26 @@ def assign_words(words: Sequence[Word], placements: Sequence[Placement]) -> dict
 
         assigned[home.request].append(Word(word.text, local(word.start), local(word.end), word.probability))
     return assigned
+
+
+# Fewer words than this per second of an utterance's audio (its 0.8 s of padding included), over
+# at least SPARSE_MIN_S, is not speech the decoder followed: in a shared window it can skip an
+# utterance's words and hand it a stray word of its neighbour ("Can" for "Thank you for calling
+# customer support.", the scaling fault test of issue 22). Speech runs at 2-3 words a second; a
+# short answer ("Yes.", 1.2 s with its padding) stays above the bound.
+SPARSE_WORDS_PER_S = 0.6
+SPARSE_MIN_S = 2.0
+
+
+def needs_own_window(words: Sequence[Word], duration_s: float) -> bool:
+    """Whether a packed utterance's words look like a decode that went wrong in its shared window,
+    so it is worth a model call of its own: none at all, far too few for its length, or text the
+    guard would drop as a loop (a neighbour's words run into it: seen with identical utterances
+    side by side in one window)."""
+    if not words or (duration_s >= SPARSE_MIN_S and len(words) / duration_s < SPARSE_WORDS_PER_S):
+        return True
+    text = _words_text(words)
+    return compression_ratio(text) > GuardConfig().max_compression_ratio or repetition(text)
 
 
 def _words_text(words: Sequence[Word]) -> str:
@@ -281,9 +301,12 @@ def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, wind
             results[index] = _result(backend, local, language, logprob, no_speech, durations[index])
     shared = {index for window in windows if len(window) > 1 for index, _ in window}
     for index in sorted(shared):
-        if not results[index].words:
+        if needs_own_window(results[index].words, durations[index]):
             # The decoder can skip an utterance inside a shared window; the VAD heard speech
-            # there, so it gets its own window rather than being dropped as silence.
+            # there, so it gets its own window rather than being dropped as silence or kept
+            # with a neighbour's stray word.
+            log.info("packed utterance of %.1f s came back with %d words (%r): transcribing it alone",
+                     durations[index], len(results[index].words), results[index].text[:40])
             results[index] = backend.transcribe(audios[index], language, vocabulary)
     return results  # type: ignore[return-value]
 

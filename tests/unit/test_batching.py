@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from models.audio import SAMPLE_RATE
-from models.batching import (InferenceRequest, Placement, assign_words, plan_windows, split_lanes, transcribe_many,
-                             transcribe_packed, window_seconds)
+from models.batching import (InferenceRequest, Placement, assign_words, needs_own_window, plan_windows, split_lanes,
+                             transcribe_many, transcribe_packed, window_seconds)
 from models.results import Word
 
 
@@ -34,6 +34,19 @@ def test_assign_words_by_midpoint_nearest_span_and_local_times() -> None:
     assert assigned[1][0].start == 0.0  # before the span start: clamped to 0
     assert assigned[1][1].start == pytest.approx(0.2) and assigned[1][1].end == pytest.approx(0.6)
     assert assigned[1][2].end == pytest.approx(2.2)
+
+
+def test_a_packed_utterance_with_far_too_few_words_gets_its_own_window() -> None:
+    """The scaling fault of issue 22: a 3.1 s utterance ("Thank you for calling customer support.")
+    came back from a shared window as its neighbour's "Can"."""
+    can = [Word("Can", 2.9, 3.1, 0.6)]
+    assert needs_own_window(can, 3.1)
+    assert needs_own_window([], 1.0)  # nothing at all, whatever its length
+    assert not needs_own_window([Word("Yes.", 0.4, 0.8, 0.9)], 1.2)  # a short answer is fine
+    sentence = "Thank you for calling customer support."
+    assert not needs_own_window([Word(w, 0, 0, 0.9) for w in sentence.split()], 3.1)
+    looped = (sentence + " ") * 4  # the neighbours' identical words run into it: the guard's "loop"
+    assert needs_own_window([Word(w, 0, 0, 0.9) for w in looped.split()], 3.1)
 
 
 def test_unknown_mode_is_refused() -> None:
