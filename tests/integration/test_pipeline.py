@@ -388,8 +388,9 @@ def wait_for_metric(worker, name: str, at_least: float, timeout: float = 30.0) -
 def test_speech_coming_back_within_the_hangover_gives_one_transcript_and_no_speculative_text(worker):
     """A 400 ms pause is long enough for a speculative cut (CALLSTT_SPECULATE_MS, 300) but not for
     the 600 ms hangover: the model runs on the first sentence alone, then the speaker goes on.
-    That result must never be published: the call gets one transcript with both sentences,
-    itself taken from the speculation made once the speaker stopped for good."""
+    That result must never be published: the call gets one transcript with both sentences
+    (taken from the speculation made once the speaker stopped for good when the worker keeps up
+    in real time, else from the final cut)."""
     first, second = (trimmed(synthesize(text, "en")) for text in EN[:2])
     pause, tail = np.zeros(int(0.4 * 16000), dtype=np.float32), np.zeros(2 * 16000, dtype=np.float32)
     audio = np.concatenate([np.zeros(8000, dtype=np.float32), first, pause, second, tail])
@@ -414,8 +415,13 @@ def test_speech_coming_back_within_the_hangover_gives_one_transcript_and_no_spec
 
     assert [t.utterance_index for t in transcripts] == [0], [t.text for t in transcripts]
     assert word_error_rate([" ".join(EN[:2])], [transcripts[0].text]) <= 0.2, transcripts[0].text
-    assert after[run] - before.get(run, 0.0) == 2 and after[discarded] - before.get(discarded, 0.0) == 1
-    assert after[used] - before.get(used, 0.0) == 1
+    counted = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in (run, used, discarded)}
+    # The first speculation ran (waited for above) and was thrown away unpublished. Whether the
+    # second one also ran and was used depends on the worker keeping up in real time (it skips
+    # speculation for a call it is behind on): on a loaded machine the final cut runs the model
+    # itself, which changes when the transcript leaves, not what it says.
+    assert counted[run] >= 1 and counted[discarded] >= 1 and counted[used] <= counted[run] - counted[discarded], \
+        counted
 
 
 def interim_cuts(chunks) -> int:
