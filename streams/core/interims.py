@@ -16,6 +16,10 @@ are the ones cut off mid-word at the end of the audio, and those are exactly the
 hypotheses a second apart disagree on; agreement waits one interim (about a second of speech)
 for a word and never promises one the model is still unsure of.
 
+With redaction on for the call, an interim ends before the first word that redaction could
+still remove from the final (streams/core/redaction.py `shown_in_interim`), so its stable prefix
+never holds a half-said card number.
+
 Best effort, never at a final's expense (`choose`): interims run only when no final is waiting,
 when the audio is recent (the worker is not behind), only the newest interim of each stream
 (older ones are coalesced), and at most one model call's worth at a time. One that waited for a

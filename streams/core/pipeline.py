@@ -51,7 +51,7 @@ from streams.core.interims import Interims, text_of
 from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
 from streams.core.redaction import RedactionConfig, RedactionConfigError
 from streams.core.speculation import Speculations, worth_running
-from streams.core.transcripts import build_transcript, redact_result
+from streams.core.transcripts import build_transcript, interim_result, redact_result
 from streams.settings import SettingsError
 
 log = logging.getLogger("callstt.pipeline")
@@ -227,7 +227,7 @@ class Pipeline:
         decisions = self._decide(router, interims, call_settings, "batched", self.config.partial_window_s)
         results = []
         for (_, utterance), decided in zip(interims, decisions):
-            transcribed = self._transcribed(utterance, decided, call_settings, lambda u: None)
+            transcribed = self._transcribed(utterance, decided, call_settings, lambda u: None, interim=True)
             if transcribed.transcript is not None:
                 hypothesis = self.interims.revise(utterance, transcribed.transcript.words)
                 if hypothesis is None:
@@ -277,8 +277,9 @@ class Pipeline:
                                      config.pack_window_s, config.pack_gap_s, min_window_s or config.min_window_s)
 
     def _transcribed(self, utterance: Utterance, decided, call_settings: Callable[[str], CallSettings | None],
-                     latest: Callable[[Utterance], StreamState | None]) -> Transcribed:
-        """A decided utterance through the guard and redaction to its Transcript (None: dropped)."""
+                     latest: Callable[[Utterance], StreamState | None], interim: bool = False) -> Transcribed:
+        """A decided utterance through the guard and redaction to its Transcript (None: dropped);
+        an `interim` shows only the words before any that redaction could still remove."""
         state = latest(utterance)
         if state is not None:
             state.language = decided.evidence.to_dict()
@@ -287,7 +288,10 @@ class Pipeline:
         if dropped is None:
             # Redaction before anything leaves the worker: the values never reach a record.
             option = self.options(call_settings(utterance.call_id), utterance.stream_id)
-            result, redactions = redact_result(decided.result, option.redaction)
+            if interim:
+                result, redactions = interim_result(decided.result, option.redaction), {}
+            else:
+                result, redactions = redact_result(decided.result, option.redaction)
             transcript = build_transcript(utterance, result, decided.choice, self.config.model_version, redactions)
         return Transcribed(utterance, transcript, decided.choice, decided.model_seconds, dropped)
 

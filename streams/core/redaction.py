@@ -318,29 +318,7 @@ def _emails(words: Sequence[Word]) -> list[tuple[int, int]]:
 def redact(words: Sequence[Word], config: RedactionConfig) -> Redaction:
     if not config.kinds:
         return Redaction(list(words))
-    found: list[tuple[str, tuple[int, int]]] = []
-    if "email" in config.kinds:
-        found += [("email", span) for span in _emails(words)]
-    text, runs = normalise(words)
-    if "card" in config.kinds:
-        found += [("card", span) for span in _cards(text, runs)]
-    if "phone" in config.kinds:
-        found += [("phone", span) for span in _phones(text, runs, config.phone_region)]
-    for kind in ("card", "phone"):  # misheard numbers after a cue, once the exact rules have had their say
-        if kind in config.kinds:
-            found += [(kind, span) for span in _cued(words, text, runs, kind)]
-    if "id" in config.kinds:
-        for pattern in config.patterns:
-            matches = re.finditer(pattern, str(text))
-            found += [("id", span) for m in matches if m.end() > m.start() and (span := text.words_of(*m.span()))]
-
-    claimed: dict[int, tuple[str, int]] = {}  # first word of a span -> (kind, last word)
-    taken: set[int] = set()
-    for kind, (first, last) in found:  # in priority order: the first claim on a word wins
-        if not taken & set(range(first, last + 1)):
-            claimed[first] = (kind, last)
-            taken.update(range(first, last + 1))
-
+    claimed = dict(_spans(words, config))  # first word of a span -> (kind, last word)
     result, counts, i = [], {}, 0
     while i < len(words):
         if i not in claimed:
@@ -357,3 +335,67 @@ def redact(words: Sequence[Word], config: RedactionConfig) -> Redaction:
         counts[kind] = counts.get(kind, 0) + 1
         i = last + 1
     return Redaction(result, counts)
+
+
+def _spans(words: Sequence[Word], config: RedactionConfig) -> list[tuple[int, tuple[str, int]]]:
+    """The spans redaction replaces, as (first word, (kind, last word)), in the order found."""
+    found: list[tuple[str, tuple[int, int]]] = []
+    if "email" in config.kinds:
+        found += [("email", span) for span in _emails(words)]
+    text, runs = normalise(words)
+    if "card" in config.kinds:
+        found += [("card", span) for span in _cards(text, runs)]
+    if "phone" in config.kinds:
+        found += [("phone", span) for span in _phones(text, runs, config.phone_region)]
+    for kind in ("card", "phone"):  # misheard numbers after a cue, once the exact rules have had their say
+        if kind in config.kinds:
+            found += [(kind, span) for span in _cued(words, text, runs, kind)]
+    if "id" in config.kinds:
+        for pattern in config.patterns:
+            matches = re.finditer(pattern, str(text))
+            found += [("id", span) for m in matches if m.end() > m.start() and (span := text.words_of(*m.span()))]
+
+    claimed: list[tuple[int, tuple[str, int]]] = []
+    taken: set[int] = set()
+    for kind, (first, last) in found:  # in priority order: the first claim on a word wins
+        if not taken & set(range(first, last + 1)):
+            claimed.append((first, (kind, last)))
+            taken.update(range(first, last + 1))
+    return claimed
+
+
+# --- Interims -----------------------------------------------------------------------------------
+# An interim shows an utterance while it is still being spoken, so a number or an address in it
+# may be half said: "my card number is 4111 1111" is no card yet, and the stable prefix would keep
+# those digits for good. An interim of a call with redaction on therefore ends before the first
+# word that the final could still redact: any number run (written or spoken digits: a card, a
+# phone or an ID in the making) when card, phone or id is on; any address-shaped word when email
+# is on. What follows comes with the final, which redaction decides on the whole utterance.
+ADDRESS_SHAPED = re.compile(r"@|\w\.\w|^\.\w")  # "@gmail", "john.smith", "gmail.com", ".com"
+SPOKEN_ADDRESS = {"dot", "underscore"}
+# A spoken "at" near the end of the words may still become an address ("write to anna at gmail");
+# one followed by this many words that made no address is just "at".
+OPEN_AT_WORDS = 4
+
+
+def _address_shaped(words: Sequence[Word], index: int) -> bool:
+    core = words[index].text.strip().strip(TRAILING + "\"'()<>").lower()
+    if core in SPOKEN_ADDRESS or ADDRESS_SHAPED.search(core):
+        return True
+    following = [_core(word).lower() for word in words[index + 1:]]
+    return core == "at" and len(following) < OPEN_AT_WORDS and not (following and following[0] in NOT_A_DOMAIN)
+
+
+def shown_in_interim(words: Sequence[Word], config: RedactionConfig) -> int:
+    """How many leading words an interim of a call with `config` may show: all of them with
+    redaction off, else those before the first word that redaction removes, or could still remove
+    once the utterance is complete (see above)."""
+    if not config.kinds:
+        return len(words)
+    held = [first for first, _ in _spans(words, config)]
+    if config.kinds & {"card", "phone", "id"}:
+        text, runs = normalise(words)
+        held += [span[0] for start, end in runs if (span := text.words_of(start, end))]
+    if "email" in config.kinds:
+        held += [index for index in range(len(words)) if _address_shaped(words, index)]
+    return min(held, default=len(words))

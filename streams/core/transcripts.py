@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from models.audio import SAMPLE_RATE
-from models.results import TranscriptionResult
+from models.results import TranscriptionResult, join_words
 from models.routing import LanguageChoice
 from models.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
 from streams.core.assembly import Utterance
-from streams.core.redaction import RedactionConfig, redact
+from streams.core.redaction import RedactionConfig, redact, shown_in_interim
+
 
 def redact_result(result: TranscriptionResult, config: RedactionConfig) -> tuple[TranscriptionResult, dict[str, int]]:
     """The result with what `config` redacts replaced by placeholders in its words and text (the
@@ -26,6 +27,18 @@ def redact_result(result: TranscriptionResult, config: RedactionConfig) -> tuple
         return result, {}
     segments = [replace(segment, text="") for segment in result.segments]
     return replace(result, text=redaction.text, words=list(redaction.words), segments=segments), redaction.counts
+
+
+def interim_result(result: TranscriptionResult, config: RedactionConfig) -> TranscriptionResult:
+    """What an interim may show of a result: its words up to the first one that redaction removes
+    or could still remove (`shown_in_interim`); the final decides on the rest. Nothing it shows
+    is redacted, so it carries no placeholder and no redaction count."""
+    shown = shown_in_interim(result.words, config)
+    if shown == len(result.words):
+        return result
+    words = list(result.words[:shown])
+    segments = [replace(segment, text="") for segment in result.segments]
+    return replace(result, text=join_words(word.text for word in words), words=words, segments=segments)
 
 
 def build_transcript(utterance: Utterance, result: TranscriptionResult, choice: LanguageChoice,

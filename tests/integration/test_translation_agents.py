@@ -4,6 +4,7 @@ and call settings, publishing Translation events."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -12,11 +13,12 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from models.synth import synthesize
 from schemas.codec import AvroCodec
 from schemas.records import (CallSettings, StreamSettings, Transcript, Translation, TranslationStatus, transcript_id,
                              translation_id)
 from streams.client.topics import ensure_topics
-from tests.pipeline import WorkerProcess
+from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration
 
@@ -369,3 +371,51 @@ def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(k
           f"{len(out_at_kill)} out at the kill")
     assert 0 < len(out_at_kill) < len(expected), \
         f"the kill landed after the last chunk ({len(out_at_kill)} of {len(expected)} out): nothing was interrupted"
+
+
+# Said digit by digit, as callers read a card out: the interims see the number grow.
+CARD_AND_PHONE = ("Sure, my card number is 4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1, and my phone number is "
+                  "4 1 5 5 5 5 2 6 7 1. Thank you.")
+DIGIT_WORDS = {"zero", "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",  # English
+               "dois", "três", "quatro", "cinco", "seis", "sete", "oito", "nove"}  # and Portuguese ("um": "a")
+
+
+def says_a_digit(text: str) -> bool:
+    return any(char.isdigit() for char in text) or bool(DIGIT_WORDS & set(re.findall(r"[^\W\d_]+", text.lower())))
+
+
+def test_a_redacting_call_never_shows_a_number_being_said_in_an_interim_or_its_translation(translator, tmp_path):
+    """Issue 23: with redaction on, an interim (and its stable prefix, which never changes later)
+    used to carry the card digits while they were being said. A worker on the translator's topics
+    hears a card number and a phone number in real time; no interim, stable prefix or interim
+    translation of the call says a digit, while the final carries the placeholders."""
+    worker = WorkerProcess(translator.bootstrap, tmp_path, name=translator.name).start()
+    call_id = f"redact-interims-{uuid.uuid4().hex[:6]}"
+    try:
+        worker.set_call_settings(CallSettings(call_id=call_id, redact=("card", "phone", "email"), translate_to=("pt",),
+                                              translate_interims=True))
+        set_call_settings(translator, CallSettings(call_id=call_id, redact=("card", "phone", "email"), translate_to=("pt",),
+                                                   translate_interims=True))
+        speech = synthesize(CARD_AND_PHONE, "en")
+        audio = np.concatenate([np.zeros(8000, dtype=np.float32), speech, np.zeros(2 * 16000, dtype=np.float32)])
+        with worker.publisher() as publisher:
+            publisher.publish_call(audio, call_id, "caller", chunk_ms=100, realtime=True)
+        finals = by_call(worker.transcripts(expected=1, call_ids={call_id}, idle_s=4.0))[call_id]
+        interims = worker.interims({call_id})
+        interim_translations = translations(translator, {call_id}, expected=1, timeout=30,
+                                            topic=translator.partial_translation_topic)
+        final_translations = translations(translator, {call_id}, expected=len(finals))
+    finally:
+        worker.stop()
+
+    final_text = " ".join(t.text for t in finals)
+    counted = {kind: sum(t.redactions.get(kind, 0) for t in finals) for kind in ("card", "phone")}
+    assert counted == {"card": 1, "phone": 1} and not says_a_digit(final_text), (final_text, counted)
+    assert interims, ("no interim published (the worker runs them only while it keeps up with the call in real "
+                      "time: this test needs a machine that does)")
+    for interim in interims:
+        assert not says_a_digit(interim.text) and not says_a_digit(interim.stable_text), (
+            interim.revision, interim.text, interim.stable_text)
+    assert any("card" in interim.stable_text for interim in interims), [t.text for t in interims]  # not all held
+    for translation in interim_translations + final_translations:
+        assert not says_a_digit(translation.text), translation.text

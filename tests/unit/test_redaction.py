@@ -16,6 +16,7 @@ from streams.core.redaction import (
     luhn_valid,
     normalise,
     redact,
+    shown_in_interim,
 )
 
 SLOT = 0.3
@@ -375,3 +376,54 @@ def test_a_misheard_number_after_a_phone_or_card_cue_is_still_redacted():
                  "Call me back at 5 tomorrow.", "The card expires in 2027."):
         assert redact(words(kept), config).counts == {}, kept
 
+
+
+# --- Interims: nothing redaction would remove from the final, even while it is being said ---------
+
+SAID_WITH_NUMBERS = [
+    "Sure, my card number is 4111 1111 1111 1111, and my phone number is 415 555 2671. Thank you.",
+    "Sure, my card number is four one one one one one one one one one one one one one one one. Thanks.",
+    "Call me on 415-555-2671 tomorrow, or write to john dot smith at example dot com please.",
+    "My email is anna.berg@gmail.com and my order number is 7734.",
+    "Number is 4111111111111111 and that is all.",
+]
+
+
+def interim_of(sentence: str, said: int, config: RedactionConfig = ALL) -> list[str]:
+    """What an interim shows when the first `said` words of the sentence have been heard."""
+    heard = words(sentence)[:said]
+    return [word.text for word in heard[:shown_in_interim(heard, config)]]
+
+
+@pytest.mark.parametrize("sentence", SAID_WITH_NUMBERS)
+def test_no_interim_shows_a_word_that_the_final_redacts_or_a_number_being_said(sentence):
+    final = redact(words(sentence), ALL)
+    removed = {word.text for word in words(sentence)} - {word.text for word in final.words}
+    assert removed, final.text  # the final does redact something here
+    for said in range(len(words(sentence)) + 1):
+        shown = interim_of(sentence, said)
+        assert not set(shown) & removed, (said, shown)
+        assert not any(re.search(r"\d", word) or word.lower().strip(",.") in SPOKEN_DIGITS for word in shown), shown
+
+
+SPOKEN_DIGITS = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "oh"}
+
+
+def test_an_interim_shows_the_words_before_a_number_and_grows_with_them_as_a_prefix():
+    sentence = SAID_WITH_NUMBERS[0]
+    assert interim_of(sentence, 5) == ["Sure,", "my", "card", "number", "is"]
+    assert interim_of(sentence, 6) == interim_of(sentence, 12) == ["Sure,", "my", "card", "number", "is"]
+    prefixes = [interim_of(sentence, said) for said in range(len(words(sentence)) + 1)]
+    assert all(later[:len(earlier)] == earlier for earlier, later in zip(prefixes, prefixes[1:]))
+
+
+def test_redaction_off_or_other_kinds_hold_back_nothing_they_would_not_redact():
+    sentence = "My order 7734 ships at noon to anna at the office."
+    assert interim_of(sentence, 11, RedactionConfig()) == sentence.split()
+    # Only e-mail redaction: numbers stay; "at" followed by enough words that made no address stays.
+    assert interim_of(sentence, 11, RedactionConfig.parse("email")) == sentence.split()
+    # An "at" among the last words may still become an address: held until more is said.
+    assert interim_of("write to anna at gmail", 5, RedactionConfig.parse("email")) == ["write", "to", "anna"]
+    assert interim_of("meet me at the office", 5, RedactionConfig.parse("email")) == "meet me at the office".split()
+    # Cards and phones on: any number is held back, since more digits may follow.
+    assert interim_of(sentence, 11, RedactionConfig.parse("card,phone")) == ["My", "order"]
