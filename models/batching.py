@@ -299,16 +299,31 @@ def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, wind
     for placements, (words, logprob, no_speech) in zip(placements_per_window, outputs):
         for index, local in assign_words(words, placements).items():
             results[index] = _result(backend, local, language, logprob, no_speech, durations[index])
-    shared = {index for window in windows if len(window) > 1 for index, _ in window}
-    for index in sorted(shared):
-        if needs_own_window(results[index].words, durations[index]):
-            # The decoder can skip an utterance inside a shared window; the VAD heard speech
-            # there, so it gets its own window rather than being dropped as silence or kept
-            # with a neighbour's stray word.
-            log.info("packed utterance of %.1f s came back with %d words (%r): transcribing it alone",
-                     durations[index], len(results[index].words), results[index].text[:40])
-            results[index] = backend.transcribe(audios[index], language, vocabulary)
+    for index in sorted(suspects(windows, results, durations)):
+        # Never the words themselves: logs are not for call content (they are not redacted).
+        log.info("packed utterance of %.1f s came back with %d words, or beside one that did: transcribing it "
+                 "alone", durations[index], len(results[index].words))
+        results[index] = backend.transcribe(audios[index], language, vocabulary)
     return results  # type: ignore[return-value]
+
+
+def suspects(windows: Sequence[Sequence[tuple[int, float]]], results: Sequence[TranscriptionResult],
+             durations: Sequence[float]) -> set[int]:
+    """The utterances of shared windows worth a model call of their own. The decoder can skip an
+    utterance inside a shared window (`needs_own_window`); the VAD heard speech there, so it is
+    run alone rather than dropped as silence or kept with a neighbour's stray word. Its words
+    went somewhere, most likely to a neighbour in the window, so its neighbours are run alone too:
+    with identical utterances side by side (one recorded prompt on many calls) one came back empty
+    and the next with the sentence twice, in the scaling fault test of issue 22."""
+    chosen: set[int] = set()
+    for window in windows:
+        members = [index for index, _ in window]
+        if len(members) < 2:
+            continue
+        for position, index in enumerate(members):
+            if needs_own_window(results[index].words, durations[index]):
+                chosen.update(members[max(position - 1, 0):position + 2])
+    return chosen
 
 
 def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "single",

@@ -8,6 +8,7 @@ import pytest
 
 from models.audio import SAMPLE_RATE
 from models.batching import (InferenceRequest, Placement, assign_words, needs_own_window, plan_windows, split_lanes,
+                             suspects,
                              transcribe_many, transcribe_packed, window_seconds)
 from models.results import Word
 
@@ -130,3 +131,22 @@ def test_lanes_keep_each_streams_utterances_together_in_order_and_balance_the_au
     assert loads == [7.0, 8.0]  # a: 8 s alone; b, c, d: 7 s
     assert split_lanes(["a", "a"], [1.0, 1.0], 4) == [[0, 1]]  # one stream: one lane
     assert split_lanes(["a", "b"], [1.0, 1.0], 1) == [[0, 1]]
+
+
+def test_the_neighbours_of_a_skipped_packed_utterance_are_run_alone_too() -> None:
+    """Issue 22's scaling test: identical utterances side by side in one window, one came back
+    empty and its neighbour with the sentence twice. Both neighbours of the empty one are
+    suspects; the rest of the window, and a window of its own, are left as they are."""
+    from models.results import TranscriptionResult
+
+    sentence = "Thank you for calling customer support."
+
+    def result(text: str) -> TranscriptionResult:
+        words = [Word(w, 0.1 * i, 0.1 * i + 0.1, 0.9) for i, w in enumerate(text.split())]
+        return TranscriptionResult(text=text, language="en", language_probability=1.0, segments=[], words=words,
+                                   model_name="base", backend="faster-whisper")
+
+    windows = [[(0, 0.0), (1, 3.7), (2, 7.4), (3, 11.1)], [(4, 0.0)]]
+    results = [result(sentence), result(sentence + " " + sentence), result(""), result(sentence), result("")]
+    assert suspects(windows, results, [2.9] * 5) == {1, 2, 3}
+    assert suspects(windows[:1], [result(sentence)] * 4, [2.9] * 4) == set()
