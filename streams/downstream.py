@@ -44,6 +44,7 @@ from streams.client.kafka import faust_broker_config
 from streams.core import retry
 from streams.core.retry import FailureWatch
 from streams.lifecycle import add_stall_exit, check_local_resources, failure_watch, prepare_app_topics
+from streams.web_auth import faust_web_options
 from streams.settings import Settings
 from streams.worker.agent import dead_letter_headers
 
@@ -65,7 +66,8 @@ def downstream_app(settings: Settings, suffix: str, web_port: int) -> faust.App:
         store="rocksdb://", datadir=str(Path(settings.data_dir) / suffix),
         topic_partitions=settings.topic_partitions, topic_replication_factor=settings.topic_replication,
         key_serializer="raw", value_serializer="raw", topic_disable_leader=True,
-        web_host=settings.web_host, web_bind=settings.web_host, web_port=web_port, web_enabled=True)
+        web_host=settings.web_host, web_bind=settings.web_host, web_port=web_port, web_enabled=True,
+        **faust_web_options(settings))  # the credential for Faust's debug pages (streams/web_auth.py)
 
 
 def register_pages(app: faust.App, service: str, registry: CollectorRegistry,

@@ -224,6 +224,19 @@ class Settings:
     web_host: str = env("CALLSTT_WEB_HOST", default="127.0.0.1", doc="Worker web server bind address")
     web_port: int = env("CALLSTT_WEB_PORT", default=6066, doc="Worker web server port")
     data_dir: str = env("CALLSTT_DATA_DIR", default=".local/worker", doc="Faust table data (rocksdict)")
+    web_tokens_file: str = env("CALLSTT_WEB_TOKENS_FILE", default="",
+                               doc="File of bearer tokens (one per line, at least 24 characters; several for "
+                                   "rotation) that the pages with call content require (the live page, /calls, "
+                                   "/calls/speech, POST /transcribe, Faust's debug pages); /health, /metrics, "
+                                   "/api and /models stay open. Unset on a loopback address: a token is made in "
+                                   "CALLSTT_DATA_DIR/web-token. Unset on any other address: the process refuses "
+                                   "to start, unless CALLSTT_WEB_INSECURE")
+    web_insecure: bool = env("CALLSTT_WEB_INSECURE", default=False,
+                             doc="Serve the pages with call content without a credential, on any address "
+                                 "(warned at every start); only behind something that authenticates")
+    web_debug_pages: bool = env("CALLSTT_WEB_DEBUG_PAGES", default=False,
+                                doc="Faust's own pages (/router/, /table/: table contents, i.e. call state), "
+                                    "behind the same credential")
     log_level: str = env("CALLSTT_LOG_LEVEL", default="info", doc="Log level")
 
     @classmethod

@@ -27,6 +27,7 @@ from streams.core.call_options import settings_expired
 from streams.core.pipeline import Pipeline, Rejected
 from streams.lifecycle import add_stall_exit, failure_watch
 from streams.settings import Settings
+from streams.web_auth import faust_web_options
 from streams.worker import metrics
 from streams.worker.agent import BatchHandler, WorkerIO, now_ms
 from streams.worker.broker_probe import BrokerProbe
@@ -48,6 +49,7 @@ def faust_app(settings: Settings) -> faust.App:
         key_serializer="raw", value_serializer="raw", topic_disable_leader=True,
         # Faust binds to web_bind (default 0.0.0.0); web_host is only advertised.
         web_host=settings.web_host, web_bind=settings.web_host, web_port=settings.web_port, web_enabled=True,
+        **faust_web_options(settings),  # the credential for pages with call content (streams/web_auth.py)
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 from streams.worker.faust_compat import read_offset
@@ -25,7 +26,12 @@ class AudioPartitions:
         self.done[partition] = max(self.done.get(partition, -1), offset)
 
     def assigned(self) -> set[int]:
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+        """None yet while the consumer is still starting (/health asks from its first moment)."""
+        try:
+            assignment = self.app.consumer.assignment()
+        except ConsumerNotStarted:
+            return set()
+        return {tp.partition for tp in assignment if tp.topic == self.topic}
 
     def lag(self, partition: int, read: int | None = None) -> int | None:
         """Audio records of the partition after offset `read` (default: the last one the consumer

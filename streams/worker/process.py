@@ -136,6 +136,19 @@ class WorkerSubprocess:
             **self.extra_env,
         }
 
+    @property
+    def web_token(self) -> str:
+        """A token its pages with call content accept: its tokens file's first, else the one it
+        made in its data folder (streams/web_auth.py; it binds 127.0.0.1)."""
+        env = self.env()
+        path = Path(env.get("CALLSTT_WEB_TOKENS_FILE") or Path(env["CALLSTT_DATA_DIR"]) / "web-token")
+        return next(line.strip() for line in path.read_text().splitlines()
+                    if line.strip() and not line.lstrip().startswith("#"))
+
+    def web_headers(self) -> dict[str, str]:
+        """Headers that sign a request to its pages with call content in."""
+        return {"Authorization": f"Bearer {self.web_token}"}
+
     def start(self, timeout: float = 120.0):
         """Start the worker and wait until it is ready (see `wait_ready`); returns self."""
         self.data_root.mkdir(parents=True, exist_ok=True)

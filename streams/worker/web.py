@@ -4,7 +4,8 @@
 /metrics, /calls (JSON), /calls/live (an HTML page for people: transcripts with their
 translations and a player for their synthesized speech), /calls/speech (that speech, WAV) and
 POST /transcribe
-(the old HTTP service's endpoint, see streams/worker/http_transcribe.py).
+(the old HTTP service's endpoint, see streams/worker/http_transcribe.py). The pages with call
+content need a token: streams/web_auth.py, in front of them all.
 """
 
 from __future__ import annotations
@@ -181,12 +182,15 @@ class WorkerStatus:
 def register_pages(app, status: WorkerStatus) -> None:
     from streams.worker.http_transcribe import TranscribeView
 
+    debug_pages = ["/router/", "/table/"] if status.settings.web_debug_pages else []
+
     @app.page("/api")
     async def api_root(web, request):
         return web.json({"service": "callstt", "version": package_version(),
                          "description": "Speech-to-text stream processor for live calls",
                          "endpoints": ["/api", "/health", "/models", "/metrics", "/calls", "/calls/live",
-                                       "/calls/speech", "POST /transcribe", "/router/", "/table/"]})
+                                       "/calls/speech", "POST /transcribe", *debug_pages],
+                         "need_token": ["/calls", "/calls/live", "/calls/speech", "POST /transcribe", *debug_pages]})
 
     @app.page("/health")
     async def health(web, request):

@@ -68,7 +68,7 @@ def test_worker_and_clients_over_sasl_scram_keep_the_password_secret(scram_broke
         transcripts = by_call(received)[call_id]
         assert word_error_rate(ENGLISH_SENTENCES[0], transcripts[0].text) <= 0.15
 
-        pages = [httpx.get(f"http://127.0.0.1:{worker.web_port}{path}").text
+        pages = [httpx.get(f"http://127.0.0.1:{worker.web_port}{path}", headers=worker.web_headers()).text
                  for path in ("/health", "/models", "/calls", "/metrics", "/api")]
         assert all(PASSWORD not in page for page in pages)
     finally:
@@ -101,7 +101,7 @@ def test_worker_and_clients_over_tls(tls_broker, tmp_path, scenario):
             publisher.publish_call(conversation(sentences), call_id, chunk_ms=100)
         received = worker.transcripts(expected=len(sentences), idle_s=1)
         wav = synthesize_wav(ENGLISH_SENTENCES[2], tmp_path / "call.wav")
-        response = httpx.post(f"http://127.0.0.1:{worker.web_port}/transcribe",
+        response = httpx.post(f"http://127.0.0.1:{worker.web_port}/transcribe", headers=worker.web_headers(),
                               files={"file": ("call.wav", wav.read_bytes())}, data={"language": "en"}, timeout=150)
     finally:
         worker.stop()

@@ -241,7 +241,7 @@ def test_a_call_that_never_ends_is_flushed_then_forgotten(kafka_bootstrap, tmp_p
         assert word_error_rate(EN[0], calls[call_id][0].text) <= 0.15
 
         def streams():
-            return httpx.get(f"http://127.0.0.1:{worker.web_port}/calls").json()["streams"]
+            return httpx.get(f"http://127.0.0.1:{worker.web_port}/calls", headers=worker.web_headers()).json()["streams"]
 
         import time
 

@@ -178,8 +178,18 @@ def test_a_worker_that_cannot_publish_says_stalled_then_exits_and_loses_nothing(
 def test_a_taken_port_an_unwritable_state_folder_and_a_corrupt_model_each_stop_the_start(
         kafka_bootstrap, speech, tmp_path):
     """Each refused in its own words, exit 1; mended, the same worker (same app id and topics)
-    starts and transcribes the call once."""
+    starts and transcribes the call once. Bound to every address without a web token, it is
+    refused too."""
     worker = WorkerProcess(kafka_bootstrap, tmp_path / "w")
+    # Every address, without a token file: the pages would serve call content to anyone (issue 23).
+    # The translator and the speaker refuse the same way.
+    for command in ("worker", "translator", "speaker"):
+        refused = subprocess.run([sys.executable, "-m", "streams.cli", command], cwd=REPO_ROOT, capture_output=True,
+                                 text=True, timeout=60, env={**worker.env(), "CALLSTT_WEB_HOST": "0.0.0.0"})
+        assert refused.returncode == 1, refused.stderr[-3000:]
+        (line,) = error_lines(refused.stderr)
+        assert "serve call content on 0.0.0.0 without a credential" in line and "CALLSTT_WEB_TOKENS_FILE" in line, line
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", worker.web_port))
         taken.listen()

@@ -65,7 +65,9 @@ def scraped_from_the_start(prometheus):
 
 @pytest.fixture(scope="module")
 def worker(kafka_bootstrap, tmp_path_factory):
-    process = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("web"))
+    # Faust's own pages on (CALLSTT_WEB_DEBUG_PAGES), behind the credential as the rest.
+    process = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("web"),
+                            extra_env={"CALLSTT_WEB_DEBUG_PAGES": "true"})
     # Start by hand, watching /health from the first moment the web server answers.
     process.process = subprocess.Popen([CALLSTT, "worker"], env=process.env(), stdout=open(process.log_file, "ab"),
                                        stderr=subprocess.STDOUT, start_new_session=True)
@@ -109,8 +111,38 @@ def test_api_root_models_and_faust_pages(worker):
     assert route["backend"] == "faster-whisper" and route["model"] == "base"
     assert route["compute_type"] == "int8" and route["device"] == "cpu" and route["load_seconds"] > 0
     assert route["size_bytes"] == 2 * 72608766
-    assert httpx.get(url(worker, "/router/")).status_code == 200
-    assert httpx.get(url(worker, "/table/")).status_code == 200
+    assert httpx.get(url(worker, "/router/"), headers=worker.web_headers()).status_code == 200
+    assert httpx.get(url(worker, "/table/"), headers=worker.web_headers()).status_code == 200
+
+
+CONTENT_PAGES = [("GET", "/calls"), ("GET", "/calls/live"), ("GET", "/calls/speech?call=c&leg=caller>pt&utterance=0"),
+                 ("GET", "/router/"), ("GET", "/table/"), ("POST", "/transcribe"), ("GET", "/no-such-page")]
+
+
+def test_pages_with_call_content_need_the_token_and_probes_do_not(worker):
+    """Issue 23: without the credential every page that shows or takes call content answers 401
+    (Faust's and unknown paths too: closed unless named open); with it, it works; /health,
+    /metrics, /api and /models need none. A browser signs in once and carries a cookie."""
+    for method, path in CONTENT_PAGES:
+        for headers in ({}, {"Authorization": "Bearer " + "x" * 43}, {"Authorization": worker.web_token}):
+            refused = httpx.request(method, url(worker, path), headers=headers)
+            assert refused.status_code == 401 and "call content" in refused.json()["error"], (method, path, headers)
+        allowed = httpx.request(method, url(worker, path), headers=worker.web_headers(), timeout=30)
+        assert allowed.status_code != 401, (method, path, allowed.text[:200])
+    for path in ("/health", "/metrics", "/api", "/models"):
+        assert httpx.get(url(worker, path)).status_code == 200, path
+    # A browser: the content page is a sign-in form; the token posted once gives a session cookie.
+    page = httpx.get(url(worker, "/calls/live"), headers={"Accept": "text/html"})
+    assert page.status_code == 401 and 'name="token"' in page.text and "Live calls" not in page.text
+    wrong = httpx.post(url(worker, "/login"), data={"token": "y" * 43, "next": "/calls/live"})
+    assert wrong.status_code == 401 and "callstt_session" not in wrong.headers.get("set-cookie", "")
+    signed = httpx.post(url(worker, "/login"), data={"token": worker.web_token, "next": "//elsewhere.example/"})
+    assert signed.status_code == 303 and signed.headers["location"] == "/calls/live"  # never another site
+    cookie = signed.cookies["callstt_session"]
+    assert worker.web_token not in cookie and "httponly" in signed.headers["set-cookie"].lower()
+    assert httpx.get(url(worker, "/calls"), cookies={"callstt_session": cookie}).status_code == 200
+    tampered = cookie[:-1] + ("0" if cookie[-1] != "0" else "1")
+    assert httpx.get(url(worker, "/calls"), cookies={"callstt_session": tampered}).status_code == 401
 
 
 def test_post_transcribe_returns_words_and_survives_a_corrupt_file(worker, tmp_path):
@@ -119,10 +151,11 @@ def test_post_transcribe_returns_words_and_survives_a_corrupt_file(worker, tmp_p
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF" + bytes(range(256)) * 40)
 
-    bad = httpx.post(url(worker, "/transcribe"), files={"file": ("corrupt.wav", corrupt.read_bytes())}, timeout=60)
+    bad = httpx.post(url(worker, "/transcribe"), headers=worker.web_headers(), files={"file": ("corrupt.wav", corrupt.read_bytes())}, timeout=60)
     assert bad.status_code == 415 and "audio" in bad.json()["error"]
 
-    response = httpx.post(url(worker, "/transcribe"), files={"file": ("call.wav", wav.read_bytes())},
+    response = httpx.post(url(worker, "/transcribe"), headers=worker.web_headers(),
+                          files={"file": ("call.wav", wav.read_bytes())},
                           data={"language": "en"}, timeout=150)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -132,7 +165,7 @@ def test_post_transcribe_returns_words_and_survives_a_corrupt_file(worker, tmp_p
     assert body["sentences"] and body["segments"]
     assert httpx.get(url(worker, "/health")).status_code == 200  # still serving
 
-    missing = httpx.post(url(worker, "/transcribe"), files={"other": ("x", b"1")}, timeout=30)
+    missing = httpx.post(url(worker, "/transcribe"), headers=worker.web_headers(), files={"other": ("x", b"1")}, timeout=30)
     assert missing.status_code == 400
 
 
@@ -141,7 +174,7 @@ def test_calls_and_metrics_after_a_call(worker):
     with CallPublisher(worker.bootstrap, worker.audio_topic) as publisher:
         publisher.publish_call(conversation(ENGLISH_SENTENCES[:2]), call_id, "agent", chunk_ms=100)
     worker.transcripts(expected=2, idle_s=1, call_ids={call_id})
-    calls = httpx.get(url(worker, "/calls")).json()
+    calls = httpx.get(url(worker, "/calls"), headers=worker.web_headers()).json()
     mine = [t for t in calls["recent_transcripts"] if t["call_id"] == call_id]
     assert [t["utterance_index"] for t in mine] == [0, 1] and mine[0]["text"]
 
@@ -159,6 +192,21 @@ def test_calls_and_metrics_after_a_call(worker):
     assert values['callstt_transcripts_total{language="en",model="base"}'] >= 2
     assert values["callstt_chunks_total"] > 0 and values["callstt_chunk_bytes_total"] > 0
     assert values["callstt_model_load_seconds"] > 0
+
+
+def sign_in(browser, worker) -> None:
+    """As a person does: the live page asks for a token once (a form, never a URL), then shows."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(url(worker, "/calls/live"))
+    assert "Sign in" in browser.page_source and "Live calls" not in browser.page_source
+    browser.find_element(By.ID, "token").send_keys(worker.web_token)
+    browser.find_element(By.ID, "sign-in").click()
+    deadline = time.monotonic() + 10
+    while "Live calls" not in browser.page_source:
+        assert time.monotonic() < deadline, browser.page_source[:500]
+        time.sleep(0.1)
+    assert browser.current_url == url(worker, "/calls/live") and worker.web_token not in browser.current_url
 
 
 def chromium():
@@ -194,7 +242,7 @@ def test_live_page_shows_a_transcript_its_translation_and_a_player_for_its_speec
     try:
         for agent in agents:
             agent.start()
-        browser.get(url(worker, "/calls/live"))
+        sign_in(browser, worker)
         assert "Live calls" in browser.page_source
 
         def stream_call():
@@ -219,11 +267,12 @@ def test_live_page_shows_a_transcript_its_translation_and_a_player_for_its_speec
     assert "delivery address" in row["text"].lower()
     assert row["translation"].startswith("pt: ") and "endereço" in row["translation"].lower(), row
     assert len(row["speech"]) == 1, (row, agents[1].log_tail())
-    response = httpx.get(url(worker, row["speech"][0]), timeout=10)
+    response = httpx.get(url(worker, row["speech"][0]), headers=worker.web_headers(), timeout=10)
     assert response.status_code == 200 and response.headers["content-type"].startswith("audio/wav")
     with wave.open(io.BytesIO(response.content)) as wav:  # the spoken Portuguese sentence, whole
         assert wav.getframerate() == 16000 and wav.getnframes() / 16000 > 1.0
-    assert httpx.get(url(worker, "/calls/speech?call=nobody&leg=caller>pt&utterance=0")).status_code == 404
+    assert httpx.get(url(worker, "/calls/speech?call=nobody&leg=caller>pt&utterance=0"),
+                     headers=worker.web_headers()).status_code == 404
 
 
 def trimmed(audio: np.ndarray) -> np.ndarray:
@@ -267,7 +316,7 @@ def test_live_page_shows_interims_then_the_final(worker):
 
     browser = chromium()
     try:
-        browser.get(url(worker, "/calls/live"))
+        sign_in(browser, worker)
         streaming = threading.Thread(target=stream_call)
         streaming.start()
         interims, styles, final = [], set(), None

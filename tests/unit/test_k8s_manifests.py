@@ -157,10 +157,14 @@ def docs() -> list[dict]:
 @pytest.fixture(scope="module")
 def apps(docs, tmp_path_factory) -> dict[str, Any]:
     """Each component's Faust app built from the settings its pod sees (data folder moved to a
-    temporary one: nothing is written anyway)."""
+    temporary one: nothing is written anyway; the web tokens from a temporary file standing in
+    for the Secret the pods mount)."""
     built = {}
     for component in COMPONENTS:
-        settings = component.settings(docs).with_overrides(data_dir=str(tmp_path_factory.mktemp(component.subcommand)))
+        folder = tmp_path_factory.mktemp(component.subcommand)
+        (folder / "tokens").write_text("t" * 64 + "\n")
+        settings = component.settings(docs).with_overrides(data_dir=str(folder),
+                                                           web_tokens_file=str(folder / "tokens"))
         built[component.subcommand] = component.app(settings)
     return built
 
@@ -337,6 +341,24 @@ def test_memory_covers_the_benchmarked_peak(docs, component):
     assert mebibytes(resources["requests"]["memory"]) >= peak_mib
     assert mebibytes(resources["limits"]["memory"]) >= 1.5 * peak_mib
     assert cpu_cores(resources["requests"]["cpu"]) > 0
+
+
+@pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.subcommand)
+def test_the_pages_with_call_content_need_the_token_of_the_mounted_secret(docs, component):
+    """Bound beyond loopback, each component's pages need a token (streams/web_auth.py): its
+    tokens file is the key "tokens" of the Secret callstt-web-tokens, mounted read-only where
+    CALLSTT_WEB_TOKENS_FILE points; never open by a setting (CALLSTT_WEB_INSECURE) or Faust's
+    debug pages."""
+    settings = component.settings(docs)
+    assert settings.web_host == "0.0.0.0" and not settings.web_insecure and not settings.web_debug_pages
+    workload = named(docs, component.kind, component.name)
+    [container] = containers(workload)
+    volumes = {volume["name"]: volume for volume in workload["spec"]["template"]["spec"]["volumes"]}
+    tokens = Path(settings.web_tokens_file)
+    [mount] = [mount for mount in container["volumeMounts"] if mount["mountPath"] == str(tokens.parent)]
+    assert mount.get("readOnly") is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == "callstt-web-tokens" and tokens.name == "tokens" and "items" not in secret
 
 
 # --- the worker's state, shutdown and disruptions ------------------------------------------------
