@@ -207,12 +207,21 @@ class _WorkerDone:
     without any, a language without any utterance). The backlog gauges are refreshed once a
     second, hence two scrapes in a row. Then the reader: at the end of every partition of the
     transcript topic (the worker's transcripts are acknowledged before it counts them, so they
-    are all there)."""
+    are all there).
 
-    def __init__(self, worker, chunks: int, reader) -> None:
-        self.worker, self.chunks, self.reader = worker, chunks, reader
+    Nor before the idle flush had its chance (`quiet_s` after the last chunk was sent, `sent()`):
+    a clip whose speech runs to its last sample has no silence to end its utterance, so the idle
+    flush cuts it `CALLSTT_IDLE_FLUSH_S` after its last chunk; until then nothing counts it, and
+    a collector that stopped earlier read no transcript at all (espeak clips in CI, 2026-12-06)."""
+
+    def __init__(self, worker, chunks: int, reader, quiet_s: float) -> None:
+        self.worker, self.chunks, self.reader, self.quiet_s = worker, chunks, reader, quiet_s
         self.before = worker.metrics()
         self.busy, self.last, self.done_scrapes = True, 0.0, 0
+        self.sent_at: float | None = None
+
+    def sent(self) -> None:
+        self.sent_at = time.monotonic()
 
     def delta(self, samples: dict[str, float], name: str) -> float:
         return metric_sum(samples, name) - metric_sum(self.before, name)
@@ -220,7 +229,8 @@ class _WorkerDone:
     def worker_done(self, now: dict[str, float]) -> bool:
         cut = self.delta(now, "callstt_utterances_total")
         out = self.delta(now, "callstt_transcripts_total") + self.delta(now, "callstt_silent_utterances_total")
-        return (self.delta(now, "callstt_chunks_total") >= self.chunks and out >= cut
+        quiet = self.sent_at is not None and time.monotonic() - self.sent_at >= self.quiet_s
+        return (quiet and self.delta(now, "callstt_chunks_total") >= self.chunks and out >= cut
                 and metric_sum(now, "callstt_consumer_lag_messages") == 0)
 
     def read_to_end(self) -> bool:
@@ -292,12 +302,14 @@ def run_pipeline(worker, clips: Sequence[SpeechClip], audio: Mapping[str, np.nda
             for call_id, clip in by_call.items()]
     audio_s = sum(len(audio[clip.name]) for clip in clips) / PIPELINE_RATE
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
-    progress = _WorkerDone(worker, sum(job.chunk_count(plan) for job in jobs), reader)
+    progress = _WorkerDone(worker, sum(job.chunk_count(plan) for job in jobs), reader,
+                           quiet_s=settings.idle_flush_s + 2.0)
     publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
     try:
         started = time.monotonic()
         send_calls(publisher, jobs, plan)
         publisher.flush()
+        progress.sent()
         # No transcript count to wait for (a clip may be cut into several utterances): the
         # worker's counters say when it is done, then a quiet moment for the last records.
         arrivals = collect(reader, expected=1 << 30, deadline=time.monotonic() + 120.0 + 3 * audio_s,

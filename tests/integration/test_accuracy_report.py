@@ -8,6 +8,7 @@ No accuracy thresholds beyond "a number in range": the report measures, tests ne
 from __future__ import annotations
 
 import json
+import time
 
 from streams.bench import run_bench
 from streams.bench.accuracy import AccuracyOptions, default_speech_dir
@@ -126,7 +127,7 @@ def test_the_collector_waits_for_the_last_batch_and_for_the_reader() -> None:
         consumer = Consumer()
 
     worker, reader = Worker(), Reader()
-    progress = _WorkerDone(worker, chunks=10, reader=reader)
+    progress = _WorkerDone(worker, chunks=10, reader=reader, quiet_s=0.5)
 
     def poll(samples: dict[str, float]) -> bool:
         worker.samples[0], progress.last = samples, 0.0  # a scrape now
@@ -134,6 +135,14 @@ def test_the_collector_waits_for_the_last_batch_and_for_the_reader() -> None:
 
     taken = {"callstt_chunks_total": 10, 'callstt_utterances_total{reason="silence"}': 3,
              'callstt_transcripts_total{language="en",model="base"}': 3}
+    # Everything taken and published, the reader at the end: still busy until the idle flush had
+    # its chance to cut an utterance that ran to the clip's last sample (quiet_s after sending).
+    Reader.consumer.position_offset = 4
+    assert poll({**taken, 'callstt_consumer_lag_messages{partition="0"}': 0})  # nothing sent yet
+    progress.sent()
+    assert poll({**taken, 'callstt_consumer_lag_messages{partition="0"}': 0})  # sent a moment ago
+    time.sleep(0.6)
+    Reader.consumer.position_offset = 0
     assert poll({**taken, 'callstt_consumer_lag_messages{partition="0"}': 4})  # the last batch at the model
     Reader.consumer.position_offset = 4  # the reader has read the 4 transcripts there are
     assert poll({**taken, 'callstt_consumer_lag_messages{partition="0"}': 0})  # once is not enough
