@@ -93,23 +93,46 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
 
 
 def create_topics(settings: Settings, specs: list[TopicSpec], timeout: float = 30.0) -> list[str]:
-    """Create those of `specs` that do not exist yet; returns the names created."""
+    """Create those of `specs` that do not exist yet; returns the names created.
+
+    A creation that failed on the way (the connection it went out on dropped: a fresh client
+    retires its bootstrap connection once it has learned the brokers, and a request in flight on
+    it fails with _DESTROY_BROKER; or a broker restarting) is sent again until `timeout`; any
+    other refusal is raised."""
     if not specs:
         return []
     admin = AdminClient(admin_config(settings))  # kept until the futures are done (else they fail)
-    futures = admin.create_topics(
-        [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication,
-                  config=spec.config) for spec in specs],
-        operation_timeout=timeout, request_timeout=timeout)
-    created = []
-    for name, future in futures.items():
-        try:
-            future.result(timeout=timeout)
-            created.append(name)
-        except KafkaException as error:
-            if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
+    deadline = time.monotonic() + timeout
+    pending = {spec.name: spec for spec in specs}
+    created: list[str] = []
+    while pending:
+        left = max(1.0, deadline - time.monotonic())
+        futures = admin.create_topics(
+            [NewTopic(spec.name, num_partitions=spec.partitions, replication_factor=spec.replication,
+                      config=spec.config) for spec in pending.values()],
+            operation_timeout=left, request_timeout=left)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=left)
+                created.append(name)
+            except KafkaException as error:
+                if error.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                    pass
+                elif _lost_on_the_way(error.args[0]) and time.monotonic() < deadline:
+                    continue
+                else:
+                    raise
+            del pending[name]
+        if pending:
+            time.sleep(0.5)
     return created
+
+
+def _lost_on_the_way(error: KafkaError) -> bool:
+    """The request never got an answer (not a refusal), so sending it again is safe: creation is
+    idempotent here, a topic that exists by then counts as done."""
+    return error.retriable() or error.code() in (KafkaError._DESTROY_BROKER, KafkaError._TRANSPORT,
+                                                 KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT)
 
 
 def changelog_topics(settings: Settings, tables: Iterable[Any]) -> list[TopicSpec]:

@@ -6,7 +6,10 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+
+from streams.client.topics import TopicSpec, create_topics
+from streams.settings import Settings
 
 pytestmark = pytest.mark.faults
 
@@ -26,10 +29,12 @@ def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
 
 def test_three_brokers_replicate_and_survive_one_broker_down(cluster, scenario):
     bootstrap = cluster.bootstrap_servers
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = f"replicated-{uuid.uuid4().hex[:6]}"
-    admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic].result(timeout=60)
-    metadata = admin.list_topics(topic, timeout=30)
+    # the project's creation path: a fresh client's first request can be lost when it retires its
+    # bootstrap connection (_DESTROY_BROKER, seen once in CI); create_topics sends it again
+    create_topics(Settings.from_env({"CALLSTT_KAFKA_BOOTSTRAP_SERVERS": bootstrap}),
+                  [TopicSpec(topic, partitions=3, replication=3, config={})], timeout=60)
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=30)
     assert len(metadata.brokers) == 3
     assert all(len(p.replicas) == 3 for p in metadata.topics[topic].partitions.values())
 
