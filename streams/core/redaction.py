@@ -318,7 +318,7 @@ def _emails(words: Sequence[Word]) -> list[tuple[int, int]]:
 def redact(words: Sequence[Word], config: RedactionConfig) -> Redaction:
     if not config.kinds:
         return Redaction(list(words))
-    claimed = dict(_spans(words, config))  # first word of a span -> (kind, last word)
+    claimed = dict(_spans(words, config, normalise(words)))  # first word of a span -> (kind, last word)
     result, counts, i = [], {}, 0
     while i < len(words):
         if i not in claimed:
@@ -337,12 +337,14 @@ def redact(words: Sequence[Word], config: RedactionConfig) -> Redaction:
     return Redaction(result, counts)
 
 
-def _spans(words: Sequence[Word], config: RedactionConfig) -> list[tuple[int, tuple[str, int]]]:
-    """The spans redaction replaces, as (first word, (kind, last word)), in the order found."""
+def _spans(words: Sequence[Word], config: RedactionConfig,
+           numbers: tuple[MappedText, list[tuple[int, int]]]) -> list[tuple[int, tuple[str, int]]]:
+    """The spans redaction replaces, as (first word, (kind, last word)), in the order found;
+    `numbers` is `normalise(words)`."""
     found: list[tuple[str, tuple[int, int]]] = []
     if "email" in config.kinds:
         found += [("email", span) for span in _emails(words)]
-    text, runs = normalise(words)
+    text, runs = numbers
     if "card" in config.kinds:
         found += [("card", span) for span in _cards(text, runs)]
     if "phone" in config.kinds:
@@ -382,8 +384,10 @@ def _address_shaped(words: Sequence[Word], index: int) -> bool:
     core = words[index].text.strip().strip(TRAILING + "\"'()<>").lower()
     if core in SPOKEN_ADDRESS or ADDRESS_SHAPED.search(core):
         return True
-    following = [_core(word).lower() for word in words[index + 1:]]
-    return core == "at" and len(following) < OPEN_AT_WORDS and not (following and following[0] in NOT_A_DOMAIN)
+    if core != "at":
+        return False
+    following = words[index + 1:]
+    return len(following) < OPEN_AT_WORDS and not (following and _core(following[0]).lower() in NOT_A_DOMAIN)
 
 
 def shown_in_interim(words: Sequence[Word], config: RedactionConfig) -> int:
@@ -392,9 +396,10 @@ def shown_in_interim(words: Sequence[Word], config: RedactionConfig) -> int:
     once the utterance is complete (see above)."""
     if not config.kinds:
         return len(words)
-    held = [first for first, _ in _spans(words, config)]
+    numbers = normalise(words)
+    held = [first for first, _ in _spans(words, config, numbers)]
     if config.kinds & {"card", "phone", "id"}:
-        text, runs = normalise(words)
+        text, runs = numbers
         held += [span[0] for start, end in runs if (span := text.words_of(start, end))]
     if "email" in config.kinds:
         held += [index for index in range(len(words)) if _address_shaped(words, index)]
