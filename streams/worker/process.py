@@ -142,8 +142,7 @@ class WorkerSubprocess:
         made in its data folder (streams/web_auth.py; it binds 127.0.0.1)."""
         env = self.env()
         path = Path(env.get("CALLSTT_WEB_TOKENS_FILE") or Path(env["CALLSTT_DATA_DIR"]) / "web-token")
-        return next(line.strip() for line in path.read_text().splitlines()
-                    if line.strip() and not line.lstrip().startswith("#"))
+        return read_tokens(path)[0]
 
     def web_headers(self) -> dict[str, str]:
         """Headers that sign a request to its pages with call content in."""
