@@ -25,6 +25,8 @@ from typing import ClassVar
 
 import httpx
 
+from streams.web_auth import read_tokens
+
 
 def read_proc_status(pid: int) -> dict[str, float]:
     """VmRSS / VmHWM (peak RSS) of a process, in MB (empty if it is gone)."""
