@@ -141,6 +141,11 @@ class LocalKafka:
     # injector such as Toxiproxy, infra/local/toxiproxy.py) and advertises the proxy's address,
     # so every connection of those clients, not only the first, goes through it.
     proxied: bool = False
+    # When set, the broker authorizes every request (KRaft's StandardAuthorizer) and nothing is
+    # allowed without an ACL; the PLAINTEXT and controller listeners' principal (ANONYMOUS) is the
+    # super user that brokers, controllers and the test's admin client use. Meant with scram_users:
+    # the roles connect on the SASL listener, each as its own user.
+    authorizer: bool = False
 
     @property
     def root(self) -> Path:
@@ -230,6 +235,10 @@ class LocalKafka:
             settings["sasl.enabled.mechanisms"] = "SCRAM-SHA-256"
             settings["listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config"] = (
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        if self.authorizer:
+            settings["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            settings["super.users"] = "User:ANONYMOUS"
+            settings["allow.everyone.if.no.acl.found"] = "false"
         if self.tls:
             ssl = f"SSL://127.0.0.1:{self.ssl_port(node)}"
             password = self.store_password()
