@@ -529,6 +529,56 @@ def _describe_topics(admin, settings: Settings, timeout: float) -> None:
                    f"replication={'/'.join(map(str, sorted(replicas)))}  {config_text}")
 
 
+class AclFormat(str, Enum):
+    kafka_acls = "kafka-acls"
+    strimzi = "strimzi"
+
+
+@app.command()
+def acls(
+    roles: list[str] = typer.Option(None, "--role", show_default=False,
+                                    help="A role (repeatable; default all): producer, worker, translator, speaker, "
+                                         "reader, replay, admin"),
+    output: AclFormat = typer.Option(AclFormat.kafka_acls, "--format",
+                                     help="kafka-acls: the kafka-acls.sh commands; strimzi: KafkaUser manifests"),
+    user_prefix: str = typer.Option("callstt-", "--user-prefix", help="Each role's user is PREFIX + role"),
+    cluster: str = typer.Option("callstt", "--cluster", help="The Strimzi Kafka cluster's name (strimzi format)"),
+    apply: bool = typer.Option(False, "--apply", help="Add the ACLs on the broker now, as the principal the "
+                               "settings connect with (it needs Alter on the cluster: a super user)"),
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="Seconds to wait for the broker (--apply)"),
+) -> None:
+    """Least-privilege Kafka ACLs, one principal per role, for the current settings' topic names
+    and app id (docs/security.md): printed for kafka-acls.sh or Strimzi, or applied at once."""
+    import yaml
+    from confluent_kafka import KafkaException
+
+    from streams.client.acls import ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands, strimzi_kafka_user
+
+    unknown = [role for role in roles or () if role not in ROLES]
+    if unknown:
+        raise typer.BadParameter(f"unknown role {unknown[0]!r}; known: {', '.join(ROLES)}", param_hint="--role")
+    settings = load_settings(kafka_bootstrap_servers=bootstrap)
+    chosen = {role: grants(settings, role) for role in roles or ROLES}
+    if apply:
+        bindings = [binding for role, role_grants in chosen.items()
+                    for binding in acl_bindings(f"User:{user_prefix}{role}", role_grants)]
+        try:
+            apply_acls(settings, bindings, timeout)
+        except KafkaException as error:
+            raise CliFailure(f"adding ACLs on {settings.kafka_bootstrap_servers} failed: {error.args[0].str()}") from None
+        typer.echo(f"added {len(bindings)} ACLs for {', '.join(user_prefix + role for role in chosen)}")
+    elif output is AclFormat.strimzi:
+        typer.echo(yaml.safe_dump_all([strimzi_kafka_user(user_prefix + role, cluster, role, role_grants)
+                                       for role, role_grants in chosen.items()], sort_keys=False), nl=False)
+    else:
+        for role, role_grants in chosen.items():
+            typer.echo(f"# {user_prefix}{role}: {ROLES[role]}")
+            for command in kafka_acls_commands(f"User:{user_prefix}{role}", role_grants,
+                                               settings.kafka_bootstrap_servers):
+                typer.echo(command)
+
+
 @app.command()
 def replay(
     output_topic: str = typer.Option(..., "--output-topic", help="Where replayed transcripts go, e.g. callstt.transcripts.v2"),

@@ -220,7 +220,7 @@ def run_downstream(settings: Settings, app: faust.App, name: str) -> None:
     worker on `app`; `name` ("translator") names the log line with its pages' address (logger
     `callstt.<name>`)."""
     check_local_resources(str(app.conf.datadir), settings.web_host, app.conf.web_port)  # makes the data folder
-    prepare_app_topics(settings, app)
+    prepare_app_topics(settings, app, name)  # name is the role: "translator", "speaker"
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     logging.getLogger(f"callstt.{name}").info("%s web pages on http://%s:%d/ (health: /health, metrics: /metrics)",
                                               name, settings.web_host, app.conf.web_port)

@@ -30,6 +30,7 @@ from faust.exceptions import PartitionsMismatch
 
 from schemas.codec import EncodeError
 from schemas.errors import CallsttError
+from streams.client.acls import topics_used
 from streams.client.topics import changelog_topics, prepare_topics
 from streams.core.retry import FailureWatch
 from streams.settings import Settings
@@ -72,12 +73,13 @@ def source_topics(app: Any) -> list[str]:
     return names
 
 
-def prepare_app_topics(settings: Settings, app: Any) -> list[str]:
+def prepare_app_topics(settings: Settings, app: Any, role: str) -> list[str]:
     """Create and check the topics `app` needs (streams/client/topics.py prepare_topics): the
-    project's, and its tables' changelogs; its agents' source topics and those changelogs must be
-    co-partitioned. Returns the names created."""
+    project topics its `role` uses (streams/client/acls.py), and its tables' changelogs; its
+    agents' source topics and those changelogs must be co-partitioned. Returns the names created."""
     changelogs = changelog_topics(settings, app.tables.values())
-    return prepare_topics(settings, changelogs, source_topics(app) + [spec.name for spec in changelogs])
+    return prepare_topics(settings, topics_used(settings, role), changelogs,
+                          source_topics(app) + [spec.name for spec in changelogs])
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -1,36 +1,43 @@
 """Least-privilege Kafka ACLs: one principal per role, each allowed what its job needs and no more.
 
-Work in progress (issue 23, items 3-4): the role table below is written from the code, not yet
-proved against a broker with the authorizer on. What is known:
-- every consumer outside the consumer groups (the worker's live-page follower, POST /transcribe's
-  reader, the broker probe, replay) reads with assigned partitions: no group ACL for those;
-- Faust declares (creates) internal topics itself unless `topic_allow_declare` is off; the
-  processes create their topics before Faust starts (streams/lifecycle.py), so turning it off
-  would spare the roles the Create operation;
-- `prepare_topics` creates every project topic, not only the process's own: under ACLs a role
-  may neither see (Describe) nor create the others, so it must create only the missing topics it
-  uses, or leave creation to the admin role (`callstt topics create`).
+The role table (`grants`) is the one place that says who may touch which topic; from it come
+`callstt acls` (the `kafka-acls.sh` commands, Strimzi `KafkaUser`s, or the ACLs applied at once
+by an admin), the Kubernetes manifests' users, and the topics each process creates at start when
+missing (`topics_used`: a role never asks to create what it may not see).
+
+What the table rests on (proved against a broker with the authorizer on: tests/faults/test_acls.py):
+- the project topics are made by the admin role (`callstt topics create`); each agent makes only
+  its own tables' changelogs (Create on its app id's changelog names, as Kafka Streams apps do);
+- consumers outside a consumer group (the live-page follower, POST /transcribe's reader, the
+  broker probe) read assigned partitions and need no group ACL; `callstt tail`'s groups start
+  with `callstt-tail-`, replay's with `callstt-replay-`;
+- Read and Write imply Describe in Kafka; Describe is listed anyway so the table reads plainly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from streams.client.topics import control_topic
+from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
+                                   ResourceType)
+
+from streams.client.topics import admin_config, control_topic, project_topics
 from streams.settings import Settings
 
 READ, WRITE, DESCRIBE, CREATE = "Read", "Write", "Describe", "Create"
-DESCRIBE_CONFIGS, ALTER_CONFIGS = "DescribeConfigs", "AlterConfigs"
+DESCRIBE_CONFIGS, ALTER_CONFIGS, DELETE = "DescribeConfigs", "AlterConfigs", "Delete"
 
 ROLES = {
     "producer": "the call platform: writes audio and call settings",
     "worker": "callstt worker: reads audio, control and call settings; writes transcripts, interims, dead letters, "
               "control and its changelog; reads translations and speech for its live page",
-    "translator": "callstt translator: reads transcripts, interims and call settings; writes translations and dead letters",
+    "translator": "callstt translator: reads transcripts, interims and call settings; writes translations and "
+                  "dead letters",
     "speaker": "callstt speaker: reads translations and call settings; writes speech and dead letters",
     "reader": "callstt tail and analytics: reads transcripts, interims, translations and speech",
     "replay": "callstt replay: reads audio and call settings; writes the replay's output topic",
-    "admin": "creates and configures the topics (callstt topics create), rewinds consumer groups",
+    "admin": "creates and configures the topics (callstt topics create), reads dead letters, rewinds consumer groups",
 }
 
 
@@ -43,54 +50,61 @@ class Grant:
     operations: tuple[str, ...]
     pattern: str = "literal"  # or "prefixed": every name that starts with `name`
 
+    def allows(self, resource: str, name: str, operation: str) -> bool:
+        matches = name == self.name if self.pattern == "literal" else name.startswith(self.name)
+        return resource == self.resource and matches and operation in self.operations
+
 
 def topic(name: str, *operations: str, pattern: str = "literal") -> Grant:
     return Grant("topic", name, operations, pattern)
 
 
+def changelogs(prefix: str) -> Grant:
+    """An agent's own tables' changelog topics (all start with its app id): it creates them."""
+    return topic(prefix, READ, WRITE, DESCRIBE, CREATE, pattern="prefixed")
+
+
 def grants(settings: Settings, role: str, replay_topic: str | None = None) -> list[Grant]:
     """What `role` may do, for these settings' topic names and app id."""
-    app = settings.app_id
+    app, s = settings.app_id, settings
     read, write = (READ, DESCRIBE), (WRITE, DESCRIBE)
-    changelog_ops = (READ, WRITE, DESCRIBE)
     table = {
-        "producer": [topic(settings.audio_topic, *write), topic(settings.call_settings_topic, *write)],
+        "producer": [topic(s.audio_topic, *write), topic(s.call_settings_topic, *write)],
         "worker": [
-            topic(settings.audio_topic, READ, WRITE, DESCRIBE),  # POST /transcribe publishes its upload
-            topic(control_topic(settings), READ, WRITE, DESCRIBE),
-            topic(settings.call_settings_topic, *read),
-            topic(settings.transcript_topic, READ, WRITE, DESCRIBE),  # POST /transcribe waits for its own
-            topic(settings.partial_topic, *write),
-            topic(settings.dead_letter_topic, *write),
-            topic(settings.translation_topic, *read), topic(settings.speech_topic, *read),  # the live page
-            topic(f"{app}-streams-changelog", *changelog_ops),
+            topic(s.audio_topic, READ, WRITE, DESCRIBE),  # POST /transcribe publishes its upload
+            topic(control_topic(s), READ, WRITE, DESCRIBE),
+            topic(s.call_settings_topic, *read),
+            topic(s.transcript_topic, READ, WRITE, DESCRIBE),  # POST /transcribe waits for its own
+            topic(s.partial_topic, *write),
+            topic(s.dead_letter_topic, *write),
+            topic(s.translation_topic, *read), topic(s.speech_topic, *read),  # the live page
+            changelogs(f"{app}-streams-changelog"),
             Grant("group", app, (READ,)),
         ],
         "translator": [
-            topic(settings.transcript_topic, *read), topic(settings.partial_topic, *read),
-            topic(settings.call_settings_topic, *read),
-            topic(settings.translation_topic, *write), topic(settings.partial_translation_topic, *write),
-            topic(settings.dead_letter_topic, *write),
-            topic(f"{app}-translate-", *changelog_ops, pattern="prefixed"),
+            topic(s.transcript_topic, *read), topic(s.partial_topic, *read), topic(s.call_settings_topic, *read),
+            topic(s.translation_topic, *write), topic(s.partial_translation_topic, *write),
+            topic(s.dead_letter_topic, *write),
+            changelogs(f"{app}-translate-"),
             Grant("group", f"{app}-translate", (READ,)),
         ],
         "speaker": [
-            topic(settings.translation_topic, *read), topic(settings.call_settings_topic, *read),
-            topic(settings.speech_topic, *write), topic(settings.dead_letter_topic, *write),
-            topic(f"{app}-speak-", *changelog_ops, pattern="prefixed"),
+            topic(s.translation_topic, *read), topic(s.call_settings_topic, *read),
+            topic(s.speech_topic, *write), topic(s.dead_letter_topic, *write),
+            changelogs(f"{app}-speak-"),
             Grant("group", f"{app}-speak", (READ,)),
         ],
-        "reader": [topic(name, *read) for name in (settings.transcript_topic, settings.partial_topic,
-                                                   settings.translation_topic, settings.partial_translation_topic,
-                                                   settings.speech_topic)]
+        "reader": [topic(name, *read) for name in (s.transcript_topic, s.partial_topic, s.translation_topic,
+                                                   s.partial_translation_topic, s.speech_topic)]
                   + [Grant("group", "callstt-tail-", (READ,), "prefixed")],
-        "replay": [topic(settings.audio_topic, *read), topic(settings.call_settings_topic, *read),
-                   topic(replay_topic or f"{settings.transcript_topic}.replay", *write)],
-        "admin": [Grant("cluster", "kafka-cluster", (CREATE, DESCRIBE, DESCRIBE_CONFIGS))]
-                 + [topic(name, CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS)
-                    for name in (*project_topic_names(settings), f"{app}-streams-changelog")]
+        "replay": [topic(s.audio_topic, *read), topic(s.call_settings_topic, *read),
+                   topic(replay_topic or f"{s.transcript_topic}.replay", WRITE, DESCRIBE, CREATE),
+                   Grant("group", "callstt-replay-", (READ,), "prefixed")],
+        "admin": [topic(name, CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS)
+                  for name in [spec.name for spec in project_topics(s)] + [f"{app}-streams-changelog"]]
                  + [topic(f"{app}-{suffix}-", CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, pattern="prefixed")
                     for suffix in ("translate", "speak")]
+                 + [topic(s.dead_letter_topic, READ)]  # inspecting bad records
                  + [Grant("group", name, (READ, DESCRIBE)) for name in (app, f"{app}-translate", f"{app}-speak")],
     }
     if role not in table:
@@ -98,25 +112,30 @@ def grants(settings: Settings, role: str, replay_topic: str | None = None) -> li
     return table[role]
 
 
-def project_topic_names(settings: Settings) -> list[str]:
-    from streams.client.topics import project_topics
-
-    return [spec.name for spec in project_topics(settings)]
+def allowed(role_grants: list[Grant], resource: str, name: str, operation: str) -> bool:
+    return any(grant.allows(resource, name, operation) for grant in role_grants)
 
 
-def kafka_acls_commands(principal: str, role_grants: list[Grant], bootstrap: str) -> list[str]:
-    """The `kafka-acls.sh` commands that give `principal` ("User:callstt-worker") these grants."""
+def topics_used(settings: Settings, role: str) -> list[str]:
+    """The project topics `role` reads or writes (those a process of that role makes when missing)."""
+    role_grants = grants(settings, role)
+    return [spec.name for spec in project_topics(settings)
+            if allowed(role_grants, "topic", spec.name, DESCRIBE)]
+
+
+def kafka_acls_commands(principal_name: str, role_grants: list[Grant], bootstrap: str) -> list[str]:
+    """The `kafka-acls.sh` commands that give `principal_name` ("User:callstt-worker") these grants."""
     commands = []
     for grant in role_grants:
         target = {"topic": f"--topic {grant.name}", "group": f"--group {grant.name}", "cluster": "--cluster"}
         operations = " ".join(f"--operation {operation}" for operation in grant.operations)
         pattern = " --resource-pattern-type prefixed" if grant.pattern == "prefixed" else ""
-        commands.append(f"kafka-acls.sh --bootstrap-server {bootstrap} --add --allow-principal {principal} "
+        commands.append(f"kafka-acls.sh --bootstrap-server {bootstrap} --add --allow-principal {principal_name} "
                         f"{operations} {target[grant.resource]}{pattern}")
     return commands
 
 
-def strimzi_kafka_user(user: str, cluster: str, role: str, role_grants: list[Grant]) -> dict:
+def strimzi_kafka_user(user: str, cluster: str, role: str, role_grants: list[Grant]) -> dict[str, Any]:
     """A Strimzi KafkaUser (SCRAM-SHA-512, simple authorization) with these grants."""
     return {
         "apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
@@ -128,3 +147,23 @@ def strimzi_kafka_user(user: str, cluster: str, role: str, role_grants: list[Gra
                       {"type": grant.resource, "name": grant.name, "patternType": grant.pattern},
                       "operations": list(grant.operations)} for grant in role_grants]}},
     }
+
+
+def acl_bindings(principal_name: str, role_grants: list[Grant]) -> list[AclBinding]:
+    """The grants as confluent-kafka AclBindings (one per operation), for `apply_acls`."""
+    operation = {READ: AclOperation.READ, WRITE: AclOperation.WRITE, DESCRIBE: AclOperation.DESCRIBE,
+                 CREATE: AclOperation.CREATE, DESCRIBE_CONFIGS: AclOperation.DESCRIBE_CONFIGS,
+                 ALTER_CONFIGS: AclOperation.ALTER_CONFIGS, DELETE: AclOperation.DELETE}
+    resource = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER}
+    pattern = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
+    return [AclBinding(resource[grant.resource], grant.name if grant.resource != "cluster" else "kafka-cluster",
+                       pattern[grant.pattern], principal_name, "*", operation[name], AclPermissionType.ALLOW)
+            for grant in role_grants for name in grant.operations]
+
+
+def apply_acls(settings: Settings, bindings: list[AclBinding], timeout: float = 30.0) -> None:
+    """Add `bindings` on the broker (as the principal `settings` connect with, which needs Alter on
+    the cluster: a super user or the cluster's admin); raises KafkaException if refused."""
+    admin = AdminClient(admin_config(settings))
+    for future in admin.create_acls(bindings, request_timeout=timeout).values():
+        future.result(timeout=timeout)

@@ -90,4 +90,16 @@ def faust_broker_config(settings: Settings) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "broker_session_timeout": settings.kafka_session_timeout_s,
         "broker_heartbeat_interval": min(3.0, settings.kafka_session_timeout_s / 3),  # Kafka wants < 1/3
+        # the processes create their topics before Faust starts (streams/lifecycle.py), and with
+        # ACLs on a role may not create topics at all: Faust must not try on its own
+        "topic_allow_declare": False,
     }
+
+
+def principal(settings: Settings) -> str:
+    """The Kafka principal these settings connect as, as a broker's ACLs name it."""
+    if settings.uses_sasl:
+        return f"User:{settings.kafka_sasl_username}"
+    if settings.uses_tls:
+        return "the client certificate's principal"
+    return "User:ANONYMOUS"

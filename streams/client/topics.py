@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import CallsttError
-from streams.client.kafka import confluent_config
+from streams.client.kafka import confluent_config, principal
 from streams.settings import Settings
 
 
@@ -144,25 +144,38 @@ def changelog_topics(settings: Settings, tables: Iterable[Any]) -> list[TopicSpe
             for table in tables]
 
 
-def prepare_topics(settings: Settings, changelogs: list[TopicSpec], copartitioned: list[str]) -> list[str]:
+def prepare_topics(settings: Settings, uses: list[str], changelogs: list[TopicSpec],
+                   copartitioned: list[str]) -> list[str]:
     """Before a process's Faust app starts: check that those of `copartitioned` (the topics a
     table joins, its changelogs included) that exist have CALLSTT_TOPIC_PARTITIONS partitions
     (before creating anything, so a wrong count is mended by a setting, not by deleting topics);
-    create the project's topics and `changelogs` where missing; wait (CALLSTT_START_TIMEOUT_S)
-    until the broker shows every one of them with a leader per partition; check again. Returns the
-    names created; raises TopicsNotReady or TopicLayoutError (one line each, for the CLI)."""
-    specs = project_topics(settings) + changelogs
+    create, where missing, the project topics it `uses` and its `changelogs` (only those: with
+    ACLs on, a process may neither see nor make the others, streams/client/acls.py); wait
+    (CALLSTT_START_TIMEOUT_S) until the broker shows every one of them with a leader per
+    partition; check again. Returns the names created; raises TopicsNotReady or
+    TopicLayoutError (one line each, for the CLI)."""
+    specs = [spec for spec in project_topics(settings) if spec.name in uses] + changelogs
+    names = [spec.name for spec in specs]
     deadline = time.monotonic() + settings.start_timeout_s
-    existing = partition_counts(settings, copartitioned, deadline)
-    check_copartitioned(existing, settings.topic_partitions)
+    existing = partition_counts(settings, names, deadline)
+    check_copartitioned({name: existing[name] for name in copartitioned if name in existing},
+                        settings.topic_partitions)
+    missing = [spec for spec in specs if spec.name not in existing]
     try:
-        created = create_topics(settings, specs, timeout=settings.start_timeout_s)
+        created = create_topics(settings, missing, timeout=settings.start_timeout_s)
     except KafkaException as error:
-        raise TopicsNotReady(f"cannot create the topics on {settings.kafka_bootstrap_servers}: "
-                             f"{error.args[0].str()}") from error
-    counts = wait_for_partitions(settings, [spec.name for spec in specs], deadline)
+        raise TopicsNotReady(_creation_refused(settings, missing, error.args[0])) from error
+    counts = wait_for_partitions(settings, names, deadline)
     check_copartitioned({name: counts[name] for name in copartitioned}, settings.topic_partitions)
     return created
+
+
+def _creation_refused(settings: Settings, missing: list[TopicSpec], error: KafkaError) -> str:
+    names = ", ".join(spec.name for spec in missing)
+    if error.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+        return (f"{principal(settings)} may not create the missing topics {names} (operation Create denied by the broker's "
+                f"ACLs); create them as the admin role (`callstt topics create`), see `callstt acls`")
+    return f"cannot create the topics {names} on {settings.kafka_bootstrap_servers}: {error.str()}"
 
 
 def partition_counts(settings: Settings, names: list[str], deadline: float) -> dict[str, int]:

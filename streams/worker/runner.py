@@ -68,7 +68,7 @@ def run_worker(settings: Settings) -> None:
 
     check_local_resources(settings.data_dir, settings.web_host, settings.web_port)
     app = create_app(settings, lambda: build_router(settings))
-    created = prepare_app_topics(settings, app)  # before Faust starts (streams/lifecycle.py)
+    created = prepare_app_topics(settings, app, "worker")  # before Faust starts (streams/lifecycle.py)
     if created:
         log.info("created topics: %s", ", ".join(created))
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)

@@ -1,30 +1,32 @@
-"""The role table of Kafka ACLs (streams/client/acls.py), read offline: what each role may touch.
-Work in progress: the broker test with the authorizer on is what proves it (issue 23, item 4)."""
+"""The role table of Kafka ACLs (streams/client/acls.py), read offline: what each role may touch,
+and the forms Kafka's kafka-acls tool and Strimzi take. tests/faults/test_acls.py proves the same
+table against a broker with the authorizer on."""
 
 from __future__ import annotations
 
-from streams.client.acls import ROLES, grants, kafka_acls_commands, strimzi_kafka_user
+from streams.client.acls import ROLES, allowed, grants, kafka_acls_commands, strimzi_kafka_user, topics_used
 from streams.settings import Settings
 
 SETTINGS = Settings()
 
 
-def allowed(role: str, topic: str, operation: str) -> bool:
-    return any(grant.resource == "topic" and operation in grant.operations and
-               (grant.name == topic if grant.pattern == "literal" else topic.startswith(grant.name))
-               for grant in grants(SETTINGS, role))
+def may(role: str, topic: str, operation: str) -> bool:
+    return allowed(grants(SETTINGS, role), "topic", topic, operation)
 
 
 def test_each_role_touches_only_what_its_job_needs():
     s = SETTINGS
-    assert allowed("producer", s.audio_topic, "Write") and allowed("producer", s.call_settings_topic, "Write")
-    assert not allowed("producer", s.transcript_topic, "Read")  # the platform does not read transcripts
-    assert not allowed("translator", s.audio_topic, "Read")  # the translator never hears the audio
-    assert not any(allowed("reader", name, "Write") for name in (s.audio_topic, s.call_settings_topic))
-    assert not any(allowed(role, s.call_settings_topic, "Write") for role in ROLES if role != "producer")
-    assert allowed("worker", s.audio_topic, "Read") and allowed("worker", s.transcript_topic, "Write")
-    assert allowed("worker", f"{s.app_id}-streams-changelog", "Write")
-    assert not any(allowed(role, s.dead_letter_topic, "Read") for role in ROLES)  # nobody reads raw records
+    assert may("producer", s.audio_topic, "Write") and may("producer", s.call_settings_topic, "Write")
+    assert not may("producer", s.transcript_topic, "Read")  # the platform does not read transcripts
+    assert not may("translator", s.audio_topic, "Read")  # the translator never hears the audio
+    assert not any(may("reader", name, "Write") for name in (s.audio_topic, s.call_settings_topic))
+    assert not any(may(role, s.call_settings_topic, "Write") for role in ROLES if role != "producer")
+    assert may("worker", s.audio_topic, "Read") and may("worker", s.transcript_topic, "Write")
+    assert may("worker", f"{s.app_id}-streams-changelog", "Create")  # its own changelog, nobody else's
+    assert not may("worker", f"{s.app_id}-translate-settings-changelog", "Read")
+    assert [role for role in ROLES if may(role, s.dead_letter_topic, "Read")] == ["admin"]  # raw records
+    assert not any(may(role, name, "Create") for role in ROLES if role != "admin"
+                   for name in topics_used(s, "admin"))  # the project topics are the admin's to make
 
 
 def test_the_outputs_kafka_and_strimzi_take():
