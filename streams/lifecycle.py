@@ -31,6 +31,7 @@ from faust.exceptions import PartitionsMismatch
 from schemas.codec import EncodeError
 from schemas.errors import CallsttError
 from streams.client.acls import topics_used
+from streams.client.kafka import confluent_config, principal
 from streams.client.topics import changelog_topics, prepare_topics
 from streams.core.retry import FailureWatch
 from streams.settings import Settings
@@ -82,19 +83,40 @@ def prepare_app_topics(settings: Settings, app: Any, role: str) -> list[str]:
                           source_topics(app) + [spec.name for spec in changelogs])
 
 
+def causes(error: BaseException) -> list[BaseException]:
+    """The error and what it wraps (Faust's ProducerSendError wraps the client's error)."""
+    chain: list[BaseException] = []
+    while error is not None and error not in chain:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    return chain
+
+
+def denied(error: BaseException) -> bool:
+    """The broker refused the principal (an ACL missing) or its credentials."""
+    return any(type(cause).__name__.endswith(("AuthorizationFailedError", "AuthenticationFailedError"))
+               for cause in causes(error))
+
+
 def is_permanent(error: BaseException) -> bool:
     """A failure that retrying cannot mend: topics that stopped being co-partitioned (a changelog
     deleted and made again with another count), a record the schema cannot hold, a state
-    directory the process may not write, credentials a broker refuses. Everything else (broker
-    unreachable, leader moving, timeouts) passes, usually."""
-    if isinstance(error, (PartitionsMismatch, EncodeError, PermissionError)):
-        return True
-    name = type(error).__name__
-    return name.endswith("AuthorizationFailedError") or name.endswith("AuthenticationFailedError")
+    directory the process may not write, credentials or ACLs a broker refuses. Everything else
+    (broker unreachable, leader moving, timeouts) passes, usually."""
+    return isinstance(error, (PartitionsMismatch, EncodeError, PermissionError)) or denied(error)
 
 
 def failure_watch(settings: Settings) -> FailureWatch:
-    return FailureWatch(settings.stall_after_s, settings.stall_exit_after_s, is_permanent)
+    who = principal(confluent_config(settings))
+
+    def described(error: Exception) -> str:
+        said = f"{type(error).__name__}: {error}"
+        if not denied(error):
+            return said
+        operation = "Write" if any("Send" in type(cause).__name__ for cause in causes(error)) else "Read"
+        return f"{who} may not {operation} (denied by the broker's ACLs, see `callstt acls`): {said}"
+
+    return FailureWatch(settings.stall_after_s, settings.stall_exit_after_s, is_permanent, describe=described)
 
 
 def add_stall_exit(app: Any, watch: FailureWatch, log: logging.Logger, gauge: Any,

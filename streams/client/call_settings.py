@@ -74,7 +74,8 @@ def publish_call_settings(settings: Settings, record: CallSettings | None, call_
         raise ValueError("a call ID is needed")
     errors = ClientErrors()
     producer = Producer({**confluent_config(settings), **RELIABLE_PRODUCER, **errors.config()})
-    check_topic(producer, settings.kafka_bootstrap_servers, topic, timeout, errors)
+    check_topic(producer, settings.kafka_bootstrap_servers, topic, timeout, errors, "Write",
+                confluent_config(settings))
     value = None if record is None else (codec or avro_codec(settings)).encode_call_settings(
         record, topic)
     delivered: list = []

@@ -96,10 +96,11 @@ def faust_broker_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def principal(settings: Settings) -> str:
-    """The Kafka principal these settings connect as, as a broker's ACLs name it."""
-    if settings.uses_sasl:
-        return f"User:{settings.kafka_sasl_username}"
-    if settings.uses_tls:
+def principal(client_config: dict[str, Any]) -> str:
+    """The Kafka principal a client with this configuration (`confluent_config`) connects as, as
+    a broker's ACLs name it: for the messages that say who was denied what."""
+    if client_config.get("sasl.username"):
+        return f"User:{client_config['sasl.username']}"
+    if str(client_config.get("security.protocol", "")).upper() == "SSL":
         return "the client certificate's principal"
     return "User:ANONYMOUS"

@@ -35,6 +35,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from schemas.codec import AvroCodec
 from schemas.errors import CallsttError
+from streams.client.kafka import principal
 from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
 
 # What a directory argument contributes: the files whose suffix is one of these (PyAV reads them all).
@@ -87,11 +88,13 @@ class ClientErrors:
 
 
 def check_topic(client: Any, bootstrap: str, topic: str | None, timeout: float,
-                errors: ClientErrors | None = None) -> None:
+                errors: ClientErrors | None = None, operation: str = "Write",
+                client_config: dict[str, Any] | None = None) -> None:
     """Raise `PublishError` unless the broker answers within `timeout` s and `topic` exists.
 
     `client` is any confluent_kafka client (Producer, Consumer, AdminClient); `topic`
-    None only checks the broker.
+    None only checks the broker. A topic the broker's ACLs hide from the client is said so,
+    naming the principal (from `client_config`) and the `operation` it was about to do.
     """
     try:
         metadata = client.list_topics(topic, timeout=timeout)
@@ -108,6 +111,9 @@ def check_topic(client: Any, bootstrap: str, topic: str | None, timeout: float,
     if found is None or found.error is not None and found.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
         raise PublishError(f"topic {topic!r} does not exist on {bootstrap} "
                            "(start a worker or run `callstt topics create`)")
+    if found.error is not None and found.error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        raise PublishError(f"{principal(client_config or {})} may not {operation} topic {topic!r} on {bootstrap}: "
+                           "denied by the broker's ACLs (`callstt acls` shows each role's)")
     if found.error is not None:
         raise PublishError(f"topic {topic!r} on {bootstrap}: {found.error.str()}")
 
@@ -340,7 +346,7 @@ def publish(bootstrap: str, topic: str, jobs: Sequence[CallJob], plan: ChunkPlan
         # A missing topic must be an error, not auto-created with the broker's default partitions.
         "allow.auto.create.topics": False,
     })
-    check_topic(publisher.producer, bootstrap, topic, timeout, errors)
+    check_topic(publisher.producer, bootstrap, topic, timeout, errors, "Write", client_config)
     send_calls(publisher, jobs, plan, realtime, on_chunk, results=results)
     wait_acknowledged(publisher, timeout)
     failed = [result for result in results if result.failed]

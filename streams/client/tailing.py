@@ -123,7 +123,7 @@ class TranscriptTail(TranscriptReader):
         })
         try:
             for name in topics:
-                check_topic(self.consumer, bootstrap_servers, name, timeout, self.errors)
+                check_topic(self.consumer, bootstrap_servers, name, timeout, self.errors, "Read", extra_config)
         except PublishError as error:
             self.consumer.close()
             raise TailError(str(error)) from None

@@ -173,7 +173,7 @@ def prepare_topics(settings: Settings, uses: list[str], changelogs: list[TopicSp
 def _creation_refused(settings: Settings, missing: list[TopicSpec], error: KafkaError) -> str:
     names = ", ".join(spec.name for spec in missing)
     if error.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
-        return (f"{principal(settings)} may not create the missing topics {names} (operation Create denied by the broker's "
+        return (f"{principal(confluent_config(settings))} may not create the missing topics {names} (operation Create denied by the broker's "
                 f"ACLs); create them as the admin role (`callstt topics create`), see `callstt acls`")
     return f"cannot create the topics {names} on {settings.kafka_bootstrap_servers}: {error.str()}"
 

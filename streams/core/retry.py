@@ -37,9 +37,10 @@ class FailureWatch:
     for `exit_after_s` more: time to exit. A success clears it all."""
 
     def __init__(self, stall_after_s: float, exit_after_s: float, is_permanent: Callable[[Exception], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 describe: Callable[[Exception], str] = lambda error: f"{type(error).__name__}: {error}") -> None:
         self.stall_after_s, self.exit_after_s = stall_after_s, exit_after_s
-        self.is_permanent, self.clock = is_permanent, clock
+        self.is_permanent, self.clock, self.describe = is_permanent, clock, describe
         self.failing_since: float | None = None
         self.last_error = ""
         self.permanent_since: float | None = None
@@ -62,7 +63,7 @@ class FailureWatch:
         self.attempt_since = None
         if self.failing_since is None:
             self.failing_since = now
-        self.last_error = f"{type(error).__name__}: {error}"
+        self.last_error = self.describe(error)  # what /health shows
         if self.is_permanent(error):
             self.permanent_since = self.permanent_since if self.permanent_since is not None else now
         else:

@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from faust.exceptions import PartitionsMismatch
+from aiokafka.errors import TopicAuthorizationFailedError
+from faust.exceptions import PartitionsMismatch, ProducerSendError
 
 from schemas.codec import EncodeError
 from streams.client.topics import TopicLayoutError, check_copartitioned
 from streams.core import retry
 from streams.core.retry import FailureWatch
-from streams.lifecycle import is_permanent
+from streams.lifecycle import failure_watch, is_permanent
+from streams.settings import Settings
 
 
 class Clock:
@@ -127,3 +129,20 @@ def test_the_broker_probe_names_topics_deleted_or_changed_under_the_worker():
         "topics deleted while the worker ran: w.transcripts"
     changed = topics_wrong(required, {"w.audio": 3, "w.transcripts": 1, "w-streams-changelog": 3}, 3)
     assert "w.transcripts has 1" in changed and "not 3" in changed
+
+
+def test_a_write_the_acls_deny_stalls_at_once_naming_principal_topic_and_operation():
+    """Faust wraps the client's TopicAuthorizationFailedError in a ProducerSendError (seen in the
+    ACL test: the translator without Write on translations said ok while it retried)."""
+    try:
+        try:
+            raise TopicAuthorizationFailedError("callstt.translations")
+        except TopicAuthorizationFailedError as error:
+            raise ProducerSendError(f"Error while sending: {error!r}") from error
+    except ProducerSendError as wrapped:
+        send_failed = wrapped
+    watch = failure_watch(Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_username="callstt-translator",
+                                   kafka_sasl_password="secret"))
+    watch.failed(send_failed)
+    reason = watch.stalled().reason
+    assert "User:callstt-translator may not Write" in reason and "callstt.translations" in reason, reason
