@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from faust.exceptions import PartitionsMismatch
+from prometheus_client import start_http_server
 
 from schemas.codec import EncodeError
 from schemas.errors import CallsttError
@@ -117,6 +118,20 @@ def failure_watch(settings: Settings) -> FailureWatch:
         return f"{who} may not {operation} (denied by the broker's ACLs, see `callstt acls`): {said}"
 
     return FailureWatch(settings.stall_after_s, settings.stall_exit_after_s, is_permanent, describe=described)
+
+
+def add_metrics_port(app: Any, registry: Any, settings: Settings) -> None:
+    """With CALLSTT_METRICS_PORT set, a task of `app` that serves `registry` on that port alone
+    (prometheus_client's own HTTP server, a thread): a network policy can then let Prometheus
+    reach the metrics and nothing else, and the web port's /metrics needs the web credential."""
+    if not settings.metrics_port:
+        return
+
+    @app.task
+    async def serve_metrics_port() -> None:
+        start_http_server(settings.metrics_port, addr=settings.web_host, registry=registry)
+        logging.getLogger("callstt").info("metrics on http://%s:%d/metrics", settings.web_host,
+                                          settings.metrics_port)
 
 
 def add_stall_exit(app: Any, watch: FailureWatch, log: logging.Logger, gauge: Any,

@@ -223,6 +223,10 @@ class Settings:
     # Worker
     web_host: str = env("CALLSTT_WEB_HOST", default="127.0.0.1", doc="Worker web server bind address")
     web_port: int = env("CALLSTT_WEB_PORT", default=6066, doc="Worker web server port")
+    metrics_port: int = env("CALLSTT_METRICS_PORT", default=0,
+                            doc="Also serve /metrics on this port (on CALLSTT_WEB_HOST), alone, so that a network "
+                                "policy can let Prometheus reach the metrics and nothing else; the web port's "
+                                "/metrics then needs the web credential. 0: only on the web port, open")
     data_dir: str = env("CALLSTT_DATA_DIR", default=".local/worker", doc="Faust table data (rocksdict)")
     web_tokens_file: str = env("CALLSTT_WEB_TOKENS_FILE", default="",
                                doc="File of bearer tokens (one per line, at least 24 characters; several for "

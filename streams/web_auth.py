@@ -53,6 +53,9 @@ class WebAccess:
 
     tokens: tuple[str, ...]
     source: str  # where they come from, for the start line
+    # the paths anyone may read; /metrics leaves them when it has a port of its own
+    # (CALLSTT_METRICS_PORT), so a NetworkPolicy can give Prometheus that port and nothing else
+    open_paths: frozenset[str] = OPEN_PATHS
 
     @property
     def open(self) -> bool:
@@ -80,7 +83,7 @@ class WebAccess:
         return matched
 
     def allows(self, path: str, headers: Mapping[str, str], cookies: Mapping[str, str], now: float) -> bool:
-        if self.open or path in OPEN_PATHS:
+        if self.open or path in self.open_paths:
             return True
         scheme, _, offered = headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and offered.strip():
@@ -105,8 +108,9 @@ def is_loopback(host: str) -> bool:
 def web_access(settings: Settings) -> WebAccess:
     """The credential the process's pages require, from its settings (StartError: it must not
     start: a tokens file it cannot use, or a non-loopback address without a credential)."""
+    open_paths = OPEN_PATHS - {"/metrics"} if settings.metrics_port else OPEN_PATHS
     if settings.web_tokens_file:
-        return WebAccess(read_tokens(Path(settings.web_tokens_file)), settings.web_tokens_file)
+        return WebAccess(read_tokens(Path(settings.web_tokens_file)), settings.web_tokens_file, open_paths)
     if settings.web_insecure:
         log.warning("CALLSTT_WEB_INSECURE: the pages with call content on %s are open to anyone who reaches "
                     "them; only run so behind something that authenticates", settings.web_host)
@@ -116,7 +120,7 @@ def web_access(settings: Settings) -> WebAccess:
                          "CALLSTT_WEB_TOKENS_FILE to a file of tokens (or CALLSTT_WEB_INSECURE=true behind "
                          "something that authenticates)")
     path = Path(settings.data_dir) / GENERATED_TOKEN_FILE
-    return WebAccess((generated_token(path),), str(path))
+    return WebAccess((generated_token(path),), str(path), open_paths)
 
 
 def read_tokens(path: Path) -> tuple[str, ...]:

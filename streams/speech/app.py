@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from streams.client.kafka import avro_codec
 from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                 register_pages, run_downstream, stalled_gauge)
+from streams.lifecycle import add_metrics_port
 from streams.settings import Settings
 from streams.speech.core import leg, speech_chunks, worth_speaking
 
@@ -82,6 +83,7 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
 
     watch = add_agent(app, settings, source, voices, call_settings, speak, log, FAILURES, STALLED)
     register_pages(app, "callstt-speaker", REGISTRY, voices.health, watch)
+    add_metrics_port(app, REGISTRY, settings)
     return app
 
 

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from streams.client.kafka import avro_codec
 from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                 register_pages, run_downstream, stalled_gauge)
+from streams.lifecycle import add_metrics_port
 from streams.settings import Settings
 from streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
 
@@ -86,6 +87,7 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
 
     watch = add_agent(app, settings, source, backends, call_settings, translate_transcript, log, FAILURES, STALLED)
     register_pages(app, "callstt-translator", REGISTRY, backends.health, watch)
+    add_metrics_port(app, REGISTRY, settings)
     return app
 
 

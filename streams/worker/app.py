@@ -25,7 +25,7 @@ from streams.client.topics import control_topic
 from streams.core.assembly import StreamState
 from streams.core.call_options import settings_expired
 from streams.core.pipeline import Pipeline, Rejected
-from streams.lifecycle import add_stall_exit, failure_watch
+from streams.lifecycle import add_metrics_port, add_stall_exit, failure_watch
 from streams.settings import Settings
 from streams.web_auth import faust_web_options
 from streams.worker import metrics
@@ -124,6 +124,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     add_broker_probe(app, settings, status, [settings.audio_topic, control_name, settings.call_settings_topic,
                                              settings.transcript_topic, table.changelog_topic_name])
     add_stall_exit(app, watch, log, metrics.STALLED_SECONDS)
+    add_metrics_port(app, metrics.REGISTRY, settings)
     add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_backlog
     register_pages(app, status)

@@ -26,7 +26,7 @@ from infra.local.kafka import LocalKafka
 from models.scoring import word_error_rate
 from models.synth import ENGLISH_SENTENCES
 from tests.conftest import free_port_pair
-from tests.pipeline import CALLSTT, WorkerProcess
+from tests.pipeline import CALLSTT, WorkerProcess, free_port
 
 pytestmark = pytest.mark.faults
 
@@ -54,7 +54,9 @@ def deployment(acl_broker, tmp_path_factory):
     """The ACLs applied by the super user, the topics made by the admin role, then the worker,
     the translator (every call into Portuguese) and the speaker, each as its own user."""
     root = tmp_path_factory.mktemp("acls")
-    worker = WorkerProcess(acl_broker.sasl_bootstrap_servers, root, extra_env=as_role("worker"))
+    # each with /metrics on a port of its own too (CALLSTT_METRICS_PORT), as the Kubernetes pods run
+    worker = WorkerProcess(acl_broker.sasl_bootstrap_servers, root,
+                           extra_env={**as_role("worker"), "CALLSTT_METRICS_PORT": str(free_port())})
     identity = {key: value for key, value in worker.env().items() if key.startswith("CALLSTT_")}
     super_user = {**identity, "CALLSTT_KAFKA_BOOTSTRAP_SERVERS": acl_broker.bootstrap_servers,
                   "CALLSTT_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
@@ -63,7 +65,8 @@ def deployment(acl_broker, tmp_path_factory):
     created = callstt({**identity, **as_role("admin")}, "topics", "create", "--timeout", "30")
     assert created.returncode == 0, created.stderr
     agents = [WorkerProcess(acl_broker.sasl_bootstrap_servers, root, name=worker.name, command=command,
-                            extra_env={**as_role(command), "CALLSTT_TRANSLATE_TO": "pt"})
+                            extra_env={**as_role(command), "CALLSTT_TRANSLATE_TO": "pt",
+                                       "CALLSTT_METRICS_PORT": str(free_port())})
               for command in ("translator", "speaker")]
     started = []
     try:
@@ -114,6 +117,17 @@ def followed(reader: dict[str, str], call_id: str, *what: str, within_s: float =
         if tail.stdout.strip():
             return tail.stdout.splitlines()
     return []
+
+
+def test_metrics_on_their_own_port_are_open_and_the_web_ports_metrics_need_the_token(deployment):
+    """What lets a NetworkPolicy give Prometheus the metrics and nothing else (infra/k8s)."""
+    for process in (deployment["worker"], deployment["translator"], deployment["speaker"]):
+        metrics_port = process.env()["CALLSTT_METRICS_PORT"]
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert metrics.status_code == 200 and "callstt_stalled_seconds" in metrics.text, process.command
+        web = f"http://127.0.0.1:{process.web_port}/metrics"
+        assert httpx.get(web, timeout=5).status_code == 401, process.command
+        assert httpx.get(web, headers=process.web_headers(), timeout=5).status_code == 200, process.command
 
 
 @pytest.mark.parametrize("role, command, topic, operation", [

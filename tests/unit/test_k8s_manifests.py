@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from streams.client.acls import ROLES, grants, strimzi_kafka_user
 from streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,11 +106,17 @@ def setting_names() -> set[str]:
 
 
 def container_env(docs: list[dict], container: dict) -> dict[str, str]:
-    """What the container's process sees: its ConfigMaps (in order), then its own env."""
+    """What the container's process sees: its ConfigMaps (in order), then its own env (a value
+    from a Secret stands in as "<secret>/<key>", which no test can read offline)."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         env.update(named(docs, "ConfigMap", source["configMapRef"]["name"])["data"])
-    env.update({item["name"]: item["value"] for item in container.get("env", [])})
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            secret = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = f"{secret['name']}/{secret['key']}"
     return env
 
 
@@ -158,12 +165,12 @@ def docs() -> list[dict]:
 def apps(docs, tmp_path_factory) -> dict[str, Any]:
     """Each component's Faust app built from the settings its pod sees (data folder moved to a
     temporary one: nothing is written anyway; the web tokens from a temporary file standing in
-    for the Secret the pods mount)."""
+    for the Secret the pods mount; the system's CAs for the brokers' CA the pods mount)."""
     built = {}
     for component in COMPONENTS:
         folder = tmp_path_factory.mktemp(component.subcommand)
         (folder / "tokens").write_text("t" * 64 + "\n")
-        settings = component.settings(docs).with_overrides(data_dir=str(folder),
+        settings = component.settings(docs).with_overrides(data_dir=str(folder), kafka_ssl_cafile="",
                                                            web_tokens_file=str(folder / "tokens"))
         built[component.subcommand] = component.app(settings)
     return built
@@ -261,17 +268,18 @@ def test_ports_and_probes_are_what_the_component_serves(docs, apps, component):
     [container] = containers(workload)
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     port = getattr(settings, component.port_setting)
-    assert list(ports.values()) == [port] and port == getattr(Settings(), component.port_setting)
+    assert ports == {"http": port, "metrics": settings.metrics_port} and port == getattr(Settings(), component.port_setting)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         action = container[probe]["httpGet"]
         assert action["path"] == "/health" and action["path"] in routes
         assert ports.get(action["port"], action["port"]) == port, f"{probe} port"
     annotations = workload["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true" and int(annotations["prometheus.io/port"]) == port
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == settings.metrics_port  # Prometheus's only way in
     assert annotations["prometheus.io/path"] in routes
     [service] = [s for s in of_kind(docs, "Service") if selects(s["spec"]["selector"], workload)]
-    [service_port] = service["spec"]["ports"]
-    assert service_port["port"] == port and ports[service_port["targetPort"]] == port
+    assert {item["name"]: (item["port"], ports[item["targetPort"]]) for item in service["spec"]["ports"]} == \
+        {"http": (port, port), "metrics": (settings.metrics_port, settings.metrics_port)}
 
 
 def selects(selector: dict, workload: dict) -> bool:
@@ -388,9 +396,12 @@ def test_the_kafka_cluster_has_rf_3_and_min_isr_2_and_is_the_one_the_pods_use(do
     assert sum(pool["spec"]["replicas"] for pool in pools if "broker" in pool["spec"]["roles"]) >= 3
     assert sum(pool["spec"]["replicas"] for pool in pools if "controller" in pool["spec"]["roles"]) in (3, 5)
     assert "topicOperator" in kafka["spec"]["entityOperator"]
-    [listener] = [item for item in kafka["spec"]["kafka"]["listeners"] if not item["tls"]]
+    [listener] = kafka["spec"]["kafka"]["listeners"]  # the only way in: TLS and SCRAM, ACLs on
     assert common.kafka_bootstrap_servers == f"{name}-kafka-bootstrap:{listener['port']}"
-    assert common.kafka_security_protocol == "PLAINTEXT" and "authentication" not in listener
+    assert listener["tls"] and listener["authentication"]["type"] == "scram-sha-512"
+    assert (common.kafka_security_protocol, common.kafka_sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+    assert "userOperator" in kafka["spec"]["entityOperator"]
     for topic in of_kind(docs, "KafkaTopic"):
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == name
 
@@ -453,6 +464,67 @@ def test_the_partition_count_is_written_in_one_place(docs, common):
     assert {spec["partitions"] for name, spec in built.items() if name != common.dead_letter_topic} == \
         {common.topic_partitions}
     assert {so["spec"]["maxReplicaCount"] for so in of_kind(docs, "ScaledObject")} == {common.topic_partitions}
+
+
+# --- who may read a call: Kafka users and network policies ----------------------------------------
+
+def test_each_kafka_user_has_exactly_its_roles_acls_and_each_component_logs_in_as_its_role(docs, common):
+    """kafka-users.yaml is the role table of streams/client/acls.py (`callstt acls --format
+    strimzi`) for the deployment's settings; each pod and its KEDA scaler log in as its role."""
+    [kafka] = of_kind(docs, "Kafka")
+    users = {user["metadata"]["name"]: user for user in of_kind(docs, "KafkaUser")}
+    assert users == {f"callstt-{role}": strimzi_kafka_user(f"callstt-{role}", kafka["metadata"]["name"], role,
+                                                          grants(common, role)) for role in ROLES}
+    for component in COMPONENTS:
+        role = component.subcommand
+        [container] = containers(named(docs, component.kind, component.name))
+        env = container_env(docs, container)
+        assert env["CALLSTT_KAFKA_SASL_USERNAME"] == f"callstt-{role}"
+        assert env["CALLSTT_KAFKA_SASL_PASSWORD"] == f"callstt-{role}/password"  # the user operator's Secret
+        [trigger] = [so["spec"]["triggers"][0] for so in of_kind(docs, "ScaledObject")
+                     if so["spec"]["scaleTargetRef"]["name"] == component.name]
+        auth = named(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])["spec"]
+        assert auth["env"] == [{"parameter": "username", "name": "CALLSTT_KAFKA_SASL_USERNAME",
+                                "containerName": container["name"]}]
+        assert {(ref["parameter"], ref["name"], ref["key"]) for ref in auth["secretTargetRef"]} == \
+            {("password", f"callstt-{role}", "password"), ("ca", f"{kafka['metadata']['name']}-cluster-ca-cert", "ca.crt")}
+        assert (trigger["metadata"]["sasl"], trigger["metadata"]["tls"]) == ("scram_sha512", "enable")
+
+
+def ingress_peers(docs: list[dict], workload: dict) -> dict[int, list[str]]:
+    """Port -> the namespaces the network policies let in to the workload's pods."""
+    admitted: dict[int, list[str]] = {}
+    for policy in of_kind(docs, "NetworkPolicy"):
+        if selects(policy["spec"]["podSelector"]["matchLabels"], workload):
+            for rule in policy["spec"].get("ingress", []):
+                for port in rule["ports"]:
+                    admitted.setdefault(port["port"], []).extend(
+                        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for peer in rule["from"])
+    return admitted
+
+
+def test_network_policies_let_prometheus_reach_metrics_only_and_the_components_reach_only_kafka(docs, common):
+    [deny] = [p for p in of_kind(docs, "NetworkPolicy") if not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    [kafka] = of_kind(docs, "Kafka")
+    [listener] = kafka["spec"]["kafka"]["listeners"]
+    for component in COMPONENTS:
+        workload = named(docs, component.kind, component.name)
+        assert selects(deny["spec"]["podSelector"]["matchLabels"], workload)  # nothing unless allowed
+        web_port = getattr(component.settings(docs), component.port_setting)
+        expected = {common.metrics_port: ["monitoring"]}
+        if component.subcommand == "worker":  # the only web port with call content: token, through the ingress
+            expected[web_port] = ["ingress-nginx"]
+        assert ingress_peers(docs, workload) == expected, component.name
+        egress = [rule for p in of_kind(docs, "NetworkPolicy") if selects(p["spec"]["podSelector"]["matchLabels"], workload)
+                  for rule in p["spec"].get("egress", [])]
+        assert {(port["port"], port["protocol"]) for rule in egress for port in rule["ports"]} == \
+            {(listener["port"], "TCP"), (53, "UDP"), (53, "TCP")}
+        [to_kafka] = [rule for rule in egress if rule["ports"][0]["port"] == listener["port"]]
+        assert to_kafka["to"] == [{"podSelector": {"matchLabels": {"strimzi.io/cluster": kafka["metadata"]["name"],
+                                                                   "strimzi.io/kind": "Kafka"}}}]
+    # the brokers' side: Strimzi admits only callstt's pods and KEDA to the listener
+    assert {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "callstt"}}} in listener["networkPolicyPeers"]
 
 
 # --- KEDA ---------------------------------------------------------------------------------------
@@ -543,4 +615,4 @@ def test_kubectl_kustomize_builds_the_same_and_an_overlay_moves_keda_to_its_name
     assert len(of_kind(overlay, "ServiceMonitor")) == len(COMPONENTS) and len(of_kind(overlay, "PrometheusRule")) == 1
     for scaled in of_kind(overlay, "ScaledObject"):
         assert scaled["spec"]["triggers"][0]["metadata"]["bootstrapServers"] == \
-            "callstt-kafka-bootstrap.calls-prod.svc:9092"
+            "callstt-kafka-bootstrap.calls-prod.svc:9093"

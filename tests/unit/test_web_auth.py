@@ -74,3 +74,12 @@ def test_the_start_rules(tmp_path):
             web_access(settings(CALLSTT_WEB_TOKENS_FILE=str(tokens)))
     with pytest.raises(StartError, match="cannot be read"):
         web_access(settings(CALLSTT_WEB_TOKENS_FILE=str(tmp_path / "missing")))
+
+
+def test_with_a_metrics_port_of_its_own_the_web_ports_metrics_need_the_token(tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text(TOKEN + "\n")
+    access = web_access(Settings(web_tokens_file=str(tokens), metrics_port=9464))
+    assert not access.allows("/metrics", {}, {}, NOW) and access.allows("/health", {}, {}, NOW)
+    assert access.allows("/metrics", {"Authorization": f"Bearer {TOKEN}"}, {}, NOW)
+    assert web_access(Settings(web_tokens_file=str(tokens))).allows("/metrics", {}, {}, NOW)
