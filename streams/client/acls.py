@@ -5,7 +5,7 @@ The role table (`grants`) is the one place that says who may touch which topic; 
 by an admin), the Kubernetes manifests' users, and the topics each process creates at start when
 missing (`topics_used`: a role never asks to create what it may not see).
 
-What the table rests on (proved against a broker with the authorizer on: tests/faults/test_acls.py):
+What the table rests on (proved against a broker with the authorizer on: tests/faults/test_kafka_acls.py):
 - the project topics are made by the admin role (`callstt topics create`); each agent makes only
   its own tables' changelogs (Create on its app id's changelog names, as Kafka Streams apps do);
 - consumers outside a consumer group (the live-page follower, POST /transcribe's reader, the

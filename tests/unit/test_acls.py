@@ -1,5 +1,5 @@
 """The role table of Kafka ACLs (streams/client/acls.py), read offline: what each role may touch,
-and the forms Kafka's kafka-acls tool and Strimzi take. tests/faults/test_acls.py proves the same
+and the forms Kafka's kafka-acls tool and Strimzi take. tests/faults/test_kafka_acls.py proves the same
 table against a broker with the authorizer on."""
 
 from __future__ import annotations
