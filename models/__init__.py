@@ -1,1 +1,2 @@
-"""Speech models: the model store, transcription backends, language routing and VAD."""
+"""Speech models by role: `asr` (recognition), `audio` (before the model), `text` (after it),
+`translation` and `voices` (the downstream agents' models)."""

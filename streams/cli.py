@@ -17,7 +17,7 @@ from pathlib import Path
 
 import typer
 
-from models.store import PACKAGED_MODELS, ModelFileError, resolve_model
+from models.asr.store import PACKAGED_MODELS, ModelFileError, resolve_model
 from schemas.errors import CallsttError
 from schemas.records import Encoding
 from streams.client.kafka import avro_codec, confluent_config
@@ -57,7 +57,7 @@ def models(
     directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
     typer.echo(f"configured {settings.model} -> {directory}")
     if check:
-        from models.faster_whisper_backend import FasterWhisperBackend
+        from models.asr.faster_whisper_backend import FasterWhisperBackend
 
         FasterWhisperBackend(directory, settings.model, settings.device, settings.compute_type, settings.cpu_threads)
         typer.echo(f"loaded {settings.model} ({settings.compute_type} on {settings.device})")
@@ -629,7 +629,7 @@ def convert(
 
     The model cache and hub access come from the settings (CALLSTT_MODEL_CACHE_DIR, CALLSTT_ALLOW_HUB_DOWNLOAD).
     """
-    from models.convert import main as convert_main
+    from models.asr.convert import main as convert_main
 
     settings = load_settings()
     argv = [checkpoint, "-q", quantization]

@@ -44,8 +44,8 @@ from streams.client.kafka import faust_broker_config
 from streams.core import retry
 from streams.core.retry import FailureWatch
 from streams.lifecycle import add_stall_exit, check_local_resources, failure_watch, prepare_app_topics
-from streams.web_auth import faust_web_options
 from streams.settings import Settings
+from streams.web_auth import faust_web_options
 from streams.worker.agent import dead_letter_headers
 
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from models.routing import ModelRouter
+from models.asr.routing import ModelRouter
 from schemas.records import AudioChunk
 from streams.client.kafka import RELIABLE_PRODUCER, confluent_config
 from streams.core.assembly import StreamState

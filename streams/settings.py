@@ -101,8 +101,8 @@ class Settings:
                                         doc="Detect a language from the utterance alone (10-20x cheaper), checking "
                                             "unsure answers with Whisper's full 30 s window; false: always the full window")
     inference_mode: str = env("CALLSTT_INFERENCE_MODE", default="packed",
-                              choices=("single", "batched", "packed"),  # what models.batching implements
-                              doc="How utterances ready at once (across calls) meet the model (models/batching.py): "
+                              choices=("single", "batched", "packed"),  # what models.asr.batching implements
+                              doc="How utterances ready at once (across calls) meet the model (models/asr/batching.py): "
                                   "single (one per model call), batched (one window each, sized by "
                                   "CALLSTT_MIN_WINDOW_S, one batched call) "
                                   "or packed (short utterances of one language share 30 s windows)")
@@ -140,7 +140,7 @@ class Settings:
                                    "matched on the text with spoken digits written as digits")
     phone_region: str = env("CALLSTT_PHONE_REGION", default="US",
                             doc="Region for phone numbers written without a country code (ISO 3166, e.g. US, GB, VN)")
-    # The guard against invented text (models/guard.py): a transcript is dropped when any rule holds.
+    # The guard against invented text (models/text/guard.py): a transcript is dropped when any rule holds.
     guard_min_speech_ratio: float = env("CALLSTT_GUARD_MIN_SPEECH_RATIO", default=0.02,
                                         doc="Drop text when less than this share of the utterance is speech to "
                                             "the VAD (unless the decode is confident); 0 = off")

@@ -49,8 +49,8 @@ def kafka_bootstrap(kafka_cluster: LocalKafka) -> str:
 @pytest.fixture(scope="session")
 def base_model():
     """The packaged multilingual Whisper base model, loaded once through the model store."""
-    from models.faster_whisper_backend import FasterWhisperBackend
-    from models.store import resolve_model
+    from models.asr.faster_whisper_backend import FasterWhisperBackend
+    from models.asr.store import resolve_model
 
     return FasterWhisperBackend(resolve_model("base"), "base", compute_type="int8", cpu_threads=2)
 

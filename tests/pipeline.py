@@ -33,7 +33,7 @@ HEARD_SHARE = 0.7
 def words_recalled(reference: str, hypothesis: str) -> float:
     """The share of the reference's words found in the hypothesis, in order (longest common
     subsequence of the normalized words)."""
-    from models.scoring import normalize
+    from streams.bench.evaluation.scoring import normalize
 
     ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
     if not ref:

@@ -26,7 +26,7 @@ Sections of the report (JSON keys):
   sample rate (``accuracy``; ``callstt bench --accuracy-only`` runs it alone, left out of --quick);
 - ``accuracy_synthetic``: rare-word recall with and without a call vocabulary, redaction
   precision/recall (``redaction_set``), invented transcripts per hour of non-speech with the guard;
-- ``inference_modes``: one utterance per model call vs batched vs packed (models.batching),
+- ``inference_modes``: one utterance per model call vs batched vs packed (models.asr.batching),
   throughput and WER on the same utterances;
 - ``chain`` (``callstt bench --chain`` only): English conversations at live pace through the
   worker, the translator (into Portuguese) and the speaker: per stage and end to end, p50/p95

@@ -124,20 +124,20 @@ def select(clips: Sequence[SpeechClip], per_language: Mapping[str, int] | int | 
 
 
 def synthesized_clips(english: int | None = None, vietnamese: int | None = None) -> list[SpeechClip]:
-    """The bench's espeak sentences (models.synth) as clips: the first N of each language (None: all)."""
-    from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES
+    """The bench's espeak sentences (models.voices.synth) as clips: the first N of each language (None: all)."""
+    from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES
 
     clips = []
     for language, sentences, count in (("en", ENGLISH_SENTENCES, english), ("vi", VIETNAMESE_SENTENCES, vietnamese)):
         for index, sentence in enumerate(sentences[:count]):
-            clips.append(SpeechClip(f"espeak_{language}_{index}", language, sentence, "espeak-ng (models.synth)"))
+            clips.append(SpeechClip(f"espeak_{language}_{index}", language, sentence, "espeak-ng (models.voices.synth)"))
     return clips
 
 
 def clip_audio(clip: SpeechClip, sample_rate: int = PIPELINE_RATE) -> np.ndarray:
     """The clip as mono float32 at `sample_rate` (the file resampled by PyAV, or espeak-ng's speech)."""
     if clip.path is None:
-        from models.synth import synthesize
+        from models.voices.synth import synthesize
 
         return synthesize(clip.reference, clip.language, sample_rate=sample_rate)
     from streams.client.producer import load_audio
@@ -147,8 +147,8 @@ def clip_audio(clip: SpeechClip, sample_rate: int = PIPELINE_RATE) -> np.ndarray
 
 def telephone_band(samples_8k: np.ndarray) -> np.ndarray:
     """8 kHz audio as a phone call carries it: G.711 mu-law, then decoded and resampled to 16 kHz by
-    the worker's own decoder (models.audio), what the model sees of a telephone call."""
-    from models.audio import decode_chunk
+    the worker's own decoder (models.audio.decoding), what the model sees of a telephone call."""
+    from models.audio.decoding import decode_chunk
     from streams.client.producer import encode_samples
 
     payload = encode_samples(samples_8k, TELEPHONE_ENCODING)
@@ -170,7 +170,7 @@ def error_rate(language: str, references: Sequence[str], hypotheses: Sequence[st
     scored one by one; characters without spaces for CER_LANGUAGES. None without a reference word."""
     import jiwer
 
-    from models.scoring import normalize
+    from streams.bench.evaluation.scoring import normalize
 
     pairs = [(_digits_apart(normalize(r, language)), _digits_apart(normalize(h, language)))
              for r, h in zip(references, hypotheses)]
@@ -495,7 +495,7 @@ def lid_by_length(backend, clips: Sequence[SpeechClip], options: AccuracyOptions
         "how": f"pieces of {', '.join(f'{s:g}' for s in options.lengths_s)} s ({options.pieces_per_length} per "
                "length per clip, spread over the clip's speech, clips shorter than a length give none) and the "
                "whole clip; 16k: the clip at 16 kHz; 8k: the clip resampled to 8 kHz, G.711 mu-law, decoded and "
-               "resampled to 16 kHz by the worker's decoder (models.audio); worker: backend.detect_language "
+               "resampled to 16 kHz by the worker's decoder (models.audio.decoding); worker: backend.detect_language "
                "(short window first, full window when unsure); full_window: faster-whisper "
                "WhisperModel.detect_language (one 30 s window)",
     }
@@ -636,11 +636,11 @@ def markdown_lines(section: dict[str, Any]) -> list[str]:
 
 def synthetic_checks(router, settings) -> dict[str, Any]:
     """The project's synthetic sets through the worker's model step (packed, as the worker runs):
-    rare-word recall with and without the call's vocabulary (models/rare_words.py), redaction
+    rare-word recall with and without the call's vocabulary (streams/bench/evaluation/rare_words.py), redaction
     precision and recall (streams/bench/redaction_set.py), invented transcripts per hour of
-    non-speech with the worker's guard (models/guard_report.py)."""
-    from models.guard_report import measure_guard
-    from models.rare_words import measure as measure_rare_words
+    non-speech with the worker's guard (streams/bench/evaluation/guard_report.py)."""
+    from streams.bench.evaluation.guard_report import measure_guard
+    from streams.bench.evaluation.rare_words import measure as measure_rare_words
     from streams.bench.redaction_set import measure_redaction
     from streams.core.pipeline import PipelineConfig
 

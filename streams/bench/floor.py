@@ -31,7 +31,7 @@ def cut_utterances(call: BenchCall, call_id: str, settings) -> tuple[list, float
 
 def call_accuracy(calls: dict[str, BenchCall], texts: dict[str, list[tuple[int, str, str]]]) -> dict[str, Any]:
     """English WER over whole calls (transcripts joined in utterance order) and language-ID accuracy."""
-    from models.scoring import word_error_rate
+    from streams.bench.evaluation.scoring import word_error_rate
 
     refs, hyps, right, total = [], [], 0, 0
     for call_id, call in calls.items():
@@ -121,7 +121,7 @@ def run_inference_modes(router, utterances: list, calls: dict[str, BenchCall], b
 
 
 def _wer_language(calls: dict[str, BenchCall], texts: dict[str, list], language: str) -> float | None:
-    from models.scoring import word_error_rate
+    from streams.bench.evaluation.scoring import word_error_rate
 
     refs = [" ".join(c.sentences) for cid, c in calls.items() if c.language == language]
     hyps = [" ".join(t for _, t, _ in sorted(texts.get(cid, []))) for cid, c in calls.items() if c.language == language]

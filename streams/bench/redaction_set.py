@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from models.batching import InferenceRequest, transcribe_many
-from models.synth import synthesize
+from models.asr.batching import InferenceRequest, transcribe_many
+from models.voices.synth import synthesize
 from streams.core.redaction import PLACEHOLDERS, RedactionConfig, redact
 
 

@@ -130,9 +130,9 @@ def _texts(arrivals: list[Arrival]) -> dict[str, list]:
 
 def run_pipeline(worker: WorkerSubprocess, calls: dict[str, BenchCall], expected: int, floor_s: float,
                  assembly_s: float) -> dict[str, Any]:
-    from streams.client.reader import TranscriptReader
     from streams.client.producer import CallPublisher, ChunkPlan
     from streams.client.publishing import CallInput, CallJob, send_calls
+    from streams.client.reader import TranscriptReader
 
     jobs = [CallJob(call_id, "caller", CallInput(call.name, call.samples, SAMPLE_RATE)) for call_id, call in calls.items()]
     before = worker.metrics()
@@ -284,9 +284,9 @@ def _lag(points: list[tuple[int, float]], lag_values: list[float], missing: int,
 
 def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: int, run_id: str) -> dict[str, Any]:
     """K conversations at real-time pace, staggered starts; latency per transcript and the lag trend."""
-    from streams.client.reader import TranscriptReader
     from streams.client.producer import CallPublisher, ChunkPlan
     from streams.client.publishing import send_calls
+    from streams.client.reader import TranscriptReader
 
     jobs, by_id = _live_jobs(calls, k, seed, run_id)
     # A turn gives one transcript or more (a long one is cut at a pause): read until quiet.

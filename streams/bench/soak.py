@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE
-from models.synth import ENGLISH_SENTENCES, synthesize
+from models.audio.decoding import SAMPLE_RATE
+from models.voices.synth import ENGLISH_SENTENCES, synthesize
 from streams.worker.process import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")

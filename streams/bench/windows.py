@@ -1,5 +1,5 @@
 """`callstt bench --windows`: what an encoder window shorter than Whisper's 30 s costs in accuracy
-and saves in time (the curve behind CALLSTT_MIN_WINDOW_S, models/batching.py).
+and saves in time (the curve behind CALLSTT_MIN_WINDOW_S, models/asr/batching.py).
 
 Every clip of the speech set (real recordings when given, plus espeak sentences) goes through
 `transcribe_many(..., mode="batched", min_window_s=W)` with its language given (the window is
@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from models.batching import InferenceRequest, transcribe_many
+from models.asr.batching import InferenceRequest, transcribe_many
 from streams.bench.accuracy import (TELEPHONE_RATE, SpeechClip, clip_audio, error_rate, synthesized_clips,
                                     telephone_band)
 

@@ -37,7 +37,7 @@ class Synth:
         self.cache: dict[tuple[str, str], np.ndarray] = {}
 
     def __call__(self, text: str, language: str) -> np.ndarray:
-        from models.synth import synthesize
+        from models.voices.synth import synthesize
 
         key = (text, language)
         if key not in self.cache:
@@ -48,7 +48,7 @@ class Synth:
 def make_call(name: str, language: str, rng: random.Random, synth: Synth, sentences: int,
               silence_s: tuple[float, float], lead_s: float = 0.5, min_seconds: float = 0.0) -> BenchCall:
     """A call of `sentences` sentences (or enough to last `min_seconds`), silences drawn from `silence_s`."""
-    from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES
+    from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES
 
     pool = ENGLISH_SENTENCES if language == "en" else VIETNAMESE_SENTENCES
     pieces = [np.zeros(int(lead_s * SAMPLE_RATE), dtype=np.float32)]
@@ -138,7 +138,7 @@ class Conversation:
 def speech_sources(speech_dir=None) -> dict[str, list[SpeechSource]]:
     """What participants say, by language (en, vi): the real recordings of `speech_dir` (None: none)
     when there (clips up to 12 s), else espeak-ng's voice for the project's sentences."""
-    from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
+    from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
     from streams.bench.accuracy import clip_audio, load_speech
 
     sources: dict[str, list[SpeechSource]] = {"en": [], "vi": []}

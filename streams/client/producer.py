@@ -35,7 +35,7 @@ def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
 # --- G.711 and PCM encoding (vectorised) -------------------------------------------------------
 
 def _to_int16(samples: np.ndarray) -> np.ndarray:
-    """The inverse of the decoder's k / 32768 (models/audio.py), rounded: audio that came from
+    """The inverse of the decoder's k / 32768 (models/audio/decoding.py), rounded: audio that came from
     16-bit samples (a WAV file, a phone line) goes through unchanged, not truncated towards zero."""
     return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768.0).astype(np.int16)
 

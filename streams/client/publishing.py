@@ -43,7 +43,7 @@ AUDIO_SUFFIXES = frozenset({
     ".wav", ".wave", ".mp3", ".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".webm",
     ".mka", ".aif", ".aiff", ".au", ".amr", ".gsm", ".caf", ".mp4",
 })
-# The rates `callstt publish` may send (a producer's choice; the worker resamples to models.audio.SAMPLE_RATE).
+# The rates `callstt publish` may send (a producer's choice; the worker resamples to models.audio.decoding.SAMPLE_RATE).
 SAMPLE_RATES = (8000, 16000, 48000)
 
 
@@ -178,7 +178,7 @@ def load_inputs(paths: Iterable[Path | str] = (), say: Iterable[str] = (), langu
     for text in say:
         if not text.strip():
             raise InputError("--say needs some text")
-        from models.synth import SynthesisError, synthesize
+        from models.voices.synth import SynthesisError, synthesize
 
         try:
             samples = synthesize(text, language, sample_rate=sample_rate)

@@ -45,8 +45,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Topic
 from schemas.codec import AvroCodec
 from schemas.errors import CallsttError
 from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus
-from streams.client.reader import TranscriptReader, topic_list
 from streams.client.publishing import ClientErrors, PublishError, check_topic
+from streams.client.reader import TranscriptReader, topic_list
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

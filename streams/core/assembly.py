@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from models.audio import ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms, decode_stream_chunk
-from models.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
-from models.errors import BadChunk
-from models.language_id import LanguageEvidence
-from models.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
-from models.vad import StreamingVad, VadState, shared_vad
+from models.asr.language_id import LanguageEvidence
+from models.audio.decoding import ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms, decode_stream_chunk
+from models.audio.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
+from models.audio.errors import BadChunk
+from models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
+from models.audio.vad import StreamingVad, VadState, shared_vad
 from schemas.records import AudioChunk
 
 # The encoding's number in the header of a held chunk (stored in the table: keep the order).
@@ -73,7 +73,7 @@ class StreamState:
     blocks: list[Block] = field(default_factory=list)
     next_block: int = 0
     utterance_index: int = 0
-    language: dict = field(default_factory=dict)  # the stream's language evidence (models/language_id.py)
+    language: dict = field(default_factory=dict)  # the stream's language evidence (models/asr/language_id.py)
     hint: str = ""
     last_received_ms: int = 0
     # The stream ended (end_of_stream): what is left is this small record, without audio, for
@@ -137,7 +137,7 @@ class Utterance:
     last_received_ts_ms: int
     speech_end_ms: int = 0  # end of its last voiced VAD window, within the stream
     speech_ms: int = 0  # voiced time inside it
-    speculative: bool = False  # cut before its end was sure (models/endpointing.py): never published
+    speculative: bool = False  # cut before its end was sure (models/audio/endpointing.py): never published
     revision: int = 0  # an interim cut of the still open utterance (1, 2, ...): published as an interim
 
     @property

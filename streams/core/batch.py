@@ -1,7 +1,7 @@
 """The table changes of one batch of events, held back until the batch's transcripts are acknowledged.
 
 The agent takes events in batches (so that utterances ready at the same moment, across calls,
-meet the model together: models/batching.py). Within a batch, a stream's second chunk must see
+meet the model together: models/asr/batching.py). Within a batch, a stream's second chunk must see
 what its first chunk did, yet nothing may reach the table before the transcripts that the
 changes lead to are acknowledged (a crash then repeats work, it never skips it). So each event
 reads through this overlay, and the overlay is written to the table once, at the end:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from models.vocabulary import NO_VOCABULARY, Vocabulary
+from models.text.vocabulary import NO_VOCABULARY, Vocabulary
 from schemas.records import CallSettings
 from streams.core.redaction import RedactionConfig
 

@@ -1,6 +1,6 @@
 """Interim transcripts: the words of an utterance while its speaker is still talking.
 
-The endpointer (models/endpointing.py) cuts the open utterance every CALLSTT_PARTIAL_INTERVAL_MS
+The endpointer (models/audio/endpointing.py) cuts the open utterance every CALLSTT_PARTIAL_INTERVAL_MS
 of voiced time (an *interim* cut, revision 1, 2, ...). When the model has room, the worker
 transcribes it, after the batch's finals and in one model call for every call's interims, with
 a shorter encoder window than the final's (the final corrects what it gets wrong), and

@@ -21,7 +21,7 @@ VAD and endpointing per stream (streams/core/assembly.py) through the batch's ov
 store (streams/core/batch.py) -> the call's options (streams/core/call_options.py: its
 `CallSettings` record, kept in the store by `accept_call_settings`, over the worker's
 defaults) -> language choice and the model call in the configured inference mode, with the
-call's vocabulary (models/batching.py) -> the guard against invented text (models/guard.py) -> redaction and Transcript records
+call's vocabulary (models/asr/batching.py) -> the guard against invented text (models/text/guard.py) -> redaction and Transcript records
 (streams/core/redaction.py, streams/core/transcripts.py).
 """
 
@@ -35,20 +35,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from models.batching import PendingUtterance, choose_and_transcribe, split_lanes
-from models.audio import SAMPLE_RATE
-from models.endpointing import EndpointConfig, EndpointState
-from models.errors import BadChunk
-from models.guard import GuardConfig, judge
-from models.routing import LanguageChoice
-from models.vocabulary import Vocabulary
+from models.asr.batching import PendingUtterance, choose_and_transcribe, split_lanes
+from models.asr.routing import LanguageChoice
+from models.audio.decoding import SAMPLE_RATE
+from models.audio.endpointing import EndpointConfig, EndpointState
+from models.audio.errors import BadChunk
+from models.text.guard import GuardConfig, judge
+from models.text.vocabulary import Vocabulary
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk, CallSettings, Transcript
 from streams.client.kafka import avro_codec
 from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
 from streams.core.batch import TableBatch
-from streams.core.interims import Interims, text_of
 from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
+from streams.core.interims import Interims, text_of
 from streams.core.redaction import RedactionConfig, RedactionConfigError
 from streams.core.speculation import Speculations, worth_running
 from streams.core.transcripts import build_transcript, interim_result, redact_result
@@ -72,7 +72,7 @@ class PipelineConfig:
     model_version: str = "base-int8"
     idle_flush_ms: float = 5000.0
     defaults: CallDefaults = field(default_factory=CallDefaults)  # what a call without settings gets
-    guard: GuardConfig = field(default_factory=GuardConfig)  # what counts as invented text (models/guard.py)
+    guard: GuardConfig = field(default_factory=GuardConfig)  # what counts as invented text (models/text/guard.py)
     call_settings_topic: str = "callstt.call-settings"  # the registry subject of the settings kept
     # End of speech -> transcript target: a final past it means the worker is behind, and
     # speculative work waits (streams/core/speculation.py).
@@ -123,7 +123,7 @@ class Rejected:
     reason: str  # stable snake_case code, one of REASONS
     detail: str  # for people
 
-    # Every reason a record is rejected for: the chunk's (models.errors.BadChunk), the frame's
+    # Every reason a record is rejected for: the chunk's (models.audio.errors.BadChunk), the frame's
     # (schemas.codec.DecodeError), a chunk after its stream ended (streams/core/assembly.py), a
     # call-settings record's, and a failure of ours. The worker exports each one's counter from
     # the start, at 0: a reason's first burst then counts as an increase to Prometheus.
@@ -139,7 +139,7 @@ class Transcribed:
     transcript: Transcript | None
     choice: LanguageChoice
     model_seconds: float  # the model call's time shared out by audio length
-    dropped: str | None = None  # why the guard published nothing ("no_speech", "loop", ...: models/guard.py)
+    dropped: str | None = None  # why the guard published nothing ("no_speech", "loop", ...: models/text/guard.py)
 
 
 class Pipeline:
@@ -195,7 +195,7 @@ class Pipeline:
         """Choose each utterance's language and run them all through the model in one go
         (`mode`, default the configured inference mode), each with its call's options
         (`call_settings(call_id)`: the call's record, None for the worker's defaults); the
-        stream's language evidence after it (models/language_id.py) is written to
+        stream's language evidence after it (models/asr/language_id.py) is written to
         `latest(utterance)`, the stream's state as the caller will keep it. A final utterance
         that a speculation foresaw takes its result (streams/core/speculation.py); the
         `speculative` ones run beside the rest when the model has room, and are kept, not
@@ -243,7 +243,7 @@ class Pipeline:
     def _decide(self, router, items: Sequence[tuple[StreamState, Utterance]],
                 call_settings: Callable[[str], CallSettings | None], mode: str | None,
                 min_window_s: float | None = None) -> list:
-        """The model call: every item's language chosen and its words decoded (models.batching.Decided)."""
+        """The model call: every item's language chosen and its words decoded (models.asr.batching.Decided)."""
         if not items:
             return []
         pending = []

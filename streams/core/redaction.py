@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
-from models.results import Word, join_words
+from models.text.results import Word, join_words
 from schemas.errors import CallsttError
 
 KINDS = ("card", "phone", "email", "id")  # "id" = the configured patterns
@@ -108,7 +108,7 @@ class Redaction:
 
     @property
     def text(self) -> str:
-        """The words joined as Whisper joins its text (models.results.join_words)."""
+        """The words joined as Whisper joins its text (models.text.results.join_words)."""
         return join_words(word.text for word in self.words)
 
 

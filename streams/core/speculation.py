@@ -1,6 +1,6 @@
 """Speculative endpoints: the model starts on an utterance before its end is sure.
 
-The endpointer (models/endpointing.py) ends an utterance after CALLSTT_MIN_SILENCE_MS of
+The endpointer (models/audio/endpointing.py) ends an utterance after CALLSTT_MIN_SILENCE_MS of
 silence (600 ms), but the words are all there much earlier. With CALLSTT_SPECULATE_MS set,
 it also cuts the open utterance *speculatively* when its silence reaches that shorter
 threshold; the worker runs the model on it when the model has room, and keeps the result
@@ -33,7 +33,7 @@ NO_AUDIO = np.zeros(0, dtype=np.float32)
 @dataclass(frozen=True)
 class Foreseen:
     utterance: Utterance  # the speculative cut
-    decided: Any  # its models.batching.Decided: the result, the language evidence, the model time
+    decided: Any  # its models.asr.batching.Decided: the result, the language evidence, the model time
 
 
 class Speculations:

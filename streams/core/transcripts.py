@@ -1,5 +1,5 @@
 """From a model result to a Transcript event: redaction, sentences, word timing in the stream.
-(Whether there is anything to publish at all is the guard's call: models/guard.py.) Pure;
+(Whether there is anything to publish at all is the guard's call: models/text/guard.py.) Pure;
 streams/core/pipeline.py calls it."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 
-from models.audio import SAMPLE_RATE
-from models.results import TranscriptionResult, join_words
-from models.routing import LanguageChoice
-from models.sentences import split_sentences
+from models.asr.routing import LanguageChoice
+from models.audio.decoding import SAMPLE_RATE
+from models.text.results import TranscriptionResult, join_words
+from models.text.sentences import split_sentences
 from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
 from streams.core.assembly import Utterance
 from streams.core.redaction import RedactionConfig, redact, shown_in_interim

@@ -4,7 +4,7 @@ A downstream agent (streams/downstream.py: its own consumer group `<app id>-spea
 scales apart from transcription and translation; one record at a time, each acknowledged before
 the next, a failure retried, never skipped; dead letters; /health and /metrics; the calls'
 settings in a table). For each translation worth speaking (OK or PASSTHROUGH, with text), each
-sentence is synthesized in a thread (models/voices.py: the voice the call's settings choose
+sentence is synthesized in a thread (models/voices/backends.py: the voice the call's settings choose
 among the target language's, else the language's default: Piper where configured, espeak-ng
 otherwise) and its AudioChunk events published on the speech topic (CALLSTT_SPEECH_TOPIC, key =
 call ID) before the next sentence is synthesized; all acknowledged before the next record is taken, so a
@@ -45,7 +45,7 @@ STALLED = stalled_gauge(REGISTRY)
 
 
 def create_speech_app(settings: Settings, load_voices) -> faust.App:
-    """`load_voices()`: the models.voices.VoiceRouter (loaded in the synthesis thread at start;
+    """`load_voices()`: the models.voices.backends.VoiceRouter (loaded in the synthesis thread at start;
     /health answers 503 meanwhile)."""
     app = downstream_app(settings, "speak", settings.speaker_web_port)
     # Co-partitioned by call ID: a call's translations meet its settings (its voice) in one partition.
@@ -88,6 +88,6 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
 
 
 def run_speaker(settings: Settings) -> None:
-    from models.voices import load_voices
+    from models.voices.backends import load_voices
 
     run_downstream(settings, create_speech_app(settings, lambda: load_voices(settings.speech_voices)), "speaker")

@@ -1,5 +1,5 @@
 """From a Translation event to the AudioChunk events of its translated leg. Pure apart from the
-synthesizer it is given (models/synth.py: espeak-ng, which speaks most languages).
+synthesizer it is given (models/voices/synth.py: espeak-ng, which speaks most languages).
 
 The audio goes out the way call platforms send it to us: 16 kHz PCM in CHUNK_MS chunks, keyed by
 call ID, on the leg `<stream>><language>` (e.g. `caller>pt`), so a platform plays it back with
@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE
+from models.audio.decoding import SAMPLE_RATE
 from schemas.records import AudioChunk, Translation, TranslationStatus
 from streams.client.producer import ChunkPlan, iter_chunks
 

@@ -7,7 +7,7 @@ transcript topic, the partial (interim) transcript topic and the call-settings t
 by call ID with the same partition count, so a call's settings and transcripts meet in one
 partition) and keeps each call's settings in a table (its changelog acknowledged before the next
 record). For each final transcript: the target languages (streams/translation/core.py), the
-translations in a thread (the backends of models/translation.py), the events published and
+translations in a thread (the backends of models/translation/backends.py), the events published and
 acknowledged before the next record is taken, so a crash repeats a transcript's translations
 (same translation_id), never skips them. For each interim transcript of a call that asks for it
 (`translate_interims`): its stable words, when they grew, to the partial translation topic.
@@ -104,7 +104,7 @@ def observe(event: Any) -> None:
 
 
 def run_translator(settings: Settings) -> None:
-    from models.translation import load_translation_router
+    from models.translation.backends import load_translation_router
 
     run_downstream(settings, create_translation_app(
         settings, lambda: load_translation_router(settings.translation_backends,

@@ -1,5 +1,5 @@
 """From a transcript to its Translation events: which languages, and the events themselves.
-Pure (the backends live in models/translation.py); streams/translation/app.py drives it.
+Pure (the backends live in models/translation/backends.py); streams/translation/app.py drives it.
 
 Interim transcripts are translated only for calls that ask (`translate_interims` in the call's
 settings, else CALLSTT_TRANSLATE_INTERIMS), and only their *stable* words (streams/core/interims.py:
@@ -60,7 +60,7 @@ class StablePrefixes:
 
 
 def translate(transcript: Transcript, targets: Sequence[str], router) -> list[Translation]:
-    """One Translation event per target language (`router`: models.translation.TranslationRouter):
+    """One Translation event per target language (`router`: models.translation.backends.TranslationRouter):
     of the text of a final, of the stable words of an interim."""
     events = []
     text = transcript.text if transcript.is_final else transcript.stable_text

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
-from models.routing import ModelRouter
-from models.store import ModelFileError
+from models.asr.routing import ModelRouter
+from models.asr.store import ModelFileError
 from streams.client.kafka import faust_broker_config
 from streams.client.topics import control_topic
 from streams.core.assembly import StreamState
@@ -33,8 +33,8 @@ from streams.worker.agent import BatchHandler, WorkerIO, now_ms
 from streams.worker.broker_probe import BrokerProbe
 from streams.worker.downstream_view import follow_downstream
 from streams.worker.faust_compat import AcknowledgedTable, hold, release, seek_before_resuming_streams
-from streams.worker.partitions import AudioPartitions
 from streams.worker.idle import idle_requests
+from streams.worker.partitions import AudioPartitions
 from streams.worker.web import WorkerStatus, register_pages
 
 log = logging.getLogger("callstt.worker")

@@ -20,8 +20,8 @@ import time
 from collections.abc import Iterable
 
 from streams.core.retry import FailureWatch
-from streams.worker.faust_compat import topic_partitions
 from streams.settings import Settings
+from streams.worker.faust_compat import topic_partitions
 
 log = logging.getLogger("callstt.worker")
 

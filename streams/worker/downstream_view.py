@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from models.audio import SAMPLE_RATE
+from models.audio.decoding import SAMPLE_RATE
 from schemas.codec import AvroCodec, DecodeError
 from schemas.records import AudioChunk
 from streams.client.kafka import aiokafka_config, avro_codec

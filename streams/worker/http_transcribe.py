@@ -21,7 +21,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
-from models.audio import SAMPLE_RATE
+from models.audio.decoding import SAMPLE_RATE
 from schemas.codec import DecodeError
 from schemas.errors import CallsttError
 from schemas.records import Transcript

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from models.faster_whisper_backend import DecodeOptions, FasterWhisperBackend
-from models.routing import ModelRouter
-from models.store import choose_checkpoint, resolve_model
+from models.asr.faster_whisper_backend import DecodeOptions, FasterWhisperBackend
+from models.asr.routing import ModelRouter
+from models.asr.store import choose_checkpoint, resolve_model
 from streams.settings import Settings
 
 log = logging.getLogger("callstt.worker")
@@ -20,7 +20,7 @@ def build_router(settings: Settings) -> ModelRouter:
 
     The Vietnamese route (USE_PHOWHISPER): CALLSTT_PHOWHISPER_MODEL (a local checkpoint directory, a
     CTranslate2 directory or a hub id; default vinai/PhoWhisper-small) runs as CALLSTT_PHOWHISPER_BACKEND
-    says (models.store.choose_checkpoint). A route that cannot load is logged, explained in
+    says (models.asr.store.choose_checkpoint). A route that cannot load is logged, explained in
     router.notes["vi"] (shown on /models), and Vietnamese falls back to the multilingual model.
     """
     directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
@@ -39,14 +39,14 @@ def build_router(settings: Settings) -> ModelRouter:
         if choice.convert_from is not None:
             log.info("converting PhoWhisper %s to CTranslate2 (%s), once, into %s", reference,
                      settings.phowhisper_quantization, choice.path)
-            from models.convert import convert_checkpoint
+            from models.asr.convert import convert_checkpoint
 
             convert_checkpoint(choice.convert_from, choice.path, settings.phowhisper_quantization, source=reference)
         if choice.kind == "ctranslate2":
             route = FasterWhisperBackend(choice.path, name, settings.device, settings.compute_type,
                                          settings.cpu_threads, options, settings.model_lanes)
         else:
-            from models.transformers_backend import TransformersBackend
+            from models.asr.transformers_backend import TransformersBackend
 
             route = TransformersBackend(choice.path, name, settings.device, settings.torch_dtype,
                                         settings.cpu_threads, options)

@@ -18,12 +18,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlencode
 
-from models.audio import SAMPLE_RATE
+from models.audio.decoding import SAMPLE_RATE
 from schemas.records import Transcript, Translation
 from streams.core.assembly import state_key
+from streams.settings import Settings
 from streams.worker import metrics
 from streams.worker.downstream_view import ClipKey, SpeechClips
-from streams.settings import Settings
 
 LIVE_PAGE = Path(__file__).with_name("live.html")
 
@@ -69,7 +69,7 @@ class WorkerStatus:
         self.watch = None  # streams/core/retry.py FailureWatch: whether the worker is stalled
 
     def on_stream(self, key: str, state) -> None:
-        from models.endpointing import EndpointState
+        from models.audio.endpointing import EndpointState
 
         if state.ended:
             self.forget_stream(key)

@@ -23,8 +23,8 @@ from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionT
     ResourcePatternType, ResourceType
 
 from infra.local.kafka import LocalKafka
-from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES
+from models.voices.synth import ENGLISH_SENTENCES
+from streams.bench.evaluation.scoring import word_error_rate
 from tests.conftest import free_port_pair
 from tests.pipeline import CALLSTT, WorkerProcess, free_port
 

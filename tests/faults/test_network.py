@@ -17,7 +17,7 @@ import pytest
 
 from infra.local.kafka import LocalKafka
 from infra.local.toxiproxy import Toxiproxy
-from models.scoring import word_error_rate
+from streams.bench.evaluation.scoring import word_error_rate
 from tests.conftest import free_port_pair
 from tests.faults.test_worker_crash import PLAN, SENTENCES, call_with_midpoints
 from streams.worker.broker_probe import UNREACHABLE_AFTER_S

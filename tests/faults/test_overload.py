@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from models.synth import ENGLISH_SENTENCES, conversation
+from models.voices.synth import ENGLISH_SENTENCES, conversation
 from streams.client.topics import ensure_topics
 from tests.pipeline import WorkerProcess, by_call
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Message
 
-from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES, conversation
+from models.voices.synth import ENGLISH_SENTENCES, conversation
 from schemas.codec import peek_schema_id
+from streams.bench.evaluation.scoring import word_error_rate
 from streams.client.reader import TranscriptReader
 from tests.faults.test_scaling import stream_calls, worker_lines
 from tests.pipeline import WorkerProcess, by_call

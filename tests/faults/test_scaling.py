@@ -11,8 +11,8 @@ import uuid
 import numpy as np
 import pytest
 
-from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES, conversation
+from models.voices.synth import ENGLISH_SENTENCES, conversation
+from streams.bench.evaluation.scoring import word_error_rate
 from streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from infra.local.kafka import LocalKafka
-from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
+from models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
+from streams.bench.evaluation.scoring import word_error_rate
 from streams.client.kafka import confluent_config
 from streams.settings import Settings
 from tests.conftest import free_port_pair

@@ -12,10 +12,10 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES, synthesize_wav
+from models.voices.synth import ENGLISH_SENTENCES, synthesize_wav
 from schemas.codec import SCHEMAS_DIR, AvroCodec
 from schemas.records import Transcript
+from streams.bench.evaluation.scoring import word_error_rate
 from tests.pipeline import CALLSTT, REPO_ROOT, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration

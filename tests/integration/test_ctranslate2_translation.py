@@ -1,4 +1,4 @@
-"""The ctranslate2 translation backend (models/translation_ct2.py) without any hub: tiny checkpoints
+"""The ctranslate2 translation backend (models/translation/ct2.py) without any hub: tiny checkpoints
 built here, converted with CTranslate2's own converter, served from one directory.
 
 The checkpoints are transformers models with small dimensions and random weights from a fixed seed,
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from models.translation import TranslationRouter, load_translation_router
-from models.translation_ct2 import CT2_DIR_ENV, CTranslate2Backend, TranslationModelError, load_tokenizer
+from models.translation.backends import TranslationRouter, load_translation_router
+from models.translation.ct2 import CT2_DIR_ENV, CTranslate2Backend, TranslationModelError, load_tokenizer
 from streams.settings import Settings
 
 # Building the checkpoints needs transformers and torch: the Vietnamese extra, which CI and scripts/setup

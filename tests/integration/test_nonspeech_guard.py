@@ -1,8 +1,8 @@
-"""The guard (models/guard.py) on the real packaged base model and the synthetic corpus (models/nonspeech.py).
+"""The guard (models/text/guard.py) on the real packaged base model and the synthetic corpus (streams/bench/evaluation/nonspeech.py).
 
 Every clip, at 16 kHz and as a phone line delivers it (8 kHz mu-law), goes through the model
 once, in English (the language a deployment with CALLSTT_LANGUAGES=en transcribes in; language
-detection would double the time: `models.guard_report.measure_guard(backend, language=None)`
+detection would double the time: `streams.bench.evaluation.guard_report.measure_guard(backend, language=None)`
 measures that). Then:
 
 - every non-speech clip: the guard drops whatever the model wrote for it;
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import pytest
 
-from models.guard import GuardConfig, judge, vad_speech_ratio
-from models.guard_report import summarize, transcribe_corpus
-from models.nonspeech import corpus
+from models.text.guard import GuardConfig, judge, vad_speech_ratio
+from streams.bench.evaluation.guard_report import summarize, transcribe_corpus
+from streams.bench.evaluation.nonspeech import corpus
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
+from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
 from schemas.codec import AvroCodec
 from schemas.records import CallSettings
+from streams.bench.evaluation.scoring import word_error_rate
 from streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
@@ -60,7 +60,7 @@ def direct_english_wer(base_model):
 def assert_transcribed_or_dropped(worker, call_id: str, count: int, transcripts) -> None:
     """Every utterance of the call either came out or was dropped by the guard with its reason in
     the worker's log (espeak's Vietnamese is hard for the base model: a decode that loops is
-    dropped as invented text, models/guard.py). Whether a decode loops depends on which
+    dropped as invented text, models/text/guard.py). Whether a decode loops depends on which
     utterances share the model's window (packed inference), so on timing: all of them were
     dropped in one CI run; the Vietnamese route's own tests check that Vietnamese comes out."""
     arrived = {t.utterance_index for t in transcripts}
@@ -323,8 +323,8 @@ def test_a_redacting_call_yields_placeholders_and_none_of_the_digits_while_order
 
 def test_a_call_with_a_vocabulary_gets_its_rare_words_right_more_often(worker):
     """Call settings carry hotwords to the model: the same five sentences with invented brand names
-    and uncommon surnames (models/rare_words.py), one call with the call's vocabulary, one without."""
-    from models.rare_words import RARE_WORD_SET, rare_word_hits
+    and uncommon surnames (streams/bench/evaluation/rare_words.py), one call with the call's vocabulary, one without."""
+    from streams.bench.evaluation.rare_words import RARE_WORD_SET, rare_word_hits
 
     items = [RARE_WORD_SET[i] for i in (0, 1, 4, 6, 10)]  # Zyntra, Kowalczyk, Blissbay, Draxiflo, Quorvex/Fibrelink
     plan = FORMATS["pcm-16k-100ms"]
@@ -438,8 +438,8 @@ def test_a_long_utterance_streamed_in_real_time_gives_interims_then_the_same_fin
     sends it: the worker publishes interims of the open utterance, revision after revision,
     whose stable words never change, before its final; the final is what the final path gives
     with interims off (a replay of the call)."""
+    from models.asr.routing import ModelRouter
     from streams.replay import replay_calls
-    from models.routing import ModelRouter
 
     sentences = ENGLISH_SENTENCES[1:5]
     gap = np.zeros(int(0.2 * 16000), dtype=np.float32)

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from models.routing import ModelRouter
-from models.synth import ENGLISH_SENTENCES, conversation, synthesize
+from models.asr.routing import ModelRouter
+from models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize
 from schemas.records import CallSettings
 from streams.client.producer import ChunkPlan, iter_chunks
 from streams.client.reader import TranscriptReader

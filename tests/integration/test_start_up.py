@@ -22,10 +22,10 @@ from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, 
                                   ResourceType)
 
 from infra.local.kafka import LocalKafka
-from models.scoring import word_error_rate
-from models.store import resolve_model
-from models.synth import synthesize_wav
+from models.asr.store import resolve_model
+from models.voices.synth import synthesize_wav
 from schemas.records import CallSettings
+from streams.bench.evaluation.scoring import word_error_rate
 from streams.client.call_settings import publish_call_settings
 from streams.client.producer import load_audio
 from tests.conftest import free_port_pair

@@ -9,11 +9,11 @@ Random weights say nothing useful, and the pipeline drops empty results (streams
 checkpoint has nothing planted: its garbage exercises the conversion (token parity) and the
 output bound.
 
-(a) transformers backend: structure and timings; (b) conversion with models/convert.py, then the
+(a) transformers backend: structure and timings; (b) conversion with models/asr/convert.py, then the
 faster-whisper backend; (c) the same greedy tokens from transformers and from CTranslate2;
 (d) a Vietnamese call through a real worker names the route's model and backend. Plus: the converted
 route says what the transformers route says. How much faster it is is a measurement, not a test:
-`python -m models.convert ... --benchmark` (models.convert.benchmark) prints it.
+`python -m models.asr.convert ... --benchmark` (models.asr.convert.benchmark) prints it.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import httpx
 import numpy as np
 import pytest
 
-from models.audio import SAMPLE_RATE
-from models.faster_whisper_backend import FasterWhisperBackend, max_new_tokens_for
-from models.store import choose_checkpoint, converted_dir_for, is_ctranslate2_dir, resolve_model
-from models.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
+from models.asr.faster_whisper_backend import FasterWhisperBackend, max_new_tokens_for
+from models.asr.store import choose_checkpoint, converted_dir_for, is_ctranslate2_dir, resolve_model
+from models.audio.decoding import SAMPLE_RATE
+from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
 from streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
@@ -158,7 +158,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def converted(checkpoints, tmp_path_factory) -> dict[str, Path]:
     """Converted with the script's command line, as a user would."""
-    from models.convert import main
+    from models.asr.convert import main
 
     root = tmp_path_factory.mktemp("converted")
     outputs = {"speaking-int8": root / "tiny-vi-ct2-int8", "random-float32": root / "tiny-random-ct2-float32"}
@@ -173,7 +173,7 @@ def vietnamese_audio() -> np.ndarray:
 
 
 def transformers_backend(directory: Path, **kwargs):
-    from models.transformers_backend import TransformersBackend
+    from models.asr.transformers_backend import TransformersBackend
 
     return TransformersBackend(directory, directory.name, cpu_threads=2, **kwargs)
 
@@ -256,7 +256,7 @@ def test_converted_checkpoint_runs_in_the_faster_whisper_backend(checkpoints, co
 
 @needs_torch
 def test_auto_backend_prefers_a_converted_copy_in_the_cache(checkpoints, tmp_path):
-    from models.convert import convert_reference
+    from models.asr.convert import convert_reference
 
     reference = str(checkpoints["speaking"])
     assert choose_checkpoint(reference, "auto", cache_dir=tmp_path).kind == "transformers"
@@ -320,9 +320,9 @@ def test_greedy_decoding_gives_the_same_tokens_in_transformers_and_ctranslate2(c
 @needs_torch
 def test_converted_route_says_what_the_transformers_route_says(checkpoints, converted, vietnamese_audio):
     """Same weights, same utterance: the converted route and the transformers route give the same text.
-    Their speed is not compared here (timings on shared CI machines are noise); `python -m models.convert
+    Their speed is not compared here (timings on shared CI machines are noise); `python -m models.asr.convert
     ... --benchmark` prints it, and this checks only that the benchmark runs both routes and reports them."""
-    from models.convert import benchmark
+    from models.asr.convert import benchmark
 
     checkpoint, converted_dir = checkpoints["speaking"], converted["speaking-int8"]
     assert FasterWhisperBackend(converted_dir, "tiny-vi", cpu_threads=2).transcribe(vietnamese_audio, "vi").text \

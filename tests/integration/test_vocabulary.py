@@ -1,4 +1,4 @@
-"""A call's vocabulary with the real packaged base model: the rare-word set (models/rare_words.py).
+"""A call's vocabulary with the real packaged base model: the rare-word set (streams/bench/evaluation/rare_words.py).
 
 Over the whole set (16 espeak-ng sentences, 18 rare-word occurrences), the call's hotwords must
 raise rare-word recall clearly (not one lucky sentence), and must not cost the rest of the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.rare_words import CALL_VOCABULARY, count_word, measure
+from streams.bench.evaluation.rare_words import CALL_VOCABULARY, count_word, measure
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def test_hotwords_raise_rare_word_recall_packed(packed) -> None:
 
 def test_the_vocabulary_does_not_leak_into_silence(single) -> None:
     """Given as faster-whisper's `hotwords` list, the words came out of 3 s of silence ("Kowalczyk,
-    Kowalczyk, ..."); as a written prompt (models/vocabulary.py) they do not."""
+    Kowalczyk, ..."); as a written prompt (models/text/vocabulary.py) they do not."""
     assert single["non_speech"]["leaked"] == [], single["non_speech"]["with"]
 
 
@@ -72,9 +72,9 @@ def test_a_long_vocabulary_is_cut_to_fit_and_never_fails_the_call(base_model) ->
     utterance used to make faster-whisper refuse the call (alone and packed)."""
     import numpy as np
 
-    from models.batching import InferenceRequest, transcribe_many
-    from models.synth import ENGLISH_SENTENCES, synthesize
-    from models.vocabulary import Vocabulary
+    from models.asr.batching import InferenceRequest, transcribe_many
+    from models.text.vocabulary import Vocabulary
+    from models.voices.synth import ENGLISH_SENTENCES, synthesize
 
     vocabulary = Vocabulary(hotwords=tuple(f"Product{n}x" for n in range(150)), initial_prompt="Support call.")
     long_audio = np.concatenate([synthesize(text, "en") for text in ENGLISH_SENTENCES[:6]])[:20 * 16000]

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from models.scoring import word_error_rate
-from models.synth import ENGLISH_SENTENCES, conversation, synthesize, synthesize_wav
+from models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize, synthesize_wav
+from streams.bench.evaluation.scoring import word_error_rate
 from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks
 from tests.integration.test_pipeline import cut_points
 from tests.pipeline import CALLSTT, REPO_ROOT, WorkerProcess, free_port

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.vocabulary import Vocabulary
+from models.text.vocabulary import Vocabulary
 from schemas.records import CallSettings, StreamSettings
 from streams.core.call_options import CallDefaults, resolve, settings_expired
 from streams.core.pipeline import Pipeline, PipelineConfig, Rejected

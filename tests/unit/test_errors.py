@@ -9,17 +9,17 @@ import pickle
 
 import pytest
 
-from models.errors import BadChunk
+from models.audio.errors import BadChunk
 from schemas.codec import DecodeError
 from schemas.errors import CallsttError
 
 # (module, class, the built-in base it had before CallsttError): `except ValueError` etc. must still catch it.
 PROJECT_ERRORS = [
-    ("models.errors", "BadChunk", ValueError),
-    ("models.synth", "SynthesisError", RuntimeError),
-    ("models.store", "ModelFileError", RuntimeError),
-    ("models.translation_ct2", "TranslationModelError", ValueError),
-    ("models.voices", "VoiceError", ValueError),
+    ("models.audio.errors", "BadChunk", ValueError),
+    ("models.voices.synth", "SynthesisError", RuntimeError),
+    ("models.asr.store", "ModelFileError", RuntimeError),
+    ("models.translation.ct2", "TranslationModelError", ValueError),
+    ("models.voices.backends", "VoiceError", ValueError),
     ("schemas.codec", "DecodeError", ValueError),
     ("schemas.codec", "EncodeError", ValueError),
     ("schemas.codec", "SchemaRegistryUnavailable", RuntimeError),

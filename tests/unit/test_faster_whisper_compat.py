@@ -1,4 +1,4 @@
-"""What models/faster_whisper_compat.py uses of faster-whisper below its public API still exists.
+"""What models/asr/faster_whisper_compat.py uses of faster-whisper below its public API still exists.
 
 An upgrade that renames one must fail here, by name, not as batched transcription that breaks
 at the first call in a worker."""
@@ -18,7 +18,7 @@ def test_the_batched_pipeline_step_takes_features_tokenizer_metadata_and_options
 
 
 def test_transcription_options_have_exactly_the_fields_the_compat_module_passes():
-    source = inspect.getsource(__import__("models.faster_whisper_compat", fromlist=["x"]).forward_windows)
+    source = inspect.getsource(__import__("models.asr.faster_whisper_compat", fromlist=["x"]).forward_windows)
     passed = {name for name in (f.name for f in dataclasses.fields(TranscriptionOptions)) if f"{name}=" in source}
     assert passed == {f.name for f in dataclasses.fields(TranscriptionOptions)}
 

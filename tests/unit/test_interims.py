@@ -1,4 +1,4 @@
-"""Interim cuts and their stable prefix (models/endpointing.py, streams/core/interims.py): pure logic, no model."""
+"""Interim cuts and their stable prefix (models/audio/endpointing.py, streams/core/interims.py): pure logic, no model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.endpointing import WINDOW_SAMPLES, EndpointConfig, Endpointer, EndpointState
+from models.audio.endpointing import WINDOW_SAMPLES, EndpointConfig, Endpointer, EndpointState
 from schemas.records import TranscriptWord
 from streams.core.assembly import Utterance
 from streams.core.interims import Interims, choose, text_of

@@ -1,4 +1,4 @@
-"""A stream's language from its utterances together (models/language_id.py, models/routing.py): pure,
+"""A stream's language from its utterances together (models/asr/language_id.py, models/asr/routing.py): pure,
 with a stand-in detector that answers what each test says the model heard."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 
-from models.language_id import COMMIT_SECONDS, LanguageEvidence
-from models.routing import ModelRouter
+from models.asr.language_id import COMMIT_SECONDS, LanguageEvidence
+from models.asr.routing import ModelRouter
 from streams.core.assembly import StreamState
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.routing import best_allowed
+from models.asr.routing import best_allowed
 from streams.settings import Settings
 
 RANKED = [("th", 0.46), ("vi", 0.30), ("en", 0.10), ("zh", 0.14)]

@@ -1,4 +1,4 @@
-"""The PhoWhisper route's settings and checkpoint choice (models.store.choose_checkpoint), on fake
+"""The PhoWhisper route's settings and checkpoint choice (models.asr.store.choose_checkpoint), on fake
 directories: which directory and backend a reference leads to, without loading anything."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from models.store import (ModelFileError, check_model_dir, choose_checkpoint, converted_dir_for, find_converted,
+from models.asr.store import (ModelFileError, check_model_dir, choose_checkpoint, converted_dir_for, find_converted,
                           is_ctranslate2_dir, is_transformers_checkpoint)
-from models.transformers_backend import SEGMENT_LEVEL_NOTE, resolve_dtype, spread_over
+from models.asr.transformers_backend import SEGMENT_LEVEL_NOTE, resolve_dtype, spread_over
 from streams.settings import Settings
 
 
@@ -52,7 +52,7 @@ def test_directory_kinds(tmp_path):
     (not_whisper / "model.safetensors").write_bytes(b"\0")
     assert not is_transformers_checkpoint(not_whisper)
     # The faster-whisper model store points a transformers checkpoint to the converter.
-    with pytest.raises(ModelFileError, match="transformers checkpoint.*models.convert"):
+    with pytest.raises(ModelFileError, match="transformers checkpoint.*models.asr.convert"):
         check_model_dir(checkpoint)
 
 

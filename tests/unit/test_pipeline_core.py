@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.sequencing import SequenceState
-from models.synth import ENGLISH_SENTENCES, conversation
+from models.audio.sequencing import SequenceState
+from models.voices.synth import ENGLISH_SENTENCES, conversation
 from schemas.codec import AvroCodec
 from streams.client.producer import ChunkPlan, iter_chunks
 from streams.core.assembly import StreamState, state_key

@@ -7,7 +7,7 @@ import re
 import phonenumbers
 import pytest
 
-from models.results import Word
+from models.text.results import Word
 from schemas.errors import CallsttError
 from streams.core.redaction import (
     Redaction,

@@ -1,5 +1,5 @@
-from models.results import Word
-from models.sentences import split_sentences
+from models.text.results import Word
+from models.text.sentences import split_sentences
 
 
 def words(*items):

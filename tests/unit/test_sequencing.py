@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.errors import BadChunk
-from models.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
+from models.audio.errors import BadChunk
+from models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
 
 
 def run(sequencer: Sequencer, seqs, state: SequenceState | None = None, duration_ms: float = 20.0):

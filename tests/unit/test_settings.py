@@ -46,7 +46,7 @@ def test_inference_modes_offered_are_the_modes_batching_implements():
 
     import numpy as np
 
-    from models.batching import InferenceRequest, transcribe_many
+    from models.asr.batching import InferenceRequest, transcribe_many
 
     class Backend:
         def transcribe(self, audio, language, vocabulary=None):

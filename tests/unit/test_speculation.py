@@ -11,7 +11,7 @@ from streams.core.speculation import Speculations, worth_running
 
 
 @dataclass(frozen=True)
-class FakeDecided:  # the fields of models.batching.Decided that the bookkeeping reads
+class FakeDecided:  # the fields of models.asr.batching.Decided that the bookkeeping reads
     text: str
     model_seconds: float = 0.5
 

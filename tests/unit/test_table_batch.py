@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from models.synth import ENGLISH_SENTENCES, conversation
+from models.voices.synth import ENGLISH_SENTENCES, conversation
+from streams.client.producer import ChunkPlan, iter_chunks
 from streams.core.assembly import StreamAssembler, StreamState, state_key
 from streams.core.batch import TableBatch
-from streams.client.producer import ChunkPlan, iter_chunks
 
 
 class Event:

@@ -1,4 +1,4 @@
-"""Translation routing with the real packaged English<->Portuguese models (models/translation.py)
+"""Translation routing with the real packaged English<->Portuguese models (models/translation/backends.py)
 and the choice of target languages (streams/translation/core.py). No mocks for the model: the
 router is built once per module (about 0.6 s for both directions), each sentence takes ~10 ms."""
 
@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 
-from models.translation import (BergamotBackend, TranslationRouter, base_code, load_translation_router,
+from models.translation.backends import (BergamotBackend, TranslationRouter, base_code, load_translation_router,
                                 sentences_of)
-from models.translation_ct2 import (NLLB_CODES, TranslationModelError, declared_pair, find_models, language_token,
+from models.translation.ct2 import (NLLB_CODES, TranslationModelError, declared_pair, find_models, language_token,
                                     languages_in, pair_from_name, read_model_folder, route_table, token_style)
 from schemas.records import CallSettings, StreamSettings, Transcript, TranslationStatus
 from streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
@@ -161,7 +161,7 @@ def test_an_interim_is_translated_by_its_stable_words_with_its_finals_id_and_rev
     assert (final.is_final, final.revision) == (True, 0) and "amanhã" in final.text.lower()
 
 
-# --- the ctranslate2 backend's pure logic (models/translation_ct2.py); real converted models:
+# --- the ctranslate2 backend's pure logic (models/translation/ct2.py); real converted models:
 # tests/integration/test_ctranslate2_translation.py ------------------------------------------------
 
 def fake_model(folder, vocabulary, pair=None):

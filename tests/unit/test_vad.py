@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.audio import SAMPLE_RATE
-from models.synth import synthesize
-from models.vad import WINDOW_SAMPLES, StreamingVad, VadState, shared_vad
+from models.audio.decoding import SAMPLE_RATE
+from models.audio.vad import WINDOW_SAMPLES, StreamingVad, VadState, shared_vad
+from models.voices.synth import synthesize
 
 SILENCE_S = 1.0
 

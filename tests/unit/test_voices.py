@@ -1,4 +1,4 @@
-"""The speech agent's voice choice (models/voices.py): CALLSTT_SPEECH_VOICES parsed, a configured
+"""The speech agent's voice choice (models/voices/backends.py): CALLSTT_SPEECH_VOICES parsed, a configured
 voice per language, espeak-ng for the others, clear errors for what cannot work."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.voices import EspeakVoice, PiperVoice, VoiceError, VoiceRouter, parse_voices, voice_from
+from models.voices.backends import EspeakVoice, PiperVoice, VoiceError, VoiceRouter, parse_voices, voice_from
 
 
 def test_the_setting_names_a_voice_per_language():

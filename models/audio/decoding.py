@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import BadChunk
+from models.audio.errors import BadChunk
 from schemas.records import Encoding
 
 # The one sample rate of the models' input: every Whisper backend, the VAD and the audio the worker

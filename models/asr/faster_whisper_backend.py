@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE
-from models.results import Segment, TranscriptionResult, Word
-from models.routing import allowed_ranking
-from models.store import ModelFileError
-from models.vocabulary import NO_VOCABULARY, Vocabulary
+from models.asr.routing import allowed_ranking
+from models.asr.store import ModelFileError
+from models.audio.decoding import SAMPLE_RATE
+from models.text.results import Segment, TranscriptionResult, Word
+from models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class DecodeOptions:
     fast_language_detection: bool = True  # short-window detection first (see SURE_SHORT_DETECTION)
 
 
-# A call's vocabulary (models/vocabulary.py) is cut to this many tokens: prompt and output share
+# A call's vocabulary (models/text/vocabulary.py) is cut to this many tokens: prompt and output share
 # the decoder's 448 positions, and faster-whisper refuses a call whose sum exceeds them.
 MAX_PROMPT_TOKENS = 160
 
@@ -93,7 +93,7 @@ class FasterWhisperBackend:
         }
 
     def prompt(self, vocabulary: Vocabulary) -> tuple[str | None, int]:
-        """The vocabulary's prompt (models/vocabulary.py) cut to MAX_PROMPT_TOKENS, and its length
+        """The vocabulary's prompt (models/text/vocabulary.py) cut to MAX_PROMPT_TOKENS, and its length
         in tokens (None, 0: no vocabulary)."""
         text = vocabulary.prompt_text()
         if not text:
@@ -108,7 +108,7 @@ class FasterWhisperBackend:
 
     def language_ranking(self, audio: np.ndarray, allowed: Collection[str] = ()) -> list[tuple[str, float]]:
         """Whisper's language distribution for the audio, best first, among `allowed` when given
-        (masked and renormalised: models.routing.allowed_ranking). The short window first; the
+        (masked and renormalised: models.asr.routing.allowed_ranking). The short window first; the
         full 30 s window when the short one is unsure (below SURE_SHORT_DETECTION)."""
         with self._lock:
             if self.options.fast_language_detection:

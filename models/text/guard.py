@@ -18,7 +18,7 @@ or the reason code of the first rule that drops it. The rules, in the order they
 - "no_speech": Whisper's own rule, the model sure there was no speech
   (no_speech_prob > 0.6) and its decode weak (avg_logprob < -1.0). Catches: the
   model's doubtful inventions. Cannot: confident inventions (most of them).
-- "low_speech_ratio": Silero VAD (models/vad.py, a fresh state for the utterance)
+- "low_speech_ratio": Silero VAD (models/audio/vad.py, a fresh state for the utterance)
   finds speech in less than `min_speech_ratio` (2%) of the utterance's 32 ms windows,
   a window counting as speech at probability `vad_threshold` (0.35: Silero's own
   "speech continues" level, below the endpointer's 0.5, because narrowband short
@@ -41,12 +41,12 @@ for speech (hold music with vocals, background TV, cross-talk), or one appended 
 speech in the same utterance ("... my address. Thank you."): the guard keeps or drops
 a whole utterance, it does not edit text.
 
-Where it stands in the pipeline: the endpointer (models/endpointing.py: Silero at 0.5,
+Where it stands in the pipeline: the endpointer (models/audio/endpointing.py: Silero at 0.5,
 at least 250 ms of voiced windows) already keeps most silence, noise and tones away from
 the model. The guard is the second line, for what still reaches it: utterances the VAD
 was half fooled by, loops and repeats on real audio, max-length cuts and flushes, and
 paths that transcribe without the endpointer (replays, benchmarks, whole files).
-models/guard_report.py measures it on the corpus of models/nonspeech.py.
+streams/bench/evaluation/guard_report.py measures it on the corpus of streams/bench/evaluation/nonspeech.py.
 
 Cost: the text rules are microseconds; the VAD runs once per utterance that passes
 them, one onnxruntime call over all its windows (about 3 ms for a 2-8 s utterance and
@@ -68,7 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.results import TranscriptionResult
+from models.text.results import TranscriptionResult
 
 REASONS = ("empty", "loop", "repetition", "no_speech", "low_speech_ratio", "hallucination_phrase")
 
@@ -167,7 +167,7 @@ def is_hallucination_phrase(text: str, phrases: tuple[str, ...] = HALLUCINATION_
 def vad_speech_ratio(audio: np.ndarray, threshold: float = GuardConfig.vad_threshold) -> float:
     """Share of the audio's 32 ms windows that Silero scores `threshold` or more, from a fresh
     VAD state (one onnxruntime call for the whole utterance). 0.0 for audio under one window."""
-    from models.vad import VadState, shared_vad
+    from models.audio.vad import VadState, shared_vad
 
     probabilities, _ = shared_vad().process(np.asarray(audio, dtype=np.float32), VadState())
     return float(np.mean(probabilities >= threshold)) if len(probabilities) else 0.0

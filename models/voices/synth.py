@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE
+from models.audio.decoding import SAMPLE_RATE
 from schemas.errors import CallsttError
 
 VOICES = {"en": "en-us", "vi": "vi"}

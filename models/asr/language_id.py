@@ -65,7 +65,7 @@ class LanguageEvidence:
 
     def restricted(self, allowed) -> "LanguageEvidence":
         """The pool masked to the `allowed` languages and renormalised (as detection is, in
-        models.routing.allowed_ranking); a committed language outside them is dropped."""
+        models.asr.routing.allowed_ranking); a committed language outside them is dropped."""
         if not allowed:
             return self
         kept = [(language, weight) for language, weight in self.pool if language in allowed]

@@ -11,7 +11,7 @@ A reference is one of
 The Vietnamese (PhoWhisper) route also takes transformers Whisper checkpoints
 (`choose_checkpoint`): a local checkpoint directory or a hub id such as
 vinai/PhoWhisper-small, run through transformers, or its CTranslate2 conversion
-(`models/convert.py`), which lives in the cache under converted/ and is preferred when present.
+(`models/asr/convert.py`), which lives in the cache under converted/ and is preferred when present.
 
 Every failure is a ModelFileError that names the file and says what to do.
 """
@@ -149,9 +149,9 @@ def check_model_dir(path: Path) -> Path:
         if not file.is_file():
             if is_transformers_checkpoint(path):
                 raise ModelFileError(f"{path} is a transformers checkpoint, not a CTranslate2 model: convert it "
-                                     f"with `python -m models.convert {path}` (or use it as the PhoWhisper route)")
+                                     f"with `python -m models.asr.convert {path}` (or use it as the PhoWhisper route)")
             raise ModelFileError(f"{file} is missing: the model directory is incomplete; copy the whole "
-                                 f"model again or convert it with `python -m models.convert`")
+                                 f"model again or convert it with `python -m models.asr.convert`")
         if file.stat().st_size == 0:
             raise ModelFileError(f"{file} is empty: the model directory is damaged; copy the model again")
     if not any((path / name).is_file() for name in VOCABULARY_FILES):
@@ -201,7 +201,7 @@ class CheckpointChoice:
 
 
 def is_ctranslate2_dir(path: Path) -> bool:
-    """A CTranslate2 model directory (what faster-whisper loads and `models.convert` writes)."""
+    """A CTranslate2 model directory (what faster-whisper loads and `models.asr.convert` writes)."""
     return (path.is_dir() and all((path / name).is_file() for name in REQUIRED_FILES)
             and any((path / name).is_file() for name in VOCABULARY_FILES))
 
@@ -301,7 +301,7 @@ def download_checkpoint(reference: str, cache_dir: Path, allow_hub: bool) -> Pat
         raise ModelFileError(
             f"checkpoint '{reference}' would be downloaded from the Hugging Face hub, which is disabled: set "
             f"CALLSTT_ALLOW_HUB_DOWNLOAD=true to allow it, or give a local checkpoint directory, or convert it "
-            f"once where the hub is reachable (`python -m models.convert {reference} --allow-hub`)"
+            f"once where the hub is reachable (`python -m models.asr.convert {reference} --allow-hub`)"
         )
     try:
         from huggingface_hub import list_repo_files, snapshot_download

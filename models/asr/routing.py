@@ -1,5 +1,5 @@
 """Language routing: which backend and model transcribe an utterance, and which language it is in
-(the stream's evidence: models/language_id.py).
+(the stream's evidence: models/asr/language_id.py).
 
 The routing table maps a language to a backend: Vietnamese goes to the PhoWhisper route
 when one is configured and loaded, everything else (and Vietnamese without PhoWhisper)
@@ -16,9 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from models.language_id import LanguageEvidence
-from models.results import TranscriptionResult
-from models.vocabulary import NO_VOCABULARY, Vocabulary
+from models.asr.language_id import LanguageEvidence
+from models.text.results import TranscriptionResult
+from models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ class ModelRouter:
         """The chunk's hint wins; then the stream's committed language (when still allowed);
         otherwise detect, among the `allowed` languages when given (e.g. a call restricted to vi
         and en), pool the detection with the stream's earlier ones and take the pool's best
-        (models/language_id.py). Returns the choice and the stream's evidence after it."""
-        from models.audio import SAMPLE_RATE
+        (models/asr/language_id.py). Returns the choice and the stream's evidence after it."""
+        from models.audio.decoding import SAMPLE_RATE
 
         if hint:
             return LanguageChoice(hint, 1.0, "hint"), evidence

@@ -1,4 +1,4 @@
-"""The rare-word test set: does a call's vocabulary (models/vocabulary.py) get names and product
+"""The rare-word test set: does a call's vocabulary (models/text/vocabulary.py) get names and product
 words spelled right, and what does it cost the rest of the transcript?
 
 `RARE_WORD_SET` is 16 short English sentences as an agent or a customer says them on a support call,
@@ -6,7 +6,7 @@ each with one or two words the packaged base model rarely spells right unaided: 
 product names (Zyntra, Quorvex, Blissbay, ...), uncommon surnames (Kowalczyk, Nguyen-Hartley,
 Okonkwo, ...) and one account term (chargeback). `HOTWORDS` is every rare word of the set, once, in
 order: what a call platform would send for such a call. `measure` speaks every sentence with
-espeak-ng (models/synth.py; one call per sentence, cached for the process), transcribes the set
+espeak-ng (models/voices/synth.py; one call per sentence, cached for the process), transcribes the set
 without and with a vocabulary, and reports rare-word recall and the general WER of both.
 
 How the set was chosen (honest, not cherry-picked to a 0 % baseline): candidates were run through
@@ -23,7 +23,7 @@ the base model (int8, greedy, as the worker runs it) without and with the vocabu
 
 What it showed (base, int8, greedy, 2 threads; rare-word recall / WER, without -> with), first as
 faster-whisper's `hotwords` option, which the project then left for a written prompt
-(models/vocabulary.py; with it: 0.17 -> 0.83 / 0.246 -> 0.103 single, 0.11 -> 0.83 / 0.222 ->
+(models/text/vocabulary.py; with it: 0.17 -> 0.83 / 0.246 -> 0.103 single, 0.11 -> 0.83 / 0.222 ->
 0.064 packed, nothing out of silence):
 - hotwords, one utterance per call: 0.17 -> 0.83 / 0.246 -> 0.191;
 - hotwords, packed: 0.11 -> 0.89 / 0.222 -> 0.064;
@@ -39,7 +39,7 @@ part of a longer word: "Zyntra" is not found in "Zyntras" or in "Nguyen-Zyntra".
 matches written with its hyphen, with spaces instead ("Nguyen Hartley") or run together
 ("NguyenHartley"); a one-word rare word must come as one word ("charge back" misses "chargeback").
 
-General WER is models.scoring.word_error_rate over the whole set (Whisper's English normalizer),
+General WER is streams.bench.evaluation.scoring.word_error_rate over the whole set (Whisper's English normalizer),
 so rare words count in it too; the with/without difference shows what the vocabulary costs (words
 the prompt pulls in, text continued after the speech ends).
 
@@ -47,7 +47,7 @@ the prompt pulls in, text continued after the speech ends).
 quiet comfort-noise hiss) without and with the vocabulary and reports any rare word that comes out
 of them: a prompt can leak into the transcript of a silent stretch.
 
-    from models.rare_words import measure
+    from streams.bench.evaluation.rare_words import measure
     report = measure(router, mode="packed")   # default vocabulary: Vocabulary(hotwords=HOTWORDS), as a prompt
     report["with"]["recall"], report["without"]["recall"], report["with"]["wer"], report["without"]["wer"]
 """
@@ -62,8 +62,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.audio import SAMPLE_RATE
-from models.vocabulary import NO_VOCABULARY, Vocabulary
+from models.audio.decoding import SAMPLE_RATE
+from models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 LANGUAGE = "en"
 
@@ -174,7 +174,7 @@ def leaked_words(text: str, vocabulary: Vocabulary) -> list[str]:
 @lru_cache(maxsize=None)
 def sentence_audio(text: str) -> np.ndarray:
     """`text` spoken by espeak-ng at the models' rate, synthesised once per process (read-only)."""
-    from models.synth import synthesize
+    from models.voices.synth import synthesize
 
     audio = synthesize(text, LANGUAGE)
     audio.setflags(write=False)
@@ -193,9 +193,9 @@ def non_speech_clips(seconds: float = 3.0) -> dict[str, np.ndarray]:
 
 def transcribe_set(backend_or_router, vocabulary: Vocabulary = NO_VOCABULARY, mode: str = "single",
                    items: tuple[RareWordItem, ...] = RARE_WORD_SET) -> list[str]:
-    """The hypotheses for `items`, all sent in one models.batching.transcribe_many (so "packed"
+    """The hypotheses for `items`, all sent in one models.asr.batching.transcribe_many (so "packed"
     shares windows between sentences: one call, one vocabulary)."""
-    from models.batching import InferenceRequest, transcribe_many
+    from models.asr.batching import InferenceRequest, transcribe_many
 
     requests = [InferenceRequest(sentence_audio(item.text), LANGUAGE, vocabulary) for item in items]
     return [result.text for result in transcribe_many(backend_or_router, requests, mode=mode)]
@@ -203,7 +203,7 @@ def transcribe_set(backend_or_router, vocabulary: Vocabulary = NO_VOCABULARY, mo
 
 def score(hypotheses: list[str], items: tuple[RareWordItem, ...] = RARE_WORD_SET) -> dict:
     """Rare-word recall and general WER of hypotheses for `items` (in order)."""
-    from models.scoring import word_error_rate
+    from streams.bench.evaluation.scoring import word_error_rate
 
     if len(hypotheses) != len(items):
         raise ValueError(f"{len(items)} sentences but {len(hypotheses)} hypotheses")
@@ -225,7 +225,7 @@ def measure(backend_or_router, mode: str = "single", vocabulary: Vocabulary | No
             non_speech: bool = True, items: tuple[RareWordItem, ...] = RARE_WORD_SET) -> dict:
     """Rare-word recall and general WER of the set without and with `vocabulary`
     (default `CALL_VOCABULARY`), transcribed as `mode` says ("single", "batched" or "packed",
-    models.batching.transcribe_many). A JSON-ready dict:
+    models.asr.batching.transcribe_many). A JSON-ready dict:
 
         {"mode", "sentences", "vocabulary": {"hotwords", "initial_prompt"},
          "without": {"recall", "found", "occurrences", "missed", "wer", "seconds"},
@@ -255,7 +255,7 @@ def measure(backend_or_router, mode: str = "single", vocabulary: Vocabulary | No
     report["recall_gain"] = round(report["with"]["recall"] - report["without"]["recall"], 4)
     report["wer_change"] = round(report["with"]["wer"] - report["without"]["wer"], 4)
     if non_speech:
-        from models.batching import InferenceRequest, transcribe_many
+        from models.asr.batching import InferenceRequest, transcribe_many
 
         clips = non_speech_clips()
         texts = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.results import Word
+from models.text.results import Word
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 

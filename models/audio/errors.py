@@ -13,7 +13,7 @@ from schemas.errors import CallsttError
 class BadChunk(CallsttError, ValueError):
     """One audio chunk cannot be used; `reason` says why in one stable snake_case word group."""
 
-    # The codes raised by this project (models.audio and models.sequencing); listed so a
+    # The codes raised by this project (models.audio.decoding and models.audio.sequencing); listed so a
     # dead-letter consumer or a test can check it knows every one.
     REASONS = frozenset({
         "unknown_encoding", "bad_sample_rate", "bad_channels", "partial_sample",

@@ -6,12 +6,12 @@ on), which biases it towards those spellings without forcing them.
     .prompt_text() -> "Support call about a Zyntra router. Names and terms: Zyntra, Kowalczyk."
 
 Both reach the model as one written prompt (`prompt_text`), not as faster-whisper's separate
-`hotwords` option: on the project's rare-word set (models/rare_words.py) the same words as a
+`hotwords` option: on the project's rare-word set (streams/bench/evaluation/rare_words.py) the same words as a
 written sentence gave the same or better recall, a lower WER, and, unlike a bare hotword
 list, never leaked into silence ("Kowalczyk, Kowalczyk, ..." on 3 s of silence). The backend
 caps the prompt's length so that prompt and output fit Whisper's 448-token decoder
-(models/faster_whisper_backend.py). Utterances share a packed window only with the same
-vocabulary (models/batching.py): one window has one prompt.
+(models/asr/faster_whisper_backend.py). Utterances share a packed window only with the same
+vocabulary (models/asr/batching.py): one window has one prompt.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ encoder, even in its BatchedInferencePipeline; CTranslate2's encoder itself take
 inputs. `forward_windows` runs the batched pipeline's own per-batch step
 (`BatchedInferencePipeline.forward`: encode, greedy or beam decode, timestamps, word
 alignment) on features that the caller padded to a window of its choosing
-(models/batching.py, the window policy). tests/unit/test_faster_whisper_compat.py fails if an
+(models/asr/batching.py, the window policy). tests/unit/test_faster_whisper_compat.py fails if an
 upgrade removes or renames what this module relies on.
 """
 
@@ -37,7 +37,7 @@ def forward_windows(model, windows: np.ndarray, durations: Sequence[float], lang
 
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
     # The values faster-whisper's BatchedInferencePipeline.transcribe uses for greedy decoding
-    # at temperature 0 with the worker's settings (models/batching.py _run_clips).
+    # at temperature 0 with the worker's settings (models/asr/batching.py _run_clips).
     options = TranscriptionOptions(
         beam_size=beam_size, best_of=5, patience=1, length_penalty=1, repetition_penalty=1,
         no_repeat_ngram_size=0, log_prob_threshold=-1.0, no_speech_threshold=0.6,

