@@ -490,21 +490,16 @@ def _librdkafka_stderr_silenced():
         os.close(saved)
 
 
-def changelog_topic(settings: Settings) -> str:
-    """The worker's table changelog (Faust names it <app_id>-<table>-changelog)."""
-    return f"{settings.app_id}-streams-changelog"
-
-
 def _describe_topics(admin, settings: Settings, timeout: float) -> None:
     from confluent_kafka import KafkaError, KafkaException, TopicCollection
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    from streams.client.topics import project_topics
+    from streams.client.topics import project_topics, worker_changelog_topic
 
     names = [spec.name for spec in project_topics(settings)]
     existing = admin.list_topics(timeout=timeout).topics
-    if changelog_topic(settings) in existing:
-        names.append(changelog_topic(settings))
+    if worker_changelog_topic(settings) in existing:
+        names.append(worker_changelog_topic(settings))
     present = [name for name in names if name in existing]
     descriptions = admin.describe_topics(TopicCollection(present), request_timeout=timeout) if present else {}
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in present]

@@ -100,10 +100,12 @@ def changelog_records(worker: WorkerSubprocess) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     from streams.client.kafka import confluent_config
+    from streams.client.topics import worker_changelog_topic
     from streams.settings import Settings
 
-    topic = f"{worker.name}-streams-changelog"
-    consumer = Consumer(confluent_config(Settings.from_env(worker.env()), **{"group.id": f"{worker.name}-soak"}))
+    settings = Settings.from_env(worker.env())
+    topic = worker_changelog_topic(settings)
+    consumer = Consumer(confluent_config(settings, **{"group.id": f"{worker.name}-soak"}))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)

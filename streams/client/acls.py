@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
                                    ResourceType)
 
-from streams.client.topics import admin_config, control_topic, project_topics
+from streams.client.topics import admin_config, control_topic, project_topics, worker_changelog_topic
 from streams.settings import Settings
 
 READ, WRITE, DESCRIBE, CREATE = "Read", "Write", "Describe", "Create"
@@ -43,9 +43,9 @@ ROLES = {
 
 @dataclass(frozen=True)
 class Grant:
-    """Operations allowed on one resource (a topic, a group or the cluster)."""
+    """Operations allowed on one resource (a topic or a consumer group)."""
 
-    resource: str  # "topic", "group", "cluster"
+    resource: str  # "topic" or "group"
     name: str
     operations: tuple[str, ...]
     pattern: str = "literal"  # or "prefixed": every name that starts with `name`
@@ -78,7 +78,7 @@ def grants(settings: Settings, role: str, replay_topic: str | None = None) -> li
             topic(s.partial_topic, *write),
             topic(s.dead_letter_topic, *write),
             topic(s.translation_topic, *read), topic(s.speech_topic, *read),  # the live page
-            changelogs(f"{app}-streams-changelog"),
+            changelogs(worker_changelog_topic(s)),
             Grant("group", app, (READ,)),
         ],
         "translator": [
@@ -101,7 +101,7 @@ def grants(settings: Settings, role: str, replay_topic: str | None = None) -> li
                    topic(replay_topic or f"{s.transcript_topic}.replay", WRITE, DESCRIBE, CREATE),
                    Grant("group", "callstt-replay-", (READ,), "prefixed")],
         "admin": [topic(name, CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS)
-                  for name in [spec.name for spec in project_topics(s)] + [f"{app}-streams-changelog"]]
+                  for name in [spec.name for spec in project_topics(s)] + [worker_changelog_topic(s)]]
                  + [topic(f"{app}-{suffix}-", CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, pattern="prefixed")
                     for suffix in ("translate", "speak")]
                  + [topic(s.dead_letter_topic, READ)]  # inspecting bad records
@@ -127,11 +127,11 @@ def kafka_acls_commands(principal_name: str, role_grants: list[Grant], bootstrap
     """The `kafka-acls.sh` commands that give `principal_name` ("User:callstt-worker") these grants."""
     commands = []
     for grant in role_grants:
-        target = {"topic": f"--topic {grant.name}", "group": f"--group {grant.name}", "cluster": "--cluster"}
+        target = f"--{grant.resource} {grant.name}"
         operations = " ".join(f"--operation {operation}" for operation in grant.operations)
         pattern = " --resource-pattern-type prefixed" if grant.pattern == "prefixed" else ""
         commands.append(f"kafka-acls.sh --bootstrap-server {bootstrap} --add --allow-principal {principal_name} "
-                        f"{operations} {target[grant.resource]}{pattern}")
+                        f"{operations} {target}{pattern}")
     return commands
 
 
@@ -143,8 +143,7 @@ def strimzi_kafka_user(user: str, cluster: str, role: str, role_grants: list[Gra
                                               "app.kubernetes.io/component": role}},
         "spec": {"authentication": {"type": "scram-sha-512"},
                  "authorization": {"type": "simple", "acls": [
-                     {"resource": {"type": grant.resource} if grant.resource == "cluster" else
-                      {"type": grant.resource, "name": grant.name, "patternType": grant.pattern},
+                     {"resource": {"type": grant.resource, "name": grant.name, "patternType": grant.pattern},
                       "operations": list(grant.operations)} for grant in role_grants]}},
     }
 
@@ -154,10 +153,9 @@ def acl_bindings(principal_name: str, role_grants: list[Grant]) -> list[AclBindi
     operation = {READ: AclOperation.READ, WRITE: AclOperation.WRITE, DESCRIBE: AclOperation.DESCRIBE,
                  CREATE: AclOperation.CREATE, DESCRIBE_CONFIGS: AclOperation.DESCRIBE_CONFIGS,
                  ALTER_CONFIGS: AclOperation.ALTER_CONFIGS, DELETE: AclOperation.DELETE}
-    resource = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "cluster": ResourceType.BROKER}
+    resource = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
     pattern = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
-    return [AclBinding(resource[grant.resource], grant.name if grant.resource != "cluster" else "kafka-cluster",
-                       pattern[grant.pattern], principal_name, "*", operation[name], AclPermissionType.ALLOW)
+    return [AclBinding(resource[grant.resource], grant.name, pattern[grant.pattern], principal_name, "*", operation[name], AclPermissionType.ALLOW)
             for grant in role_grants for name in grant.operations]
 
 

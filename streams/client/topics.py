@@ -43,6 +43,14 @@ class TopicSpec:
     config: dict[str, str]
 
 
+WORKER_TABLE = "streams"  # the worker's table of open streams (streams/worker/app.py)
+
+
+def worker_changelog_topic(settings: Settings) -> str:
+    """The worker's table changelog (Faust names it <app_id>-<table>-changelog)."""
+    return f"{settings.app_id}-{WORKER_TABLE}-changelog"
+
+
 def control_topic(settings: Settings) -> str:
     """Internal topic of idle-flush requests, co-partitioned with the audio topic."""
     return f"{settings.app_id}-control"
@@ -173,8 +181,9 @@ def prepare_topics(settings: Settings, uses: list[str], changelogs: list[TopicSp
 def _creation_refused(settings: Settings, missing: list[TopicSpec], error: KafkaError) -> str:
     names = ", ".join(spec.name for spec in missing)
     if error.code() in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
-        return (f"{principal(confluent_config(settings))} may not create the missing topics {names} (operation Create denied by the broker's "
-                f"ACLs); create them as the admin role (`callstt topics create`), see `callstt acls`")
+        who = principal(confluent_config(settings))
+        return (f"{who} may not create the missing topics {names} (operation Create denied by the broker's ACLs); "
+                f"create them as the admin role (`callstt topics create`), see `callstt acls`")
     return f"cannot create the topics {names} on {settings.kafka_bootstrap_servers}: {error.str()}"
 
 

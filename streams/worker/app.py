@@ -21,7 +21,7 @@ import faust
 from models.asr.routing import ModelRouter
 from models.asr.store import ModelFileError
 from streams.client.kafka import faust_broker_config
-from streams.client.topics import control_topic
+from streams.client.topics import WORKER_TABLE, control_topic
 from streams.core.assembly import StreamState
 from streams.core.call_options import settings_expired
 from streams.core.pipeline import Pipeline, Rejected
@@ -67,7 +67,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                        partitions=settings.topic_partitions)
     transcripts, dead_letters = app.topic(settings.transcript_topic), app.topic(settings.dead_letter_topic)
     partials = app.topic(settings.partial_topic)
-    table = AcknowledgedTable.add_to(app, "streams", settings.topic_partitions)
+    table = AcknowledgedTable.add_to(app, WORKER_TABLE, settings.topic_partitions)
     flush_requested: dict[str, float] = {}
 
     def write_table(key: str, value: bytes | None) -> None:
