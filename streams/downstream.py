@@ -219,7 +219,8 @@ def run_downstream(settings: Settings, app: faust.App, name: str) -> None:
     missing and checked (streams/lifecycle.py), its data folder made (Faust expects it), a Faust
     worker on `app`; `name` ("translator") names the log line with its pages' address (logger
     `callstt.<name>`)."""
-    check_local_resources(str(app.conf.datadir), settings.web_host, app.conf.web_port)  # makes the data folder
+    check_local_resources(str(app.conf.datadir), settings.web_host, app.conf.web_port,  # makes the data folder
+                          settings.metrics_port)
     prepare_app_topics(settings, app, name)  # name is the role: "translator", "speaker"
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
     logging.getLogger(f"callstt.{name}").info("%s web pages on http://%s:%d/ (health: /health, metrics: /metrics)",

@@ -45,10 +45,10 @@ class StartError(CallsttError, RuntimeError):
     """Something on this machine the process needs is not usable: its state folder, its web port."""
 
 
-def check_local_resources(data_dir: str, web_host: str, web_port: int) -> None:
+def check_local_resources(data_dir: str, web_host: str, web_port: int, metrics_port: int = 0) -> None:
     """Before anything starts: the state folder can be written (Faust keeps the tables' RocksDB
-    stores there) and the web port is free, each refused with one line naming the setting, rather
-    than a traceback from inside Faust."""
+    stores there) and the web port (and the metrics port, when one is set) is free, each refused
+    with one line naming the setting, rather than a traceback from inside Faust."""
     probe = os.path.join(data_dir, f".callstt-write-check-{uuid.uuid4().hex[:8]}")
     try:
         os.makedirs(data_dir, exist_ok=True)
@@ -58,13 +58,19 @@ def check_local_resources(data_dir: str, web_host: str, web_port: int) -> None:
     except OSError as error:
         raise StartError(f"the state folder {data_dir} cannot be written ({error.strerror or error}); set "
                          "CALLSTT_DATA_DIR to a folder this user may write") from error
-    with socket.socket(socket.AF_INET6 if ":" in web_host else socket.AF_INET) as listener:
+    _check_port_free(web_host, web_port, "the web port", "choose another with --web-port")
+    if metrics_port:
+        _check_port_free(web_host, metrics_port, "the metrics port", "choose another with CALLSTT_METRICS_PORT")
+
+
+def _check_port_free(host: str, port: int, what: str, remedy: str) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
         try:
-            listener.bind((web_host, web_port))
+            listener.bind((host, port))
         except OSError as error:
-            raise StartError(f"the web port {web_host}:{web_port} cannot be used ({error.strerror or error}); "
-                             "another process has it? Choose another with --web-port") from error
+            raise StartError(f"{what} {host}:{port} cannot be used ({error.strerror or error}); "
+                             f"another process has it? {remedy[0].upper()}{remedy[1:]}") from error
 
 
 def source_topics(app: Any) -> list[str]:
@@ -107,15 +113,27 @@ def is_permanent(error: BaseException) -> bool:
     return isinstance(error, (PartitionsMismatch, EncodeError, PermissionError)) or denied(error)
 
 
+def what_was_denied(error: BaseException) -> str | None:
+    """What the broker refused, as far as the error chain tells (None if it refused nothing):
+    the client's error names the kind of resource, and a producer's send wraps it."""
+    names = [type(cause).__name__ for cause in causes(error)]
+    if any(name.endswith("AuthenticationFailedError") for name in names):
+        return "log in (credentials refused)"
+    if any(name.startswith("GroupAuthorizationFailed") for name in names):
+        return "Read its consumer group"
+    if any(name.endswith("AuthorizationFailedError") for name in names):
+        sending = any(name.startswith("ProducerSend") for name in names)
+        return "Write a topic it sends to" if sending else "Read or Describe a topic it needs"
+    return None
+
+
 def failure_watch(settings: Settings) -> FailureWatch:
     who = principal(confluent_config(settings))
 
     def described(error: Exception) -> str:
         said = f"{type(error).__name__}: {error}"
-        if not denied(error):
-            return said
-        operation = "Write" if any("Send" in type(cause).__name__ for cause in causes(error)) else "Read"
-        return f"{who} may not {operation} (denied by the broker's ACLs, see `callstt acls`): {said}"
+        refused = what_was_denied(error)
+        return said if refused is None else f"{who} may not {refused} (see `callstt acls`): {said}"
 
     return FailureWatch(settings.stall_after_s, settings.stall_exit_after_s, is_permanent, describe=described)
 

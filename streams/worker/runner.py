@@ -66,7 +66,7 @@ def run_worker(settings: Settings) -> None:
     from streams.lifecycle import check_local_resources, prepare_app_topics
     from streams.worker.app import create_app
 
-    check_local_resources(settings.data_dir, settings.web_host, settings.web_port)
+    check_local_resources(settings.data_dir, settings.web_host, settings.web_port, settings.metrics_port)
     app = create_app(settings, lambda: build_router(settings))
     created = prepare_app_topics(settings, app, "worker")  # before Faust starts (streams/lifecycle.py)
     if created:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from faust.exceptions import PartitionsMismatch, ProducerSendError
 
 from schemas.codec import EncodeError
 from streams.client.topics import TopicLayoutError, check_copartitioned
 from streams.core import retry
 from streams.core.retry import FailureWatch
-from streams.lifecycle import failure_watch, is_permanent
+from streams.lifecycle import failure_watch, is_permanent, what_was_denied
 from streams.settings import Settings
 
 
@@ -146,3 +146,11 @@ def test_a_write_the_acls_deny_stalls_at_once_naming_principal_topic_and_operati
     watch.failed(send_failed)
     reason = watch.stalled().reason
     assert "User:callstt-translator may not Write" in reason and "callstt.translations" in reason, reason
+
+
+def test_what_was_denied_says_only_what_the_error_chain_tells():
+    """A read the ACLs refuse is not called a write, a refused group is named as a group, and
+    errors with no refusal in them are described as they are."""
+    assert what_was_denied(TopicAuthorizationFailedError("callstt.audio")) == "Read or Describe a topic it needs"
+    assert what_was_denied(GroupAuthorizationFailedError("callstt")) == "Read its consumer group"
+    assert what_was_denied(ConnectionError("broker gone")) is None
