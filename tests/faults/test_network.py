@@ -116,7 +116,6 @@ def test_a_worker_behind_a_faulty_network_keeps_transcribing_and_loses_nothing(p
             streaming.join()
             received = direct.transcripts(expected=2 * len(SENTENCES), timeout=240)
             healed = httpx.get(f"http://127.0.0.1:{worker.web_port}/health", timeout=5).json()
-            metrics = worker.metrics()
         finally:
             streaming.join()
             worker.stop()
@@ -134,5 +133,5 @@ def test_a_worker_behind_a_faulty_network_keeps_transcribing_and_loses_nothing(p
     # never before it (latency, a slow link and resets are weathered), and fine again after it.
     assert cut and set(cut) == {"broker_unreachable"}, health
     assert "broker_unreachable" not in {status for at, status, _ in health if at < TIMELINE[-2][0]}, health
-    assert healed["status"] == "ok" and metrics["callstt_broker_reply_age_seconds"] < UNREACHABLE_AFTER_S
+    assert healed["status"] == "ok"
     assert "no answer from the broker" in worker.log_file.read_text(errors="replace")
