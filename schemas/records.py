@@ -333,6 +333,17 @@ def translation_id(transcript_id_: str, target_language: str) -> str:
     return str(uuid.uuid5(_TRANSLATION_NAMESPACE, json.dumps([str(transcript_id_), str(target_language)])))
 
 
+# The speech topic's chunks (the speaker's translated legs, streams/speech/core.py) number each
+# utterance's chunks from utterance_index * SPEECH_SEQ_PER_UTTERANCE, so any reader can tell
+# which translated utterance a chunk belongs to (100 ms chunks: more than an hour per utterance).
+SPEECH_SEQ_PER_UTTERANCE = 100_000
+
+
+def spoken_utterance(chunk: AudioChunk) -> tuple[str, str, int]:
+    """Which translated utterance a speech chunk belongs to: (call, leg, utterance index)."""
+    return chunk.call_id, chunk.stream_id, chunk.seq // SPEECH_SEQ_PER_UTTERANCE
+
+
 class TranslationStatus(str, Enum):
     """What happened to a transcript (Avro enum `callstt.TranslationStatus`)."""
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import typer
 
 from models.asr.store import PACKAGED_MODELS, ModelFileError, resolve_model
+from models.audio.decoding import SAMPLE_RATE
 from schemas.errors import CallsttError
 from schemas.records import Encoding
 from streams.client.kafka import avro_codec, confluent_config
+from streams.client.producer import PLATFORM_CHUNK_MS
 from streams.client.topics import TopicLayoutError, TopicsNotReady
 from streams.lifecycle import StartError
 from streams.settings import Settings, SettingsError
@@ -148,8 +150,8 @@ def publish(
     call_id: str = typer.Option(None, "--call-id", show_default=False,
                                 help="Call id (default call-<8 hex>); several calls get -1, -2, ... appended"),
     stream_id: str = typer.Option("caller", "--stream-id", help="Stream (participant leg) id"),
-    chunk_ms: int = typer.Option(20, "--chunk-ms", min=1, max=10000, help="Milliseconds of audio per chunk"),
-    sample_rate: int = typer.Option(16000, "--sample-rate", callback=_sample_rate, help="8000, 16000 or 48000"),
+    chunk_ms: int = typer.Option(PLATFORM_CHUNK_MS, "--chunk-ms", min=1, max=10000, help="Milliseconds of audio per chunk"),
+    sample_rate: int = typer.Option(SAMPLE_RATE, "--sample-rate", callback=_sample_rate, help="8000, 16000 or 48000"),
     encoding: Encoding = typer.Option(Encoding.PCM_S16LE, "--encoding", help="Payload encoding"),
     realtime: bool = typer.Option(False, "--realtime/--fast", help="Pace chunks at real time, or send at once"),
     calls: int = typer.Option(None, "--calls", min=1, show_default=False,

@@ -41,15 +41,16 @@ translation chain, ``--chain``: end of speech -> transcript -> translation -> fi
 """
 
 
+from streams.bench.collecting import Arrival, collect
 from streams.bench.floor import call_accuracy, cut_utterances, run_floor, run_inference_modes
 from streams.bench.report import markdown
 from streams.bench.run import BENCH_BROKER_NAME, BENCH_BROKER_PORT, main, run_bench
-from streams.bench.sections import P95_LIMIT_S, Arrival, collect, run_live, run_pipeline
+from streams.bench.sections import P95_LIMIT_S, run_live, run_pipeline
 from streams.bench.stats import histogram_quantile, machine_info, metric_sum, percentile, summary
-from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall, Synth, make_call, make_workload
+from streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall, Synth, make_call, make_workload
 
 __all__ = [
-    "BENCH_BROKER_NAME", "BENCH_BROKER_PORT", "CHUNK_MS", "ENCODING", "P95_LIMIT_S", "SAMPLE_RATE",
+    "BENCH_BROKER_NAME", "BENCH_BROKER_PORT", "ENCODING", "P95_LIMIT_S", "TELEPHONE_RATE",
     "Arrival", "BenchCall", "Synth", "call_accuracy", "collect", "cut_utterances", "histogram_quantile",
     "machine_info", "main", "make_call", "make_workload", "markdown", "metric_sum", "percentile",
     "run_bench", "run_floor", "run_inference_modes", "run_live", "run_pipeline", "summary",

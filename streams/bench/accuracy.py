@@ -24,7 +24,6 @@ sentences instead; the length table always runs, on espeak sentences at least.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -32,34 +31,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
+from confluent_kafka import KafkaException
 
+from models.audio.decoding import SAMPLE_RATE
+from schemas.records import CallSettings
+from streams.bench.collecting import collect
+from streams.bench.corpus import (DEFAULT_SPEECH_DIR, TELEPHONE_RATE, SpeechClip, clip_audio, select,
+                                  synthesized_clips, telephone_band)
+from streams.bench.evaluation.guard_report import measure_guard
+from streams.bench.evaluation.rare_words import measure as measure_rare_words
+from streams.bench.evaluation.scoring import CER_LANGUAGES, error_rate
+from streams.bench.redaction_set import measure_redaction
 from streams.bench.stats import _r, metric_sum
+from streams.client.call_settings import publish_call_settings
+from streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
+from streams.client.publishing import CallInput, CallJob, send_calls
+from streams.client.reader import TranscriptReader
+from streams.core.pipeline import PipelineConfig
 
 log = logging.getLogger("callstt.bench")
 
-DEFAULT_SPEECH_DIR = Path("../shared/speech")
-PIPELINE_RATE = 16000  # the pipeline part publishes the recordings as they are: 16 kHz PCM, 20 ms chunks
-PIPELINE_ENCODING = "PCM_S16LE"
-PIPELINE_CHUNK_MS = 20
-TELEPHONE_RATE = 8000
-TELEPHONE_ENCODING = "MULAW"
-# Scripts written without spaces between words: scored by characters.
-CER_LANGUAGES = frozenset({"ja", "zh", "yue", "th", "lo", "my", "km"})
+PIPELINE_ENCODING = "PCM_S16LE"  # the pipeline part publishes the recordings as they are
 # The length table's columns: languages with many clips get their own, the rest share "other".
 LID_COLUMNS = ("en", "vi")
-
-
-@dataclass(frozen=True)
-class SpeechClip:
-    """One recording and what was said: `name` (the file's stem, unique: the call ID's tail),
-    `path` (None: synthesized from `reference` with espeak-ng)."""
-
-    name: str
-    language: str
-    reference: str
-    source: str
-    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -77,109 +73,6 @@ class AccuracyOptions:
     espeak_in_lid: int = 4  # the bench's espeak sentences of each language in the length table too
     synthesized_when_absent: bool = False  # no recordings: espeak sentences as the clips (tests)
     synthetic_checks: bool = True  # vocabulary, redaction and invented-text sets (`synthetic_checks`), ~2 min
-
-
-# --- the recordings ----------------------------------------------------------------------------
-
-def default_speech_dir() -> Path | None:
-    """`../shared/speech` relative to the working directory, when it holds a manifest."""
-    return DEFAULT_SPEECH_DIR if (DEFAULT_SPEECH_DIR / "manifest.tsv").is_file() else None
-
-
-def load_speech(directory: Path | str | None) -> list[SpeechClip] | None:
-    """The clips `directory/manifest.tsv` lists (audio path, language, reference, source; tab
-    separated, no header), in its order; None when there is no manifest, [] when it lists nothing."""
-    if directory is None:
-        return None
-    root = Path(directory)
-    manifest = root / "manifest.tsv"
-    if not manifest.is_file():
-        return None
-    clips = []
-    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.startswith("#"):
-            continue
-        columns = line.split("\t")
-        if len(columns) < 3:
-            raise ValueError(f"{manifest}:{number}: expected path, language, reference (tab separated)")
-        path = root / columns[0].strip()
-        clips.append(SpeechClip(name=path.stem, language=columns[1].strip().lower(), reference=columns[2].strip(),
-                                source=columns[3].strip() if len(columns) > 3 else "", path=path))
-    return clips
-
-
-def select(clips: Sequence[SpeechClip], per_language: Mapping[str, int] | int | None) -> list[SpeechClip]:
-    """In manifest order, the first N clips of each language `per_language` names (a mapping), at most
-    N of every language (a number), or all (None)."""
-    if per_language is None:
-        return list(clips)
-    taken: Counter = Counter()
-    chosen = []
-    for clip in clips:
-        limit = per_language if isinstance(per_language, int) else per_language.get(clip.language, 0)
-        if taken[clip.language] < limit:
-            taken[clip.language] += 1
-            chosen.append(clip)
-    return chosen
-
-
-def synthesized_clips(english: int | None = None, vietnamese: int | None = None) -> list[SpeechClip]:
-    """The bench's espeak sentences (models.voices.synth) as clips: the first N of each language (None: all)."""
-    from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES
-
-    clips = []
-    for language, sentences, count in (("en", ENGLISH_SENTENCES, english), ("vi", VIETNAMESE_SENTENCES, vietnamese)):
-        for index, sentence in enumerate(sentences[:count]):
-            clips.append(SpeechClip(f"espeak_{language}_{index}", language, sentence, "espeak-ng (models.voices.synth)"))
-    return clips
-
-
-def clip_audio(clip: SpeechClip, sample_rate: int = PIPELINE_RATE) -> np.ndarray:
-    """The clip as mono float32 at `sample_rate` (the file resampled by PyAV, or espeak-ng's speech)."""
-    if clip.path is None:
-        from models.voices.synth import synthesize
-
-        return synthesize(clip.reference, clip.language, sample_rate=sample_rate)
-    from streams.client.producer import load_audio
-
-    return load_audio(clip.path, sample_rate)
-
-
-def telephone_band(samples_8k: np.ndarray) -> np.ndarray:
-    """8 kHz audio as a phone call carries it: G.711 mu-law, then decoded and resampled to 16 kHz by
-    the worker's own decoder (models.audio.decoding), what the model sees of a telephone call."""
-    from models.audio.decoding import decode_chunk
-    from streams.client.producer import encode_samples
-
-    payload = encode_samples(samples_8k, TELEPHONE_ENCODING)
-    return decode_chunk(payload, TELEPHONE_ENCODING, TELEPHONE_RATE, 1,
-                        max_chunk_ms=len(samples_8k) * 1000 / TELEPHONE_RATE + 1, end_of_stream=True)
-
-
-# --- scoring -----------------------------------------------------------------------------------
-
-def _digits_apart(text: str) -> str:
-    """"2934" -> "2 9 3 4": the normaliser joins spoken digit strings ("two nine three four") into one
-    number and Whisper groups them as it likes ("29 34"); scored digit by digit, both agree. A hyphen
-    between digits ("1-0-0-0-1") counts as a space."""
-    return " ".join(re.sub(r"(\d)", r" \1 ", re.sub(r"(?<=\d)-(?=\d)", " ", text)).split())
-
-
-def error_rate(language: str, references: Sequence[str], hypotheses: Sequence[str]) -> tuple[str, float | None]:
-    """("wer" or "cer", the rate over all pairs): Whisper's normalisers (English for en), digits
-    scored one by one; characters without spaces for CER_LANGUAGES. None without a reference word."""
-    import jiwer
-
-    from streams.bench.evaluation.scoring import normalize
-
-    pairs = [(_digits_apart(normalize(r, language)), _digits_apart(normalize(h, language)))
-             for r, h in zip(references, hypotheses)]
-    if language in CER_LANGUAGES:
-        pairs = [("".join(r.split()), "".join(h.split())) for r, h in pairs]
-        pairs = [(r, h) for r, h in pairs if r]
-        return "cer", (jiwer.cer([r for r, _ in pairs], [h for _, h in pairs]) if pairs else None)
-    pairs = [(r, h) for r, h in pairs if r.split()]
-    return "wer", (jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]) if pairs else None)
 
 
 # --- floor: the model alone on each whole clip ---------------------------------------------------
@@ -235,8 +128,6 @@ class _WorkerDone:
 
     def read_to_end(self) -> bool:
         """The reader's position is the end of every partition assigned to it (an empty one counts)."""
-        from confluent_kafka import KafkaException
-
         consumer = self.reader.consumer
         try:
             assignment = consumer.assignment()
@@ -251,8 +142,6 @@ class _WorkerDone:
         return True
 
     def __call__(self) -> bool:
-        import httpx
-
         if time.monotonic() - self.last >= 1.0:
             self.last = time.monotonic()
             try:
@@ -267,8 +156,6 @@ class _WorkerDone:
 def apply_call_settings(worker, settings, records: Sequence, timeout: float = 120.0) -> None:
     """Publish the calls' settings and wait until the worker has applied all of them (its
     callstt_call_settings_total{action="set"} counter moved by as many), so audio sent next meets them."""
-    from streams.client.call_settings import publish_call_settings
-
     key = 'callstt_call_settings_total{action="set"}'
     before = metric_sum(worker.metrics(), key)
     target = settings.with_overrides(kafka_bootstrap_servers=worker.bootstrap,
@@ -287,20 +174,14 @@ def run_pipeline(worker, clips: Sequence[SpeechClip], audio: Mapping[str, np.nda
     """Each clip published as its own call `<call_prefix>-<name>` (no hints; with `restriction`, the
     call's settings first), all interleaved as fast as possible; (utterance index, text, language)
     per clip name, read back through the bench's collector."""
-    from schemas.records import CallSettings
-    from streams.bench.sections import collect
-    from streams.client.producer import CallPublisher, ChunkPlan
-    from streams.client.publishing import CallInput, CallJob, send_calls
-    from streams.client.reader import TranscriptReader
-
     by_call = {f"{call_prefix}-{clip.name}": clip for clip in clips}
     if restriction:
         apply_call_settings(worker, settings, [CallSettings(call_id=call_id, languages=tuple(restriction))
                                                for call_id in by_call])
-    plan = ChunkPlan(PIPELINE_RATE, PIPELINE_ENCODING, PIPELINE_CHUNK_MS)
-    jobs = [CallJob(call_id, "caller", CallInput(clip.name, audio[clip.name], PIPELINE_RATE))
+    plan = ChunkPlan(SAMPLE_RATE, PIPELINE_ENCODING, PLATFORM_CHUNK_MS)
+    jobs = [CallJob(call_id, "caller", CallInput(clip.name, audio[clip.name], SAMPLE_RATE))
             for call_id, clip in by_call.items()]
-    audio_s = sum(len(audio[clip.name]) for clip in clips) / PIPELINE_RATE
+    audio_s = sum(len(audio[clip.name]) for clip in clips) / SAMPLE_RATE
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
     progress = _WorkerDone(worker, sum(job.chunk_count(plan) for job in jobs), reader,
                            quiet_s=settings.idle_flush_s + 2.0)
@@ -466,7 +347,7 @@ def lid_by_length(backend, clips: Sequence[SpeechClip], options: AccuracyOptions
             samples = audio(clip, rate)
             for length_s in lengths:
                 spans = ([(0, len(samples))] if length_s is None else
-                         piece_spans((span[0], min(span[1], len(samples))), int(length_s * PIPELINE_RATE),
+                         piece_spans((span[0], min(span[1], len(samples))), int(length_s * SAMPLE_RATE),
                                      options.pieces_per_length))
                 for first, end in spans:
                     piece = samples[first:end]
@@ -512,7 +393,7 @@ class _AudioCache:
     def __call__(self, clip: SpeechClip, rate: str = "16k") -> np.ndarray:
         key = (clip.name, rate)
         if key not in self.cache:
-            self.cache[key] = (clip_audio(clip, PIPELINE_RATE) if rate == "16k"
+            self.cache[key] = (clip_audio(clip, SAMPLE_RATE) if rate == "16k"
                                else telephone_band(clip_audio(clip, TELEPHONE_RATE)))
         return self.cache[key]
 
@@ -561,10 +442,10 @@ def _per_language(router, worker, clips: list[SpeechClip], settings, run_id: str
         run = run_pipeline(worker, group, samples, f"{run_id}-{name.replace('_', '-')}", settings, restriction)
         runs[name], timings[f"{name}_s"], finished[name] = run["clips"], run["seconds"], run["worker_finished"]
     return {
-        "clips": len(clips), "audio_seconds": _r(sum(len(s) for s in samples.values()) / PIPELINE_RATE, 1),
+        "clips": len(clips), "audio_seconds": _r(sum(len(s) for s in samples.values()) / SAMPLE_RATE, 1),
         "how": {"floor": "each whole clip through router.transcribe(audio, None): the model's own language "
                          "detection, the worker's decoding settings",
-                "pipeline": f"each clip its own call, {PIPELINE_RATE} Hz {PIPELINE_ENCODING}, {PIPELINE_CHUNK_MS} ms "
+                "pipeline": f"each clip its own call, {SAMPLE_RATE} Hz {PIPELINE_ENCODING}, {PLATFORM_CHUNK_MS} ms "
                             "chunks, all calls interleaved as fast as the producer can (not paced), no language "
                             "hints, one worker subprocess; transcripts joined in utterance order",
                 "restricted": f"{restricted_name}: the same for the {'/'.join(options.restriction)} clips, each call's "
@@ -639,11 +520,6 @@ def synthetic_checks(router, settings) -> dict[str, Any]:
     rare-word recall with and without the call's vocabulary (streams/bench/evaluation/rare_words.py), redaction
     precision and recall (streams/bench/redaction_set.py), invented transcripts per hour of
     non-speech with the worker's guard (streams/bench/evaluation/guard_report.py)."""
-    from streams.bench.evaluation.guard_report import measure_guard
-    from streams.bench.evaluation.rare_words import measure as measure_rare_words
-    from streams.bench.redaction_set import measure_redaction
-    from streams.core.pipeline import PipelineConfig
-
     started = time.perf_counter()
     rare = measure_rare_words(router, mode="packed", non_speech=False)
     redaction = measure_redaction(router, mode="packed")

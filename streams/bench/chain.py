@@ -21,9 +21,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streams.bench.sections import Arrival, RecordCollector, _live_jobs, conversation_accuracy
+from schemas.codec import AvroCodec
+from schemas.records import spoken_utterance
+from streams.bench.collecting import Arrival, RecordCollector
+from streams.bench.sections import _live_jobs, conversation_accuracy
 from streams.bench.stats import _r, summary
-from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, Conversation
+from streams.bench.workload import ENCODING, TELEPHONE_RATE, Conversation
+from streams.client.producer import OWN_CHUNK_PLAN, PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
+from streams.client.publishing import send_calls
+from streams.client.reader import TranscriptReader
 from streams.worker.process import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
@@ -65,11 +71,6 @@ def run_chain_live(worker: WorkerSubprocess, pool: list[Conversation], k: int, s
                    run_id: str) -> dict[str, Any]:
     """K conversations at real-time pace; the finals, translations and speech chunks of those calls
     read as they arrive, until all three topics stay quiet for 10 s after publishing ended."""
-    from schemas.codec import AvroCodec
-    from streams.client.producer import CallPublisher, ChunkPlan
-    from streams.client.publishing import send_calls
-    from streams.client.reader import TranscriptReader
-
     jobs, by_id = _live_jobs(pool, k, seed, f"{run_id}-chain")
     wanted, codec = set(by_id), AvroCodec()
     deadline = time.monotonic() + max(call.seconds for call in by_id.values()) + 180.0
@@ -87,7 +88,7 @@ def run_chain_live(worker: WorkerSubprocess, pool: list[Conversation], k: int, s
     for collector in collectors:
         collector.start()
     publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
-    producing = threading.Thread(target=lambda: (send_calls(publisher, jobs, ChunkPlan(SAMPLE_RATE, ENCODING, CHUNK_MS),
+    producing = threading.Thread(target=lambda: (send_calls(publisher, jobs, ChunkPlan(TELEPHONE_RATE, ENCODING, PLATFORM_CHUNK_MS),
                                                             realtime=True), publisher.flush()), daemon=True)
     producing.start()
     try:
@@ -117,8 +118,6 @@ def chain_figures(finals: list[Arrival], translations: list[Arrival], speech: li
     """Per utterance the four delays (s), joined by transcript id and by the translated leg's
     chunk numbers (streams/speech/core.py: utterance_index * SEQ_PER_UTTERANCE + n); their
     summaries, what is missing, and the share of utterances within the target end to end."""
-    from streams.speech.core import CHUNK_MS as SPEECH_CHUNK_MS, spoken_utterance
-
     first_final = first_arrivals(finals, lambda t: t.transcript_id)
     first_translation = first_arrivals(translations, lambda t: t.transcript_id)
     first_chunk = first_arrivals(speech, spoken_utterance)
@@ -149,7 +148,7 @@ def chain_figures(finals: list[Arrival], translations: list[Arrival], speech: li
     return {"transcripts": len(first_final), "translations": statuses, "missing_translation": missing_translation,
             "spoken": len(end_to_end), "missing_speech": missing_speech,
             "speech_seconds": _r(len({(a.transcript.call_id, a.transcript.stream_id, a.transcript.seq)
-                                      for a in speech}) * SPEECH_CHUNK_MS / 1000),
+                                      for a in speech}) * OWN_CHUNK_PLAN.chunk_ms / 1000),
             **{name: summary(values) for name, values in stages.items()},
             "within_target_share": _r(sum(v <= CHAIN_TARGET_S for v in end_to_end) / len(end_to_end), 3)
             if end_to_end else None}

@@ -8,8 +8,14 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from streams.bench.evaluation.scoring import word_error_rate
 from streams.bench.stats import _r, summary
-from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall
+from streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall
+from streams.client.producer import PLATFORM_CHUNK_MS, ChunkPlan, iter_chunks
+from streams.core.assembly import StreamState
+from streams.core.pipeline import Pipeline, PipelineConfig
+from streams.core.pipeline import cut_utterances as cut
+from streams.settings import Settings
 
 
 # --- the worker's own cut, run in-process (untimed for the floor) -----------------------------
@@ -17,12 +23,8 @@ from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall
 def cut_utterances(call: BenchCall, call_id: str, settings) -> tuple[list, float]:
     """The utterances a worker cuts from this call's chunks (the pipeline core's own cut: same
     assembler, VAD, endpointing), and the seconds that took (decode + VAD + endpointing, in-process)."""
-    from streams.client.producer import ChunkPlan, iter_chunks
-    from streams.core.pipeline import Pipeline
-    from streams.core.pipeline import cut_utterances as cut
-
     start_ms = int(time.time() * 1000)
-    chunks = list(iter_chunks(call.samples, call_id, "caller", ChunkPlan(SAMPLE_RATE, ENCODING, CHUNK_MS), start_ms))
+    chunks = list(iter_chunks(call.samples, call_id, "caller", ChunkPlan(TELEPHONE_RATE, ENCODING, PLATFORM_CHUNK_MS), start_ms))
     pipeline = Pipeline.from_settings(settings)
     started = time.perf_counter()
     utterances = cut(pipeline, chunks, received_ms=lambda chunk: chunk.capture_ts_ms)
@@ -31,8 +33,6 @@ def cut_utterances(call: BenchCall, call_id: str, settings) -> tuple[list, float
 
 def call_accuracy(calls: dict[str, BenchCall], texts: dict[str, list[tuple[int, str, str]]]) -> dict[str, Any]:
     """English WER over whole calls (transcripts joined in utterance order) and language-ID accuracy."""
-    from streams.bench.evaluation.scoring import word_error_rate
-
     refs, hyps, right, total = [], [], 0, 0
     for call_id, call in calls.items():
         items = sorted(texts.get(call_id, []))
@@ -52,9 +52,6 @@ def run_floor(router, calls: dict[str, BenchCall], settings) -> dict[str, Any]:
     """The model alone: each call's utterances through the pipeline core's model step one at a
     time (mode single, one utterance per call of it), the stream's language carried between
     them by the same rule as the worker's."""
-    from streams.core.assembly import StreamState
-    from streams.core.pipeline import Pipeline
-
     pipeline = Pipeline.from_settings(settings)
     cut = {call_id: cut_utterances(call, call_id, settings) for call_id, call in calls.items()}
     assembly_s = sum(seconds for _, seconds in cut.values())
@@ -86,10 +83,6 @@ def run_floor(router, calls: dict[str, BenchCall], settings) -> dict[str, Any]:
 def run_inference_modes(router, utterances: list, calls: dict[str, BenchCall], batch_size: int) -> dict[str, Any]:
     """(a) single, (b) batched, (c) packed on the same utterances, all ready at once, each with the
     worker's whole model step (`choose_and_transcribe`: language choice and detection included)."""
-    from streams.core.assembly import StreamState
-    from streams.core.pipeline import Pipeline, PipelineConfig
-    from streams.settings import Settings
-
     pipeline = Pipeline(PipelineConfig(inference_batch_size=batch_size))
     audio_s = sum(u.seconds for u in utterances)
     modes = {}
@@ -121,8 +114,6 @@ def run_inference_modes(router, utterances: list, calls: dict[str, BenchCall], b
 
 
 def _wer_language(calls: dict[str, BenchCall], texts: dict[str, list], language: str) -> float | None:
-    from streams.bench.evaluation.scoring import word_error_rate
-
     refs = [" ".join(c.sentences) for cid, c in calls.items() if c.language == language]
     hyps = [" ".join(t for _, t, _ in sorted(texts.get(cid, []))) for cid, c in calls.items() if c.language == language]
     return _r(word_error_rate(refs, hyps, language)) if refs else None

@@ -11,12 +11,10 @@ from __future__ import annotations
 import difflib
 import re
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from streams.bench.collecting import Arrival
 from streams.bench.stats import _r, histogram_quantile, metric_sum, summary
-
-if TYPE_CHECKING:  # sections imports this module
-    from streams.bench.sections import Arrival
 
 INTERIM_OUTCOMES = ("published", "skipped", "dropped", "failed")
 _PUNCTUATION = re.compile(r"[^\w\s]")

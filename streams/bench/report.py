@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from streams.bench.accuracy import markdown_lines as real_speech_lines, synthetic_lines
+from streams.bench.chain import markdown_lines as chain_lines
 from streams.bench.sections import P95_LIMIT_S
+from streams.bench.windows import markdown_lines as window_lines
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -27,12 +29,8 @@ def markdown(report: dict[str, Any]) -> str:
     if "accuracy_synthetic" in report:
         lines += synthetic_lines(report["accuracy_synthetic"])
     if "windows" in report:
-        from streams.bench.windows import markdown_lines as window_lines
-
         lines += window_lines(report["windows"])
     if "chain" in report:
-        from streams.bench.chain import markdown_lines as chain_lines
-
         lines += chain_lines(report["chain"])
     lines += ["", f"Bench took {report['bench_seconds']} s. Full figures: bench.json."]
     return "\n".join(lines) + "\n"

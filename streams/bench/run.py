@@ -5,6 +5,7 @@ command line."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -15,15 +16,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streams.bench.accuracy import AccuracyOptions, default_speech_dir, load_speech, run_accuracy, synthetic_checks
+from infra.local.kafka import LocalKafka
+from streams.bench.accuracy import AccuracyOptions, run_accuracy, synthetic_checks
 from streams.bench.chain import CHAIN_CALLS, chain_processes, run_chain
+from streams.bench.corpus import default_speech_dir, load_speech
 from streams.bench.floor import run_floor, run_inference_modes
 from streams.bench.report import markdown
 from streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
 from streams.bench.stats import _r, machine_info
-from streams.bench.workload import (CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall, Conversation, Synth, make_conversations,
+from streams.bench.windows import window_curve
+from streams.bench.workload import (ENCODING, TELEPHONE_RATE, BenchCall, Conversation, Synth, make_conversations,
                                     make_workload, speech_sources)
+from streams.client.producer import PLATFORM_CHUNK_MS
+from streams.settings import Settings
 from streams.worker.process import WorkerSubprocess
+from streams.worker.runner import build_router
 
 log = logging.getLogger("callstt.bench")
 
@@ -34,8 +41,6 @@ PARTIALS_ON_MS = 1000  # --partials on when the environment turned them off: CAL
 
 def bench_settings(settings=None):
     """`settings` (default: the environment's), with every core as threads when none are set."""
-    from streams.settings import Settings
-
     settings = settings or Settings.from_env()
     for noisy in ("faster_whisper", "httpx"):  # one INFO line per model call / per scrape otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -69,7 +74,7 @@ def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
                      "fast_language_detection": settings.fast_language_detection,
                      "min_silence_ms": settings.min_silence_ms, "max_utterance_ms": settings.max_utterance_ms,
                      "partial_interval_ms": settings.partial_interval_ms,
-                     "audio": f"{SAMPLE_RATE} Hz {ENCODING}, {CHUNK_MS} ms chunks", "worker_partitions": 3},
+                     "audio": f"{TELEPHONE_RATE} Hz {ENCODING}, {PLATFORM_CHUNK_MS} ms chunks", "worker_partitions": 3},
     }
 
 
@@ -102,8 +107,6 @@ def own_broker(bootstrap: str | None):
     someone else's bench broker: used, and left running)."""
     if bootstrap is not None:
         return None, bootstrap
-    from infra.local.kafka import LocalKafka
-
     broker = LocalKafka(name=BENCH_BROKER_NAME, brokers=1, port=BENCH_BROKER_PORT)
     if not broker.running():
         broker.wipe()
@@ -137,8 +140,6 @@ def start_worker(report: dict[str, Any], worker: WorkerSubprocess) -> None:
 
 def floor_phase(report: dict[str, Any], settings, fast: dict[str, BenchCall]) -> tuple[Any, list]:
     """The floor section; returns the in-process router and the utterances it cut."""
-    from streams.worker.runner import build_router
-
     log.info("floor: the utterances in-process")
     load_started = time.perf_counter()
     router = build_router(settings)
@@ -225,9 +226,6 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
     report = report_header(quick, seed, settings, accuracy_only, windows_only, partials, chain_only)
     if windows_only:
-        from streams.bench.windows import window_curve
-        from streams.worker.runner import build_router
-
         report["windows"] = window_curve(build_router(settings), load_speech(speech_dir), batch_size=batch_size)
         return finish_report(report, out, total_started)
     fast, live_pool = ({}, []) if accuracy_only else workload(report, seed, quick, live_seconds, run_id, speech_dir)
@@ -246,8 +244,6 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
             return finish_report(report, out, total_started)
         start_worker(report, worker)
         if accuracy_only:
-            from streams.worker.runner import build_router
-
             real_speech_phase(report, build_router(settings), worker, settings, run_id, speech_dir, accuracy)
         else:
             full_bench(report, worker, settings, fast, live_pool, live_calls, live_seconds, seed, run_id, quick,
@@ -295,12 +291,9 @@ def finish_report(report: dict[str, Any], out: Path, total_started: float) -> di
 def main(argv: list[str] | None = None) -> None:
     """`python -m streams.bench [--quick] [--accuracy-only] [--speech DIR] [--output DIR] [--bootstrap HOST:PORT]
     [--partials off|on]` (as `callstt bench`)."""
-    import argparse
-
-    import streams.bench
-
     parser = argparse.ArgumentParser(prog="python -m streams.bench",
-                                     description=streams.bench.__doc__.splitlines()[0])
+                                     description="callstt's benchmark: how close the pipeline runs to the model "
+                                                 "alone, its latency, and how many live calls one machine carries")
     parser.add_argument("--quick", action="store_true", help="K = 1, 2 for ~20 s each: a couple of minutes")
     parser.add_argument("--output", default=".local/bench", help="folder for bench.json and bench.md")
     parser.add_argument("--bootstrap", default=None, help="a running broker (default: start one on port 39092)")

@@ -1,9 +1,6 @@
 """The sections that run the worker subprocess: the pipeline (the fast calls as fast as the
 producer can), live (K conversations at real-time pace: streams/bench/workload.py), and the
-capacity those live runs show; plus
-`collect`, which reads the transcripts back through `TranscriptReader.records`, and
-`RecordCollector`, which reads another topic alongside (the interims, every revision, from the
-partial topic; the chain's translations and speech)."""
+capacity those live runs show. Transcripts come back through streams/bench/collecting.py."""
 
 from __future__ import annotations
 
@@ -13,16 +10,19 @@ import statistics
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from streams.bench.collecting import Arrival, RecordCollector, collect
+from streams.bench.evaluation.scoring import error_rate
 from streams.bench.floor import call_accuracy
 from streams.bench.interims import interim_figures
 from streams.bench.stats import _r, histogram_quantile, metric_sum, summary
-from streams.bench.workload import CHUNK_MS, ENCODING, SAMPLE_RATE, BenchCall, Conversation
+from streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall, Conversation
+from streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
+from streams.client.publishing import CallInput, CallJob, send_calls
+from streams.client.reader import TranscriptReader
 from streams.worker.process import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
@@ -31,91 +31,6 @@ log = logging.getLogger("callstt.bench")
 # transcript received at most this: the 600 ms silence hangover + 1.0 s. Counted from the end
 # of speech, not from the endpoint decision, which hides the wait while chunks sit unread.
 P95_LIMIT_S = 1.6
-
-
-# --- reading the transcripts back -----------------------------------------------------------
-
-@dataclass
-class Arrival:
-    transcript: Any  # the record: a Transcript (a Translation or an AudioChunk in the chain)
-    arrived_ms: int
-
-
-def _retry_unless_fatal(error) -> None:
-    """collect's consumer errors: a fatal one ends the run, others are retried."""
-    if error.fatal():
-        raise RuntimeError(f"consuming transcripts failed: {error}")
-    log.warning("transcript consumer: %s (retrying)", error)
-
-
-def collect(reader, expected: int | None, deadline: float, idle_s: float,
-            on_poll=None, wanted=None) -> list[Arrival]:
-    """Transcripts (distinct ids) until `expected` arrived (None: no count, as when an utterance may
-    be cut in two), or `idle_s` without one after publishing ended (the caller passes the
-    publishing flag through `on_poll`), or the deadline."""
-    arrivals: dict[str, Arrival] = {}
-    last_new = time.monotonic()
-
-    def done() -> bool:  # asked before every poll
-        if time.monotonic() >= deadline:
-            return True
-        busy = on_poll() if on_poll else False
-        enough = expected is not None and len(arrivals) >= expected
-        return enough or (not busy and time.monotonic() - last_new > idle_s)
-
-    for _, transcript in reader.records(stop=done, poll_s=0.2, on_error=_retry_unless_fatal):
-        arrived = int(time.time() * 1000)
-        if wanted is not None and transcript.call_id not in wanted:
-            continue  # an earlier section's transcript (the reader starts at the beginning)
-        if transcript.transcript_id not in arrivals:
-            arrivals[transcript.transcript_id] = Arrival(transcript, arrived)
-            last_new = time.monotonic()
-    return sorted(arrivals.values(), key=lambda a: a.arrived_ms)
-
-
-class RecordCollector:
-    """Every record `keep` accepts from a reader's topic, with its arrival time, read in a thread of
-    its own while `collect` reads the finals: the interims of the partial topic (`collect` keeps
-    one record per transcript_id, and an interim shares its final's id), the chain's translations
-    and speech chunks; a poll loop of their own also keeps the arrival times honest."""
-
-    def __init__(self, reader, keep: Callable[[Any], bool], deadline: float, name: str = "records") -> None:
-        self.reader, self.keep, self.deadline = reader, keep, deadline
-        self.arrivals: list[Arrival] = []
-        self.assigned, self.stopped = threading.Event(), threading.Event()
-        self.thread = threading.Thread(target=self._read, name=name, daemon=True)
-
-    @classmethod
-    def interims(cls, reader, wanted: set[str], deadline: float) -> RecordCollector:
-        """The interims (not the finals) of the `wanted` calls."""
-        return cls(reader, lambda t: t.call_id in wanted and not t.is_final, deadline, name="interims")
-
-    def _read(self) -> None:
-        def done() -> bool:  # asked before every poll
-            if not self.assigned.is_set() and self.reader.consumer.assignment():
-                self.assigned.set()
-            return self.stopped.is_set() or time.monotonic() >= self.deadline
-
-        try:
-            for _, record in self.reader.records(stop=done, poll_s=0.2, on_error=_retry_unless_fatal):
-                if self.keep(record):
-                    self.arrivals.append(Arrival(record, int(time.time() * 1000)))
-        finally:
-            self.assigned.set()  # a reader that failed must not keep start() waiting
-
-    def start(self, timeout: float = 20.0) -> RecordCollector:
-        """Start reading; returns once the consumer has its partitions (or after `timeout`), so the
-        first records are not timed late by the consumer group's join."""
-        self.thread.start()
-        if not self.assigned.wait(timeout):
-            log.warning("%s reader: no partitions after %.0f s; early ones may be timed late", self.thread.name, timeout)
-        return self
-
-    def stop(self) -> None:
-        """Stop once the finals are in (an utterance's interims all come before its final)."""
-        self.stopped.set()
-        self.thread.join(timeout=10.0)
-        self.reader.close()
 
 
 def _texts(arrivals: list[Arrival]) -> dict[str, list]:
@@ -130,18 +45,14 @@ def _texts(arrivals: list[Arrival]) -> dict[str, list]:
 
 def run_pipeline(worker: WorkerSubprocess, calls: dict[str, BenchCall], expected: int, floor_s: float,
                  assembly_s: float) -> dict[str, Any]:
-    from streams.client.producer import CallPublisher, ChunkPlan
-    from streams.client.publishing import CallInput, CallJob, send_calls
-    from streams.client.reader import TranscriptReader
-
-    jobs = [CallJob(call_id, "caller", CallInput(call.name, call.samples, SAMPLE_RATE)) for call_id, call in calls.items()]
+    jobs = [CallJob(call_id, "caller", CallInput(call.name, call.samples, TELEPHONE_RATE)) for call_id, call in calls.items()]
     before = worker.metrics()
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
     publisher = CallPublisher(worker.bootstrap, worker.audio_topic)
     try:
         started_ms = int(time.time() * 1000)
         started = time.monotonic()
-        send_calls(publisher, jobs, ChunkPlan(SAMPLE_RATE, ENCODING, CHUNK_MS))
+        send_calls(publisher, jobs, ChunkPlan(TELEPHONE_RATE, ENCODING, PLATFORM_CHUNK_MS))
         publisher.flush()
         produced_s = time.monotonic() - started
         arrivals = collect(reader, expected, time.monotonic() + max(120.0, 20 * floor_s), idle_s=15.0,
@@ -189,9 +100,6 @@ def _live_jobs(calls: list[Conversation], k: int, seed: int,
                run_id: str) -> tuple[list, dict[str, Conversation]]:
     """K conversations from the pool (both streams of each), each after a random lead of silence
     (so they start apart)."""
-    from streams.client.producer import ChunkPlan
-    from streams.client.publishing import CallInput, CallJob
-
     rng = random.Random(seed + k)
     jobs, by_id = [], {}
     for index in range(k):
@@ -199,7 +107,7 @@ def _live_jobs(calls: list[Conversation], k: int, seed: int,
         lead = np.zeros(int(rng.uniform(0, 3.0) * call.sample_rate), dtype=np.float32)  # calls start apart
         call_id = f"{run_id}-live{k}-{index}"
         by_id[call_id] = call
-        plan = ChunkPlan(call.sample_rate, call.encoding, CHUNK_MS)
+        plan = ChunkPlan(call.sample_rate, call.encoding, PLATFORM_CHUNK_MS)
         for stream_id in call.STREAMS:
             samples = np.concatenate([lead, call.stream_audio(stream_id)])
             jobs.append(CallJob(call_id, stream_id, CallInput(f"{call.name}/{stream_id}", samples, call.sample_rate),
@@ -210,8 +118,6 @@ def _live_jobs(calls: list[Conversation], k: int, seed: int,
 def conversation_accuracy(calls: dict[str, Conversation], arrivals: list[Arrival]) -> dict[str, Any]:
     """WER per language over every stream (its transcripts joined in utterance order against what
     its participant said) and language-ID accuracy (share of transcripts in the call's language)."""
-    from streams.bench.accuracy import error_rate
-
     said: dict[tuple[str, str], list] = defaultdict(list)
     right = total = 0
     for a in arrivals:
@@ -284,10 +190,6 @@ def _lag(points: list[tuple[int, float]], lag_values: list[float], missing: int,
 
 def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: int, run_id: str) -> dict[str, Any]:
     """K conversations at real-time pace, staggered starts; latency per transcript and the lag trend."""
-    from streams.client.producer import CallPublisher, ChunkPlan
-    from streams.client.publishing import send_calls
-    from streams.client.reader import TranscriptReader
-
     jobs, by_id = _live_jobs(calls, k, seed, run_id)
     # A turn gives one transcript or more (a long one is cut at a pause): read until quiet.
     expected = sum(len(call.turns) for call in by_id.values())
@@ -300,7 +202,7 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
 
     def produce() -> None:
         try:
-            send_calls(publisher, jobs, ChunkPlan(SAMPLE_RATE, ENCODING, CHUNK_MS), realtime=True)
+            send_calls(publisher, jobs, ChunkPlan(TELEPHONE_RATE, ENCODING, PLATFORM_CHUNK_MS), realtime=True)
             publisher.flush()
         finally:
             done.set()

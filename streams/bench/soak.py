@@ -11,24 +11,34 @@ duplicated are counted, and the samples say whether memory and state stay flat.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
+import shutil
+import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from confluent_kafka import Consumer, TopicPartition
 
 from models.audio.decoding import SAMPLE_RATE
 from models.voices.synth import ENGLISH_SENTENCES, synthesize
+from streams.bench.run import own_broker, worker_env
+from streams.client.kafka import confluent_config
+from streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher
+from streams.client.reader import TranscriptReader
+from streams.client.topics import worker_changelog_topic
+from streams.settings import Settings
 from streams.worker.process import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
 
-CHUNK_MS = 20  # the platform's usual chunk: the most records, so the most work per call
 
 
 @dataclass
@@ -78,8 +88,6 @@ def make_call(rng: random.Random, call_id: str, speech: SpeechCache) -> SoakCall
 def run_lane(worker: WorkerSubprocess, lane: int, seed: int, run_id: str, until: float, progress: SoakProgress,
              speech: SpeechCache) -> None:
     """Calls back to back at the pace of speech until `until` (monotonic), 0-5 s apart."""
-    from streams.client.producer import CallPublisher
-
     rng = random.Random(seed * 1000 + lane)
     with CallPublisher(worker.bootstrap, worker.audio_topic) as publisher:
         number = 0
@@ -87,7 +95,7 @@ def run_lane(worker: WorkerSubprocess, lane: int, seed: int, run_id: str, until:
             number += 1
             call = make_call(rng, f"{run_id}-lane{lane}-{number}", speech)
             progress.add(call)
-            publisher.publish_call(call.audio, call.call_id, "caller", chunk_ms=CHUNK_MS, realtime=True)
+            publisher.publish_call(call.audio, call.call_id, "caller", chunk_ms=PLATFORM_CHUNK_MS, realtime=True)
             time.sleep(rng.uniform(0.0, 5.0))
 
 
@@ -97,12 +105,6 @@ def folder_bytes(folder: Path) -> int:
 
 def changelog_records(worker: WorkerSubprocess) -> int:
     """Records written to the worker's stream-state changelog so far (its partitions' end offsets)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from streams.client.kafka import confluent_config
-    from streams.client.topics import worker_changelog_topic
-    from streams.settings import Settings
-
     settings = Settings.from_env(worker.env())
     topic = worker_changelog_topic(settings)
     consumer = Consumer(confluent_config(settings, **{"group.id": f"{worker.name}-soak"}))
@@ -142,8 +144,6 @@ def count(progress: SoakProgress) -> dict[str, int]:
 
 def collect(worker: WorkerSubprocess, progress: SoakProgress, stop: threading.Event) -> None:
     """Every final transcript of the topic into `progress`, until `stop`."""
-    from streams.client.reader import TranscriptReader
-
     with TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True) as reader:
         while not stop.is_set():
             for transcript in reader.follow(idle_exit_s=1.0):
@@ -198,13 +198,6 @@ def soak(minutes: float, concurrent: int, seed: int, out_dir: Path, bootstrap: s
          sample_every_s: float = 60.0) -> dict[str, Any]:
     """`callstt soak`: its own worker (the bench's settings) on the given broker, else on the
     bench's own; the report in out_dir/soak.json and soak.md."""
-    import json
-    import shutil
-    import tempfile
-    import uuid
-
-    from streams.bench.run import own_broker, worker_env
-
     broker, bootstrap = own_broker(bootstrap)
     data_root = Path(tempfile.mkdtemp(prefix="callstt-soak-"))
     worker = WorkerSubprocess(bootstrap, data_root, name=f"soak{uuid.uuid4().hex[:8]}", extra_env=worker_env(settings))

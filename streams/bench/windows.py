@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.asr.batching import InferenceRequest, transcribe_many
-from streams.bench.accuracy import (TELEPHONE_RATE, SpeechClip, clip_audio, error_rate, synthesized_clips,
-                                    telephone_band)
+from streams.bench.corpus import TELEPHONE_RATE, SpeechClip, clip_audio, synthesized_clips, telephone_band
+from streams.bench.evaluation.scoring import error_rate
 
 log = logging.getLogger("callstt.bench")
 

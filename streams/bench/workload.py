@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-CHUNK_MS = 20
-SAMPLE_RATE = 8000  # telephone audio, mu-law, as the demo sends
-ENCODING = "MULAW"
+from models.audio.decoding import SAMPLE_RATE
+from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
+from streams.bench.corpus import TELEPHONE_ENCODING, TELEPHONE_RATE, clip_audio, load_speech
+
+ENCODING = TELEPHONE_ENCODING  # the pipeline section's calls: telephone audio, as the demo sends
 
 
 @dataclass
@@ -22,12 +24,12 @@ class BenchCall:
     name: str
     language: str
     sentences: list[str]
-    samples: np.ndarray = field(repr=False)  # SAMPLE_RATE mono float32
+    samples: np.ndarray = field(repr=False)  # TELEPHONE_RATE mono float32
     speech_s: float = 0.0
 
     @property
     def seconds(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
+        return len(self.samples) / TELEPHONE_RATE
 
 
 class Synth:
@@ -37,21 +39,17 @@ class Synth:
         self.cache: dict[tuple[str, str], np.ndarray] = {}
 
     def __call__(self, text: str, language: str) -> np.ndarray:
-        from models.voices.synth import synthesize
-
         key = (text, language)
         if key not in self.cache:
-            self.cache[key] = synthesize(text, language, sample_rate=SAMPLE_RATE)
+            self.cache[key] = synthesize(text, language, sample_rate=TELEPHONE_RATE)
         return self.cache[key]
 
 
 def make_call(name: str, language: str, rng: random.Random, synth: Synth, sentences: int,
               silence_s: tuple[float, float], lead_s: float = 0.5, min_seconds: float = 0.0) -> BenchCall:
     """A call of `sentences` sentences (or enough to last `min_seconds`), silences drawn from `silence_s`."""
-    from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES
-
     pool = ENGLISH_SENTENCES if language == "en" else VIETNAMESE_SENTENCES
-    pieces = [np.zeros(int(lead_s * SAMPLE_RATE), dtype=np.float32)]
+    pieces = [np.zeros(int(lead_s * TELEPHONE_RATE), dtype=np.float32)]
     chosen: list[str] = []
     speech = 0.0
     total = lead_s
@@ -59,10 +57,10 @@ def make_call(name: str, language: str, rng: random.Random, synth: Synth, senten
         text = rng.choice(pool)
         audio = synth(text, language)
         gap = rng.uniform(*silence_s)
-        pieces += [audio, np.zeros(int(gap * SAMPLE_RATE), dtype=np.float32)]
+        pieces += [audio, np.zeros(int(gap * TELEPHONE_RATE), dtype=np.float32)]
         chosen.append(text)
-        speech += len(audio) / SAMPLE_RATE
-        total += len(audio) / SAMPLE_RATE + gap
+        speech += len(audio) / TELEPHONE_RATE
+        total += len(audio) / TELEPHONE_RATE + gap
     return BenchCall(name, language, chosen, np.concatenate(pieces), speech)
 
 
@@ -90,7 +88,7 @@ class SpeechSource:
 
     @property
     def seconds(self) -> float:
-        return len(self.audio[16000]) / 16000
+        return len(self.audio[SAMPLE_RATE]) / SAMPLE_RATE
 
 
 @dataclass
@@ -138,21 +136,18 @@ class Conversation:
 def speech_sources(speech_dir=None) -> dict[str, list[SpeechSource]]:
     """What participants say, by language (en, vi): the real recordings of `speech_dir` (None: none)
     when there (clips up to 12 s), else espeak-ng's voice for the project's sentences."""
-    from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
-    from streams.bench.accuracy import clip_audio, load_speech
-
     sources: dict[str, list[SpeechSource]] = {"en": [], "vi": []}
     for clip in load_speech(speech_dir) or []:
         if clip.language in sources:
             audio = clip_audio(clip)
-            if len(audio) <= 12 * 16000:
+            if len(audio) <= 12 * SAMPLE_RATE:
                 sources[clip.language].append(SpeechSource(
-                    clip.reference, clip.language, {16000: audio, SAMPLE_RATE: clip_audio(clip, SAMPLE_RATE)},
+                    clip.reference, clip.language, {SAMPLE_RATE: audio, TELEPHONE_RATE: clip_audio(clip, TELEPHONE_RATE)},
                     real=True))
     for language, sentences in (("en", ENGLISH_SENTENCES), ("vi", VIETNAMESE_SENTENCES)):
         if not sources[language]:
             sources[language] = [SpeechSource(text, language, {rate: synthesize(text, language, sample_rate=rate)
-                                                               for rate in (16000, SAMPLE_RATE)})
+                                                               for rate in (SAMPLE_RATE, TELEPHONE_RATE)})
                                  for text in sentences]
     return sources
 
@@ -167,7 +162,7 @@ def make_conversation(name: str, language: str, sources: list[SpeechSource], rng
         source = rng.choice(sources)
         turns.append(Turn(Conversation.STREAMS[len(turns) % 2], source, cursor, source.seconds))
         cursor += source.seconds + rng.uniform(*gap_s)
-    encoding = "PCM_S16LE" if sample_rate == 16000 else "MULAW"
+    encoding = "PCM_S16LE" if sample_rate == SAMPLE_RATE else "MULAW"
     return Conversation(name, language, sample_rate, encoding, cursor + 1.0, turns)
 
 
@@ -179,7 +174,7 @@ def make_conversations(seed: int, count: int, min_seconds: float, sources: dict[
     calls = []
     for index in range(count):
         language = "vi" if index % 4 == 3 else "en"
-        rate = SAMPLE_RATE if index % 2 == 0 else 16000
+        rate = TELEPHONE_RATE if index % 2 == 0 else SAMPLE_RATE
         calls.append(make_conversation(f"{prefix}{index}-{language}-{rate // 1000}k", language, sources[language],
                                        rng, min_seconds, rate))
     return calls

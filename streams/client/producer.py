@@ -20,9 +20,14 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Producer
 
+from models.audio.decoding import SAMPLE_RATE
 from schemas.codec import AvroCodec
 from schemas.records import AudioChunk, Encoding
 from streams.client.kafka import RELIABLE_PRODUCER
+
+# What call platforms usually send: 20 ms chunks (the most records per second, so the most work
+# per call); the default of `callstt publish`, the bench and the tests' calls.
+PLATFORM_CHUNK_MS = 20
 
 
 def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
@@ -77,11 +82,16 @@ def encode_samples(samples: np.ndarray, encoding: str) -> bytes:
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """How a call's audio is cut into chunks."""
+    """How a call's audio is cut into chunks (by default as call platforms usually send it)."""
 
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     encoding: str = "PCM_S16LE"
-    chunk_ms: int = 20
+    chunk_ms: int = PLATFORM_CHUNK_MS
+
+
+# The audio callstt publishes itself (POST /transcribe uploads, the speaker's synthesized legs):
+# 16 kHz PCM in 100 ms chunks, five times fewer records than a platform's 20 ms ones.
+OWN_CHUNK_PLAN = ChunkPlan(SAMPLE_RATE, "PCM_S16LE", 100)
 
 
 def iter_chunks(samples: np.ndarray, call_id: str, stream_id: str, plan: ChunkPlan, start_ms: int,
@@ -128,7 +138,7 @@ class CallPublisher:
         self.producer.poll(0)
 
     def publish_call(self, samples: np.ndarray, call_id: str, stream_id: str = "caller",
-                     sample_rate: int = 16000, encoding: str = "PCM_S16LE", chunk_ms: int = 20,
+                     sample_rate: int = SAMPLE_RATE, encoding: str = "PCM_S16LE", chunk_ms: int = PLATFORM_CHUNK_MS,
                      language: str | None = None, realtime: bool = False, start_ms: int | None = None) -> int:
         """Publish one stream of a call (samples already at `sample_rate`); returns the chunk count."""
         plan = ChunkPlan(sample_rate, encoding, chunk_ms)

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException
 
+from models.audio.decoding import SAMPLE_RATE
 from schemas.codec import AvroCodec
 from schemas.errors import CallsttError
 from streams.client.kafka import principal
@@ -160,7 +161,7 @@ class CallInput:
 
 
 def load_inputs(paths: Iterable[Path | str] = (), say: Iterable[str] = (), language: str = "en",
-                sample_rate: int = 16000) -> list[CallInput]:
+                sample_rate: int = SAMPLE_RATE) -> list[CallInput]:
     """Files (and directories, see `list_inputs`) first, then each `say` text spoken by espeak-ng in `language`.
 
     Every input is decoded/resampled to mono `sample_rate`; failures are `InputError`.

@@ -44,7 +44,7 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, Topic
 
 from schemas.codec import AvroCodec
 from schemas.errors import CallsttError
-from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus
+from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, spoken_utterance
 from streams.client.publishing import ClientErrors, PublishError, check_topic
 from streams.client.reader import TranscriptReader, topic_list
 
@@ -219,12 +219,9 @@ class SpokenUtterance:
 
 
 def spoken_utterances(chunks: Iterable[AudioChunk]) -> Iterator[SpokenUtterance]:
-    """The speech chunks summed per translated utterance (streams/speech/core.py numbers an
-    utterance's chunks from utterance_index * SEQ_PER_UTTERANCE). An utterance is yielded once
-    its leg's next utterance starts (the speaker finishes one before the next), the rest when
-    `chunks` ends, in the order they started."""
-    from streams.speech.core import spoken_utterance
-
+    """The speech chunks summed per translated utterance (schemas/records.py spoken_utterance).
+    An utterance is yielded once its leg's next utterance starts (the speaker finishes one before
+    the next), the rest when `chunks` ends, in the order they started."""
     open_: dict[tuple[str, str], SpokenUtterance] = {}  # per leg: the utterance being spoken
     finished: dict[tuple[str, str], int] = {}  # per leg: the last utterance yielded (a late repeat is not news)
     for chunk in chunks:

@@ -1,8 +1,8 @@
 """From a Translation event to the AudioChunk events of its translated leg. Pure apart from the
 synthesizer it is given (models/voices/synth.py: espeak-ng, which speaks most languages).
 
-The audio goes out the way call platforms send it to us: 16 kHz PCM in CHUNK_MS chunks, keyed by
-call ID, on the leg `<stream>><language>` (e.g. `caller>pt`), so a platform plays it back with
+The audio goes out the way call platforms send it to us: 16 kHz PCM in 100 ms chunks
+(streams/client/producer.py OWN_CHUNK_PLAN), keyed by call ID, on the leg `<stream>><language>` (e.g. `caller>pt`), so a platform plays it back with
 the code it already has, and our own transcriber could listen to it. Each sentence is
 synthesized and its chunks handed on before the next sentence is synthesized, so playback can
 start early. Chunk numbers and times are derived from the translation itself (its utterance
@@ -17,20 +17,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.records import AudioChunk, Translation, TranslationStatus
-from streams.client.producer import ChunkPlan, iter_chunks
-
-CHUNK_MS = 100
-# Sequence numbers per utterance: an utterance's chunks never reach the next one's (100 ms
-# chunks: more than an hour of speech).
-SEQ_PER_UTTERANCE = 100_000
-PLAN = ChunkPlan(SAMPLE_RATE, "PCM_S16LE", CHUNK_MS)
-
-
-def spoken_utterance(chunk: AudioChunk) -> tuple[str, str, int]:
-    """Which translated utterance a speech chunk belongs to: (call, leg, utterance index)."""
-    return chunk.call_id, chunk.stream_id, chunk.seq // SEQ_PER_UTTERANCE
+from schemas.records import SPEECH_SEQ_PER_UTTERANCE, AudioChunk, Translation, TranslationStatus
+from streams.client.producer import OWN_CHUNK_PLAN, iter_chunks
 
 
 def leg(translation: Translation) -> str:
@@ -52,13 +40,13 @@ def sentences_to_speak(translation: Translation) -> list[str]:
 def speech_chunks(translation: Translation, synthesize: Callable[[str, str], np.ndarray]) -> Iterator[list[AudioChunk]]:
     """The leg's chunks, one list per sentence, each list as soon as its sentence is synthesized
     (`synthesize(text, language)` -> 16 kHz float32 samples)."""
-    seq = translation.utterance_index * SEQ_PER_UTTERANCE
+    seq = translation.utterance_index * SPEECH_SEQ_PER_UTTERANCE
     start_ms = translation.transcript_produced_ts_ms
     for sentence in sentences_to_speak(translation):
         samples = synthesize(sentence, translation.target_language)
         chunks = [replace(chunk, end_of_stream=False)  # the leg goes on after this sentence
-                  for chunk in iter_chunks(samples, translation.call_id, leg(translation), PLAN, start_ms,
+                  for chunk in iter_chunks(samples, translation.call_id, leg(translation), OWN_CHUNK_PLAN, start_ms,
                                        language=translation.target_language, first_seq=seq)]
         seq += len(chunks)
-        start_ms += len(chunks) * CHUNK_MS
+        start_ms += len(chunks) * OWN_CHUNK_PLAN.chunk_ms
         yield chunks

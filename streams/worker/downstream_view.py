@@ -23,9 +23,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from models.audio.decoding import SAMPLE_RATE
 from schemas.codec import AvroCodec, DecodeError
-from schemas.records import AudioChunk
+from schemas.records import AudioChunk, spoken_utterance
 from streams.client.kafka import aiokafka_config, avro_codec
-from streams.speech.core import spoken_utterance
 from streams.worker.faust_compat import refresh_metadata
 
 log = logging.getLogger("callstt.worker")

@@ -26,14 +26,13 @@ from schemas.codec import DecodeError
 from schemas.errors import CallsttError
 from schemas.records import Transcript
 from streams.client.kafka import aiokafka_config, avro_codec, confluent_config
-from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
+from streams.client.producer import OWN_CHUNK_PLAN, CallPublisher, iter_chunks, load_audio
 from streams.core.pipeline import Pipeline, cut_utterances
 from streams.worker.faust_compat import refresh_metadata
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 TIMEOUT_S = 120.0
 SETTLE_S = 5.0
-CHUNK_MS = 100
 
 
 class UnreadableAudio(CallsttError, ValueError):
@@ -56,7 +55,7 @@ def decode_upload(data: bytes) -> np.ndarray:
 
 def expected_utterances(samples: np.ndarray, call_id: str, settings) -> int:
     """How many utterances the workers will cut from this audio (same chunks, same pipeline core)."""
-    chunks = iter_chunks(samples, call_id, "caller", ChunkPlan(SAMPLE_RATE, "PCM_S16LE", CHUNK_MS), 0)
+    chunks = iter_chunks(samples, call_id, "caller", OWN_CHUNK_PLAN, 0)
     return len(cut_utterances(Pipeline.from_settings(settings), chunks))
 
 
@@ -134,7 +133,8 @@ class TranscribeView(View):
         settings = self.status.settings
         with CallPublisher(settings.kafka_bootstrap_servers, settings.audio_topic,
                            extra_config=confluent_config(settings)) as publisher:
-            publisher.publish_call(samples, call_id, "caller", SAMPLE_RATE, "PCM_S16LE", CHUNK_MS, language)
+            plan = OWN_CHUNK_PLAN
+            publisher.publish_call(samples, call_id, "caller", plan.sample_rate, plan.encoding, plan.chunk_ms, language)
 
     async def transcript_consumer(self) -> AIOKafkaConsumer:
         """A group-less consumer positioned at the end of every transcript partition (before publishing)."""

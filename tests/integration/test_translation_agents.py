@@ -338,7 +338,8 @@ def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(k
     (some chunks out, not all, read on the topic between the kill and the restart), or the test
     proved nothing: checked apart, after the outcome, whatever this machine's speed."""
     from models.voices.synth import synthesize
-    from streams.speech.core import SEQ_PER_UTTERANCE, leg
+    from schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
+    from streams.speech.core import leg
     from streams.speech.core import speech_chunks as chunks_of
 
     worker = WorkerProcess(kafka_bootstrap, tmp_path, command="speaker",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, transcript_id
 from streams.bench.chain import chain_figures, markdown_lines
-from streams.bench.sections import Arrival
+from streams.bench.collecting import Arrival
 
 EOS_MS = 1_000_000
 

@@ -13,7 +13,8 @@ from streams.bench.interims import (capture_ms, changed_words, first_interim_del
                                     normalised, word_delays)
 from streams.bench.report import interim_line
 from streams.bench.run import PARTIALS_ON_MS, with_partials, worker_env
-from streams.bench.sections import Arrival, RecordCollector, _model_use
+from streams.bench.collecting import Arrival, RecordCollector
+from streams.bench.sections import _model_use
 from streams.settings import Settings
 
 CAPTURED = 1_000_000  # capture time (platform clock, ms) of stream time 0 in these records

@@ -78,3 +78,83 @@ def test_models_is_one_subpackage_per_role_each_importing_only_the_roles_below_i
                  for role, allowed in MODEL_ROLES.items() for path in sorted((ROOT / "models" / role).rglob("*.py"))
                  if imported_model_roles(path) - allowed}
     assert offenders == {}
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Each installed module (streams, models, schemas, infra) -> the project modules it imports,
+    imports inside functions included (they run as surely, only later)."""
+    modules = {}
+    for package in ("streams", "models", "schemas", "infra"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            modules[name] = path
+
+    def known(name: str) -> str | None:  # "streams.client.kafka.avro_codec" -> "streams.client.kafka"
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            graph[name] |= {found for target in targets if (found := known(target)) not in (None, name)}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One circle through each strongly connected group of more than one node (Tarjan's)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    assert circles(module_graph()) == []
+
+
+def test_no_circle_between_the_streams_subpackages():
+    """streams/client, core, worker, speech, translation, bench...: one direction between any two."""
+    packages: dict[str, set[str]] = {}
+    for module, targets in module_graph().items():
+        if module.startswith("streams."):
+            package = ".".join(module.split(".")[:2])
+            packages.setdefault(package, set()).update(
+                ".".join(t.split(".")[:2]) for t in targets if t.startswith("streams.") and not t.startswith(package))
+    assert circles(packages) == []
+
+
+def test_circles_are_found():
+    """The check above can fail: a circle of three and one of two are reported, a chain is not."""
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}) == \
+        [["a", "b", "c"], ["d", "e"]]

@@ -332,7 +332,7 @@ def test_the_read_loop_skips_partition_ends_and_undecodable_records_and_raises_o
 
 
 def test_the_bench_collector_retries_errors_that_are_not_fatal_and_keeps_distinct_wanted_transcripts():
-    from streams.bench.sections import collect
+    from streams.bench.collecting import collect
 
     def transcript(call_id, transcript_id):
         return SimpleNamespace(call_id=call_id, transcript_id=transcript_id)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from schemas.records import AudioChunk, Encoding, Translation, TranslationStatus
 from streams.client import tailing
 from streams.client.tailing import SpokenUtterance, format_spoken, format_translation, spoken_utterances
-from streams.speech.core import SEQ_PER_UTTERANCE
+from schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
 
 PRODUCED = datetime(2024, 5, 1, 9, 30, 5).astimezone()
 
