@@ -2,7 +2,7 @@
 
 The broker itself (fetching the jars, formatting, starting, waiting, stopping) is
 infra/local/kafka.py (`from infra.local.kafka import LocalKafka`), what the tests and the
-benchmark use; this is its command line, for the README and scripts/setup, demo and stop.
+benchmark use; this is its command line, for docs/development.md and scripts/setup, demo and stop.
 Data, logs and pid files live under `.local/kafka/` (ignored by git).
 
     python scripts/kafka_local.py start              # one broker on 127.0.0.1:9092

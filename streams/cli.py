@@ -341,7 +341,7 @@ def tail(
                                   "of the open utterances on a terminal, lines marked ~ when piped, all with --json"),
     translations: bool = typer.Option(False, "--translations", help="Follow the translations instead "
                                       "(CALLSTT_TRANSLATION_TOPIC): one line each, with the language pair and any "
-                                      "status other than OK (e.g. [unsupported_pair])"),
+                                      "status other than OK (e.g. unsupported_pair)"),
     speech: bool = typer.Option(False, "--speech", help="Follow the synthesized speech instead "
                                 "(CALLSTT_SPEECH_TOPIC): per translated utterance, its chunks and seconds of audio, "
                                 "once the leg's next utterance starts (the rest when --idle-exit ends it)"),

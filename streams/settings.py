@@ -67,7 +67,7 @@ class Settings:
                                    doc="Confluent-compatible Schema Registry URL; empty = embedded schema ids")
     write_schemas: str = env("CALLSTT_WRITE_SCHEMA_VERSIONS", default="",
                              doc="Rolling upgrades: records to write in an earlier schema version while the "
-                                 "previous version still runs, e.g. 'Transcript=3' (README: Upgrades)")
+                                 "previous version still runs, e.g. 'Transcript=3' (docs/upgrades.md)")
     # Models (seed service names first)
     use_faster_whisper: bool = env("USE_FASTER_WHISPER", "CALLSTT_USE_FASTER_WHISPER", default=True,
                                    doc="Serve non-Vietnamese languages with faster-whisper")

@@ -5,7 +5,7 @@ Central (infra/kafka/pom.xml), formatting KRaft storage, starting each node as
 `java -cp ... kafka.Kafka`, waiting until it answers a metadata request, and
 stopping it by pid. Data, logs and pid files live under `.local/kafka/` of the
 repository (ignored by git). Used by the test fixtures and the benchmark; its
-command line is scripts/kafka_local.py (the README's commands).
+command line is scripts/kafka_local.py (docs/development.md, "The broker by hand").
 
     from infra.local.kafka import LocalKafka
     cluster = LocalKafka(name="dev", brokers=1, port=9092)

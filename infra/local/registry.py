@@ -131,7 +131,7 @@ class LocalSchemaRegistry:
 
     @property
     def log_file(self) -> Path:
-        # The first (default-port) registry logs where the README says; others beside their pid file.
+        # The first (default-port) registry logs at .local/registry.log; others beside their pid file.
         return LOCAL_ROOT / "registry.log" if self.port == DEFAULT_PORT else self.home / "registry.log"
 
     @property

@@ -5,7 +5,7 @@ utterances, move from the old version's state to the new one's through the chang
 The previous version is the code that landed before this one (PREVIOUS, issue 13's): it writes
 Transcript version 3 (schema id 5) and a StreamState without `first_offset`; this version
 writes Transcript version 4 (id 6), which the previous version's embedded registry does not
-know. So, with embedded ids, the new workers run as the README's upgrade steps say: with
+know. So, with embedded ids, the new workers run as docs/upgrades.md's steps say: with
 CALLSTT_WRITE_SCHEMA_VERSIONS=Transcript=3 until no reader of the previous version is left.
 With a schema registry (Apicurio, both versions in registry mode) they write version 4, and the
 previous version's code reads it by the id's schema from the registry. They also run another inference mode (batched instead of packed): an upgrade that changes how

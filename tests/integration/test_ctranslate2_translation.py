@@ -146,7 +146,7 @@ def write_marian_spm(directory: Path) -> Path:
 
 
 def convert(checkpoint: Path, output: Path, files: tuple[str, ...] = ("tokenizer.json",)) -> Path:
-    """What the README tells users to run (ct2-transformers-converter ... --copy_files tokenizer.json)."""
+    """What docs/agents.md tells users to run (ct2-transformers-converter ... --copy_files tokenizer.json)."""
     from ctranslate2.converters import TransformersConverter
 
     TransformersConverter(str(checkpoint), copy_files=list(files)).convert(str(output), quantization="int8")
