@@ -18,7 +18,6 @@ its translation) that the speech agent and the live page use.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -26,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from models.translation.ct2 import CT2_DIR_ENV, CTranslate2Backend
+from models.translation.ct2 import CTranslate2Backend
 
 OK, PASSTHROUGH, UNSUPPORTED_PAIR = "ok", "passthrough", "unsupported_pair"
 
@@ -194,18 +193,16 @@ def _pair_labels(pairs: Iterable[tuple[str, str]]) -> list[str]:
     return sorted(f"{source}->{target}" for source, target in pairs)
 
 
-def load_translation_router(names: str, load: bool = True, ct2_dir: str | None = None) -> TranslationRouter:
+def load_translation_router(names: str, load: bool = True, ct2_dir: str = "") -> TranslationRouter:
     """The router for CALLSTT_TRANSLATION_BACKENDS: comma-separated backend names, in order of
     preference (e.g. "bergamot,ctranslate2"). `ct2_dir` is the ctranslate2 backend's model directory
-    (settings.ct2_translation_dir); None reads CALLSTT_CT2_TRANSLATION_DIR from the environment.
-    With `load`, the models load now, so the first transcript does not wait for them."""
+    (settings.ct2_translation_dir, CALLSTT_CT2_TRANSLATION_DIR); the ctranslate2 backend refuses an
+    empty one. With `load`, the models load now, so the first transcript does not wait for them."""
     chosen = [name.strip().lower() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in BACKENDS]
     if unknown:
         raise ValueError(f"CALLSTT_TRANSLATION_BACKENDS: unknown backend(s) {', '.join(unknown)}; "
                          f"known: {', '.join(BACKENDS)}")
-    if ct2_dir is None:  # callers without the settings object (models/ does not import streams/)
-        ct2_dir = os.environ.get(CT2_DIR_ENV, "")
     router = TranslationRouter([CTranslate2Backend(ct2_dir) if name == "ctranslate2" else BACKENDS[name]()
                                 for name in dict.fromkeys(chosen)])
     if load:

@@ -108,4 +108,4 @@ def run_translator(settings: Settings) -> None:
 
     run_downstream(settings, create_translation_app(
         settings, lambda: load_translation_router(settings.translation_backends,
-                                                  ct2_dir=settings.ct2_translation_dir or None)), "translator")
+                                                  ct2_dir=settings.ct2_translation_dir)), "translator")

@@ -244,8 +244,9 @@ def test_the_router_gives_ok_unsupported_and_passthrough(model_dir):
 
 def test_configured_after_bergamot_it_adds_pairs_and_bergamot_keeps_en_pt(model_dir, monkeypatch):
     monkeypatch.setenv(CT2_DIR_ENV, str(model_dir))
-    assert Settings.from_env().ct2_translation_dir == str(model_dir)  # `callstt settings` shows it
-    router = load_translation_router("bergamot,ctranslate2")
+    settings = Settings.from_env()
+    assert settings.ct2_translation_dir == str(model_dir)  # `callstt settings` shows it
+    router = load_translation_router("bergamot,ctranslate2", ct2_dir=settings.ct2_translation_dir)
     try:
         assert [backend.name for backend in router.backends] == ["bergamot", "ctranslate2"]
         portuguese = router.translate("Thank you very much.", "en", "pt")
@@ -282,7 +283,7 @@ def test_broken_or_missing_models_are_clear_errors(model_dir, tmp_path, monkeypa
         CTranslate2Backend(tmp_path / "empty")
     monkeypatch.delenv(CT2_DIR_ENV, raising=False)
     with pytest.raises(ValueError, match=f"{CT2_DIR_ENV} is not set.*--copy_files tokenizer.json"):
-        load_translation_router("bergamot,ctranslate2", load=False)
+        load_translation_router("bergamot,ctranslate2", load=False, ct2_dir=Settings.from_env().ct2_translation_dir)
 
 
 def test_sentencepiece_models_name_the_missing_package(model_dir, tmp_path, monkeypatch):
