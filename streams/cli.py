@@ -592,7 +592,7 @@ def replay(
     live workers' group), or rewind a stopped worker group to a time for a full reprocess."""
     from streams.replay import replay_calls
     from streams.replay import rewind_group as rewind
-    from streams.worker.runner import build_router
+    from streams.model_routes import build_router
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, model=model, model_version=model_version)
     since_at, until_at = _since(since), _since(until)

@@ -70,7 +70,8 @@ class Settings:
                                  "previous version still runs, e.g. 'Transcript=3' (docs/upgrades.md)")
     # Models (seed service names first)
     use_faster_whisper: bool = env("USE_FASTER_WHISPER", "CALLSTT_USE_FASTER_WHISPER", default=True,
-                                   doc="Serve non-Vietnamese languages with faster-whisper")
+                                   doc="Serve non-Vietnamese languages with faster-whisper (the only multilingual "
+                                       "backend: false is refused at start)")
     use_phowhisper: bool = env("USE_PHOWHISPER", "CALLSTT_USE_PHOWHISPER", default=False,
                                doc="Serve Vietnamese with PhoWhisper")
     model: str = env("MODEL_SIZE", "CALLSTT_MODEL", default="base",

@@ -22,7 +22,7 @@ Every result is a ``TranscriptionResult`` relative to its own utterance (word ti
     results = transcribe_many(router, [InferenceRequest(audio, "en"), InferenceRequest(audio2, "vi")],
                               mode="packed")
 
-A backend that is not faster-whisper (the transformers PhoWhisper route), a request without
+A backend without ``capabilities.shared_windows`` (the transformers PhoWhisper route), a request without
 a language, or an utterance longer than a window always runs one at a time. Requests share a
 model call only with the same language and vocabulary (models/text/vocabulary.py): one window
 has one prompt.
@@ -40,6 +40,7 @@ import numpy as np
 
 from models.asr import faster_whisper_compat as compat
 from models.asr.language_id import LanguageEvidence
+from models.asr.routing import Backend, ModelRouter, as_router
 from models.audio.decoding import SAMPLE_RATE
 from models.text.guard import GuardConfig, compression_ratio, repetition
 from models.text.results import Segment, TranscriptionResult, Word, join_words
@@ -144,11 +145,6 @@ def _words_text(words: Sequence[Word]) -> str:
     return join_words(w.text for w in words)
 
 
-def _supports_batching(backend) -> bool:
-    return hasattr(backend, "model") and hasattr(backend.model, "feature_extractor") and \
-        getattr(backend, "backend_name", "") == "faster-whisper"
-
-
 def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], language: str,
                batch_size: int, word_timestamps: bool,
                vocabulary: Vocabulary = NO_VOCABULARY) -> list[tuple[list[Word], float, float]]:
@@ -160,7 +156,7 @@ def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], lan
     pipeline = BatchedInferencePipeline(backend.model)
     longest = max(end - start for start, end in clips)
     prompt, prompt_tokens = backend.prompt(vocabulary)
-    with backend._lock:
+    with backend.model_lock:
         segments_iter, _ = pipeline.transcribe(
             audio, language=language, task="transcribe", beam_size=backend.options.beam_size,
             temperature=0.0, word_timestamps=word_timestamps, without_timestamps=False, vad_filter=False,
@@ -225,7 +221,7 @@ def transcribe_windowed(backend, audios: Sequence[np.ndarray], language: str, mi
         for first in range(0, len(indices), max(1, batch_size)):
             part = indices[first:first + max(1, batch_size)]
             windows = np.stack([_padded(compat.features(backend.model, audios[i]), frames) for i in part])
-            with backend._lock:
+            with backend.model_lock:
                 outputs = compat.forward_windows(
                     backend.model, windows, [durations[i] for i in part], language,
                     beam_size=backend.options.beam_size, word_timestamps=word_timestamps,
@@ -326,13 +322,12 @@ def suspects(windows: Sequence[Sequence[tuple[int, float]]], results: Sequence[T
     return chosen
 
 
-def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "single",
+def transcribe_many(router: ModelRouter | Backend, requests: Sequence[InferenceRequest], mode: str = "single",
                     batch_size: int = DEFAULT_BATCH_SIZE, window_s: float = DEFAULT_WINDOW_S,
                     gap_s: float = DEFAULT_GAP_S, min_window_s: float = FULL_WINDOW_S) -> list[TranscriptionResult]:
     """Transcribe the utterances ready now (any calls), results in request order.
 
-    `router` is a models.asr.routing.ModelRouter (or anything with `backend_for(language)`), or a
-    single backend. Requests are grouped by backend, language and vocabulary; each group runs as `mode`
+    `router` is a models.asr.routing.ModelRouter, or a single backend (every language to it). Requests are grouped by backend, language and vocabulary; each group runs as `mode`
     says. Call it from the model thread, like `backend.transcribe`.
     """
     # The three modes below. Their names are offered to users by streams.settings (CALLSTT_INFERENCE_MODE's
@@ -340,12 +335,13 @@ def transcribe_many(router, requests: Sequence[InferenceRequest], mode: str = "s
     if mode not in ("single", "batched", "packed"):
         raise ValueError(f"unknown inference mode {mode!r}: use one of single, batched, packed")
     results: list[TranscriptionResult | None] = [None] * len(requests)
+    routes = as_router(router)
     groups: dict[tuple[int, str, Vocabulary], list[int]] = defaultdict(list)
     backends: dict[int, object] = {}
     for index, request in enumerate(requests):
-        backend = router.backend_for(request.language) if hasattr(router, "backend_for") else router
+        backend = routes.backend_for(request.language)
         long = len(request.audio) / SAMPLE_RATE > window_s
-        if mode == "single" or request.language is None or long or not _supports_batching(backend):
+        if mode == "single" or request.language is None or long or not backend.capabilities.shared_windows:
             results[index] = backend.transcribe(request.audio, request.language, request.vocabulary)
             continue
         backends[id(backend)] = backend

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.asr.routing import allowed_ranking
+from models.asr.routing import Capabilities, allowed_ranking
 from models.asr.store import ModelFileError
 from models.audio.decoding import SAMPLE_RATE
 from models.text.results import Segment, TranscriptionResult, Word
@@ -61,6 +61,7 @@ class FasterWhisperBackend:
     """Transcribes 16 kHz mono float32 utterances with a CTranslate2 Whisper model."""
 
     backend_name = "faster-whisper"
+    capabilities = Capabilities(shared_windows=True, devices=("cpu", "cuda", "auto"))
 
     def __init__(self, model_dir: Path, model_name: str, device: str = "cpu", compute_type: str = "int8",
                  cpu_threads: int = 0, options: DecodeOptions | None = None, num_workers: int = 1) -> None:
@@ -71,7 +72,7 @@ class FasterWhisperBackend:
         self.options = options or DecodeOptions()
         # CTranslate2 runs up to `num_workers` calls at once (its inter_threads), each from its own
         # Python thread with `cpu_threads` threads; more calls than that would only queue inside it.
-        self._lock = threading.BoundedSemaphore(max(1, num_workers))
+        self.model_lock = threading.BoundedSemaphore(max(1, num_workers))
         started = time.perf_counter()
         try:
             self.model = WhisperModel(str(model_dir), device=device, compute_type=compute_type,
@@ -110,7 +111,7 @@ class FasterWhisperBackend:
         """Whisper's language distribution for the audio, best first, among `allowed` when given
         (masked and renormalised: models.asr.routing.allowed_ranking). The short window first; the
         full 30 s window when the short one is unsure (below SURE_SHORT_DETECTION)."""
-        with self._lock:
+        with self.model_lock:
             if self.options.fast_language_detection:
                 ranking = allowed_ranking(self._short_window_ranking(audio), allowed)
                 if ranking[0][1] >= SURE_SHORT_DETECTION:
@@ -140,7 +141,7 @@ class FasterWhisperBackend:
         if not self.is_multilingual:
             language = "en"
         prompt, prompt_tokens = self.prompt(vocabulary)
-        with self._lock:
+        with self.model_lock:
             segments_iter, info = self.model.transcribe(
                 audio,
                 language=language,

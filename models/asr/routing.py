@@ -22,9 +22,25 @@ from models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do. Batching, routing and the store ask this, never a backend's name."""
+
+    # Several utterances per model call (models/asr/batching.py's batched and packed windows):
+    # a faster-whisper (CTranslate2) model, run there through the backend's `model`, `options`,
+    # `prompt(vocabulary)` and `model_lock`. Without it, every utterance is its own call.
+    shared_windows: bool = False
+    prompt: bool = True  # a call's vocabulary goes into the decoder prompt
+    word_times: bool = True  # words carry their own start and end (else the segment's)
+    devices: tuple[str, ...] = ("cpu",)  # where it runs ("cpu", "cuda", "auto")
+
+
 class Backend(Protocol):
-    backend_name: str
+    """A speech recognition model: what the router, the core and batching call."""
+
+    backend_name: str  # shown in transcripts and on /models, never branched on
     model_name: str
+    capabilities: Capabilities
 
     def transcribe(self, audio: np.ndarray, language: str | None = None,
                    vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult: ...
@@ -57,6 +73,13 @@ def allowed_ranking(ranked: Iterable[tuple[str, float]], allowed: Collection[str
 def best_allowed(ranked: Iterable[tuple[str, float]], allowed: Collection[str] = ()) -> tuple[str, float]:
     """The most likely language of `ranked` among `allowed` (see `allowed_ranking`)."""
     return allowed_ranking(ranked, allowed)[0]
+
+
+def as_router(backend_or_router: Backend | ModelRouter) -> ModelRouter:
+    """A router as is; a single backend as a router that sends every language to it."""
+    if isinstance(backend_or_router, ModelRouter):
+        return backend_or_router
+    return ModelRouter(multilingual=backend_or_router)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from models.asr.faster_whisper_backend import MAX_PROMPT_TOKENS, DecodeOptions, max_new_tokens_for
-from models.asr.routing import allowed_ranking
+from models.asr.routing import Capabilities, allowed_ranking
 from models.asr.store import ModelFileError
 from models.audio.decoding import SAMPLE_RATE
 from models.text.results import Segment, TranscriptionResult, Word
@@ -115,6 +115,8 @@ class TransformersBackend:
                                        *range(self.no_timestamps_id + 1, self.model.config.vocab_size)})
         self.alignment_heads = list(getattr(config, "alignment_heads", None) or [])
         self.word_timestamps = bool(self.alignment_heads) and self.options.word_timestamps
+        # One utterance per model call (no shared windows); word times need the alignment heads.
+        self.capabilities = Capabilities(word_times=self.word_timestamps, devices=("cpu", "cuda"))
         # What operators see on /models.
         self.details = {
             "path": str(self.model_dir), "dtype": self.dtype_name, "device": device,

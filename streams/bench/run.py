@@ -30,7 +30,7 @@ from streams.bench.workload import (ENCODING, TELEPHONE_RATE, BenchCall, Convers
 from streams.client.producer import PLATFORM_CHUNK_MS
 from streams.settings import Settings
 from streams.worker.process import WorkerSubprocess
-from streams.worker.runner import build_router
+from streams.model_routes import build_router
 
 log = logging.getLogger("callstt.bench")
 

@@ -372,7 +372,7 @@ def test_vietnamese_call_through_the_pipeline_names_the_route(route_worker):
 
 def test_a_route_that_cannot_load_falls_back_to_the_multilingual_model(tmp_path):
     from streams.settings import Settings
-    from streams.worker.runner import build_router
+    from streams.model_routes import build_router
 
     missing = tmp_path / "no-such-checkpoint"
     router = build_router(Settings(use_phowhisper=True, phowhisper_model=str(missing), cpu_threads=2))
@@ -388,7 +388,7 @@ def test_a_route_that_cannot_load_falls_back_to_the_multilingual_model(tmp_path)
 @needs_torch
 def test_build_router_runs_a_converted_model_and_converts_on_first_use(checkpoints, converted, tmp_path):
     from streams.settings import Settings
-    from streams.worker.runner import build_router
+    from streams.model_routes import build_router
 
     # A CTranslate2 directory as the reference: faster-whisper runs it (auto).
     router = build_router(Settings(use_phowhisper=True, phowhisper_model=str(converted["speaking-int8"]),

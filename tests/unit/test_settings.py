@@ -47,8 +47,11 @@ def test_inference_modes_offered_are_the_modes_batching_implements():
     import numpy as np
 
     from models.asr.batching import InferenceRequest, transcribe_many
+    from models.asr.routing import Capabilities
 
     class Backend:
+        backend_name, model_name, capabilities = "echo", "echo", Capabilities()
+
         def transcribe(self, audio, language, vocabulary=None):
             return ("transcribed", len(audio), language)
 
@@ -63,3 +66,13 @@ def test_inference_modes_offered_are_the_modes_batching_implements():
         transcribe_many(Backend(), requests, mode="streamed")
     with pytest.raises(SettingsError, match="CALLSTT_INFERENCE_MODE='streamed': use one of single, batched, packed"):
         Settings.from_env({"CALLSTT_INFERENCE_MODE": "streamed"})
+
+
+def test_use_faster_whisper_false_is_refused_not_ignored():
+    """The seed service's USE_FASTER_WHISPER=false is read, and refused at start with what to do,
+    before any model loads (the multilingual model runs on faster-whisper only)."""
+    from streams.model_routes import build_router
+
+    settings = Settings.from_env({"USE_FASTER_WHISPER": "false"})
+    with pytest.raises(SettingsError, match="USE_FASTER_WHISPER=false is not supported.*USE_PHOWHISPER=true"):
+        build_router(settings)

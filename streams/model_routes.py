@@ -1,0 +1,95 @@
+"""Which model transcribes which language: the routing table, built from the settings in this one
+place for every process that transcribes (the worker, POST /transcribe, `callstt replay`, the bench).
+
+    router = build_router(settings)          # models.asr.routing.ModelRouter
+    router.backend_for("vi")                 # the PhoWhisper route when configured, else the multilingual model
+
+The table (`language_routes`): every language goes to the multilingual faster-whisper model
+(MODEL_SIZE / CALLSTT_MODEL); with USE_PHOWHISPER, Vietnamese goes to CALLSTT_PHOWHISPER_MODEL (a
+local checkpoint directory, a CTranslate2 directory or a hub id; default vinai/PhoWhisper-small),
+run as CALLSTT_PHOWHISPER_BACKEND says (models.asr.store.choose_checkpoint: faster-whisper for a
+CTranslate2 directory, else the transformers backend or a one-time conversion). A route that
+cannot load is logged, explained in router.notes[language] (shown on /models), and its language
+falls back to the multilingual model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.asr.convert import convert_checkpoint
+from models.asr.faster_whisper_backend import DecodeOptions, FasterWhisperBackend
+from models.asr.routing import Backend, ModelRouter
+from models.asr.store import choose_checkpoint, resolve_model
+from models.asr.transformers_backend import TransformersBackend
+from streams.settings import Settings, SettingsError
+
+log = logging.getLogger("callstt.models")
+
+DEFAULT_PHOWHISPER_MODEL = "vinai/PhoWhisper-small"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One row of the routing table: `language` goes to the checkpoint `reference`, run by the
+    backend `backend` ("auto", "ctranslate2", "transformers" or "converted": models.asr.store)."""
+
+    language: str
+    label: str  # how notes and logs name the route ("PhoWhisper")
+    reference: str
+    backend: str
+    quantization: str
+
+
+def language_routes(settings: Settings) -> list[Route]:
+    """The languages that do not go to the multilingual model, and where they go."""
+    if not settings.use_phowhisper:
+        return []
+    return [Route("vi", "PhoWhisper", settings.phowhisper_model or DEFAULT_PHOWHISPER_MODEL,
+                  settings.phowhisper_backend, settings.phowhisper_quantization)]
+
+
+def build_router(settings: Settings) -> ModelRouter:
+    """Load the multilingual model and every route of `language_routes`."""
+    if not settings.use_faster_whisper:
+        # The seed service could run its multilingual model through transformers; callstt's
+        # packing, lanes and packaged models are faster-whisper's, so it says so rather than
+        # ignoring the setting.
+        raise SettingsError("USE_FASTER_WHISPER=false is not supported: the multilingual model runs on "
+                            "faster-whisper (CTranslate2). Unset it; a transformers checkpoint can serve "
+                            "Vietnamese (USE_PHOWHISPER=true, CALLSTT_PHOWHISPER_BACKEND=transformers)")
+    options = DecodeOptions(beam_size=settings.beam_size, fast_language_detection=settings.fast_language_detection)
+    directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
+    router = ModelRouter(multilingual=FasterWhisperBackend(directory, settings.model, settings.device,
+                                                           settings.compute_type, settings.cpu_threads, options,
+                                                           settings.model_lanes))
+    for route in language_routes(settings):
+        try:
+            router.routes[route.language] = load_route(route, settings, options)
+        except Exception as error:  # ModelFileError, ImportError, torch/ctranslate2 errors: fall back, never die
+            router.notes[route.language] = (
+                f"{route.label} route ({route.reference}, backend {route.backend}) could not load: {error}; "
+                f"{route.language} uses the multilingual model {settings.model}")
+            log.warning(router.notes[route.language])
+            continue
+        log.info("%s route (%s): %s through %s", route.label, route.language,
+                 router.routes[route.language].model_name, router.routes[route.language].backend_name)
+    return router
+
+
+def load_route(route: Route, settings: Settings, options: DecodeOptions) -> Backend:
+    """The backend that serves one route (converting a transformers checkpoint once when asked)."""
+    # Transcripts name the model: the hub id, or a local directory's name (never a machine's path).
+    local = Path(route.reference).expanduser()
+    name = local.resolve().name if local.exists() else route.reference
+    choice = choose_checkpoint(route.reference, route.backend, route.quantization, settings.model_cache_path,
+                               settings.allow_hub_download)
+    if choice.convert_from is not None:
+        log.info("converting %s to CTranslate2 (%s), once, into %s", route.reference, route.quantization, choice.path)
+        convert_checkpoint(choice.convert_from, choice.path, route.quantization, source=route.reference)
+    if choice.kind == "ctranslate2":
+        return FasterWhisperBackend(choice.path, name, settings.device, settings.compute_type,
+                                    settings.cpu_threads, options, settings.model_lanes)
+    return TransformersBackend(choice.path, name, settings.device, settings.torch_dtype, settings.cpu_threads, options)
