@@ -69,8 +69,8 @@ from typing import Any
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import validate
 
-from schemas.errors import CallsttError
-from schemas.records import AudioChunk, CallSettings, Transcript, Translation
+from callstt.schemas.errors import CallsttError
+from callstt.schemas.records import AudioChunk, CallSettings, Transcript, Translation
 
 SCHEMAS_DIR = Path(__file__).resolve().parent
 EMBEDDED_REGISTRY = SCHEMAS_DIR / "registry.json"

@@ -18,7 +18,7 @@ import sys
 
 import typer
 
-from infra.local.kafka import BrokerError, LocalKafka, fetch_jars, say
+from callstt.infra.local.kafka import BrokerError, LocalKafka, fetch_jars, say
 
 cli = typer.Typer(help="Run the project's local Apache Kafka broker (KRaft, no Docker).", no_args_is_help=True)
 NameOption = typer.Option("dev", "--name", help="Cluster name: its data lives in .local/kafka/NAME/")

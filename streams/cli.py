@@ -6,6 +6,7 @@ Exit codes scripts can test: 0 ok, 1 failure (one clear line on stderr), 2 usage
 from __future__ import annotations
 
 import gc
+import importlib.util
 import json
 import logging
 import os
@@ -17,15 +18,15 @@ from pathlib import Path
 
 import typer
 
-from models.asr.store import PACKAGED_MODELS, ModelFileError, resolve_model
-from models.audio.decoding import SAMPLE_RATE
-from schemas.errors import CallsttError
-from schemas.records import Encoding
-from streams.client.kafka import avro_codec, confluent_config
-from streams.client.producer import PLATFORM_CHUNK_MS
-from streams.client.topics import TopicLayoutError, TopicsNotReady
-from streams.lifecycle import StartError
-from streams.settings import Settings, SettingsError
+from callstt.models.asr.store import PACKAGED_MODELS, ModelFileError, resolve_model
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.errors import CallsttError
+from callstt.schemas.records import Encoding
+from callstt.streams.client.kafka import avro_codec, confluent_config
+from callstt.streams.client.producer import PLATFORM_CHUNK_MS
+from callstt.streams.client.topics import TopicLayoutError, TopicsNotReady
+from callstt.streams.lifecycle import StartError
+from callstt.streams.settings import Settings, SettingsError
 
 app = typer.Typer(help="Speech-to-text stream processor for live calls (Kafka in, Avro transcripts out).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -59,7 +60,7 @@ def models(
     directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
     typer.echo(f"configured {settings.model} -> {directory}")
     if check:
-        from models.asr.faster_whisper_backend import FasterWhisperBackend
+        from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend
 
         FasterWhisperBackend(directory, settings.model, settings.device, settings.compute_type, settings.cpu_threads)
         typer.echo(f"loaded {settings.model} ({settings.compute_type} on {settings.device})")
@@ -97,7 +98,7 @@ def worker(
     model: str = typer.Option(None, "--model", help="faster-whisper model reference"),
 ) -> None:
     """Run a stream-processing worker (joins the consumer group; run several to scale out)."""
-    from streams.worker.runner import run_worker
+    from callstt.streams.worker.runner import run_worker
 
     run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
 
@@ -110,7 +111,7 @@ def translator(
                                      "(default CALLSTT_TRANSLATE_TO; a call's settings override it)"),
 ) -> None:
     """Run the translation agent: transcripts in, Translation events out (its own consumer group)."""
-    from streams.translation.app import run_translator
+    from callstt.streams.translation.app import run_translator
 
     run_translator(load_settings(kafka_bootstrap_servers=bootstrap, translator_web_port=web_port,
                                  translate_to=translate_to))
@@ -122,7 +123,7 @@ def speaker(
     web_port: int = typer.Option(None, "--web-port", help="Port of the speaker's web pages"),
 ) -> None:
     """Run the speech agent: translations in, synthesized speech (AudioChunk events) out."""
-    from streams.speech.app import run_speaker
+    from callstt.streams.speech.app import run_speaker
 
     run_speaker(load_settings(kafka_bootstrap_servers=bootstrap, speaker_web_port=web_port))
 
@@ -130,7 +131,7 @@ def speaker(
 # --- publish ---------------------------------------------------------------------------------
 
 def _sample_rate(value: int) -> int:
-    from streams.client.publishing import SAMPLE_RATES
+    from callstt.streams.client.publishing import SAMPLE_RATES
 
     if value not in SAMPLE_RATES:
         raise typer.BadParameter(f"{value} is not one of {', '.join(map(str, SAMPLE_RATES))}")
@@ -168,9 +169,9 @@ def publish(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from streams.client.producer import ChunkPlan
-    from streams.client.publishing import InputError, PublishError, load_inputs, plan_calls
-    from streams.client.publishing import publish as publish_calls
+    from callstt.streams.client.producer import ChunkPlan
+    from callstt.streams.client.publishing import InputError, PublishError, load_inputs, plan_calls
+    from callstt.streams.client.publishing import publish as publish_calls
 
     if not inputs and not say:
         raise typer.BadParameter("give audio files or directories, or --say TEXT", param_hint="FILE_OR_DIR")
@@ -243,9 +244,9 @@ def call_settings_set(
 ) -> None:
     """Publish a call's settings (replacing any earlier ones); options not given fall back to the
     worker's defaults. Prints the record published, as JSON."""
-    from streams.client.call_settings import build_call_settings, publish_call_settings, stream_options
-    from streams.client.publishing import PublishError
-    from streams.core.pipeline import Pipeline, Rejected
+    from callstt.streams.client.call_settings import build_call_settings, publish_call_settings, stream_options
+    from callstt.streams.client.publishing import PublishError
+    from callstt.streams.core.pipeline import Pipeline, Rejected
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, call_settings_topic=topic)
     try:
@@ -277,8 +278,8 @@ def call_settings_clear(
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker"),
 ) -> None:
     """Forget a call's settings (a tombstone): the worker's defaults apply again."""
-    from streams.client.call_settings import publish_call_settings
-    from streams.client.publishing import PublishError
+    from callstt.streams.client.call_settings import publish_call_settings
+    from callstt.streams.client.publishing import PublishError
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, call_settings_topic=topic)
     try:
@@ -295,7 +296,7 @@ def _codec(settings: Settings):
 # --- tail ------------------------------------------------------------------------------------
 
 def _since(value: str | None) -> datetime | None:
-    from streams.client.tailing import parse_since
+    from callstt.streams.client.tailing import parse_since
 
     if value is None:
         return None
@@ -308,7 +309,7 @@ def _since(value: str | None) -> datetime | None:
 def _show_transcripts(transcripts, as_json: bool, partials: bool) -> None:
     """Write what `tail` follows: JSON lines (every record, interims too, in arrival order), the
     live view of the open utterances (--partials on a terminal) or one line per transcript."""
-    from streams.client.tailing import format_transcript, plain_lines, show_live
+    from callstt.streams.client.tailing import format_transcript, plain_lines, show_live
 
     if as_json:
         for transcript in transcripts:
@@ -325,7 +326,7 @@ def _show_transcripts(transcripts, as_json: bool, partials: bool) -> None:
 def _show_downstream(records, as_json: bool, speech: bool) -> None:
     """Write what `tail --translations` (a line or JSON object per translation) or `tail --speech`
     (one per translated utterance's speech) follows."""
-    from streams.client.tailing import format_spoken, format_translation, spoken_utterances
+    from callstt.streams.client.tailing import format_spoken, format_translation, spoken_utterances
 
     shown = spoken_utterances(records) if speech else records
     for record in shown:
@@ -364,7 +365,7 @@ def tail(
     """
     from confluent_kafka import KafkaException
 
-    from streams.client.tailing import TailError, TranscriptTail
+    from callstt.streams.client.tailing import TailError, TranscriptTail
 
     start_at = _since(since)
     if start_at is not None and from_beginning:
@@ -438,7 +439,7 @@ def topics(
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    from streams.client.publishing import ClientErrors, PublishError, check_topic
+    from callstt.streams.client.publishing import ClientErrors, PublishError, check_topic
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, app_id=app_id, topic_partitions=partitions,
                              topic_replication=replication)
@@ -459,7 +460,7 @@ def topics(
 
 
 def _create_topics(settings: Settings, timeout: float) -> None:
-    from streams.client.topics import ensure_topics, project_topics
+    from callstt.streams.client.topics import ensure_topics, project_topics
 
     with _librdkafka_stderr_silenced():
         created = set(ensure_topics(settings, timeout=timeout))
@@ -496,7 +497,7 @@ def _describe_topics(admin, settings: Settings, timeout: float) -> None:
     from confluent_kafka import KafkaError, KafkaException, TopicCollection
     from confluent_kafka.admin import ConfigResource, ResourceType
 
-    from streams.client.topics import project_topics, worker_changelog_topic
+    from callstt.streams.client.topics import project_topics, worker_changelog_topic
 
     names = [spec.name for spec in project_topics(settings)]
     existing = admin.list_topics(timeout=timeout).topics
@@ -550,7 +551,7 @@ def acls(
     import yaml
     from confluent_kafka import KafkaException
 
-    from streams.client.acls import ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands, strimzi_kafka_user
+    from callstt.streams.client.acls import ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands, strimzi_kafka_user
 
     unknown = [role for role in roles or () if role not in ROLES]
     if unknown:
@@ -590,9 +591,9 @@ def replay(
 ) -> None:
     """Reprocess calls from the audio topic through a chosen model into a chosen topic (never joins the
     live workers' group), or rewind a stopped worker group to a time for a full reprocess."""
-    from streams.replay import replay_calls
-    from streams.replay import rewind_group as rewind
-    from streams.model_routes import build_router
+    from callstt.streams.replay import replay_calls
+    from callstt.streams.replay import rewind_group as rewind
+    from callstt.streams.model_routes import build_router
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, model=model, model_version=model_version)
     since_at, until_at = _since(since), _since(until)
@@ -626,7 +627,7 @@ def convert(
 
     The model cache and hub access come from the settings (CALLSTT_MODEL_CACHE_DIR, CALLSTT_ALLOW_HUB_DOWNLOAD).
     """
-    from models.asr.convert import main as convert_main
+    from callstt.models.asr.convert import main as convert_main
 
     settings = load_settings()
     argv = [checkpoint, "-q", quantization]
@@ -658,8 +659,9 @@ def bench(
                                                       "translated audio)"),
 ) -> None:
     """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes,
-    accuracy on real speech."""
-    from streams.bench import markdown, run_bench
+    accuracy on real speech (from a source checkout)."""
+    require_checkout("bench")
+    from callstt.streams.bench import markdown, run_bench
 
     try:
         live_calls = [int(k) for k in calls.split(",")] if calls else None
@@ -686,13 +688,23 @@ def soak(
 ) -> None:
     """Soak test: CALLS calls at a time, back to back in real time with random lengths and silences,
     for MINUTES through one worker; every utterance must come back exactly once (after dropping
-    duplicates by id), and RSS, open files, state and changelog are sampled over time."""
-    from streams.bench.soak import markdown, soak as run
+    duplicates by id), and RSS, open files, state and changelog are sampled over time (from a source
+    checkout)."""
+    require_checkout("soak")
+    from callstt.streams.bench.soak import markdown, soak as run
 
     report = run(minutes, calls, seed, output, bootstrap, load_settings(), sample_every)
     typer.echo("\n".join(markdown(report)))
     if report["lost"]:
         raise CliFailure(f"{report['lost']} utterances lost")
+
+
+def require_checkout(command: str) -> None:
+    """The bench and its local broker ship only in a source checkout (setup.py leaves them out of
+    the wheel): an installed callstt says so instead of a traceback."""
+    if any(importlib.util.find_spec(name) is None for name in ("callstt.streams.bench", "callstt.infra.local")):
+        raise CliFailure(f"`callstt {command}` runs from a source checkout of callstt (scripts/setup installs it "
+                         "there): the installed package leaves the bench and its local broker out")
 
 
 def main() -> None:

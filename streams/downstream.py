@@ -39,14 +39,14 @@ from typing import Any, TypeVar
 import faust
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from schemas.codec import DecodeError
-from streams.client.kafka import faust_broker_config
-from streams.core import retry
-from streams.core.retry import FailureWatch
-from streams.lifecycle import add_stall_exit, check_local_resources, failure_watch, prepare_app_topics
-from streams.settings import Settings
-from streams.web_auth import faust_web_options
-from streams.worker.agent import dead_letter_headers
+from callstt.schemas.codec import DecodeError
+from callstt.streams.client.kafka import faust_broker_config
+from callstt.streams.core import retry
+from callstt.streams.core.retry import FailureWatch
+from callstt.streams.lifecycle import add_stall_exit, check_local_resources, failure_watch, prepare_app_topics
+from callstt.streams.settings import Settings
+from callstt.streams.web_auth import faust_web_options
+from callstt.streams.worker.agent import dead_letter_headers
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ def downstream_app(settings: Settings, suffix: str, web_port: int) -> faust.App:
     `<data dir>/<suffix>` (its tables' RocksDB stores: the calls' settings), web pages on
     `web_port`, raw keys and values (the agent decodes them itself, so a bad record becomes a dead
     letter rather than a crash)."""
-    from streams.worker.faust_compat import seek_before_resuming_streams
+    from callstt.streams.worker.faust_compat import seek_before_resuming_streams
 
     seek_before_resuming_streams()  # else records can be lost in a rebalance
     return faust.App(
@@ -149,7 +149,7 @@ class CallSettingsTable:
 
     def __init__(self, app: faust.App, settings: Settings, codec: Any, dead_letters: DeadLetters,
                  count: Callable[[str], None]) -> None:
-        from streams.worker.faust_compat import AcknowledgedTable
+        from callstt.streams.worker.faust_compat import AcknowledgedTable
 
         self.table = AcknowledgedTable.add_to(app, "call-settings", settings.topic_partitions)
         self.codec, self.dead_letters, self.count = codec, dead_letters, count

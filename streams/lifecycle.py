@@ -29,13 +29,13 @@ from typing import Any
 from faust.exceptions import PartitionsMismatch
 from prometheus_client import start_http_server
 
-from schemas.codec import EncodeError
-from schemas.errors import CallsttError
-from streams.client.acls import topics_used
-from streams.client.kafka import confluent_config, principal
-from streams.client.topics import changelog_topics, prepare_topics
-from streams.core.retry import FailureWatch
-from streams.settings import Settings
+from callstt.schemas.codec import EncodeError
+from callstt.schemas.errors import CallsttError
+from callstt.streams.client.acls import topics_used
+from callstt.streams.client.kafka import confluent_config, principal
+from callstt.streams.client.topics import changelog_topics, prepare_topics
+from callstt.streams.core.retry import FailureWatch
+from callstt.streams.settings import Settings
 
 EXIT_STALLED = 3
 CHECK_EVERY_S = 1.0

@@ -19,12 +19,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.asr.convert import convert_checkpoint
-from models.asr.faster_whisper_backend import DecodeOptions, FasterWhisperBackend
-from models.asr.routing import Backend, ModelRouter
-from models.asr.store import choose_checkpoint, resolve_model
-from models.asr.transformers_backend import TransformersBackend
-from streams.settings import Settings, SettingsError
+from callstt.models.asr.convert import convert_checkpoint
+from callstt.models.asr.faster_whisper_backend import DecodeOptions, FasterWhisperBackend
+from callstt.models.asr.routing import Backend, ModelRouter
+from callstt.models.asr.store import choose_checkpoint, resolve_model
+from callstt.models.asr.transformers_backend import TransformersBackend
+from callstt.streams.settings import Settings, SettingsError
 
 log = logging.getLogger("callstt.models")
 

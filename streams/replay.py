@@ -27,12 +27,12 @@ from dataclasses import dataclass, field, replace
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from models.asr.routing import ModelRouter
-from schemas.records import AudioChunk
-from streams.client.kafka import RELIABLE_PRODUCER, confluent_config
-from streams.core.assembly import StreamState
-from streams.core.pipeline import MemoryStore, Pipeline, PipelineBatch, Rejected
-from streams.settings import Settings
+from callstt.models.asr.routing import ModelRouter
+from callstt.schemas.records import AudioChunk
+from callstt.streams.client.kafka import RELIABLE_PRODUCER, confluent_config
+from callstt.streams.core.assembly import StreamState
+from callstt.streams.core.pipeline import MemoryStore, Pipeline, PipelineBatch, Rejected
+from callstt.streams.settings import Settings
 
 log = logging.getLogger("callstt.replay")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from schemas.errors import CallsttError
+from callstt.schemas.errors import CallsttError
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -281,7 +281,7 @@ class Settings:
     @property
     def write_schema_versions(self) -> dict[str, int]:
         """CALLSTT_WRITE_SCHEMA_VERSIONS as record name -> earlier version: 'Transcript=3' -> {'Transcript': 3}."""
-        from schemas.codec import history_file
+        from callstt.schemas.codec import history_file
 
         versions: dict[str, int] = {}
         for item in filter(None, (part.strip() for part in self.write_schemas.split(","))):

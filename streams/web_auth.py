@@ -34,8 +34,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from streams.lifecycle import StartError
-from streams.settings import Settings
+from callstt.streams.lifecycle import StartError
+from callstt.streams.settings import Settings
 
 log = logging.getLogger("callstt.web")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra.local.kafka import LocalKafka
+from callstt.infra.local.kafka import LocalKafka
 
 
 def free_port_pair(count: int = 2) -> int:
@@ -49,8 +49,8 @@ def kafka_bootstrap(kafka_cluster: LocalKafka) -> str:
 @pytest.fixture(scope="session")
 def base_model():
     """The packaged multilingual Whisper base model, loaded once through the model store."""
-    from models.asr.faster_whisper_backend import FasterWhisperBackend
-    from models.asr.store import resolve_model
+    from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend
+    from callstt.models.asr.store import resolve_model
 
     return FasterWhisperBackend(resolve_model("base"), "base", compute_type="int8", cpu_threads=2)
 
@@ -62,7 +62,7 @@ TEST_REGISTRY_PORT = 28081
 @pytest.fixture(scope="session")
 def schema_registry_url() -> str:
     """A fresh Apicurio Registry (in-memory storage, so empty) on 127.0.0.1, once per session."""
-    from infra.local.registry import LocalSchemaRegistry
+    from callstt.infra.local.registry import LocalSchemaRegistry
 
     registry = LocalSchemaRegistry(TEST_REGISTRY_PORT)
     registry.stop()

@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from schemas.records import Transcript
+from callstt.schemas.records import Transcript
 from tests.worker_process import REPO_ROOT, WorkerProcess, free_port  # noqa: F401 (used by the tests)
 
 CALLSTT = str(Path(sys.executable).parent / "callstt")
@@ -33,7 +33,7 @@ HEARD_SHARE = 0.7
 def words_recalled(reference: str, hypothesis: str) -> float:
     """The share of the reference's words found in the hypothesis, in order (longest common
     subsequence of the normalized words)."""
-    from streams.bench.evaluation.scoring import normalize
+    from callstt.streams.bench.evaluation.scoring import normalize
 
     ref, hyp = normalize(reference).split(), normalize(hypothesis).split()
     if not ref:

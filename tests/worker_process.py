@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from schemas.codec import AvroCodec
-from schemas.records import CallSettings, Transcript
-from streams.client.call_settings import publish_call_settings
-from streams.client.kafka import avro_codec
-from streams.client.producer import CallPublisher
-from streams.client.reader import TranscriptReader
-from streams.settings import Settings
-from streams.worker.process import WorkerSubprocess, free_port, parse_metrics, read_proc_status  # noqa: F401
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.records import CallSettings, Transcript
+from callstt.streams.client.call_settings import publish_call_settings
+from callstt.streams.client.kafka import avro_codec
+from callstt.streams.client.producer import CallPublisher
+from callstt.streams.client.reader import TranscriptReader
+from callstt.streams.settings import Settings
+from callstt.streams.bench.subprocesses import WorkerSubprocess, free_port, parse_metrics, read_proc_status  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ stopping it by pid. Data, logs and pid files live under `.local/kafka/` of the
 repository (ignored by git). Used by the test fixtures and the benchmark; its
 command line is scripts/kafka_local.py (docs/development.md, "The broker by hand").
 
-    from infra.local.kafka import LocalKafka
+    from callstt.infra.local.kafka import LocalKafka
     cluster = LocalKafka(name="dev", brokers=1, port=9092)
     bootstrap = cluster.start()      # idempotent; waits until the broker answers
     cluster.stop()                   # or cluster.wipe(): stop and delete its data
@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.local import running_pid
-from schemas.errors import CallsttError
+from callstt.infra.local import running_pid
+from callstt.schemas.errors import CallsttError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # infra/local/kafka.py -> the repository
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"

@@ -10,7 +10,7 @@ until its Confluent-compatible API (`/apis/ccompat/v7`) answers, and stops it by
 The codec's registry mode and the integration tests talk to that ccompat API with
 confluent-kafka's SchemaRegistryClient. Its command line is scripts/schema_registry.py.
 
-    from infra.local.registry import LocalSchemaRegistry
+    from callstt.infra.local.registry import LocalSchemaRegistry
     url = LocalSchemaRegistry(port=18081).start()   # http://127.0.0.1:18081/apis/ccompat/v7
 
 Storage is in memory: every start is an empty registry (ids start again from 1).
@@ -30,8 +30,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from infra.local import running_pid
-from schemas.errors import CallsttError
+from callstt.infra.local import running_pid
+from callstt.schemas.errors import CallsttError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # infra/local/registry.py -> the repository
 LOCAL_ROOT = REPO_ROOT / ".local" / "apicurio"

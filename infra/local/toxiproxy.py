@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from infra.local.kafka import REPO_ROOT
+from callstt.infra.local.kafka import REPO_ROOT
 
 MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server"
 VERSION = "v2.5.0"  # the newest the Go module proxy serves under the v2 module path

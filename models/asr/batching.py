@@ -38,13 +38,13 @@ from typing import Sequence
 
 import numpy as np
 
-from models.asr import faster_whisper_compat as compat
-from models.asr.language_id import LanguageEvidence
-from models.asr.routing import Backend, ModelRouter, as_router
-from models.audio.decoding import SAMPLE_RATE
-from models.text.guard import GuardConfig, compression_ratio, repetition
-from models.text.results import Segment, TranscriptionResult, Word, join_words
-from models.text.vocabulary import NO_VOCABULARY, Vocabulary
+from callstt.models.asr import faster_whisper_compat as compat
+from callstt.models.asr.language_id import LanguageEvidence
+from callstt.models.asr.routing import Backend, ModelRouter, as_router
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.guard import GuardConfig, compression_ratio, repetition
+from callstt.models.text.results import Segment, TranscriptionResult, Word, join_words
+from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], lan
     """One BatchedInferencePipeline pass over `clips` (seconds) of `audio`: per clip, its words
     (times relative to `audio`), avg_logprob and no_speech_prob."""
     from faster_whisper import BatchedInferencePipeline
-    from models.asr.faster_whisper_backend import max_new_tokens_for
+    from callstt.models.asr.faster_whisper_backend import max_new_tokens_for
 
     pipeline = BatchedInferencePipeline(backend.model)
     longest = max(end - start for start, end in clips)
@@ -207,7 +207,7 @@ def transcribe_windowed(backend, audios: Sequence[np.ndarray], language: str, mi
                         vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
     """Each utterance in its own window sized to it (`window_seconds`), utterances with the same
     window `batch_size` at a time per encoder/decoder call (models/asr/faster_whisper_compat.py)."""
-    from models.asr.faster_whisper_backend import max_new_tokens_for
+    from callstt.models.asr.faster_whisper_backend import max_new_tokens_for
 
     prompt, prompt_tokens = backend.prompt(vocabulary)
     word_timestamps = backend.options.word_timestamps

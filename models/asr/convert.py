@@ -8,8 +8,8 @@ gibberish after float16 conversion (faster-whisper issue 825), so float16 is a c
 default; the parity test (tests/integration/test_vietnamese_route.py) compares the converted
 model's greedy tokens with transformers' own.
 
-    python -m models.asr.convert vinai/PhoWhisper-small --allow-hub        # into the model cache
-    python -m models.asr.convert ./PhoWhisper-small --output ./phowhisper-small-ct2 --quantization float32
+    python -m callstt.models.asr.convert vinai/PhoWhisper-small --allow-hub        # into the model cache
+    python -m callstt.models.asr.convert ./PhoWhisper-small --output ./phowhisper-small-ct2 --quantization float32
 
 Without --output the model goes where the PhoWhisper route looks for it
 (`<model cache>/converted/<name>-<quantization>`, see models.asr.store.converted_dir_for), so a worker
@@ -17,7 +17,7 @@ with CALLSTT_PHOWHISPER_BACKEND=auto or converted picks it up. Needs torch and t
 (`pip install -e ".[vietnamese]"`).
 
 This module reads no environment (models/ does not depend on the settings in streams/): run as
-`python -m models.asr.convert`, hub downloads are off unless --allow-hub and the cache is --cache-dir or
+`python -m callstt.models.asr.convert`, hub downloads are off unless --allow-hub and the cache is --cache-dir or
 ~/.cache/callstt/models. `callstt convert` is the same command with both defaults taken from the
 settings (CALLSTT_ALLOW_HUB_DOWNLOAD, CALLSTT_MODEL_CACHE_DIR), passed to `main`.
 
@@ -35,9 +35,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from models.asr.store import (QUANTIZATIONS, ModelFileError, check_model_dir, converted_dir_for, default_cache_dir,
+from callstt.models.asr.store import (QUANTIZATIONS, ModelFileError, check_model_dir, converted_dir_for, default_cache_dir,
                           download_checkpoint, is_ctranslate2_dir, is_transformers_checkpoint)
-from models.audio.decoding import SAMPLE_RATE
+from callstt.models.audio.decoding import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +132,8 @@ def benchmark(checkpoint: Path, converted: Path, audio, language: str = "vi", ru
     may still busy-wait after a call, cannot slow torch down."""
     import time
 
-    from models.asr.faster_whisper_backend import FasterWhisperBackend
-    from models.asr.transformers_backend import TransformersBackend
+    from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend
+    from callstt.models.asr.transformers_backend import TransformersBackend
 
     routes = {
         "transformers": lambda: TransformersBackend(checkpoint, "benchmark", device, "auto", cpu_threads),
@@ -158,7 +158,7 @@ def benchmark(checkpoint: Path, converted: Path, audio, language: str = "vi", ru
 def build_parser(allow_hub: bool = False, cache_dir: Path | None = None) -> argparse.ArgumentParser:
     """The command line; `allow_hub` and `cache_dir` are the defaults of --allow-hub and --cache-dir."""
     parser = argparse.ArgumentParser(
-        prog="python -m models.asr.convert",
+        prog="python -m callstt.models.asr.convert",
         description="Convert a transformers Whisper checkpoint (e.g. PhoWhisper) to CTranslate2 for faster-whisper. "
                     "Reads no environment: `callstt convert` takes --allow-hub and --cache-dir from the settings "
                     "(CALLSTT_ALLOW_HUB_DOWNLOAD, CALLSTT_MODEL_CACHE_DIR).")
@@ -181,7 +181,7 @@ def build_parser(allow_hub: bool = False, cache_dir: Path | None = None) -> argp
 
 
 def main(argv: list[str] | None = None, *, allow_hub: bool = False, cache_dir: Path | None = None) -> int:
-    """`python -m models.asr.convert`: convert, print the output directory, and with --benchmark time both routes.
+    """`python -m callstt.models.asr.convert`: convert, print the output directory, and with --benchmark time both routes.
 
     `allow_hub` and `cache_dir` are the defaults of --allow-hub and --cache-dir: this module reads no
     environment; `callstt convert` (streams/cli.py) passes the settings' values."""
@@ -202,7 +202,7 @@ def print_benchmark(args: argparse.Namespace, converted: Path) -> None:
     """--benchmark: one utterance through the transformers route and the converted route, timed and printed."""
     from faster_whisper.audio import decode_audio
 
-    from models.voices.synth import VIETNAMESE_SENTENCES, synthesize
+    from callstt.models.voices.synth import VIETNAMESE_SENTENCES, synthesize
 
     audio = decode_audio(str(args.audio)) if args.audio else synthesize(VIETNAMESE_SENTENCES[0], "vi")
     checkpoint = Path(args.checkpoint).expanduser()

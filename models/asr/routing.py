@@ -16,9 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
-from models.asr.language_id import LanguageEvidence
-from models.text.results import TranscriptionResult
-from models.text.vocabulary import NO_VOCABULARY, Vocabulary
+from callstt.models.asr.language_id import LanguageEvidence
+from callstt.models.text.results import TranscriptionResult
+from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class ModelRouter:
         otherwise detect, among the `allowed` languages when given (e.g. a call restricted to vi
         and en), pool the detection with the stream's earlier ones and take the pool's best
         (models/asr/language_id.py). Returns the choice and the stream's evidence after it."""
-        from models.audio.decoding import SAMPLE_RATE
+        from callstt.models.audio.decoding import SAMPLE_RATE
 
         if hint:
             return LanguageChoice(hint, 1.0, "hint"), evidence

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.errors import CallsttError
+from callstt.schemas.errors import CallsttError
 
 # The files a CTranslate2 Whisper model directory must hold; the vocabulary may be .txt or .json.
 REQUIRED_FILES = ("model.bin", "config.json")
@@ -149,9 +149,9 @@ def check_model_dir(path: Path) -> Path:
         if not file.is_file():
             if is_transformers_checkpoint(path):
                 raise ModelFileError(f"{path} is a transformers checkpoint, not a CTranslate2 model: convert it "
-                                     f"with `python -m models.asr.convert {path}` (or use it as the PhoWhisper route)")
+                                     f"with `python -m callstt.models.asr.convert {path}` (or use it as the PhoWhisper route)")
             raise ModelFileError(f"{file} is missing: the model directory is incomplete; copy the whole "
-                                 f"model again or convert it with `python -m models.asr.convert`")
+                                 f"model again or convert it with `python -m callstt.models.asr.convert`")
         if file.stat().st_size == 0:
             raise ModelFileError(f"{file} is empty: the model directory is damaged; copy the model again")
     if not any((path / name).is_file() for name in VOCABULARY_FILES):
@@ -301,7 +301,7 @@ def download_checkpoint(reference: str, cache_dir: Path, allow_hub: bool) -> Pat
         raise ModelFileError(
             f"checkpoint '{reference}' would be downloaded from the Hugging Face hub, which is disabled: set "
             f"CALLSTT_ALLOW_HUB_DOWNLOAD=true to allow it, or give a local checkpoint directory, or convert it "
-            f"once where the hub is reachable (`python -m models.asr.convert {reference} --allow-hub`)"
+            f"once where the hub is reachable (`python -m callstt.models.asr.convert {reference} --allow-hub`)"
         )
     try:
         from huggingface_hub import list_repo_files, snapshot_download

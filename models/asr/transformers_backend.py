@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.asr.faster_whisper_backend import MAX_PROMPT_TOKENS, DecodeOptions, max_new_tokens_for
-from models.asr.routing import Capabilities, allowed_ranking
-from models.asr.store import ModelFileError
-from models.audio.decoding import SAMPLE_RATE
-from models.text.results import Segment, TranscriptionResult, Word
-from models.text.vocabulary import NO_VOCABULARY, Vocabulary
+from callstt.models.asr.faster_whisper_backend import MAX_PROMPT_TOKENS, DecodeOptions, max_new_tokens_for
+from callstt.models.asr.routing import Capabilities, allowed_ranking
+from callstt.models.asr.store import ModelFileError
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.results import Segment, TranscriptionResult, Word
+from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
 

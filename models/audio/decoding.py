@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.audio.errors import BadChunk
-from schemas.records import Encoding
+from callstt.models.audio.errors import BadChunk
+from callstt.schemas.records import Encoding
 
 # The one sample rate of the models' input: every Whisper backend, the VAD and the audio the worker
 # stores run at 16 kHz. (Producers may send other rates, SUPPORTED_RATES; they are resampled to this.)

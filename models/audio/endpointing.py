@@ -50,7 +50,7 @@ import math
 import struct
 from dataclasses import astuple, dataclass, replace
 
-from models.audio.decoding import SAMPLE_RATE
+from callstt.models.audio.decoding import SAMPLE_RATE
 
 WINDOW_SAMPLES = 512  # one Silero window at 16 kHz
 SAMPLES_PER_MS = SAMPLE_RATE // 1000

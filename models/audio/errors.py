@@ -7,7 +7,7 @@ parsing messages. The message is for people and may change; the reason may not.
 
 from __future__ import annotations
 
-from schemas.errors import CallsttError
+from callstt.schemas.errors import CallsttError
 
 
 class BadChunk(CallsttError, ValueError):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field, replace
 
-from models.audio.errors import BadChunk
+from callstt.models.audio.errors import BadChunk
 
 # Gap ranges remembered to tell a late chunk from a duplicate; older gaps are forgotten
 # (a chunk from one of them counts as a duplicate, and is dropped all the same).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.text.results import Word
+from callstt.models.text.results import Word
 
 SENTENCE_END = (".", "?", "!", "。", "？", "！", "…")
 

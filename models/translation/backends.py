@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from models.translation.ct2 import CTranslate2Backend
+from callstt.models.translation.ct2 import CTranslate2Backend
 
 OK, PASSTHROUGH, UNSUPPORTED_PAIR = "ok", "passthrough", "unsupported_pair"
 

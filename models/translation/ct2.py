@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.errors import CallsttError
+from callstt.schemas.errors import CallsttError
 
 CT2_DIR_ENV = "CALLSTT_CT2_TRANSLATION_DIR"
 PAIR_FILE = "callstt-pair.json"

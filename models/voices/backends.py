@@ -27,8 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
-from models.audio.decoding import SAMPLE_RATE, ResampleState, group_delay_ms, resample
-from schemas.errors import CallsttError
+from callstt.models.audio.decoding import SAMPLE_RATE, ResampleState, group_delay_ms, resample
+from callstt.schemas.errors import CallsttError
 
 
 class VoiceError(CallsttError, ValueError):
@@ -56,7 +56,7 @@ class EspeakVoice:
             raise VoiceError("espeak-ng is not installed: apt-get install espeak-ng (scripts/setup does it)")
 
     def speak(self, text: str, language: str) -> np.ndarray:
-        from models.voices.synth import synthesize
+        from callstt.models.voices.synth import synthesize
 
         return synthesize(text, language)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.errors import CallsttError
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.errors import CallsttError
 
 VOICES = {"en": "en-us", "vi": "vi"}
 

@@ -2,7 +2,7 @@
 calls one machine carries (issue 7). Results are ratios measured in one run, so they hold on a
 noisy shared machine; nothing here asserts a threshold.
 
-    from streams.bench import run_bench
+    from callstt.streams.bench import run_bench
     report = run_bench(quick=True, out_dir=".local/bench")   # bench.json + bench.md there
 
 Sections of the report (JSON keys):
@@ -34,20 +34,20 @@ Sections of the report (JSON keys):
 
 Modules: ``workload`` (the generated calls), ``floor`` (the in-process floor, the inference
 modes, accuracy), ``sections`` (pipeline, live and capacity on a worker subprocess,
-``streams.worker.process``), ``interims`` (the live section's interim figures), ``chain`` (the
+``streams.bench.subprocesses``), ``interims`` (the live section's interim figures), ``chain`` (the
 translation chain, ``--chain``: end of speech -> transcript -> translation -> first audio), ``stats`` (percentiles, Prometheus samples, the machine),
 ``accuracy`` and ``redaction_set`` (the accuracy sections), ``report`` (bench.md), ``run``
-(``run_bench`` and the command line, ``python -m streams.bench``).
+(``run_bench`` and the command line, ``python -m callstt.streams.bench``).
 """
 
 
-from streams.bench.collecting import Arrival, collect
-from streams.bench.floor import call_accuracy, cut_utterances, run_floor, run_inference_modes
-from streams.bench.report import markdown
-from streams.bench.run import BENCH_BROKER_NAME, BENCH_BROKER_PORT, main, run_bench
-from streams.bench.sections import P95_LIMIT_S, run_live, run_pipeline
-from streams.bench.stats import histogram_quantile, machine_info, metric_sum, percentile, summary
-from streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall, Synth, make_call, make_workload
+from callstt.streams.bench.collecting import Arrival, collect
+from callstt.streams.bench.floor import call_accuracy, cut_utterances, run_floor, run_inference_modes
+from callstt.streams.bench.report import markdown
+from callstt.streams.bench.run import BENCH_BROKER_NAME, BENCH_BROKER_PORT, main, run_bench
+from callstt.streams.bench.sections import P95_LIMIT_S, run_live, run_pipeline
+from callstt.streams.bench.stats import histogram_quantile, machine_info, metric_sum, percentile, summary
+from callstt.streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall, Synth, make_call, make_workload
 
 __all__ = [
     "BENCH_BROKER_NAME", "BENCH_BROKER_PORT", "ENCODING", "P95_LIMIT_S", "TELEPHONE_RATE",

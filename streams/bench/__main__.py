@@ -1,5 +1,5 @@
-"""`python -m streams.bench`: the same as `callstt bench`."""
+"""`python -m callstt.streams.bench`: the same as `callstt bench`."""
 
-from streams.bench.run import main
+from callstt.streams.bench.run import main
 
 main()

@@ -35,21 +35,21 @@ import httpx
 import numpy as np
 from confluent_kafka import KafkaException
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.records import CallSettings
-from streams.bench.collecting import collect
-from streams.bench.corpus import (DEFAULT_SPEECH_DIR, TELEPHONE_RATE, SpeechClip, clip_audio, select,
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.records import CallSettings
+from callstt.streams.bench.collecting import collect
+from callstt.streams.bench.corpus import (DEFAULT_SPEECH_DIR, TELEPHONE_RATE, SpeechClip, clip_audio, select,
                                   synthesized_clips, telephone_band)
-from streams.bench.evaluation.guard_report import measure_guard
-from streams.bench.evaluation.rare_words import measure as measure_rare_words
-from streams.bench.evaluation.scoring import CER_LANGUAGES, error_rate
-from streams.bench.redaction_set import measure_redaction
-from streams.bench.stats import _r, metric_sum
-from streams.client.call_settings import publish_call_settings
-from streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
-from streams.client.publishing import CallInput, CallJob, send_calls
-from streams.client.reader import TranscriptReader
-from streams.core.pipeline import PipelineConfig
+from callstt.streams.bench.evaluation.guard_report import measure_guard
+from callstt.streams.bench.evaluation.rare_words import measure as measure_rare_words
+from callstt.streams.bench.evaluation.scoring import CER_LANGUAGES, error_rate
+from callstt.streams.bench.redaction_set import measure_redaction
+from callstt.streams.bench.stats import _r, metric_sum
+from callstt.streams.client.call_settings import publish_call_settings
+from callstt.streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
+from callstt.streams.client.publishing import CallInput, CallJob, send_calls
+from callstt.streams.client.reader import TranscriptReader
+from callstt.streams.core.pipeline import PipelineConfig
 
 log = logging.getLogger("callstt.bench")
 

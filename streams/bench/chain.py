@@ -21,16 +21,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from schemas.codec import AvroCodec
-from schemas.records import spoken_utterance
-from streams.bench.collecting import Arrival, RecordCollector
-from streams.bench.sections import _live_jobs, conversation_accuracy
-from streams.bench.stats import _r, summary
-from streams.bench.workload import ENCODING, TELEPHONE_RATE, Conversation
-from streams.client.producer import OWN_CHUNK_PLAN, PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
-from streams.client.publishing import send_calls
-from streams.client.reader import TranscriptReader
-from streams.worker.process import WorkerSubprocess
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.records import spoken_utterance
+from callstt.streams.bench.collecting import Arrival, RecordCollector
+from callstt.streams.bench.sections import _live_jobs, conversation_accuracy
+from callstt.streams.bench.stats import _r, summary
+from callstt.streams.bench.workload import ENCODING, TELEPHONE_RATE, Conversation
+from callstt.streams.client.producer import OWN_CHUNK_PLAN, PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
+from callstt.streams.client.publishing import send_calls
+from callstt.streams.client.reader import TranscriptReader
+from callstt.streams.bench.subprocesses import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
 

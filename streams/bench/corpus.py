@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from models.audio.decoding import SAMPLE_RATE, decode_chunk
-from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
-from streams.client.producer import encode_samples, load_audio
+from callstt.models.audio.decoding import SAMPLE_RATE, decode_chunk
+from callstt.models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
+from callstt.streams.client.producer import encode_samples, load_audio
 
 DEFAULT_SPEECH_DIR = Path("../shared/speech")
 TELEPHONE_RATE = 8000  # telephone audio, G.711 mu-law, as the demo sends

@@ -8,14 +8,14 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.bench.stats import _r, summary
-from streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall
-from streams.client.producer import PLATFORM_CHUNK_MS, ChunkPlan, iter_chunks
-from streams.core.assembly import StreamState
-from streams.core.pipeline import Pipeline, PipelineConfig
-from streams.core.pipeline import cut_utterances as cut
-from streams.settings import Settings
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.bench.stats import _r, summary
+from callstt.streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall
+from callstt.streams.client.producer import PLATFORM_CHUNK_MS, ChunkPlan, iter_chunks
+from callstt.streams.core.assembly import StreamState
+from callstt.streams.core.pipeline import Pipeline, PipelineConfig
+from callstt.streams.core.pipeline import cut_utterances as cut
+from callstt.streams.settings import Settings
 
 
 # --- the worker's own cut, run in-process (untimed for the floor) -----------------------------

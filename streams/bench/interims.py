@@ -13,8 +13,8 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from streams.bench.collecting import Arrival
-from streams.bench.stats import _r, histogram_quantile, metric_sum, summary
+from callstt.streams.bench.collecting import Arrival
+from callstt.streams.bench.stats import _r, histogram_quantile, metric_sum, summary
 
 INTERIM_OUTCOMES = ("published", "skipped", "dropped", "failed")
 _PUNCTUATION = re.compile(r"[^\w\s]")

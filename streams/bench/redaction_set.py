@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from models.asr.batching import InferenceRequest, transcribe_many
-from models.voices.synth import synthesize
-from streams.core.redaction import PLACEHOLDERS, RedactionConfig, redact
+from callstt.models.asr.batching import InferenceRequest, transcribe_many
+from callstt.models.voices.synth import synthesize
+from callstt.streams.core.redaction import PLACEHOLDERS, RedactionConfig, redact
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.bench.accuracy import markdown_lines as real_speech_lines, synthetic_lines
-from streams.bench.chain import markdown_lines as chain_lines
-from streams.bench.sections import P95_LIMIT_S
-from streams.bench.windows import markdown_lines as window_lines
+from callstt.streams.bench.accuracy import markdown_lines as real_speech_lines, synthetic_lines
+from callstt.streams.bench.chain import markdown_lines as chain_lines
+from callstt.streams.bench.sections import P95_LIMIT_S
+from callstt.streams.bench.windows import markdown_lines as window_lines
 
 
 def markdown(report: dict[str, Any]) -> str:

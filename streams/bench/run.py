@@ -1,6 +1,6 @@
 """`run_bench`: the sections in order (worker start, floor, pipeline, live, accuracy on real speech,
 capacity, inference modes, accuracy) on one worker subprocess, on the bench's own broker or a given
-one, or only the accuracy on real speech (`accuracy_only`); and `main`, the `python -m streams.bench`
+one, or only the accuracy on real speech (`accuracy_only`); and `main`, the `python -m callstt.streams.bench`
 command line."""
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from infra.local.kafka import LocalKafka
-from streams.bench.accuracy import AccuracyOptions, run_accuracy, synthetic_checks
-from streams.bench.chain import CHAIN_CALLS, chain_processes, run_chain
-from streams.bench.corpus import default_speech_dir, load_speech
-from streams.bench.floor import run_floor, run_inference_modes
-from streams.bench.report import markdown
-from streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
-from streams.bench.stats import _r, machine_info
-from streams.bench.windows import window_curve
-from streams.bench.workload import (ENCODING, TELEPHONE_RATE, BenchCall, Conversation, Synth, make_conversations,
+from callstt.infra.local.kafka import LocalKafka
+from callstt.streams.bench.accuracy import AccuracyOptions, run_accuracy, synthetic_checks
+from callstt.streams.bench.chain import CHAIN_CALLS, chain_processes, run_chain
+from callstt.streams.bench.corpus import default_speech_dir, load_speech
+from callstt.streams.bench.floor import run_floor, run_inference_modes
+from callstt.streams.bench.report import markdown
+from callstt.streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
+from callstt.streams.bench.stats import _r, machine_info
+from callstt.streams.bench.windows import window_curve
+from callstt.streams.bench.workload import (ENCODING, TELEPHONE_RATE, BenchCall, Conversation, Synth, make_conversations,
                                     make_workload, speech_sources)
-from streams.client.producer import PLATFORM_CHUNK_MS
-from streams.settings import Settings
-from streams.worker.process import WorkerSubprocess
-from streams.model_routes import build_router
+from callstt.streams.client.producer import PLATFORM_CHUNK_MS
+from callstt.streams.settings import Settings
+from callstt.streams.bench.subprocesses import WorkerSubprocess
+from callstt.streams.model_routes import build_router
 
 log = logging.getLogger("callstt.bench")
 
@@ -289,9 +289,9 @@ def finish_report(report: dict[str, Any], out: Path, total_started: float) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m streams.bench [--quick] [--accuracy-only] [--speech DIR] [--output DIR] [--bootstrap HOST:PORT]
+    """`python -m callstt.streams.bench [--quick] [--accuracy-only] [--speech DIR] [--output DIR] [--bootstrap HOST:PORT]
     [--partials off|on]` (as `callstt bench`)."""
-    parser = argparse.ArgumentParser(prog="python -m streams.bench",
+    parser = argparse.ArgumentParser(prog="python -m callstt.streams.bench",
                                      description="callstt's benchmark: how close the pipeline runs to the model "
                                                  "alone, its latency, and how many live calls one machine carries")
     parser.add_argument("--quick", action="store_true", help="K = 1, 2 for ~20 s each: a couple of minutes")

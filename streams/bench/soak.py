@@ -27,15 +27,15 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, TopicPartition
 
-from models.audio.decoding import SAMPLE_RATE
-from models.voices.synth import ENGLISH_SENTENCES, synthesize
-from streams.bench.run import own_broker, worker_env
-from streams.client.kafka import confluent_config
-from streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher
-from streams.client.reader import TranscriptReader
-from streams.client.topics import worker_changelog_topic
-from streams.settings import Settings
-from streams.worker.process import WorkerSubprocess
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.voices.synth import ENGLISH_SENTENCES, synthesize
+from callstt.streams.bench.run import own_broker, worker_env
+from callstt.streams.client.kafka import confluent_config
+from callstt.streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher
+from callstt.streams.client.reader import TranscriptReader
+from callstt.streams.client.topics import worker_changelog_topic
+from callstt.streams.settings import Settings
+from callstt.streams.bench.subprocesses import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
 

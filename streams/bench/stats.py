@@ -1,5 +1,5 @@
 """The bench's arithmetic: percentiles and summaries, rounding, the machine it ran on, and
-figures from the worker's Prometheus samples (as `streams.worker.process.parse_metrics` reads them)."""
+figures from the worker's Prometheus samples (as `streams.bench.subprocesses.parse_metrics` reads them)."""
 
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from models.asr.batching import InferenceRequest, transcribe_many
-from streams.bench.corpus import TELEPHONE_RATE, SpeechClip, clip_audio, synthesized_clips, telephone_band
-from streams.bench.evaluation.scoring import error_rate
+from callstt.models.asr.batching import InferenceRequest, transcribe_many
+from callstt.streams.bench.corpus import TELEPHONE_RATE, SpeechClip, clip_audio, synthesized_clips, telephone_band
+from callstt.streams.bench.evaluation.scoring import error_rate
 
 log = logging.getLogger("callstt.bench")
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.audio.decoding import SAMPLE_RATE
-from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
-from streams.bench.corpus import TELEPHONE_ENCODING, TELEPHONE_RATE, clip_audio, load_speech
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, synthesize
+from callstt.streams.bench.corpus import TELEPHONE_ENCODING, TELEPHONE_RATE, clip_audio, load_speech
 
 ENCODING = TELEPHONE_ENCODING  # the pipeline section's calls: telephone audio, as the demo sends
 

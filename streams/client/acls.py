@@ -22,8 +22,8 @@ from typing import Any
 from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
                                    ResourceType)
 
-from streams.client.topics import admin_config, control_topic, project_topics, worker_changelog_topic
-from streams.settings import Settings
+from callstt.streams.client.topics import admin_config, control_topic, project_topics, worker_changelog_topic
+from callstt.streams.settings import Settings
 
 READ, WRITE, DESCRIBE, CREATE = "Read", "Write", "Describe", "Create"
 DESCRIBE_CONFIGS, ALTER_CONFIGS, DELETE = "DescribeConfigs", "AlterConfigs", "Delete"

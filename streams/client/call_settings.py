@@ -16,11 +16,11 @@ import time
 
 from confluent_kafka import Producer
 
-from schemas.codec import AvroCodec
-from schemas.records import CallSettings, StreamSettings
-from streams.client.kafka import RELIABLE_PRODUCER, avro_codec, confluent_config
-from streams.client.publishing import ClientErrors, PublishError, check_topic
-from streams.settings import Settings
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.records import CallSettings, StreamSettings
+from callstt.streams.client.kafka import RELIABLE_PRODUCER, avro_codec, confluent_config
+from callstt.streams.client.publishing import ClientErrors, PublishError, check_topic
+from callstt.streams.settings import Settings
 
 
 def split_list(text: str | None) -> tuple[str, ...] | None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-from schemas.codec import AvroCodec
-from streams.settings import Settings
+from callstt.schemas.codec import AvroCodec
+from callstt.streams.settings import Settings
 
 # Producer settings every publisher of the project uses: no loss, no duplicates from retries,
 # and murmur2 partitioning (librdkafka's default crc32 disagrees with Java clients and Faust,

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Producer
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.codec import AvroCodec
-from schemas.records import AudioChunk, Encoding
-from streams.client.kafka import RELIABLE_PRODUCER
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.records import AudioChunk, Encoding
+from callstt.streams.client.kafka import RELIABLE_PRODUCER
 
 # What call platforms usually send: 20 ms chunks (the most records per second, so the most work
 # per call); the default of `callstt publish`, the bench and the tests' calls.

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.codec import AvroCodec
-from schemas.errors import CallsttError
-from streams.client.kafka import principal
-from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.errors import CallsttError
+from callstt.streams.client.kafka import principal
+from callstt.streams.client.producer import CallPublisher, ChunkPlan, iter_chunks, load_audio
 
 # What a directory argument contributes: the files whose suffix is one of these (PyAV reads them all).
 AUDIO_SUFFIXES = frozenset({
@@ -179,7 +179,7 @@ def load_inputs(paths: Iterable[Path | str] = (), say: Iterable[str] = (), langu
     for text in say:
         if not text.strip():
             raise InputError("--say needs some text")
-        from models.voices.synth import SynthesisError, synthesize
+        from callstt.models.voices.synth import SynthesisError, synthesize
 
         try:
             samples = synthesize(text, language, sample_rate=sample_rate)

@@ -15,8 +15,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message
 
-from schemas.codec import AvroCodec, DecodeError
-from schemas.records import Transcript
+from callstt.schemas.codec import AvroCodec, DecodeError
+from callstt.schemas.records import Transcript
 
 
 def topic_list(topic: str | Sequence[str]) -> list[str]:

@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
 
-from schemas.codec import AvroCodec
-from schemas.errors import CallsttError
-from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, spoken_utterance
-from streams.client.publishing import ClientErrors, PublishError, check_topic
-from streams.client.reader import TranscriptReader, topic_list
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.errors import CallsttError
+from callstt.schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, spoken_utterance
+from callstt.streams.client.publishing import ClientErrors, PublishError, check_topic
+from callstt.streams.client.reader import TranscriptReader, topic_list
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType

@@ -20,9 +20,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.errors import CallsttError
-from streams.client.kafka import confluent_config, principal
-from streams.settings import Settings
+from callstt.schemas.errors import CallsttError
+from callstt.streams.client.kafka import confluent_config, principal
+from callstt.streams.settings import Settings
 
 
 class TopicsNotReady(CallsttError, RuntimeError):

@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from models.asr.language_id import LanguageEvidence
-from models.audio.decoding import ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms, decode_stream_chunk
-from models.audio.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
-from models.audio.errors import BadChunk
-from models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
-from models.audio.vad import StreamingVad, VadState, shared_vad
-from schemas.records import AudioChunk
+from callstt.models.asr.language_id import LanguageEvidence
+from callstt.models.audio.decoding import ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms, decode_stream_chunk
+from callstt.models.audio.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
+from callstt.models.audio.errors import BadChunk
+from callstt.models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
+from callstt.models.audio.vad import StreamingVad, VadState, shared_vad
+from callstt.schemas.records import AudioChunk
 
 # The encoding's number in the header of a held chunk (stored in the table: keep the order).
 ENCODING_CODES = {name: code for code, name in enumerate(ENCODINGS)}

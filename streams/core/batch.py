@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from streams.core.assembly import Outcome, StreamState, state_key
+from callstt.streams.core.assembly import Outcome, StreamState, state_key
 
 
 class TableBatch:

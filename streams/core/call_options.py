@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from models.text.vocabulary import NO_VOCABULARY, Vocabulary
-from schemas.records import CallSettings
-from streams.core.redaction import RedactionConfig
+from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
+from callstt.schemas.records import CallSettings
+from callstt.streams.core.redaction import RedactionConfig
 
 
 def settings_key(call_id: str) -> str:

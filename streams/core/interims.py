@@ -38,8 +38,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from schemas.records import TranscriptWord
-from streams.core.assembly import Utterance
+from callstt.schemas.records import TranscriptWord
+from callstt.streams.core.assembly import Utterance
 
 # Open utterances with a hypothesis kept, at most (a stream that moved to another worker never
 # sends its final here: the oldest go first).

@@ -35,24 +35,24 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from models.asr.batching import PendingUtterance, choose_and_transcribe, split_lanes
-from models.asr.routing import LanguageChoice
-from models.audio.decoding import SAMPLE_RATE
-from models.audio.endpointing import EndpointConfig, EndpointState
-from models.audio.errors import BadChunk
-from models.text.guard import GuardConfig, judge
-from models.text.vocabulary import Vocabulary
-from schemas.codec import AvroCodec, DecodeError
-from schemas.records import AudioChunk, CallSettings, Transcript
-from streams.client.kafka import avro_codec
-from streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
-from streams.core.batch import TableBatch
-from streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
-from streams.core.interims import Interims, text_of
-from streams.core.redaction import RedactionConfig, RedactionConfigError
-from streams.core.speculation import Speculations, worth_running
-from streams.core.transcripts import build_transcript, interim_result, redact_result
-from streams.settings import SettingsError
+from callstt.models.asr.batching import PendingUtterance, choose_and_transcribe, split_lanes
+from callstt.models.asr.routing import LanguageChoice
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.audio.endpointing import EndpointConfig, EndpointState
+from callstt.models.audio.errors import BadChunk
+from callstt.models.text.guard import GuardConfig, judge
+from callstt.models.text.vocabulary import Vocabulary
+from callstt.schemas.codec import AvroCodec, DecodeError
+from callstt.schemas.records import AudioChunk, CallSettings, Transcript
+from callstt.streams.client.kafka import avro_codec
+from callstt.streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
+from callstt.streams.core.batch import TableBatch
+from callstt.streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
+from callstt.streams.core.interims import Interims, text_of
+from callstt.streams.core.redaction import RedactionConfig, RedactionConfigError
+from callstt.streams.core.speculation import Speculations, worth_running
+from callstt.streams.core.transcripts import build_transcript, interim_result, redact_result
+from callstt.streams.settings import SettingsError
 
 log = logging.getLogger("callstt.pipeline")
 

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 import phonenumbers
 
-from models.text.results import Word, join_words
-from schemas.errors import CallsttError
+from callstt.models.text.results import Word, join_words
+from callstt.schemas.errors import CallsttError
 
 KINDS = ("card", "phone", "email", "id")  # "id" = the configured patterns
 PLACEHOLDERS = {"card": "[CARD]", "phone": "[PHONE]", "email": "[EMAIL]", "id": "[ID]"}

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.core.assembly import Utterance
+from callstt.streams.core.assembly import Utterance
 
 # Streams with a speculative result waiting, at most (a stream that moved to another worker
 # never sends its final cut here: the oldest results go first).

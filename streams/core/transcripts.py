@@ -8,13 +8,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import replace
 
-from models.asr.routing import LanguageChoice
-from models.audio.decoding import SAMPLE_RATE
-from models.text.results import TranscriptionResult, join_words
-from models.text.sentences import split_sentences
-from schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
-from streams.core.assembly import Utterance
-from streams.core.redaction import RedactionConfig, redact, shown_in_interim
+from callstt.models.asr.routing import LanguageChoice
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.results import TranscriptionResult, join_words
+from callstt.models.text.sentences import split_sentences
+from callstt.schemas.records import Transcript, TranscriptSentence, TranscriptWord, transcript_id
+from callstt.streams.core.assembly import Utterance
+from callstt.streams.core.redaction import RedactionConfig, redact, shown_in_interim
 
 
 def redact_result(result: TranscriptionResult, config: RedactionConfig) -> tuple[TranscriptionResult, dict[str, int]]:

@@ -22,12 +22,12 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from streams.client.kafka import avro_codec
-from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
+from callstt.streams.client.kafka import avro_codec
+from callstt.streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                 register_pages, run_downstream, stalled_gauge)
-from streams.lifecycle import add_metrics_port
-from streams.settings import Settings
-from streams.speech.core import leg, speech_chunks, worth_speaking
+from callstt.streams.lifecycle import add_metrics_port
+from callstt.streams.settings import Settings
+from callstt.streams.speech.core import leg, speech_chunks, worth_speaking
 
 log = logging.getLogger("callstt.speaker")
 
@@ -88,6 +88,6 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
 
 
 def run_speaker(settings: Settings) -> None:
-    from models.voices.backends import load_voices
+    from callstt.models.voices.backends import load_voices
 
     run_downstream(settings, create_speech_app(settings, lambda: load_voices(settings.speech_voices)), "speaker")

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from schemas.records import SPEECH_SEQ_PER_UTTERANCE, AudioChunk, Translation, TranslationStatus
-from streams.client.producer import OWN_CHUNK_PLAN, iter_chunks
+from callstt.schemas.records import SPEECH_SEQ_PER_UTTERANCE, AudioChunk, Translation, TranslationStatus
+from callstt.streams.client.producer import OWN_CHUNK_PLAN, iter_chunks
 
 
 def leg(translation: Translation) -> str:

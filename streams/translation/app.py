@@ -23,12 +23,12 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from streams.client.kafka import avro_codec
-from streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
+from callstt.streams.client.kafka import avro_codec
+from callstt.streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                 register_pages, run_downstream, stalled_gauge)
-from streams.lifecycle import add_metrics_port
-from streams.settings import Settings
-from streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
+from callstt.streams.lifecycle import add_metrics_port
+from callstt.streams.settings import Settings
+from callstt.streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
 
 log = logging.getLogger("callstt.translator")
 
@@ -104,7 +104,7 @@ def observe(event: Any) -> None:
 
 
 def run_translator(settings: Settings) -> None:
-    from models.translation.backends import load_translation_router
+    from callstt.models.translation.backends import load_translation_router
 
     run_downstream(settings, create_translation_app(
         settings, lambda: load_translation_router(settings.translation_backends,

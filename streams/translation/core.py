@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from schemas.records import CallSettings, Transcript, Translation, TranslationStatus, translation_id
+from callstt.schemas.records import CallSettings, Transcript, Translation, TranslationStatus, translation_id
 
 
 def targets_for(transcript: Transcript, settings: CallSettings | None, default: Sequence[str]) -> tuple[str, ...]:

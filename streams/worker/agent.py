@@ -37,14 +37,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.records import Transcript
-from streams.core import interims, retry
-from streams.core.assembly import state_key
-from streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
-from streams.core.retry import FailureWatch
-from streams.worker import metrics
-from streams.worker.faust_compat import bind_event
-from streams.worker.web import WorkerStatus
+from callstt.schemas.records import Transcript
+from callstt.streams.core import interims, retry
+from callstt.streams.core.assembly import state_key
+from callstt.streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
+from callstt.streams.core.retry import FailureWatch
+from callstt.streams.worker import metrics
+from callstt.streams.worker.faust_compat import bind_event
+from callstt.streams.worker.web import WorkerStatus
 
 log = logging.getLogger("callstt.worker")
 

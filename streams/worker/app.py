@@ -18,24 +18,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
-from models.asr.routing import ModelRouter
-from models.asr.store import ModelFileError
-from streams.client.kafka import faust_broker_config
-from streams.client.topics import WORKER_TABLE, control_topic
-from streams.core.assembly import StreamState
-from streams.core.call_options import settings_expired
-from streams.core.pipeline import Pipeline, Rejected
-from streams.lifecycle import add_metrics_port, add_stall_exit, failure_watch
-from streams.settings import Settings
-from streams.web_auth import faust_web_options
-from streams.worker import metrics
-from streams.worker.agent import BatchHandler, WorkerIO, now_ms
-from streams.worker.broker_probe import BrokerProbe
-from streams.worker.downstream_view import follow_downstream
-from streams.worker.faust_compat import AcknowledgedTable, hold, release, seek_before_resuming_streams
-from streams.worker.idle import idle_requests
-from streams.worker.partitions import AudioPartitions
-from streams.worker.web import WorkerStatus, register_pages
+from callstt.models.asr.routing import ModelRouter
+from callstt.models.asr.store import ModelFileError
+from callstt.streams.client.kafka import faust_broker_config
+from callstt.streams.client.topics import WORKER_TABLE, control_topic
+from callstt.streams.core.assembly import StreamState
+from callstt.streams.core.call_options import settings_expired
+from callstt.streams.core.pipeline import Pipeline, Rejected
+from callstt.streams.lifecycle import add_metrics_port, add_stall_exit, failure_watch
+from callstt.streams.settings import Settings
+from callstt.streams.web_auth import faust_web_options
+from callstt.streams.worker import metrics
+from callstt.streams.worker.agent import BatchHandler, WorkerIO, now_ms
+from callstt.streams.worker.broker_probe import BrokerProbe
+from callstt.streams.worker.downstream_view import follow_downstream
+from callstt.streams.worker.faust_compat import AcknowledgedTable, hold, release, seek_before_resuming_streams
+from callstt.streams.worker.idle import idle_requests
+from callstt.streams.worker.partitions import AudioPartitions
+from callstt.streams.worker.web import WorkerStatus, register_pages
 
 log = logging.getLogger("callstt.worker")
 

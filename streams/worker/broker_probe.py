@@ -19,9 +19,9 @@ import logging
 import time
 from collections.abc import Iterable
 
-from streams.core.retry import FailureWatch
-from streams.settings import Settings
-from streams.worker.faust_compat import topic_partitions
+from callstt.streams.core.retry import FailureWatch
+from callstt.streams.settings import Settings
+from callstt.streams.worker.faust_compat import topic_partitions
 
 log = logging.getLogger("callstt.worker")
 
@@ -51,7 +51,7 @@ class BrokerProbe:
         """Probe forever (a task of the worker's app)."""
         from aiokafka import AIOKafkaConsumer
 
-        from streams.client.kafka import aiokafka_config
+        from callstt.streams.client.kafka import aiokafka_config
 
         self._client = AIOKafkaConsumer(**aiokafka_config(self.settings), enable_auto_commit=False,
                                         request_timeout_ms=int(PROBE_EVERY_S * 1000))

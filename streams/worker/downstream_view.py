@@ -21,11 +21,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.codec import AvroCodec, DecodeError
-from schemas.records import AudioChunk, spoken_utterance
-from streams.client.kafka import aiokafka_config, avro_codec
-from streams.worker.faust_compat import refresh_metadata
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.codec import AvroCodec, DecodeError
+from callstt.schemas.records import AudioChunk, spoken_utterance
+from callstt.streams.client.kafka import aiokafka_config, avro_codec
+from callstt.streams.worker.faust_compat import refresh_metadata
 
 log = logging.getLogger("callstt.worker")
 

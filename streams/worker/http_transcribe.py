@@ -21,14 +21,14 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import View
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.codec import DecodeError
-from schemas.errors import CallsttError
-from schemas.records import Transcript
-from streams.client.kafka import aiokafka_config, avro_codec, confluent_config
-from streams.client.producer import OWN_CHUNK_PLAN, CallPublisher, iter_chunks, load_audio
-from streams.core.pipeline import Pipeline, cut_utterances
-from streams.worker.faust_compat import refresh_metadata
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.codec import DecodeError
+from callstt.schemas.errors import CallsttError
+from callstt.schemas.records import Transcript
+from callstt.streams.client.kafka import aiokafka_config, avro_codec, confluent_config
+from callstt.streams.client.producer import OWN_CHUNK_PLAN, CallPublisher, iter_chunks, load_audio
+from callstt.streams.core.pipeline import Pipeline, cut_utterances
+from callstt.streams.worker.faust_compat import refresh_metadata
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 TIMEOUT_S = 120.0

@@ -10,7 +10,7 @@ from typing import Any
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
-from streams.worker.faust_compat import read_offset
+from callstt.streams.worker.faust_compat import read_offset
 
 
 class AudioPartitions:

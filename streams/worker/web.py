@@ -18,12 +18,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlencode
 
-from models.audio.decoding import SAMPLE_RATE
-from schemas.records import Transcript, Translation
-from streams.core.assembly import state_key
-from streams.settings import Settings
-from streams.worker import metrics
-from streams.worker.downstream_view import ClipKey, SpeechClips
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.schemas.records import Transcript, Translation
+from callstt.streams.core.assembly import state_key
+from callstt.streams.settings import Settings
+from callstt.streams.worker import metrics
+from callstt.streams.worker.downstream_view import ClipKey, SpeechClips
 
 LIVE_PAGE = Path(__file__).with_name("live.html")
 
@@ -69,7 +69,7 @@ class WorkerStatus:
         self.watch = None  # streams/core/retry.py FailureWatch: whether the worker is stalled
 
     def on_stream(self, key: str, state) -> None:
-        from models.audio.endpointing import EndpointState
+        from callstt.models.audio.endpointing import EndpointState
 
         if state.ended:
             self.forget_stream(key)
@@ -180,7 +180,7 @@ class WorkerStatus:
 
 
 def register_pages(app, status: WorkerStatus) -> None:
-    from streams.worker.http_transcribe import TranscribeView
+    from callstt.streams.worker.http_transcribe import TranscribeView
 
     debug_pages = ["/router/", "/table/"] if status.settings.web_debug_pages else []
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from infra.local.kafka import LocalKafka
+from callstt.infra.local.kafka import LocalKafka
 from tests.pipeline import sentences_not_heard
 from tests.worker_process import WorkerProcess, read_proc_status
 

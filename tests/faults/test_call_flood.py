@@ -14,10 +14,10 @@ import httpx
 import numpy as np
 import pytest
 
-from models.voices.synth import ENGLISH_SENTENCES, conversation
-from schemas.codec import AvroCodec
-from schemas.records import AudioChunk, Encoding
-from streams.bench.evaluation.scoring import word_error_rate
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.records import AudioChunk, Encoding
+from callstt.streams.bench.evaluation.scoring import word_error_rate
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.faults

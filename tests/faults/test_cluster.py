@@ -8,8 +8,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from streams.client.topics import TopicSpec, create_topics
-from streams.settings import Settings
+from callstt.streams.client.topics import TopicSpec, create_topics
+from callstt.streams.settings import Settings
 
 pytestmark = pytest.mark.faults
 

@@ -22,9 +22,9 @@ import pytest
 from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, AdminClient, \
     ResourcePatternType, ResourceType
 
-from infra.local.kafka import LocalKafka
-from models.voices.synth import ENGLISH_SENTENCES
-from streams.bench.evaluation.scoring import word_error_rate
+from callstt.infra.local.kafka import LocalKafka
+from callstt.models.voices.synth import ENGLISH_SENTENCES
+from callstt.streams.bench.evaluation.scoring import word_error_rate
 from tests.conftest import free_port_pair
 from tests.pipeline import CALLSTT, WorkerProcess, free_port
 

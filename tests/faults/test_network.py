@@ -15,12 +15,12 @@ from dataclasses import replace
 import httpx
 import pytest
 
-from infra.local.kafka import LocalKafka
-from infra.local.toxiproxy import Toxiproxy
-from streams.bench.evaluation.scoring import word_error_rate
+from callstt.infra.local.kafka import LocalKafka
+from callstt.infra.local.toxiproxy import Toxiproxy
+from callstt.streams.bench.evaluation.scoring import word_error_rate
 from tests.conftest import free_port_pair
 from tests.faults.test_worker_crash import PLAN, SENTENCES, call_with_midpoints
-from streams.worker.broker_probe import UNREACHABLE_AFTER_S
+from callstt.streams.worker.broker_probe import UNREACHABLE_AFTER_S
 from tests.pipeline import WorkerProcess, by_call, free_port, sentences_not_heard
 
 pytestmark = pytest.mark.faults

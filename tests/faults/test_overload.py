@@ -15,8 +15,8 @@ import uuid
 import httpx
 import pytest
 
-from models.voices.synth import ENGLISH_SENTENCES, conversation
-from streams.client.topics import ensure_topics
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation
+from callstt.streams.client.topics import ensure_topics
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.faults

@@ -28,10 +28,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Message
 
-from models.voices.synth import ENGLISH_SENTENCES, conversation
-from schemas.codec import peek_schema_id
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.client.reader import TranscriptReader
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation
+from callstt.schemas.codec import peek_schema_id
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.client.reader import TranscriptReader
 from tests.faults.test_scaling import stream_calls, worker_lines
 from tests.pipeline import WorkerProcess, by_call
 from tests.worker_process import REPO_ROOT
@@ -110,7 +110,9 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
 
     def worker(index: int, cwd: Path, **env: str) -> WorkerProcess:
         (tmp_path / f"w{index}").mkdir()
-        return WorkerProcess(kafka_bootstrap, tmp_path / f"w{index}", name=group, cwd=cwd,
+        # The previous version predates the callstt import root: its CLI is its tree's streams.cli.
+        cli_module = "streams.cli" if cwd == previous_version else "callstt.streams.cli"
+        return WorkerProcess(kafka_bootstrap, tmp_path / f"w{index}", name=group, cwd=cwd, cli_module=cli_module,
                              extra_env={"CALLSTT_TOPIC_PARTITIONS": "6", "OMP_NUM_THREADS": "1",
                                         "CALLSTT_SCHEMA_REGISTRY_URL": registry_url, **env})
 

@@ -11,9 +11,9 @@ import uuid
 import numpy as np
 import pytest
 
-from models.voices.synth import ENGLISH_SENTENCES, conversation
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.client.producer import ChunkPlan, iter_chunks
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.faults

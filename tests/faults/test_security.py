@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.local.kafka import LocalKafka
-from models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.client.kafka import confluent_config
-from streams.settings import Settings
+from callstt.infra.local.kafka import LocalKafka
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize_wav
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.client.kafka import confluent_config
+from callstt.streams.settings import Settings
 from tests.conftest import free_port_pair
 from tests.pipeline import CALLSTT, WorkerProcess, by_call
 

@@ -10,10 +10,10 @@ import uuid
 import numpy as np
 import pytest
 
-from models.voices.synth import ENGLISH_SENTENCES, synthesize
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.client.producer import ChunkPlan, iter_chunks
-from streams.client.reader import TranscriptReader
+from callstt.models.voices.synth import ENGLISH_SENTENCES, synthesize
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
+from callstt.streams.client.reader import TranscriptReader
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.faults

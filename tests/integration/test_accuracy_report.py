@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import time
 
-from streams.bench import run_bench
-from streams.bench.accuracy import AccuracyOptions
-from streams.bench.corpus import default_speech_dir
+from callstt.streams.bench import run_bench
+from callstt.streams.bench.accuracy import AccuracyOptions
+from callstt.streams.bench.corpus import default_speech_dir
 
 SMALL = AccuracyOptions(lengths_s=(1.0,), clips_per_language={"en": 3, "vi": 2},
                         lid_clips_per_language={"en": 1, "vi": 1}, espeak_in_lid=0, synthesized_when_absent=True,
@@ -69,9 +69,9 @@ def test_accuracy_only_bench_reports_languages_and_lid_by_length(kafka_bootstrap
 
 
 def test_the_scoring_and_the_pieces_need_no_model(tmp_path) -> None:
-    from streams.bench.accuracy import piece_spans
-    from streams.bench.corpus import load_speech, select
-    from streams.bench.evaluation.scoring import error_rate
+    from callstt.streams.bench.accuracy import piece_spans
+    from callstt.streams.bench.corpus import load_speech, select
+    from callstt.streams.bench.evaluation.scoring import error_rate
 
     assert load_speech(tmp_path / "absent") is None and load_speech(None) is None
     (tmp_path / "manifest.tsv").write_text("audio/a.wav\ten\tone two\tsomewhere\naudio/b.wav\tvi\txin chào\t\n")
@@ -90,8 +90,8 @@ def test_the_scoring_and_the_pieces_need_no_model(tmp_path) -> None:
 
 
 def test_a_language_without_utterances_has_a_share_of_zero_and_a_count() -> None:
-    from streams.bench.accuracy import _lid
-    from streams.bench.corpus import SpeechClip
+    from callstt.streams.bench.accuracy import _lid
+    from callstt.streams.bench.corpus import SpeechClip
 
     clips = [SpeechClip("a", "vi", "xin chào", "espeak"), SpeechClip("b", "vi", "cảm ơn", "espeak")]
     assert _lid(clips, {"a": [], "b": []}) == {"clips": 0.0, "utterances": 0.0, "utterance_count": 0,
@@ -106,7 +106,7 @@ def test_the_collector_waits_for_the_last_batch_and_for_the_reader() -> None:
     row, and once the reader is at the end of the transcript topic."""
     from confluent_kafka import TopicPartition
 
-    from streams.bench.accuracy import _WorkerDone
+    from callstt.streams.bench.accuracy import _WorkerDone
 
     class Worker:
         def __init__(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 
-from streams.bench import run_bench
+from callstt.streams.bench import run_bench
 
 
 def _number(value) -> bool:
@@ -82,7 +82,7 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
 def test_the_window_curve_reports_wer_and_time_per_window(base_model) -> None:
     """`callstt bench --windows` on espeak sentences alone (no recordings given): one row per rate
     and window, with sensible WER at both window lengths and the table in markdown."""
-    from streams.bench.windows import markdown_lines, window_curve
+    from callstt.streams.bench.windows import markdown_lines, window_curve
 
     section = window_curve(base_model, None, windows=(10.0, 30.0), rates=("16k",), espeak=(4, 0))
     assert section["clips"] == {"en_espeak": 4}

@@ -12,10 +12,10 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from models.voices.synth import ENGLISH_SENTENCES, synthesize_wav
-from schemas.codec import SCHEMAS_DIR, AvroCodec
-from schemas.records import Transcript
-from streams.bench.evaluation.scoring import word_error_rate
+from callstt.models.voices.synth import ENGLISH_SENTENCES, synthesize_wav
+from callstt.schemas.codec import SCHEMAS_DIR, AvroCodec
+from callstt.schemas.records import Transcript
+from callstt.streams.bench.evaluation.scoring import word_error_rate
 from tests.pipeline import CALLSTT, REPO_ROOT, WorkerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -220,7 +220,7 @@ def test_topics_describe_shows_the_workers_changelog(worker):
 def test_settings_lists_every_setting_with_its_value_and_masks_secrets():
     from dataclasses import fields
 
-    from streams.settings import Settings
+    from callstt.streams.settings import Settings
 
     result = ok(callstt("settings", "--json", env=clean_env(CALLSTT_INFERENCE_MODE="batched", MODEL_SIZE="tiny.en",
                                                              CALLSTT_KAFKA_SASL_PASSWORD="hunter2")))

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from models.translation.backends import TranslationRouter, load_translation_router
-from models.translation.ct2 import CT2_DIR_ENV, CTranslate2Backend, TranslationModelError, load_tokenizer
-from streams.settings import Settings
+from callstt.models.translation.backends import TranslationRouter, load_translation_router
+from callstt.models.translation.ct2 import CT2_DIR_ENV, CTranslate2Backend, TranslationModelError, load_tokenizer
+from callstt.streams.settings import Settings
 
 # Building the checkpoints needs transformers and torch: the Vietnamese extra, which CI and scripts/setup
 # install. Only an explicit opt-out of that extra (CALLSTT_NO_VIETNAMESE=1) skips; a missing torch

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 
-from models.asr.faster_whisper_backend import FasterWhisperBackend
-from models.asr.store import ModelFileError, resolve_model
-from models.audio.decoding import SAMPLE_RATE
-from models.voices.synth import ENGLISH_SENTENCES, synthesize
-from streams.bench.evaluation.scoring import word_error_rate
+from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend
+from callstt.models.asr.store import ModelFileError, resolve_model
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.voices.synth import ENGLISH_SENTENCES, synthesize
+from callstt.streams.bench.evaluation.scoring import word_error_rate
 
 pytestmark = pytest.mark.integration
 
@@ -85,9 +85,9 @@ def test_fast_language_detection_agrees_with_the_full_window(base_model):
     on English and Vietnamese speech, 16 kHz and telephone 8 kHz mu-law."""
     from dataclasses import replace
 
-    from models.audio.decoding import decode_stream_chunk
-    from models.voices.synth import VIETNAMESE_SENTENCES
-    from streams.client.producer import encode_samples
+    from callstt.models.audio.decoding import decode_stream_chunk
+    from callstt.models.voices.synth import VIETNAMESE_SENTENCES
+    from callstt.streams.client.producer import encode_samples
 
     def telephone(text: str, language: str):
         payload = encode_samples(synthesize(text, language, sample_rate=8000), "MULAW")
@@ -116,7 +116,7 @@ def test_fast_language_detection_agrees_with_the_full_window(base_model):
 def test_detection_restricted_to_two_languages_never_answers_a_third(base_model):
     """espeak's Vietnamese voice often sounds Thai to the base model; a call known to be in
     Vietnamese or English (CALLSTT_LANGUAGES=vi,en) is only ever labelled one of them."""
-    from models.voices.synth import VIETNAMESE_SENTENCES
+    from callstt.models.voices.synth import VIETNAMESE_SENTENCES
 
     vietnamese = [synthesize(text, "vi") for text in VIETNAMESE_SENTENCES[:4]]
     english = [synthesize(text, "en") for text in ENGLISH_SENTENCES[:3]]

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import pytest
 
-from models.text.guard import GuardConfig, judge, vad_speech_ratio
-from streams.bench.evaluation.guard_report import summarize, transcribe_corpus
-from streams.bench.evaluation.nonspeech import corpus
+from callstt.models.text.guard import GuardConfig, judge, vad_speech_ratio
+from callstt.streams.bench.evaluation.guard_report import summarize, transcribe_corpus
+from callstt.streams.bench.evaluation.nonspeech import corpus
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 
-from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
-from schemas.codec import AvroCodec
-from schemas.records import CallSettings
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.client.producer import ChunkPlan, iter_chunks
+from callstt.models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
+from callstt.schemas.codec import AvroCodec
+from callstt.schemas.records import CallSettings
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration
@@ -324,7 +324,7 @@ def test_a_redacting_call_yields_placeholders_and_none_of_the_digits_while_order
 def test_a_call_with_a_vocabulary_gets_its_rare_words_right_more_often(worker):
     """Call settings carry hotwords to the model: the same five sentences with invented brand names
     and uncommon surnames (streams/bench/evaluation/rare_words.py), one call with the call's vocabulary, one without."""
-    from streams.bench.evaluation.rare_words import RARE_WORD_SET, rare_word_hits
+    from callstt.streams.bench.evaluation.rare_words import RARE_WORD_SET, rare_word_hits
 
     items = [RARE_WORD_SET[i] for i in (0, 1, 4, 6, 10)]  # Zyntra, Kowalczyk, Blissbay, Draxiflo, Quorvex/Fibrelink
     plan = FORMATS["pcm-16k-100ms"]
@@ -356,8 +356,8 @@ def trimmed(audio: np.ndarray) -> np.ndarray:
 def cut_points(chunks) -> tuple[list[int], list[int]]:
     """The chunk indices at which the worker's own path (same assembly, VAD, endpointing and
     default settings) cuts speculatively, and finally."""
-    from streams.core.pipeline import MemoryStore, Pipeline
-    from streams.settings import Settings
+    from callstt.streams.core.pipeline import MemoryStore, Pipeline
+    from callstt.streams.settings import Settings
 
     batch = Pipeline.from_settings(Settings.from_env({})).batch(MemoryStore().get)
     speculative, final = [], []
@@ -426,8 +426,8 @@ def test_speech_coming_back_within_the_hangover_gives_one_transcript_and_no_spec
 
 def interim_cuts(chunks) -> int:
     """How many interim cuts the worker's own path makes of these chunks (default settings)."""
-    from streams.core.pipeline import MemoryStore, Pipeline
-    from streams.settings import Settings
+    from callstt.streams.core.pipeline import MemoryStore, Pipeline
+    from callstt.streams.settings import Settings
 
     batch = Pipeline.from_settings(Settings.from_env({})).batch(MemoryStore().get)
     return sum(len(batch.accept_chunk(chunk, 0, None).interim) for chunk in chunks)
@@ -438,8 +438,8 @@ def test_a_long_utterance_streamed_in_real_time_gives_interims_then_the_same_fin
     sends it: the worker publishes interims of the open utterance, revision after revision,
     whose stable words never change, before its final; the final is what the final path gives
     with interims off (a replay of the call)."""
-    from models.asr.routing import ModelRouter
-    from streams.replay import replay_calls
+    from callstt.models.asr.routing import ModelRouter
+    from callstt.streams.replay import replay_calls
 
     sentences = ENGLISH_SENTENCES[1:5]
     gap = np.zeros(int(0.2 * 16000), dtype=np.float32)

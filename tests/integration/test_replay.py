@@ -7,12 +7,12 @@ import uuid
 
 import pytest
 
-from models.asr.routing import ModelRouter
-from models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize
-from schemas.records import CallSettings
-from streams.client.producer import ChunkPlan, iter_chunks
-from streams.client.reader import TranscriptReader
-from streams.replay import replay_calls, rewind_group
+from callstt.models.asr.routing import ModelRouter
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize
+from callstt.schemas.records import CallSettings
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
+from callstt.streams.client.reader import TranscriptReader
+from callstt.streams.replay import replay_calls, rewind_group
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration

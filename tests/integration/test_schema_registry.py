@@ -12,7 +12,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from schemas.codec import (
+from callstt.schemas.codec import (
     AvroCodec,
     DecodeError,
     SchemaRegistryUnavailable,
@@ -22,7 +22,7 @@ from schemas.codec import (
     schema_text,
     subject_for,
 )
-from schemas.records import AudioChunk, Encoding, Transcript, TranscriptWord, transcript_id
+from callstt.schemas.records import AudioChunk, Encoding, Transcript, TranscriptWord, transcript_id
 
 pytestmark = pytest.mark.integration
 

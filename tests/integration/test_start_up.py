@@ -21,13 +21,13 @@ import httpx
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
                                   ResourceType)
 
-from infra.local.kafka import LocalKafka
-from models.asr.store import resolve_model
-from models.voices.synth import synthesize_wav
-from schemas.records import CallSettings
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.client.call_settings import publish_call_settings
-from streams.client.producer import load_audio
+from callstt.infra.local.kafka import LocalKafka
+from callstt.models.asr.store import resolve_model
+from callstt.models.voices.synth import synthesize_wav
+from callstt.schemas.records import CallSettings
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.client.call_settings import publish_call_settings
+from callstt.streams.client.producer import load_audio
 from tests.conftest import free_port_pair
 from tests.pipeline import REPO_ROOT, WorkerProcess
 
@@ -66,7 +66,7 @@ def assert_mended_worker_transcribes(worker: WorkerProcess, speech) -> None:
 
 def run_worker_command(worker: WorkerProcess, timeout: float = 60) -> subprocess.CompletedProcess:
     """`callstt worker` to its end, for a start that must fail: its exit code and its stderr."""
-    return subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=worker.env(), cwd=REPO_ROOT,
+    return subprocess.run([sys.executable, "-m", "callstt.streams.cli", "worker"], env=worker.env(), cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -184,7 +184,7 @@ def test_a_taken_port_an_unwritable_state_folder_and_a_corrupt_model_each_stop_t
     # Every address, without a token file: the pages would serve call content to anyone (issue 23).
     # The translator and the speaker refuse the same way.
     for command in ("worker", "translator", "speaker"):
-        refused = subprocess.run([sys.executable, "-m", "streams.cli", command], cwd=REPO_ROOT, capture_output=True,
+        refused = subprocess.run([sys.executable, "-m", "callstt.streams.cli", command], cwd=REPO_ROOT, capture_output=True,
                                  text=True, timeout=60, env={**worker.env(), "CALLSTT_WEB_HOST": "0.0.0.0"})
         assert refused.returncode == 1, refused.stderr[-3000:]
         (line,) = error_lines(refused.stderr)

@@ -15,10 +15,10 @@ import math
 import numpy as np
 import pytest
 
-from models.asr.faster_whisper_backend import MAX_PROMPT_TOKENS, max_new_tokens_for
-from models.audio.decoding import SAMPLE_RATE
-from models.text.vocabulary import NO_VOCABULARY, Vocabulary
-from models.voices.synth import VIETNAMESE_SENTENCES, synthesize
+from callstt.models.asr.faster_whisper_backend import MAX_PROMPT_TOKENS, max_new_tokens_for
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
+from callstt.models.voices.synth import VIETNAMESE_SENTENCES, synthesize
 from tests.integration.test_vietnamese_route import (NO_TIMESTAMPS, PHRASE, SKIP_VIETNAMESE, assert_timings_inside,
                                                      needs_torch, write_tiny_checkpoint)
 
@@ -32,7 +32,7 @@ VOCABULARY = Vocabulary(hotwords=("Zyntra", "Kowalczyk"),
 def backends(tmp_path_factory) -> dict:
     if SKIP_VIETNAMESE:
         pytest.skip("CALLSTT_NO_VIETNAMESE=1: the Vietnamese extra was not installed")
-    from models.asr.transformers_backend import TransformersBackend
+    from callstt.models.asr.transformers_backend import TransformersBackend
 
     root = tmp_path_factory.mktemp("tiny-whisper-vocabulary")
     # One torch thread: two threads on a busy two-core machine spin-wait and run 10-40x slower.

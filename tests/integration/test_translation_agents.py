@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from models.voices.synth import synthesize
-from schemas.codec import AvroCodec, DecodeError
-from schemas.records import (CallSettings, StreamSettings, Transcript, Translation, TranslationStatus, transcript_id,
+from callstt.models.voices.synth import synthesize
+from callstt.schemas.codec import AvroCodec, DecodeError
+from callstt.schemas.records import (CallSettings, StreamSettings, Transcript, Translation, TranslationStatus, transcript_id,
                              translation_id)
-from streams.client.topics import ensure_topics
+from callstt.streams.client.topics import ensure_topics
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration
@@ -196,7 +196,7 @@ def test_an_english_transcript_with_target_pt_comes_back_as_portuguese_speech(tr
     printed, not bounded."""
     import jiwer
 
-    from streams.bench.evaluation.scoring import normalize, word_error_rate
+    from callstt.streams.bench.evaluation.scoring import normalize, word_error_rate
 
     call_id = f"speech-{uuid.uuid4().hex[:6]}"
     set_call_settings(translator, CallSettings(call_id=call_id, translate_to=("pt",)))
@@ -249,8 +249,8 @@ def test_a_translation_into_english_is_spoken_by_the_packaged_piper_voice(transl
     the speaker says so on /health, and its speech transcribes back to the translation's words; a
     bad record before it is dead-lettered and the speaker goes on; a call whose settings choose
     espeak-ng is spoken by espeak-ng."""
-    from schemas.records import Translation, translation_id
-    from streams.bench.evaluation.scoring import word_error_rate
+    from callstt.schemas.records import Translation, translation_id
+    from callstt.streams.bench.evaluation.scoring import word_error_rate
 
     health = httpx.get(f"http://127.0.0.1:{speaker.web_port}/health", timeout=5).json()
     assert health["voices"] == {"en": ["joe"]} and health["engines"]["joe"] == "piper en_US-joe-medium"
@@ -337,10 +337,10 @@ def test_a_sigkilled_speaker_loses_no_speech_and_repeats_only_identical_chunks(k
     same sequence number and the same audio both times. Then that the kill did land mid-speech
     (some chunks out, not all, read on the topic between the kill and the restart), or the test
     proved nothing: checked apart, after the outcome, whatever this machine's speed."""
-    from models.voices.synth import synthesize
-    from schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
-    from streams.speech.core import leg
-    from streams.speech.core import speech_chunks as chunks_of
+    from callstt.models.voices.synth import synthesize
+    from callstt.schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
+    from callstt.streams.speech.core import leg
+    from callstt.streams.speech.core import speech_chunks as chunks_of
 
     worker = WorkerProcess(kafka_bootstrap, tmp_path, command="speaker",
                            extra_env={"CALLSTT_KAFKA_SESSION_TIMEOUT_S": "10"})

@@ -13,7 +13,7 @@ output bound.
 faster-whisper backend; (c) the same greedy tokens from transformers and from CTranslate2;
 (d) a Vietnamese call through a real worker names the route's model and backend. Plus: the converted
 route says what the transformers route says. How much faster it is is a measurement, not a test:
-`python -m models.asr.convert ... --benchmark` (models.asr.convert.benchmark) prints it.
+`python -m callstt.models.asr.convert ... --benchmark` (models.asr.convert.benchmark) prints it.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import httpx
 import numpy as np
 import pytest
 
-from models.asr.faster_whisper_backend import FasterWhisperBackend, max_new_tokens_for
-from models.asr.store import choose_checkpoint, converted_dir_for, is_ctranslate2_dir, resolve_model
-from models.audio.decoding import SAMPLE_RATE
-from models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
-from streams.client.producer import ChunkPlan, iter_chunks
+from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend, max_new_tokens_for
+from callstt.models.asr.store import choose_checkpoint, converted_dir_for, is_ctranslate2_dir, resolve_model
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.voices.synth import ENGLISH_SENTENCES, VIETNAMESE_SENTENCES, conversation, synthesize
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration
@@ -158,7 +158,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def converted(checkpoints, tmp_path_factory) -> dict[str, Path]:
     """Converted with the script's command line, as a user would."""
-    from models.asr.convert import main
+    from callstt.models.asr.convert import main
 
     root = tmp_path_factory.mktemp("converted")
     outputs = {"speaking-int8": root / "tiny-vi-ct2-int8", "random-float32": root / "tiny-random-ct2-float32"}
@@ -173,7 +173,7 @@ def vietnamese_audio() -> np.ndarray:
 
 
 def transformers_backend(directory: Path, **kwargs):
-    from models.asr.transformers_backend import TransformersBackend
+    from callstt.models.asr.transformers_backend import TransformersBackend
 
     return TransformersBackend(directory, directory.name, cpu_threads=2, **kwargs)
 
@@ -256,7 +256,7 @@ def test_converted_checkpoint_runs_in_the_faster_whisper_backend(checkpoints, co
 
 @needs_torch
 def test_auto_backend_prefers_a_converted_copy_in_the_cache(checkpoints, tmp_path):
-    from models.asr.convert import convert_reference
+    from callstt.models.asr.convert import convert_reference
 
     reference = str(checkpoints["speaking"])
     assert choose_checkpoint(reference, "auto", cache_dir=tmp_path).kind == "transformers"
@@ -320,9 +320,9 @@ def test_greedy_decoding_gives_the_same_tokens_in_transformers_and_ctranslate2(c
 @needs_torch
 def test_converted_route_says_what_the_transformers_route_says(checkpoints, converted, vietnamese_audio):
     """Same weights, same utterance: the converted route and the transformers route give the same text.
-    Their speed is not compared here (timings on shared CI machines are noise); `python -m models.asr.convert
+    Their speed is not compared here (timings on shared CI machines are noise); `python -m callstt.models.asr.convert
     ... --benchmark` prints it, and this checks only that the benchmark runs both routes and reports them."""
-    from models.asr.convert import benchmark
+    from callstt.models.asr.convert import benchmark
 
     checkpoint, converted_dir = checkpoints["speaking"], converted["speaking-int8"]
     assert FasterWhisperBackend(converted_dir, "tiny-vi", cpu_threads=2).transcribe(vietnamese_audio, "vi").text \
@@ -371,8 +371,8 @@ def test_vietnamese_call_through_the_pipeline_names_the_route(route_worker):
 
 
 def test_a_route_that_cannot_load_falls_back_to_the_multilingual_model(tmp_path):
-    from streams.settings import Settings
-    from streams.model_routes import build_router
+    from callstt.streams.settings import Settings
+    from callstt.streams.model_routes import build_router
 
     missing = tmp_path / "no-such-checkpoint"
     router = build_router(Settings(use_phowhisper=True, phowhisper_model=str(missing), cpu_threads=2))
@@ -387,8 +387,8 @@ def test_a_route_that_cannot_load_falls_back_to_the_multilingual_model(tmp_path)
 
 @needs_torch
 def test_build_router_runs_a_converted_model_and_converts_on_first_use(checkpoints, converted, tmp_path):
-    from streams.settings import Settings
-    from streams.model_routes import build_router
+    from callstt.streams.settings import Settings
+    from callstt.streams.model_routes import build_router
 
     # A CTranslate2 directory as the reference: faster-whisper runs it (auto).
     router = build_router(Settings(use_phowhisper=True, phowhisper_model=str(converted["speaking-int8"]),

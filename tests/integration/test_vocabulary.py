@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.bench.evaluation.rare_words import CALL_VOCABULARY, count_word, measure
+from callstt.streams.bench.evaluation.rare_words import CALL_VOCABULARY, count_word, measure
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,9 @@ def test_a_long_vocabulary_is_cut_to_fit_and_never_fails_the_call(base_model) ->
     utterance used to make faster-whisper refuse the call (alone and packed)."""
     import numpy as np
 
-    from models.asr.batching import InferenceRequest, transcribe_many
-    from models.text.vocabulary import Vocabulary
-    from models.voices.synth import ENGLISH_SENTENCES, synthesize
+    from callstt.models.asr.batching import InferenceRequest, transcribe_many
+    from callstt.models.text.vocabulary import Vocabulary
+    from callstt.models.voices.synth import ENGLISH_SENTENCES, synthesize
 
     vocabulary = Vocabulary(hotwords=tuple(f"Product{n}x" for n in range(150)), initial_prompt="Support call.")
     long_audio = np.concatenate([synthesize(text, "en") for text in ENGLISH_SENTENCES[:6]])[:20 * 16000]

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize, synthesize_wav
-from streams.bench.evaluation.scoring import word_error_rate
-from streams.client.producer import CallPublisher, ChunkPlan, iter_chunks
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation, synthesize, synthesize_wav
+from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.client.producer import CallPublisher, ChunkPlan, iter_chunks
 from tests.integration.test_pipeline import cut_points
 from tests.pipeline import CALLSTT, REPO_ROOT, WorkerProcess, free_port
 

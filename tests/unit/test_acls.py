@@ -4,8 +4,8 @@ table against a broker with the authorizer on."""
 
 from __future__ import annotations
 
-from streams.client.acls import ROLES, allowed, grants, kafka_acls_commands, strimzi_kafka_user, topics_used
-from streams.settings import Settings
+from callstt.streams.client.acls import ROLES, allowed, grants, kafka_acls_commands, strimzi_kafka_user, topics_used
+from callstt.streams.settings import Settings
 
 SETTINGS = Settings()
 

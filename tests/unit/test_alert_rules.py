@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from streams.worker import metrics
+from callstt.streams.worker import metrics
 
 PROMETHEUS = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 

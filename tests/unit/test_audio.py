@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from models.audio.decoding import (
+from callstt.models.audio.decoding import (
     ALAW_TABLE,
     MULAW_TABLE,
     SAMPLE_RATE,
@@ -20,7 +20,7 @@ from models.audio.decoding import (
     resample,
     to_mono,
 )
-from models.audio.errors import BadChunk
+from callstt.models.audio.errors import BadChunk
 
 with warnings.catch_warnings():  # deprecated (gone in 3.13), used here only as an independent reference
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -212,9 +212,9 @@ def test_empty_payload_is_allowed_at_end_of_stream():
 
 def test_every_encoding_of_the_schema_has_a_sample_size():
     """schemas.records.Encoding (the Avro enum) is the one list of encodings; models.audio.decoding follows it."""
-    from models.audio.decoding import ENCODINGS, SAMPLE_BYTES
-    from schemas.codec import load_schema_file
-    from schemas.records import Encoding
+    from callstt.models.audio.decoding import ENCODINGS, SAMPLE_BYTES
+    from callstt.schemas.codec import load_schema_file
+    from callstt.schemas.records import Encoding
 
     assert ENCODINGS == tuple(encoding.value for encoding in Encoding)
     assert set(SAMPLE_BYTES) == set(ENCODINGS)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.asr.batching import (InferenceRequest, Placement, assign_words, needs_own_window, plan_windows, split_lanes,
+from callstt.models.asr.batching import (InferenceRequest, Placement, assign_words, needs_own_window, plan_windows, split_lanes,
                              suspects,
                              transcribe_many, transcribe_packed, window_seconds)
-from models.audio.decoding import SAMPLE_RATE
-from models.text.results import Word
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.results import Word
 
 
 def test_plan_windows_packs_in_order_and_opens_a_window_when_full() -> None:
@@ -57,7 +57,7 @@ def test_unknown_mode_is_refused() -> None:
 
 @pytest.fixture(scope="module")
 def utterances() -> list[tuple[str, np.ndarray]]:
-    from models.voices.synth import synthesize
+    from callstt.models.voices.synth import synthesize
 
     pad = np.zeros(int(0.3 * SAMPLE_RATE), dtype=np.float32)
     texts = ["Please call me back tomorrow morning.", "Thank you for calling customer support.",
@@ -66,7 +66,7 @@ def utterances() -> list[tuple[str, np.ndarray]]:
 
 
 def test_packing_splits_words_back_to_their_utterances(base_model, utterances) -> None:
-    from streams.bench.evaluation.scoring import word_error_rate
+    from callstt.streams.bench.evaluation.scoring import word_error_rate
 
     audios = [audio for _, audio in utterances]
     results = transcribe_packed(base_model, audios, "en", gap_s=0.8)
@@ -101,7 +101,7 @@ def test_short_windows_transcribe_the_sentences_as_the_30_s_window_does(base_mod
     """The window policy's accuracy guard on the test sentences (a measurement, not a timing):
     WER over the sentences at a 10 s window within 1 point of the 30 s window, word times inside
     each utterance, and a mixed batch (a 12 s utterance gets a 15 s window) keeps request order."""
-    from streams.bench.evaluation.scoring import word_error_rate
+    from callstt.streams.bench.evaluation.scoring import word_error_rate
 
     texts = [text for text, _ in utterances]
     long_audio = np.concatenate([audio for _, audio in utterances] * 2)  # ~12 s: its own window size
@@ -137,7 +137,7 @@ def test_the_neighbours_of_a_skipped_packed_utterance_are_run_alone_too() -> Non
     """Issue 22's scaling test: identical utterances side by side in one window, one came back
     empty and its neighbour with the sentence twice. Both neighbours of the empty one are
     suspects; the rest of the window, and a window of its own, are left as they are."""
-    from models.text.results import TranscriptionResult
+    from callstt.models.text.results import TranscriptionResult
 
     sentence = "Thank you for calling customer support."
 

@@ -3,9 +3,9 @@ transcript id and by the translated leg's chunk numbers; missing translations an
 
 from __future__ import annotations
 
-from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, transcript_id
-from streams.bench.chain import chain_figures, markdown_lines
-from streams.bench.collecting import Arrival
+from callstt.schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, transcript_id
+from callstt.streams.bench.chain import chain_figures, markdown_lines
+from callstt.streams.bench.collecting import Arrival
 
 EOS_MS = 1_000_000
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from models.text.vocabulary import Vocabulary
-from schemas.records import CallSettings, StreamSettings
-from streams.core.call_options import CallDefaults, resolve, settings_expired
-from streams.core.pipeline import Pipeline, PipelineConfig, Rejected
-from streams.core.redaction import RedactionConfig
-from streams.settings import Settings, SettingsError
+from callstt.models.text.vocabulary import Vocabulary
+from callstt.schemas.records import CallSettings, StreamSettings
+from callstt.streams.core.call_options import CallDefaults, resolve, settings_expired
+from callstt.streams.core.pipeline import Pipeline, PipelineConfig, Rejected
+from callstt.streams.core.redaction import RedactionConfig
+from callstt.streams.settings import Settings, SettingsError
 
 DEFAULTS = CallDefaults(languages=("en",), vocabulary=Vocabulary(("Zyntra",), "Support call."),
                         redaction=RedactionConfig.parse("card", phone_region="GB"))

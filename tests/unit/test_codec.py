@@ -11,7 +11,7 @@ import struct
 import fastavro
 import pytest
 
-from schemas.codec import (
+from callstt.schemas.codec import (
     EMBEDDED_REGISTRY,
     AvroCodec,
     DecodeError,
@@ -20,7 +20,7 @@ from schemas.codec import (
     load_schema_file,
     peek_schema_id,
 )
-from schemas.records import (AudioChunk, CallSettings, Encoding, StreamSettings, Transcript, TranscriptSentence,
+from callstt.schemas.records import (AudioChunk, CallSettings, Encoding, StreamSettings, Transcript, TranscriptSentence,
                              TranscriptWord, transcript_id)
 
 REGISTRY = json.loads(EMBEDDED_REGISTRY.read_text())
@@ -225,7 +225,7 @@ def test_a_rolling_upgrade_writes_the_pinned_earlier_version_that_the_previous_c
 
 
 def test_translation_round_trip_and_its_id_is_deterministic(codec):
-    from schemas.records import Translation, TranslationStatus, translation_id
+    from callstt.schemas.records import Translation, TranslationStatus, translation_id
 
     made = Translation(
         translation_id=translation_id("t-1", "pt"), transcript_id="t-1", call_id="c1", stream_id="caller",
@@ -256,7 +256,7 @@ def test_call_settings_v1_records_read_with_no_targets_and_targets_resolve_per_s
 def test_v1_translations_decode_as_finals_and_a_v1_reader_reads_an_interim_translation(codec):
     """Translations already on the topic (version 1, id 7) decode as finals; a consumer still on
     version 1 (a speaker not upgraded yet) reads the current records."""
-    from schemas.records import Translation, TranslationStatus
+    from callstt.schemas.records import Translation, TranslationStatus
 
     made = Translation(translation_id="id", transcript_id="t-1", call_id="c1", stream_id="caller", utterance_index=0,
                        source_language="en", target_language="pt", status=TranslationStatus.OK, text="Olá.",

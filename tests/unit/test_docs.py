@@ -182,7 +182,7 @@ def test_the_cli_and_settings_reference_match_the_code(cli_reference, code_says)
 
 
 def test_the_reference_covers_every_command_and_setting(cli_reference, code_says):
-    from streams.settings import Settings
+    from callstt.streams.settings import Settings
 
     cli = cli_reference.current_block((ROOT / "docs" / "cli.md").read_text())
     for command in ("worker", "translator", "speaker", "publish", "tail", "replay", "bench", "call-settings set"):

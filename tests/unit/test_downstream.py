@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from schemas.codec import AvroCodec
-from streams import downstream
-from streams.settings import Settings
-from streams.speech.app import create_speech_app
-from streams.translation.app import create_translation_app
+from callstt.schemas.codec import AvroCodec
+from callstt.streams import downstream
+from callstt.streams.settings import Settings
+from callstt.streams.speech.app import create_speech_app
+from callstt.streams.translation.app import create_translation_app
 
 
 @pytest.fixture
@@ -64,8 +64,8 @@ def test_the_tables_changelogs_are_made_compacted_with_the_tables_partitions(set
     """What streams/lifecycle.py creates before Faust starts: each table's changelog, compacted,
     one partition per partition of the topics the table follows; and the agent's source topics,
     which must be co-partitioned with it."""
-    from streams.client.topics import changelog_topics
-    from streams.lifecycle import source_topics
+    from callstt.streams.client.topics import changelog_topics
+    from callstt.streams.lifecycle import source_topics
 
     translator, speaker = create_translation_app(settings, lambda: None), create_speech_app(settings, lambda: None)
     (topic,) = changelog_topics(settings, translator.tables.values())

@@ -8,10 +8,10 @@ import wave
 
 import numpy as np
 
-from schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, transcript_id
-from streams.settings import Settings
-from streams.worker.downstream_view import SpeechClips
-from streams.worker.web import WorkerStatus
+from callstt.schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, transcript_id
+from callstt.streams.settings import Settings
+from callstt.streams.worker.downstream_view import SpeechClips
+from callstt.streams.worker.web import WorkerStatus
 
 
 def chunk(seq: int, samples: int = 1600, leg: str = "caller>pt", value: int = 1000) -> AudioChunk:

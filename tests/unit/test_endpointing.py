@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.audio.decoding import SAMPLE_RATE, decode_stream_chunk
-from models.audio.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
-from models.audio.vad import VadState, shared_vad
-from models.voices.synth import synthesize_wav
+from callstt.models.audio.decoding import SAMPLE_RATE, decode_stream_chunk
+from callstt.models.audio.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
+from callstt.models.audio.vad import VadState, shared_vad
+from callstt.models.voices.synth import synthesize_wav
 
 W = 512  # samples per VAD window
 # The cases below place speech 10 windows (320 ms) in: a 200 ms pad keeps the arithmetic visible

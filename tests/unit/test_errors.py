@@ -9,29 +9,29 @@ import pickle
 
 import pytest
 
-from models.audio.errors import BadChunk
-from schemas.codec import DecodeError
-from schemas.errors import CallsttError
+from callstt.models.audio.errors import BadChunk
+from callstt.schemas.codec import DecodeError
+from callstt.schemas.errors import CallsttError
 
 # (module, class, the built-in base it had before CallsttError): `except ValueError` etc. must still catch it.
 PROJECT_ERRORS = [
-    ("models.audio.errors", "BadChunk", ValueError),
-    ("models.voices.synth", "SynthesisError", RuntimeError),
-    ("models.asr.store", "ModelFileError", RuntimeError),
-    ("models.translation.ct2", "TranslationModelError", ValueError),
-    ("models.voices.backends", "VoiceError", ValueError),
-    ("schemas.codec", "DecodeError", ValueError),
-    ("schemas.codec", "EncodeError", ValueError),
-    ("schemas.codec", "SchemaRegistryUnavailable", RuntimeError),
-    ("streams.settings", "SettingsError", ValueError),
-    ("streams.client.publishing", "InputError", ValueError),
-    ("streams.core.redaction", "RedactionConfigError", ValueError),
-    ("streams.client.publishing", "PublishError", RuntimeError),
-    ("streams.cli", "CliFailure", Exception),
-    ("streams.client.tailing", "TailError", RuntimeError),
-    ("streams.worker.http_transcribe", "UnreadableAudio", ValueError),
-    ("infra.local.kafka", "BrokerError", RuntimeError),
-    ("infra.local.registry", "RegistryError", RuntimeError),
+    ("callstt.models.audio.errors", "BadChunk", ValueError),
+    ("callstt.models.voices.synth", "SynthesisError", RuntimeError),
+    ("callstt.models.asr.store", "ModelFileError", RuntimeError),
+    ("callstt.models.translation.ct2", "TranslationModelError", ValueError),
+    ("callstt.models.voices.backends", "VoiceError", ValueError),
+    ("callstt.schemas.codec", "DecodeError", ValueError),
+    ("callstt.schemas.codec", "EncodeError", ValueError),
+    ("callstt.schemas.codec", "SchemaRegistryUnavailable", RuntimeError),
+    ("callstt.streams.settings", "SettingsError", ValueError),
+    ("callstt.streams.client.publishing", "InputError", ValueError),
+    ("callstt.streams.core.redaction", "RedactionConfigError", ValueError),
+    ("callstt.streams.client.publishing", "PublishError", RuntimeError),
+    ("callstt.streams.cli", "CliFailure", Exception),
+    ("callstt.streams.client.tailing", "TailError", RuntimeError),
+    ("callstt.streams.worker.http_transcribe", "UnreadableAudio", ValueError),
+    ("callstt.infra.local.kafka", "BrokerError", RuntimeError),
+    ("callstt.infra.local.registry", "RegistryError", RuntimeError),
 ]
 
 
@@ -42,9 +42,9 @@ def test_every_project_error_is_a_callstt_error_and_keeps_its_old_base(module, n
 
 
 def test_the_root_depends_on_nothing():
-    import schemas.errors
+    import callstt.schemas.errors
 
-    tree = ast.parse(inspect.getsource(schemas.errors))
+    tree = ast.parse(inspect.getsource(callstt.schemas.errors))
     imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
     assert [node.module for node in imports if isinstance(node, ast.ImportFrom)] == ["__future__"]
     assert CallsttError.__bases__ == (Exception,)
@@ -61,7 +61,7 @@ def test_bad_chunk_reasons_are_unchanged_and_survive_pickling():
 
 
 def test_decode_error_reasons_are_unchanged_and_are_the_ones_raised():
-    import schemas.codec
+    import callstt.schemas.codec
 
     assert DecodeError.REASONS == {
         "empty", "short_frame", "bad_magic_byte", "unknown_schema_id", "schema_mismatch",
@@ -69,7 +69,7 @@ def test_decode_error_reasons_are_unchanged_and_are_the_ones_raised():
     }
     # The codec raises each of them: all but bad_avro literally (bad_avro is chosen at run time, in
     # `reason = "truncated_avro" if ... else "bad_avro"`), and no other.
-    tree = ast.parse(inspect.getsource(schemas.codec))
+    tree = ast.parse(inspect.getsource(callstt.schemas.codec))
     raised = {node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
               and getattr(node.func, "id", None) == "DecodeError" and isinstance(node.args[0], ast.Constant)}
     assert raised | {"bad_avro"} == DecodeError.REASONS
@@ -83,7 +83,7 @@ def test_every_reason_a_record_is_rejected_for_is_listed_for_the_dead_letter_cou
     an unlisted one's first burst would not count as an increase (nor fire the alert)."""
     from pathlib import Path
 
-    from streams.core.pipeline import Rejected
+    from callstt.streams.core.pipeline import Rejected
 
     root = Path(__file__).resolve().parents[2]
     raised = set()

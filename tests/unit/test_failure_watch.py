@@ -10,12 +10,12 @@ import pytest
 from aiokafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
 from faust.exceptions import PartitionsMismatch, ProducerSendError
 
-from schemas.codec import EncodeError
-from streams.client.topics import TopicLayoutError, check_copartitioned
-from streams.core import retry
-from streams.core.retry import FailureWatch
-from streams.lifecycle import failure_watch, is_permanent, what_was_denied
-from streams.settings import Settings
+from callstt.schemas.codec import EncodeError
+from callstt.streams.client.topics import TopicLayoutError, check_copartitioned
+from callstt.streams.core import retry
+from callstt.streams.core.retry import FailureWatch
+from callstt.streams.lifecycle import failure_watch, is_permanent, what_was_denied
+from callstt.streams.settings import Settings
 
 
 class Clock:
@@ -121,7 +121,7 @@ def test_an_attempt_that_never_ends_stalls_too():
 
 
 def test_the_broker_probe_names_topics_deleted_or_changed_under_the_worker():
-    from streams.worker.broker_probe import topics_wrong
+    from callstt.streams.worker.broker_probe import topics_wrong
 
     required = ["w.audio", "w.transcripts", "w-streams-changelog"]
     assert topics_wrong(required, {"w.audio": 3, "w.transcripts": 3, "w-streams-changelog": 3, "other": 1}, 3) is None

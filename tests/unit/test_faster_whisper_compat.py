@@ -18,7 +18,7 @@ def test_the_batched_pipeline_step_takes_features_tokenizer_metadata_and_options
 
 
 def test_transcription_options_have_exactly_the_fields_the_compat_module_passes():
-    source = inspect.getsource(__import__("models.asr.faster_whisper_compat", fromlist=["x"]).forward_windows)
+    source = inspect.getsource(__import__("callstt.models.asr.faster_whisper_compat", fromlist=["x"]).forward_windows)
     passed = {name for name in (f.name for f in dataclasses.fields(TranscriptionOptions)) if f"{name}=" in source}
     assert passed == {f.name for f in dataclasses.fields(TranscriptionOptions)}
 

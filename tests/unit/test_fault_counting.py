@@ -3,7 +3,7 @@ that came back, not by transcript ids."""
 
 from __future__ import annotations
 
-from schemas.records import Transcript
+from callstt.schemas.records import Transcript
 from tests.pipeline import sentences_not_heard, words_recalled
 
 SENTENCES = ["Please call me back tomorrow morning.", "I would like to book a table for two people.",

@@ -57,7 +57,7 @@ def test_faust_recovery_resumes_stream_partitions_and_seeks_them_as_the_patch_ex
     partitions through `consumer.resume_partitions` and seek through `consumer.perform_seek()`."""
     from faust.tables.recovery import Recovery
 
-    from streams.worker.faust_compat import seek_before_resuming_streams
+    from callstt.streams.worker.faust_compat import seek_before_resuming_streams
 
     seek_before_resuming_streams()
     for step in (Recovery.on_recovery_completed, Recovery._resume_streams):
@@ -74,7 +74,7 @@ def _wrapped(step):
 def test_the_stream_partitions_are_resumed_only_once_the_seek_is_done():
     import asyncio
 
-    from streams.worker.faust_compat import _seeking_first
+    from callstt.streams.worker.faust_compat import _seeking_first
 
     calls = []
 
@@ -104,7 +104,7 @@ def test_the_tables_open_rocksdb_with_small_buffers(tmp_path):
     ROCKSDB_OPTIONS, not Faust's 64 MB x 3 write buffers and 2 GB block cache per partition."""
     import faust
 
-    from streams.worker.faust_compat import ROCKSDB_OPTIONS, AcknowledgedTable
+    from callstt.streams.worker.faust_compat import ROCKSDB_OPTIONS, AcknowledgedTable
 
     app = faust.App("rocksdb-options", broker="kafka://127.0.0.1:1", store="rocksdb://", datadir=str(tmp_path))
     options = AcknowledgedTable.add_to(app, "streams", 3).data.rocksdb_options

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.audio.decoding import SAMPLE_RATE
-from models.text.guard import (REASONS, GuardConfig, compression_ratio, is_hallucination_phrase, judge, repetition,
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.guard import (REASONS, GuardConfig, compression_ratio, is_hallucination_phrase, judge, repetition,
                           vad_speech_ratio)
-from models.text.results import Segment, TranscriptionResult, Word
-from models.voices.synth import synthesize
-from streams.bench.evaluation.nonspeech import DTMF, corpus, dial_tone, dtmf, silence, telephone
+from callstt.models.text.results import Segment, TranscriptionResult, Word
+from callstt.models.voices.synth import synthesize
+from callstt.streams.bench.evaluation.nonspeech import DTMF, corpus, dial_tone, dtmf, silence, telephone
 
 NO_AUDIO = np.zeros(0, dtype=np.float32)  # with speech_ratio given, the audio is never looked at
 
@@ -177,7 +177,7 @@ class SaysThankYou:
 
 
 def test_the_report_counts_inventions_per_hour_and_short_answers_kept():
-    from streams.bench.evaluation.guard_report import summarize, transcribe_corpus, word_recall
+    from callstt.streams.bench.evaluation.guard_report import summarize, transcribe_corpus, word_recall
 
     assert word_recall("Please call me back.", "please call the back") == 0.75
     assert word_recall("No, no.", "no") == 0.5

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streams.core.assembly import StreamAssembler, state_key
-from streams.settings import Settings
-from streams.worker.idle import IdleRequest, idle_requests
-from streams.worker.web import WorkerStatus
+from callstt.streams.core.assembly import StreamAssembler, state_key
+from callstt.streams.settings import Settings
+from callstt.streams.worker.idle import IdleRequest, idle_requests
+from callstt.streams.worker.web import WorkerStatus
 
 
 def requests(streams, now_ms, assigned=frozenset({0}), caught_up=True, ttl_s=600.0, cap=10):

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from models.audio.endpointing import WINDOW_SAMPLES, EndpointConfig, Endpointer, EndpointState
-from schemas.records import TranscriptWord
-from streams.core.assembly import Utterance
-from streams.core.interims import Interims, choose, text_of
+from callstt.models.audio.endpointing import WINDOW_SAMPLES, EndpointConfig, Endpointer, EndpointState
+from callstt.schemas.records import TranscriptWord
+from callstt.streams.core.assembly import Utterance
+from callstt.streams.core.interims import Interims, choose, text_of
 
 INTERIMS = EndpointConfig(pad_ms=200, interim_ms=960)  # the first after 10 voiced windows, then every 30
 

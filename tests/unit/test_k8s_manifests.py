@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.client.acls import ROLES, grants, strimzi_kafka_user
-from streams.settings import Settings
+from callstt.streams.client.acls import ROLES, grants, strimzi_kafka_user
+from callstt.streams.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
@@ -137,14 +137,14 @@ class Component:
     def app(self, settings: Settings):
         """The component's Faust app, as its subcommand builds it (nothing loaded, no broker)."""
         if self.subcommand == "worker":
-            from streams.worker.app import create_app
+            from callstt.streams.worker.app import create_app
 
             return create_app(settings, lambda: None)
         if self.subcommand == "translator":
-            from streams.translation.app import create_translation_app
+            from callstt.streams.translation.app import create_translation_app
 
             return create_translation_app(settings, lambda: None)
-        from streams.speech.app import create_speech_app
+        from callstt.streams.speech.app import create_speech_app
 
         return create_speech_app(settings, lambda: None)
 
@@ -245,7 +245,7 @@ def test_the_worker_runs_the_benchmarked_model_configuration(docs):
 def cli_commands() -> set[str]:
     import typer.main
 
-    from streams.cli import app
+    from callstt.streams.cli import app
 
     return set(typer.main.get_command(app).commands)
 
@@ -295,7 +295,7 @@ def window(probe: dict) -> int:
 def test_liveness_never_restarts_a_starting_or_overloaded_worker(docs):
     """/health is 503 while the models load and while no partition is assigned (a rebalance), and
     200 when the worker is only behind; the probes are set for that."""
-    from streams.worker.web import WorkerStatus
+    from callstt.streams.worker.web import WorkerStatus
 
     settings = COMPONENTS[0].settings(docs)
     status = WorkerStatus(settings)
@@ -411,7 +411,7 @@ def kafka_topics(docs: list[dict]) -> dict[str, dict]:
 
 
 def test_the_kafka_topics_are_what_callstt_topics_create_makes(docs, common):
-    from streams.client.topics import control_topic, project_topics
+    from callstt.streams.client.topics import control_topic, project_topics
 
     expected = project_topics(common)
     assert control_topic(common) in {spec.name for spec in expected}
@@ -428,7 +428,7 @@ def test_the_changelog_topics_are_the_tables_changelogs(docs, apps, common):
     """Every table of every component has its changelog declared: compacted, with the table's
     partitions and RF; exactly as every component creates them at start (streams/client/topics.py
     changelog_topics, through streams/lifecycle.py prepare_app_topics)."""
-    from streams.client.topics import changelog_topics, project_topics
+    from callstt.streams.client.topics import changelog_topics, project_topics
 
     made_at_start = {spec.name: spec for app in apps.values() for spec in changelog_topics(common, app.tables.values())}
 

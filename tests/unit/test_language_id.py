@@ -7,9 +7,9 @@ import json
 
 import numpy as np
 
-from models.asr.language_id import COMMIT_SECONDS, LanguageEvidence
-from models.asr.routing import ModelRouter
-from streams.core.assembly import StreamState
+from callstt.models.asr.language_id import COMMIT_SECONDS, LanguageEvidence
+from callstt.models.asr.routing import ModelRouter
+from callstt.streams.core.assembly import StreamState
 
 
 class Detector:

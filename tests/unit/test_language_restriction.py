@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.asr.routing import best_allowed
-from streams.settings import Settings
+from callstt.models.asr.routing import best_allowed
+from callstt.streams.settings import Settings
 
 RANKED = [("th", 0.46), ("vi", 0.30), ("en", 0.10), ("zh", 0.14)]
 

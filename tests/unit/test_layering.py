@@ -1,7 +1,8 @@
 """The packages' dependency order: schemas <- models <- streams (an arrow points at what may import it).
 
 schemas imports nothing of the project but itself, models imports schemas (never streams), and the
-settings object, the bottom of streams, imports no model code.
+settings object, the bottom of streams, imports no model code. Everything is imported through the
+`callstt` root (callstt.streams, callstt.models, ...: setup.py), which the checks below strip.
 """
 
 from __future__ import annotations
@@ -12,17 +13,28 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+INSTALLED = ("streams", "models", "schemas", "infra")  # the folders installed under `callstt.`
+
+
+def imported_names(path: Path) -> list[str]:
+    """The modules a file imports (anywhere in it, lazy imports included), as written."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return names
+
+
+def unrooted(name: str) -> str:
+    """"callstt.streams.client" -> "streams.client": the project's modules by their folders."""
+    return name.removeprefix("callstt.")
 
 
 def imported_packages(path: Path) -> set[str]:
-    """The top-level packages a file imports (anywhere in it, lazy imports included)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module.split(".")[0])
-    return found
+    """The top-level packages a file imports (the project's by their folder: streams, models...)."""
+    return {unrooted(name).split(".")[0] for name in imported_names(path)}
 
 
 def project_imports(path: Path) -> set[str]:
@@ -56,12 +68,8 @@ def test_the_installed_package_never_imports_the_test_harness():
 
 def imported_model_roles(path: Path) -> set[str]:
     """The `models` subpackages (roles) a file imports, lazy imports included."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
-        found |= {name.split(".")[1] for name in names if name.startswith("models.") and name.count(".") >= 1}
-    return found
+    names = [unrooted(name) for name in imported_names(path)]
+    return {name.split(".")[1] for name in names if name.startswith("models.")}
 
 
 # Each role may use those below it: audio <- text <- asr, audio <- voices (espeak speech, which the
@@ -89,7 +97,8 @@ def module_graph() -> dict[str, set[str]]:
             name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
             modules[name] = path
 
-    def known(name: str) -> str | None:  # "streams.client.kafka.avro_codec" -> "streams.client.kafka"
+    def known(name: str) -> str | None:  # "callstt.streams.client.kafka.avro_codec" -> "streams.client.kafka"
+        name = unrooted(name)
         while name and name not in modules:
             name = name.rpartition(".")[0]
         return name or None
@@ -158,3 +167,18 @@ def test_circles_are_found():
     """The check above can fail: a circle of three and one of two are reported, a chain is not."""
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"e"}, "e": {"d"}, "f": {"a"}}) == \
         [["a", "b", "c"], ["d", "e"]]
+
+
+def test_the_project_is_imported_only_through_the_callstt_root():
+    """No file imports a bare `streams`, `models`, `schemas` or `infra` (the installed package has
+    none: a bare import would work only from the repository's folder, and load a second copy)."""
+    files = [path for folder in (*INSTALLED, "tests", "scripts") for path in sorted((ROOT / folder).rglob("*.py"))]
+    offenders = {str(path.relative_to(ROOT)): bare for path in files
+                 if (bare := sorted({name for name in imported_names(path) if name.split(".")[0] in INSTALLED}))}
+    assert offenders == {}
+
+
+def test_the_graph_sees_the_project_imports():
+    """The circle checks above read real edges: the worker's agent imports the pipeline core."""
+    assert "streams.core.pipeline" in module_graph()["streams.worker.agent"]
+

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from streams.lifecycle import StartError, check_local_resources
+from callstt.streams.lifecycle import StartError, check_local_resources
 
 
 def free_port() -> int:

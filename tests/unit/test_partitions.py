@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from faust.types import TP
 
-from streams.worker.partitions import AudioPartitions
+from callstt.streams.worker.partitions import AudioPartitions
 
 
 def partitions_with(assigned: dict[int, tuple[int, int]]) -> AudioPartitions:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from models.asr.store import (ModelFileError, check_model_dir, choose_checkpoint, converted_dir_for, find_converted,
+from callstt.models.asr.store import (ModelFileError, check_model_dir, choose_checkpoint, converted_dir_for, find_converted,
                           is_ctranslate2_dir, is_transformers_checkpoint)
-from models.asr.transformers_backend import SEGMENT_LEVEL_NOTE, resolve_dtype, spread_over
-from streams.settings import Settings
+from callstt.models.asr.transformers_backend import SEGMENT_LEVEL_NOTE, resolve_dtype, spread_over
+from callstt.streams.settings import Settings
 
 
 def fake_ctranslate2(path: Path) -> Path:

@@ -8,12 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from models.audio.sequencing import SequenceState
-from models.voices.synth import ENGLISH_SENTENCES, conversation
-from schemas.codec import AvroCodec
-from streams.client.producer import ChunkPlan, iter_chunks
-from streams.core.assembly import StreamState, state_key
-from streams.core.pipeline import MemoryStore, Pipeline, PipelineConfig, Rejected, cut_utterances
+from callstt.models.audio.sequencing import SequenceState
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation
+from callstt.schemas.codec import AvroCodec
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
+from callstt.streams.core.assembly import StreamState, state_key
+from callstt.streams.core.pipeline import MemoryStore, Pipeline, PipelineConfig, Rejected, cut_utterances
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from confluent_kafka import KafkaError
 
-from schemas.codec import DecodeError
-from schemas.records import Transcript
-from streams.client.producer import ChunkPlan, iter_chunks
-from streams.client.publishing import (CallInput, CallJob, DeliveryTracker, InputError, call_ids, list_inputs, load_inputs,
+from callstt.schemas.codec import DecodeError
+from callstt.schemas.records import Transcript
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
+from callstt.streams.client.publishing import (CallInput, CallJob, DeliveryTracker, InputError, call_ids, list_inputs, load_inputs,
                                 new_results, plan_calls, send_calls)
-from streams.client.reader import TranscriptReader
-from streams.client.tailing import TailError, TranscriptTail, format_transcript, parse_since
+from callstt.streams.client.reader import TranscriptReader
+from callstt.streams.client.tailing import TailError, TranscriptTail, format_transcript, parse_since
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -332,7 +332,7 @@ def test_the_read_loop_skips_partition_ends_and_undecodable_records_and_raises_o
 
 
 def test_the_bench_collector_retries_errors_that_are_not_fatal_and_keeps_distinct_wanted_transcripts():
-    from streams.bench.collecting import collect
+    from callstt.streams.bench.collecting import collect
 
     def transcript(call_id, transcript_id):
         return SimpleNamespace(call_id=call_id, transcript_id=transcript_id)

@@ -7,9 +7,9 @@ import re
 import phonenumbers
 import pytest
 
-from models.text.results import Word
-from schemas.errors import CallsttError
-from streams.core.redaction import (
+from callstt.models.text.results import Word
+from callstt.schemas.errors import CallsttError
+from callstt.streams.core.redaction import (
     Redaction,
     RedactionConfig,
     RedactionConfigError,

@@ -1,5 +1,5 @@
-from models.text.results import Word
-from models.text.sentences import split_sentences
+from callstt.models.text.results import Word
+from callstt.models.text.sentences import split_sentences
 
 
 def words(*items):

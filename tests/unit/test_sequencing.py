@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.audio.errors import BadChunk
-from models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
+from callstt.models.audio.errors import BadChunk
+from callstt.models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
 
 
 def run(sequencer: Sequencer, seqs, state: SequenceState | None = None, duration_ms: float = 20.0):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.settings import Settings, SettingsError
+from callstt.streams.settings import Settings, SettingsError
 
 
 def test_defaults_need_no_environment():
@@ -46,8 +46,8 @@ def test_inference_modes_offered_are_the_modes_batching_implements():
 
     import numpy as np
 
-    from models.asr.batching import InferenceRequest, transcribe_many
-    from models.asr.routing import Capabilities
+    from callstt.models.asr.batching import InferenceRequest, transcribe_many
+    from callstt.models.asr.routing import Capabilities
 
     class Backend:
         backend_name, model_name, capabilities = "echo", "echo", Capabilities()
@@ -71,7 +71,7 @@ def test_inference_modes_offered_are_the_modes_batching_implements():
 def test_use_faster_whisper_false_is_refused_not_ignored():
     """The seed service's USE_FASTER_WHISPER=false is read, and refused at start with what to do,
     before any model loads (the multilingual model runs on faster-whisper only)."""
-    from streams.model_routes import build_router
+    from callstt.streams.model_routes import build_router
 
     settings = Settings.from_env({"USE_FASTER_WHISPER": "false"})
     with pytest.raises(SettingsError, match="USE_FASTER_WHISPER=false is not supported.*USE_PHOWHISPER=true"):

@@ -6,8 +6,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from streams.core.assembly import Utterance
-from streams.core.speculation import Speculations, worth_running
+from callstt.streams.core.assembly import Utterance
+from callstt.streams.core.speculation import Speculations, worth_running
 
 
 @dataclass(frozen=True)

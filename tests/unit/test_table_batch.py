@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from models.voices.synth import ENGLISH_SENTENCES, conversation
-from streams.client.producer import ChunkPlan, iter_chunks
-from streams.core.assembly import StreamAssembler, StreamState, state_key
-from streams.core.batch import TableBatch
+from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation
+from callstt.streams.client.producer import ChunkPlan, iter_chunks
+from callstt.streams.core.assembly import StreamAssembler, StreamState, state_key
+from callstt.streams.core.batch import TableBatch
 
 
 class Event:
@@ -126,7 +126,7 @@ def test_reads_see_the_batch_own_changes():
     batch = TableBatch(read=table.get)
     state = batch.state("c", "s")
     assert state == StreamState("c", "s")
-    from streams.core.assembly import Outcome
+    from callstt.streams.core.assembly import Outcome
 
     newer = StreamState("c", "s", position=160)
     batch.record(Outcome(state=newer, writes={"A|c|s|2": b"new"}, deletes=["A|c|s|1"]), Event(5))

@@ -9,10 +9,10 @@ from datetime import datetime
 import numpy as np
 from typer.testing import CliRunner
 
-from schemas.records import AudioChunk, Encoding, Translation, TranslationStatus
-from streams.client import tailing
-from streams.client.tailing import SpokenUtterance, format_spoken, format_translation, spoken_utterances
-from schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
+from callstt.schemas.records import AudioChunk, Encoding, Translation, TranslationStatus
+from callstt.streams.client import tailing
+from callstt.streams.client.tailing import SpokenUtterance, format_spoken, format_translation, spoken_utterances
+from callstt.schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
 
 PRODUCED = datetime(2024, 5, 1, 9, 30, 5).astimezone()
 
@@ -76,7 +76,7 @@ class FakeTail:
 
 
 def run_tail(monkeypatch, records, *args):
-    from streams.cli import app
+    from callstt.streams.cli import app
 
     monkeypatch.setattr(tailing, "TranscriptTail", FakeTail)
     FakeTail.made, FakeTail.records = [], records

@@ -10,11 +10,11 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from schemas.records import Transcript
-from streams.client import reader as reader_module
-from streams.client import tailing
-from streams.client.reader import TranscriptReader
-from streams.client.tailing import (InterimBoard, OpenUtterance, format_transcript, interim_text, plain_lines,
+from callstt.schemas.records import Transcript
+from callstt.streams.client import reader as reader_module
+from callstt.streams.client import tailing
+from callstt.streams.client.reader import TranscriptReader
+from callstt.streams.client.tailing import (InterimBoard, OpenUtterance, format_transcript, interim_text, plain_lines,
                                     show_live, split_stable)
 
 PRODUCED = datetime(2024, 5, 1, 9, 30, 5).astimezone()
@@ -152,7 +152,7 @@ def test_the_readers_take_one_topic_or_several(monkeypatch):
 
 
 def test_partial_topic_needs_partials():
-    from streams.cli import app
+    from callstt.streams.cli import app
 
     result = CliRunner().invoke(app, ["tail", "--partial-topic", "x.partial"])
     assert result.exit_code == 2

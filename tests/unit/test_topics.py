@@ -2,7 +2,7 @@
 
 from confluent_kafka import KafkaError
 
-from streams.client.topics import _lost_on_the_way
+from callstt.streams.client.topics import _lost_on_the_way
 
 
 def test_a_creation_lost_with_its_connection_is_sent_again_and_a_refusal_is_not():

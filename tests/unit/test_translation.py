@@ -10,12 +10,12 @@ from dataclasses import replace
 
 import pytest
 
-from models.translation.backends import (BergamotBackend, TranslationRouter, base_code, load_translation_router,
+from callstt.models.translation.backends import (BergamotBackend, TranslationRouter, base_code, load_translation_router,
                                 sentences_of)
-from models.translation.ct2 import (NLLB_CODES, TranslationModelError, declared_pair, find_models, language_token,
+from callstt.models.translation.ct2 import (NLLB_CODES, TranslationModelError, declared_pair, find_models, language_token,
                                     languages_in, pair_from_name, read_model_folder, route_table, token_style)
-from schemas.records import CallSettings, StreamSettings, Transcript, TranslationStatus
-from streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
+from callstt.schemas.records import CallSettings, StreamSettings, Transcript, TranslationStatus
+from callstt.streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.audio.decoding import SAMPLE_RATE
-from models.audio.vad import WINDOW_SAMPLES, StreamingVad, VadState, shared_vad
-from models.voices.synth import synthesize
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.audio.vad import WINDOW_SAMPLES, StreamingVad, VadState, shared_vad
+from callstt.models.voices.synth import synthesize
 
 SILENCE_S = 1.0
 

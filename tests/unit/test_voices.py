@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.voices.backends import EspeakVoice, PiperVoice, VoiceError, VoiceRouter, parse_voices, voice_from
+from callstt.models.voices.backends import EspeakVoice, PiperVoice, VoiceError, VoiceRouter, parse_voices, voice_from
 
 
 def test_the_setting_names_a_voice_per_language():

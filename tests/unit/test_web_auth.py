@@ -6,9 +6,9 @@ import stat
 
 import pytest
 
-from streams.lifecycle import StartError
-from streams.settings import Settings
-from streams.web_auth import (SESSION_COOKIE, SESSION_SECONDS, WebAccess, generated_token, is_loopback, local_path,
+from callstt.streams.lifecycle import StartError
+from callstt.streams.settings import Settings
+from callstt.streams.web_auth import (SESSION_COOKIE, SESSION_SECONDS, WebAccess, generated_token, is_loopback, local_path,
                               web_access)
 
 TOKEN, OTHER = "a" * 32, "b" * 40

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.audio.decoding import SAMPLE_RATE
-from models.text.guard import GuardConfig, judge, vad_speech_ratio
-from models.text.results import TranscriptionResult
-from streams.bench.evaluation.nonspeech import Clip, corpus
-from streams.bench.evaluation.scoring import normalize
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.guard import GuardConfig, judge, vad_speech_ratio
+from callstt.models.text.results import TranscriptionResult
+from callstt.streams.bench.evaluation.nonspeech import Clip, corpus
+from callstt.streams.bench.evaluation.scoring import normalize
 
 RECALL_FOR_WORDS = 0.5  # share of a reference's words a transcript must have to count as hearing it
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.audio.decoding import MULAW_TABLE, SAMPLE_RATE, ResampleState, resample
-from models.voices.synth import synthesize
+from callstt.models.audio.decoding import MULAW_TABLE, SAMPLE_RATE, ResampleState, resample
+from callstt.models.voices.synth import synthesize
 
 SEED = 20240611
 CLIP_S = 4.0  # the length of the stationary clips (noise, tones)

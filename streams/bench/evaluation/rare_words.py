@@ -47,7 +47,7 @@ the prompt pulls in, text continued after the speech ends).
 quiet comfort-noise hiss) without and with the vocabulary and reports any rare word that comes out
 of them: a prompt can leak into the transcript of a silent stretch.
 
-    from streams.bench.evaluation.rare_words import measure
+    from callstt.streams.bench.evaluation.rare_words import measure
     report = measure(router, mode="packed")   # default vocabulary: Vocabulary(hotwords=HOTWORDS), as a prompt
     report["with"]["recall"], report["without"]["recall"], report["with"]["wer"], report["without"]["wer"]
 """
@@ -62,8 +62,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from models.audio.decoding import SAMPLE_RATE
-from models.text.vocabulary import NO_VOCABULARY, Vocabulary
+from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 LANGUAGE = "en"
 
@@ -174,7 +174,7 @@ def leaked_words(text: str, vocabulary: Vocabulary) -> list[str]:
 @lru_cache(maxsize=None)
 def sentence_audio(text: str) -> np.ndarray:
     """`text` spoken by espeak-ng at the models' rate, synthesised once per process (read-only)."""
-    from models.voices.synth import synthesize
+    from callstt.models.voices.synth import synthesize
 
     audio = synthesize(text, LANGUAGE)
     audio.setflags(write=False)
@@ -195,7 +195,7 @@ def transcribe_set(backend_or_router, vocabulary: Vocabulary = NO_VOCABULARY, mo
                    items: tuple[RareWordItem, ...] = RARE_WORD_SET) -> list[str]:
     """The hypotheses for `items`, all sent in one models.asr.batching.transcribe_many (so "packed"
     shares windows between sentences: one call, one vocabulary)."""
-    from models.asr.batching import InferenceRequest, transcribe_many
+    from callstt.models.asr.batching import InferenceRequest, transcribe_many
 
     requests = [InferenceRequest(sentence_audio(item.text), LANGUAGE, vocabulary) for item in items]
     return [result.text for result in transcribe_many(backend_or_router, requests, mode=mode)]
@@ -203,7 +203,7 @@ def transcribe_set(backend_or_router, vocabulary: Vocabulary = NO_VOCABULARY, mo
 
 def score(hypotheses: list[str], items: tuple[RareWordItem, ...] = RARE_WORD_SET) -> dict:
     """Rare-word recall and general WER of hypotheses for `items` (in order)."""
-    from streams.bench.evaluation.scoring import word_error_rate
+    from callstt.streams.bench.evaluation.scoring import word_error_rate
 
     if len(hypotheses) != len(items):
         raise ValueError(f"{len(items)} sentences but {len(hypotheses)} hypotheses")
@@ -255,7 +255,7 @@ def measure(backend_or_router, mode: str = "single", vocabulary: Vocabulary | No
     report["recall_gain"] = round(report["with"]["recall"] - report["without"]["recall"], 4)
     report["wer_change"] = round(report["with"]["wer"] - report["without"]["wer"], 4)
     if non_speech:
-        from models.asr.batching import InferenceRequest, transcribe_many
+        from callstt.models.asr.batching import InferenceRequest, transcribe_many
 
         clips = non_speech_clips()
         texts = {}

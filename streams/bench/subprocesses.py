@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import httpx
 
-from streams.web_auth import read_tokens
+from callstt.streams.web_auth import read_tokens
 
 
 def read_proc_status(pid: int) -> dict[str, float]:
@@ -79,6 +79,7 @@ class WorkerSubprocess:
     ready_after_s: float | None = None  # from the last start to /health 200
     cwd: Path | None = None  # the worker's working directory (None: this process's)
     command: str = "worker"  # the callstt command it runs: "worker" (transcription), "translator", "speaker"
+    cli_module: str = "callstt.streams.cli"  # a previous version's tree (cwd) has its own: "streams.cli"
 
     @property
     def audio_topic(self) -> str:
@@ -155,7 +156,7 @@ class WorkerSubprocess:
         self.data_root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with open(self.log_file, "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", self.command], env=self.env(),
+            self.process = subprocess.Popen([sys.executable, "-m", self.cli_module, self.command], env=self.env(),
                                             stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
                                             start_new_session=True)  # its own process group: kill() takes all
         self.wait_ready(timeout)
