@@ -341,6 +341,16 @@ class Settings:
         return {f.name: ("***" if _looks_secret(f.name) else getattr(self, f.name)) for f in fields(self)}
 
 
+DEFAULT_TOPIC_PREFIX = "callstt"  # every topic setting's default starts with it: "callstt.audio"
+
+
+def prefixed_topics(prefix: str) -> dict[str, tuple[str, str]]:
+    """Every topic setting, named under `prefix` instead of "callstt" ("w1.audio"): field name ->
+    (its variable, the topic). How a test or bench run keeps to topics of its own."""
+    return {f.name: (f.metadata["env"][0], prefix + f.default.removeprefix(DEFAULT_TOPIC_PREFIX))
+            for f in fields(Settings) if f.name.endswith("_topic")}
+
+
 def language_codes(text: str) -> tuple[str, ...]:
     """A comma-separated list of language codes as lower-case codes: "vi, EN" -> ("vi", "en")."""
     return tuple(code.strip().lower() for code in text.split(",") if code.strip())

@@ -25,6 +25,7 @@ from typing import ClassVar
 
 import httpx
 
+from callstt.streams.settings import prefixed_topics
 from callstt.streams.web_auth import read_tokens
 
 
@@ -81,37 +82,13 @@ class WorkerSubprocess:
     command: str = "worker"  # the callstt command it runs: "worker" (transcription), "translator", "speaker"
     cli_module: str = "callstt.streams.cli"  # a previous version's tree (cwd) has its own: "streams.cli"
 
-    @property
-    def audio_topic(self) -> str:
-        return f"{self.name}.audio"
-
-    @property
-    def transcript_topic(self) -> str:
-        return f"{self.name}.transcripts"
-
-    @property
-    def partial_topic(self) -> str:
-        return f"{self.name}.transcripts.partial"
-
-    @property
-    def translation_topic(self) -> str:
-        return f"{self.name}.translations"
-
-    @property
-    def partial_translation_topic(self) -> str:
-        return f"{self.name}.translations.partial"
-
-    @property
-    def speech_topic(self) -> str:
-        return f"{self.name}.speech"
-
-    @property
-    def dead_letter_topic(self) -> str:
-        return f"{self.name}.dead-letter"
-
-    @property
-    def call_settings_topic(self) -> str:
-        return f"{self.name}.call-settings"
+    def __getattr__(self, name: str) -> str:
+        """Its topic names (`audio_topic`, `transcript_topic`, ...: every topic setting) under its
+        own name instead of "callstt": `w1a2b3c4d.audio`."""
+        topics = prefixed_topics(self.__dict__.get("name", ""))
+        if name not in topics:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return topics[name][1]
 
     @property
     def log_file(self) -> Path:
@@ -122,19 +99,12 @@ class WorkerSubprocess:
             **os.environ,
             "CALLSTT_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "CALLSTT_APP_ID": self.name,
-            "CALLSTT_AUDIO_TOPIC": self.audio_topic,
-            "CALLSTT_TRANSCRIPT_TOPIC": self.transcript_topic,
-            "CALLSTT_PARTIAL_TOPIC": self.partial_topic,
-            "CALLSTT_TRANSLATION_TOPIC": self.translation_topic,
-            "CALLSTT_PARTIAL_TRANSLATION_TOPIC": self.partial_translation_topic,
-            "CALLSTT_DEAD_LETTER_TOPIC": self.dead_letter_topic,
-            "CALLSTT_CALL_SETTINGS_TOPIC": self.call_settings_topic,
+            **dict(prefixed_topics(self.name).values()),
             "CALLSTT_TOPIC_PARTITIONS": "3",
             "CALLSTT_DATA_DIR": str(self.data_root / self.name),
             "CALLSTT_WEB_PORT": str(self.web_port),
             "CALLSTT_TRANSLATOR_WEB_PORT": str(self.web_port),
             "CALLSTT_SPEAKER_WEB_PORT": str(self.web_port),
-            "CALLSTT_SPEECH_TOPIC": self.speech_topic,
             **self.DEFAULT_ENV,
             **self.extra_env,
         }

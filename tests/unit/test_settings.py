@@ -76,3 +76,18 @@ def test_use_faster_whisper_false_is_refused_not_ignored():
     settings = Settings.from_env({"USE_FASTER_WHISPER": "false"})
     with pytest.raises(SettingsError, match="USE_FASTER_WHISPER=false is not supported.*USE_PHOWHISPER=true"):
         build_router(settings)
+
+
+def test_every_topic_setting_can_be_named_under_another_prefix():
+    """A test or bench worker's own topics come from the settings' list (no second list to forget a
+    new topic in): every topic setting, its default under "callstt", renamed under the prefix."""
+    from dataclasses import fields
+
+    from callstt.streams.settings import prefixed_topics
+
+    topic_fields = [f for f in fields(Settings) if f.name.endswith("_topic")]
+    assert all(f.default.startswith("callstt.") for f in topic_fields)
+    topics = prefixed_topics("w1")
+    assert set(topics) == {f.name for f in topic_fields} and len(topics) >= 8
+    assert topics["audio_topic"] == ("CALLSTT_AUDIO_TOPIC", "w1.audio")
+    assert Settings.from_env(dict(topics.values())).call_settings_topic == "w1.call-settings"
