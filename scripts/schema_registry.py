@@ -22,7 +22,8 @@ import time
 
 import typer
 
-from callstt.infra.local.registry import DEFAULT_PORT, REPO_ROOT, VERSION, LocalSchemaRegistry, RegistryError, fetch_dist, say
+from callstt.infra.local.registry import (DEFAULT_PORT, REPO_ROOT, VERSION, LocalSchemaRegistry, RegistryError,
+                                          fetch_dist, say)
 
 cli = typer.Typer(help="Run the project's local Apicurio Schema Registry (no Docker).", no_args_is_help=True)
 PortOption = typer.Option(DEFAULT_PORT, "--port", help="HTTP port on 127.0.0.1")

@@ -551,7 +551,8 @@ def acls(
     import yaml
     from confluent_kafka import KafkaException
 
-    from callstt.streams.client.acls import ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands, strimzi_kafka_user
+    from callstt.streams.client.acls import (ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands,
+                                             strimzi_kafka_user)
 
     unknown = [role for role in roles or () if role not in ROLES]
     if unknown:
@@ -591,9 +592,9 @@ def replay(
 ) -> None:
     """Reprocess calls from the audio topic through a chosen model into a chosen topic (never joins the
     live workers' group), or rewind a stopped worker group to a time for a full reprocess."""
+    from callstt.streams.model_routes import build_router
     from callstt.streams.replay import replay_calls
     from callstt.streams.replay import rewind_group as rewind
-    from callstt.streams.model_routes import build_router
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, model=model, model_version=model_version)
     since_at, until_at = _since(since), _since(until)
@@ -691,7 +692,8 @@ def soak(
     duplicates by id), and RSS, open files, state and changelog are sampled over time (from a source
     checkout)."""
     require_checkout("soak")
-    from callstt.streams.bench.soak import markdown, soak as run
+    from callstt.streams.bench.soak import markdown
+    from callstt.streams.bench.soak import soak as run
 
     report = run(minutes, calls, seed, output, bootstrap, load_settings(), sample_every)
     typer.echo("\n".join(markdown(report)))

@@ -20,12 +20,13 @@ from typing import ClassVar
 
 from callstt.schemas.codec import AvroCodec
 from callstt.schemas.records import CallSettings, Transcript
+from callstt.streams.bench.subprocesses import (WorkerSubprocess, free_port, parse_metrics,  # noqa: F401
+                                                read_proc_status)
 from callstt.streams.client.call_settings import publish_call_settings
 from callstt.streams.client.kafka import avro_codec
 from callstt.streams.client.producer import CallPublisher
 from callstt.streams.client.reader import TranscriptReader
 from callstt.streams.settings import Settings
-from callstt.streams.bench.subprocesses import WorkerSubprocess, free_port, parse_metrics, read_proc_status  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

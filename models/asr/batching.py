@@ -151,6 +151,7 @@ def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], lan
     """One BatchedInferencePipeline pass over `clips` (seconds) of `audio`: per clip, its words
     (times relative to `audio`), avg_logprob and no_speech_prob."""
     from faster_whisper import BatchedInferencePipeline
+
     from callstt.models.asr.faster_whisper_backend import max_new_tokens_for
 
     pipeline = BatchedInferencePipeline(backend.model)

@@ -35,8 +35,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from callstt.models.asr.store import (QUANTIZATIONS, ModelFileError, check_model_dir, converted_dir_for, default_cache_dir,
-                          download_checkpoint, is_ctranslate2_dir, is_transformers_checkpoint)
+from callstt.models.asr.store import (QUANTIZATIONS, ModelFileError, check_model_dir, converted_dir_for,
+                                      default_cache_dir, download_checkpoint, is_ctranslate2_dir,
+                                      is_transformers_checkpoint)
 from callstt.models.audio.decoding import SAMPLE_RATE
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-
 # Whisper writes these without a space before them ("415-555", "4532,015", "gmail.com", "it's"):
 # its words start with them when they carry no leading space.
 NO_SPACE_BEFORE = tuple(",.;:!?%)]}-'@")

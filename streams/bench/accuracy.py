@@ -39,7 +39,7 @@ from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.schemas.records import CallSettings
 from callstt.streams.bench.collecting import collect
 from callstt.streams.bench.corpus import (DEFAULT_SPEECH_DIR, TELEPHONE_RATE, SpeechClip, clip_audio, select,
-                                  synthesized_clips, telephone_band)
+                                          synthesized_clips, telephone_band)
 from callstt.streams.bench.evaluation.guard_report import measure_guard
 from callstt.streams.bench.evaluation.rare_words import measure as measure_rare_words
 from callstt.streams.bench.evaluation.scoring import CER_LANGUAGES, error_rate

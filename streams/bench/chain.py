@@ -26,11 +26,11 @@ from callstt.schemas.records import spoken_utterance
 from callstt.streams.bench.collecting import Arrival, RecordCollector
 from callstt.streams.bench.sections import _live_jobs, conversation_accuracy
 from callstt.streams.bench.stats import _r, summary
+from callstt.streams.bench.subprocesses import WorkerSubprocess
 from callstt.streams.bench.workload import ENCODING, TELEPHONE_RATE, Conversation
 from callstt.streams.client.producer import OWN_CHUNK_PLAN, PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
 from callstt.streams.client.publishing import send_calls
 from callstt.streams.client.reader import TranscriptReader
-from callstt.streams.bench.subprocesses import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
 

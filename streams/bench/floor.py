@@ -17,7 +17,6 @@ from callstt.streams.core.pipeline import Pipeline, PipelineConfig
 from callstt.streams.core.pipeline import cut_utterances as cut
 from callstt.streams.settings import Settings
 
-
 # --- the worker's own cut, run in-process (untimed for the floor) -----------------------------
 
 def cut_utterances(call: BenchCall, call_id: str, settings) -> tuple[list, float]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from callstt.streams.bench.accuracy import markdown_lines as real_speech_lines, synthetic_lines
+from callstt.streams.bench.accuracy import markdown_lines as real_speech_lines
+from callstt.streams.bench.accuracy import synthetic_lines
 from callstt.streams.bench.chain import markdown_lines as chain_lines
 from callstt.streams.bench.sections import P95_LIMIT_S
 from callstt.streams.bench.windows import markdown_lines as window_lines

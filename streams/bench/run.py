@@ -24,13 +24,13 @@ from callstt.streams.bench.floor import run_floor, run_inference_modes
 from callstt.streams.bench.report import markdown
 from callstt.streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
 from callstt.streams.bench.stats import _r, machine_info
-from callstt.streams.bench.windows import window_curve
-from callstt.streams.bench.workload import (ENCODING, TELEPHONE_RATE, BenchCall, Conversation, Synth, make_conversations,
-                                    make_workload, speech_sources)
-from callstt.streams.client.producer import PLATFORM_CHUNK_MS
-from callstt.streams.settings import Settings
 from callstt.streams.bench.subprocesses import WorkerSubprocess
+from callstt.streams.bench.windows import window_curve
+from callstt.streams.bench.workload import (ENCODING, TELEPHONE_RATE, BenchCall, Conversation, Synth,
+                                            make_conversations, make_workload, speech_sources)
+from callstt.streams.client.producer import PLATFORM_CHUNK_MS
 from callstt.streams.model_routes import build_router
+from callstt.streams.settings import Settings
 
 log = logging.getLogger("callstt.bench")
 

@@ -19,11 +19,11 @@ from callstt.streams.bench.evaluation.scoring import error_rate
 from callstt.streams.bench.floor import call_accuracy
 from callstt.streams.bench.interims import interim_figures
 from callstt.streams.bench.stats import _r, histogram_quantile, metric_sum, summary
+from callstt.streams.bench.subprocesses import WorkerSubprocess
 from callstt.streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall, Conversation
 from callstt.streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
 from callstt.streams.client.publishing import CallInput, CallJob, send_calls
 from callstt.streams.client.reader import TranscriptReader
-from callstt.streams.bench.subprocesses import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
 

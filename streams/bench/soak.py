@@ -30,12 +30,12 @@ from confluent_kafka import Consumer, TopicPartition
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.voices.synth import ENGLISH_SENTENCES, synthesize
 from callstt.streams.bench.run import own_broker, worker_env
+from callstt.streams.bench.subprocesses import WorkerSubprocess
 from callstt.streams.client.kafka import confluent_config
 from callstt.streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher
 from callstt.streams.client.reader import TranscriptReader
 from callstt.streams.client.topics import worker_changelog_topic
 from callstt.streams.settings import Settings
-from callstt.streams.bench.subprocesses import WorkerSubprocess
 
 log = logging.getLogger("callstt.bench")
 

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 from callstt.models.asr.language_id import LanguageEvidence
-from callstt.models.audio.decoding import ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms, decode_stream_chunk
+from callstt.models.audio.decoding import (ENCODINGS, SAMPLE_RATE, ResampleState, check_payload, chunk_duration_ms,
+                                           decode_stream_chunk)
 from callstt.models.audio.endpointing import Cut, EndpointConfig, Endpointer, EndpointState
 from callstt.models.audio.errors import BadChunk
-from callstt.models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
+from callstt.models.audio.sequencing import Gap, Ready, Sequencer, SequenceState, SequencingConfig
 from callstt.models.audio.vad import StreamingVad, VadState, shared_vad
 from callstt.schemas.records import AudioChunk
 

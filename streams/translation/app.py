@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from callstt.streams.client.kafka import avro_codec
 from callstt.streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
-                                register_pages, run_downstream, stalled_gauge)
+                                        register_pages, run_downstream, stalled_gauge)
 from callstt.streams.lifecycle import add_metrics_port
 from callstt.streams.settings import Settings
 from callstt.streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate

@@ -19,8 +19,8 @@ import uuid
 
 import httpx
 import pytest
-from confluent_kafka.admin import AclBindingFilter, AclOperation, AclPermissionType, AdminClient, \
-    ResourcePatternType, ResourceType
+from confluent_kafka.admin import (AclBindingFilter, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
+                                   ResourceType)
 
 from callstt.infra.local.kafka import LocalKafka
 from callstt.models.voices.synth import ENGLISH_SENTENCES

@@ -18,9 +18,9 @@ import pytest
 from callstt.infra.local.kafka import LocalKafka
 from callstt.infra.local.toxiproxy import Toxiproxy
 from callstt.streams.bench.evaluation.scoring import word_error_rate
+from callstt.streams.worker.broker_probe import UNREACHABLE_AFTER_S
 from tests.conftest import free_port_pair
 from tests.faults.test_worker_crash import PLAN, SENTENCES, call_with_midpoints
-from callstt.streams.worker.broker_probe import UNREACHABLE_AFTER_S
 from tests.pipeline import WorkerProcess, by_call, free_port, sentences_not_heard
 
 pytestmark = pytest.mark.faults

@@ -12,16 +12,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from callstt.schemas.codec import (
-    AvroCodec,
-    DecodeError,
-    SchemaRegistryUnavailable,
-    frame,
-    load_schema_file,
-    peek_schema_id,
-    schema_text,
-    subject_for,
-)
+from callstt.schemas.codec import (AvroCodec, DecodeError, SchemaRegistryUnavailable, frame, load_schema_file,
+                                   peek_schema_id, schema_text, subject_for)
 from callstt.schemas.records import AudioChunk, Encoding, Transcript, TranscriptWord, transcript_id
 
 pytestmark = pytest.mark.integration

@@ -16,10 +16,9 @@ import sys
 import time
 import uuid
 
-import pytest
 import httpx
-from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
-                                  ResourceType)
+import pytest
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 from callstt.infra.local.kafka import LocalKafka
 from callstt.models.asr.store import resolve_model

@@ -15,8 +15,8 @@ from confluent_kafka import Consumer, Producer
 
 from callstt.models.voices.synth import synthesize
 from callstt.schemas.codec import AvroCodec, DecodeError
-from callstt.schemas.records import (CallSettings, StreamSettings, Transcript, Translation, TranslationStatus, transcript_id,
-                             translation_id)
+from callstt.schemas.records import (CallSettings, StreamSettings, Transcript, Translation, TranslationStatus,
+                                     transcript_id, translation_id)
 from callstt.streams.client.topics import ensure_topics
 from tests.pipeline import WorkerProcess, by_call
 

@@ -18,8 +18,8 @@ route says what the transformers route says. How much faster it is is a measurem
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import shutil
 import uuid
 from dataclasses import replace
@@ -371,8 +371,8 @@ def test_vietnamese_call_through_the_pipeline_names_the_route(route_worker):
 
 
 def test_a_route_that_cannot_load_falls_back_to_the_multilingual_model(tmp_path):
-    from callstt.streams.settings import Settings
     from callstt.streams.model_routes import build_router
+    from callstt.streams.settings import Settings
 
     missing = tmp_path / "no-such-checkpoint"
     router = build_router(Settings(use_phowhisper=True, phowhisper_model=str(missing), cpu_threads=2))
@@ -387,8 +387,8 @@ def test_a_route_that_cannot_load_falls_back_to_the_multilingual_model(tmp_path)
 
 @needs_torch
 def test_build_router_runs_a_converted_model_and_converts_on_first_use(checkpoints, converted, tmp_path):
-    from callstt.streams.settings import Settings
     from callstt.streams.model_routes import build_router
+    from callstt.streams.settings import Settings
 
     # A CTranslate2 directory as the reference: faster-whisper runs it (auto).
     router = build_router(Settings(use_phowhisper=True, phowhisper_model=str(converted["speaking-int8"]),

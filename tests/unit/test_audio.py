@@ -7,19 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-from callstt.models.audio.decoding import (
-    ALAW_TABLE,
-    MULAW_TABLE,
-    SAMPLE_RATE,
-    SUPPORTED_RATES,
-    ResampleState,
-    chunk_duration_ms,
-    decode_chunk,
-    decode_stream_chunk,
-    group_delay_ms,
-    resample,
-    to_mono,
-)
+from callstt.models.audio.decoding import (ALAW_TABLE, MULAW_TABLE, SAMPLE_RATE, SUPPORTED_RATES, ResampleState,
+                                           chunk_duration_ms, decode_chunk, decode_stream_chunk, group_delay_ms,
+                                           resample, to_mono)
 from callstt.models.audio.errors import BadChunk
 
 with warnings.catch_warnings():  # deprecated (gone in 3.13), used here only as an independent reference

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from callstt.models.asr.batching import (InferenceRequest, Placement, assign_words, needs_own_window, plan_windows, split_lanes,
-                             suspects,
-                             transcribe_many, transcribe_packed, window_seconds)
+from callstt.models.asr.batching import (InferenceRequest, Placement, assign_words, needs_own_window, plan_windows,
+                                         split_lanes, suspects, transcribe_many, transcribe_packed, window_seconds)
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.text.results import Word
 

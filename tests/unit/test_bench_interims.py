@@ -9,11 +9,11 @@ import time
 import pytest
 
 from callstt.schemas.records import Transcript, TranscriptWord
-from callstt.streams.bench.interims import (capture_ms, changed_words, first_interim_delays, interim_figures, interim_metrics,
-                                    normalised, word_delays)
+from callstt.streams.bench.collecting import Arrival, RecordCollector
+from callstt.streams.bench.interims import (capture_ms, changed_words, first_interim_delays, interim_figures,
+                                            interim_metrics, normalised, word_delays)
 from callstt.streams.bench.report import interim_line
 from callstt.streams.bench.run import PARTIALS_ON_MS, with_partials, worker_env
-from callstt.streams.bench.collecting import Arrival, RecordCollector
 from callstt.streams.bench.sections import _model_use
 from callstt.streams.settings import Settings
 

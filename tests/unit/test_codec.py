@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import io
-from dataclasses import replace
 import json
 import random
 import struct
+from dataclasses import replace
 
 import fastavro
 import pytest
 
-from callstt.schemas.codec import (
-    EMBEDDED_REGISTRY,
-    AvroCodec,
-    DecodeError,
-    EncodeError,
-    frame,
-    load_schema_file,
-    peek_schema_id,
-)
+from callstt.schemas.codec import (EMBEDDED_REGISTRY, AvroCodec, DecodeError, EncodeError, frame, load_schema_file,
+                                   peek_schema_id)
 from callstt.schemas.records import (AudioChunk, CallSettings, Encoding, StreamSettings, Transcript, TranscriptSentence,
-                             TranscriptWord, transcript_id)
+                                     TranscriptWord, transcript_id)
 
 REGISTRY = json.loads(EMBEDDED_REGISTRY.read_text())
 ID_BY_FILE = {file: int(schema_id) for schema_id, file in REGISTRY["schemas"].items()}

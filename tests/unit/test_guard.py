@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from callstt.models.audio.decoding import SAMPLE_RATE
-from callstt.models.text.guard import (REASONS, GuardConfig, compression_ratio, is_hallucination_phrase, judge, repetition,
-                          vad_speech_ratio)
+from callstt.models.text.guard import (REASONS, GuardConfig, compression_ratio, is_hallucination_phrase, judge,
+                                       repetition, vad_speech_ratio)
 from callstt.models.text.results import Segment, TranscriptionResult, Word
 from callstt.models.voices.synth import synthesize
 from callstt.streams.bench.evaluation.nonspeech import DTMF, corpus, dial_tone, dtmf, silence, telephone

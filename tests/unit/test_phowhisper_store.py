@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from callstt.models.asr.store import (ModelFileError, check_model_dir, choose_checkpoint, converted_dir_for, find_converted,
-                          is_ctranslate2_dir, is_transformers_checkpoint)
+from callstt.models.asr.store import (ModelFileError, check_model_dir, choose_checkpoint, converted_dir_for,
+                                      find_converted, is_ctranslate2_dir, is_transformers_checkpoint)
 from callstt.models.asr.transformers_backend import SEGMENT_LEVEL_NOTE, resolve_dtype, spread_over
 from callstt.streams.settings import Settings
 

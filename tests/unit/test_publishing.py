@@ -16,8 +16,8 @@ from confluent_kafka import KafkaError
 from callstt.schemas.codec import DecodeError
 from callstt.schemas.records import Transcript
 from callstt.streams.client.producer import ChunkPlan, iter_chunks
-from callstt.streams.client.publishing import (CallInput, CallJob, DeliveryTracker, InputError, call_ids, list_inputs, load_inputs,
-                                new_results, plan_calls, send_calls)
+from callstt.streams.client.publishing import (CallInput, CallJob, DeliveryTracker, InputError, call_ids, list_inputs,
+                                               load_inputs, new_results, plan_calls, send_calls)
 from callstt.streams.client.reader import TranscriptReader
 from callstt.streams.client.tailing import TailError, TranscriptTail, format_transcript, parse_since
 

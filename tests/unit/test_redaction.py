@@ -9,15 +9,8 @@ import pytest
 
 from callstt.models.text.results import Word
 from callstt.schemas.errors import CallsttError
-from callstt.streams.core.redaction import (
-    Redaction,
-    RedactionConfig,
-    RedactionConfigError,
-    luhn_valid,
-    normalise,
-    redact,
-    shown_in_interim,
-)
+from callstt.streams.core.redaction import (Redaction, RedactionConfig, RedactionConfigError, luhn_valid, normalise,
+                                            redact, shown_in_interim)
 
 SLOT = 0.3
 ALL = RedactionConfig.parse("all")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from callstt.models.audio.errors import BadChunk
-from callstt.models.audio.sequencing import Gap, Ready, SequenceState, Sequencer, SequencingConfig
+from callstt.models.audio.sequencing import Gap, Ready, Sequencer, SequenceState, SequencingConfig
 
 
 def run(sequencer: Sequencer, seqs, state: SequenceState | None = None, duration_ms: float = 20.0):

@@ -9,10 +9,10 @@ from datetime import datetime
 import numpy as np
 from typer.testing import CliRunner
 
+from callstt.schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
 from callstt.schemas.records import AudioChunk, Encoding, Translation, TranslationStatus
 from callstt.streams.client import tailing
 from callstt.streams.client.tailing import SpokenUtterance, format_spoken, format_translation, spoken_utterances
-from callstt.schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
 
 PRODUCED = datetime(2024, 5, 1, 9, 30, 5).astimezone()
 

@@ -15,7 +15,7 @@ from callstt.streams.client import reader as reader_module
 from callstt.streams.client import tailing
 from callstt.streams.client.reader import TranscriptReader
 from callstt.streams.client.tailing import (InterimBoard, OpenUtterance, format_transcript, interim_text, plain_lines,
-                                    show_live, split_stable)
+                                            show_live, split_stable)
 
 PRODUCED = datetime(2024, 5, 1, 9, 30, 5).astimezone()
 

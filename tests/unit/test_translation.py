@@ -11,9 +11,10 @@ from dataclasses import replace
 import pytest
 
 from callstt.models.translation.backends import (BergamotBackend, TranslationRouter, base_code, load_translation_router,
-                                sentences_of)
-from callstt.models.translation.ct2 import (NLLB_CODES, TranslationModelError, declared_pair, find_models, language_token,
-                                    languages_in, pair_from_name, read_model_folder, route_table, token_style)
+                                                 sentences_of)
+from callstt.models.translation.ct2 import (NLLB_CODES, TranslationModelError, declared_pair, find_models,
+                                            language_token, languages_in, pair_from_name, read_model_folder,
+                                            route_table, token_style)
 from callstt.schemas.records import CallSettings, StreamSettings, Transcript, TranslationStatus
 from callstt.streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
 

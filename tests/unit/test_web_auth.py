@@ -8,8 +8,8 @@ import pytest
 
 from callstt.streams.lifecycle import StartError
 from callstt.streams.settings import Settings
-from callstt.streams.web_auth import (SESSION_COOKIE, SESSION_SECONDS, WebAccess, generated_token, is_loopback, local_path,
-                              web_access)
+from callstt.streams.web_auth import (SESSION_COOKIE, SESSION_SECONDS, WebAccess, generated_token, is_loopback,
+                                      local_path, web_access)
 
 TOKEN, OTHER = "a" * 32, "b" * 40
 ACCESS = WebAccess((TOKEN, OTHER), "test")
