@@ -12,19 +12,34 @@ import logging
 import os
 import sys
 from contextlib import contextmanager, nullcontext
+from dataclasses import fields
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
 
 import typer
+import yaml
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from callstt.models.asr.store import PACKAGED_MODELS, ModelFileError, resolve_model
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.schemas.errors import CallsttError
 from callstt.schemas.records import Encoding
+from callstt.streams.client.acls import ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands, strimzi_kafka_user
+from callstt.streams.client.call_settings import build_call_settings, publish_call_settings, stream_options
 from callstt.streams.client.kafka import avro_codec, confluent_config
-from callstt.streams.client.producer import PLATFORM_CHUNK_MS
-from callstt.streams.client.topics import TopicLayoutError, TopicsNotReady
+from callstt.streams.client.producer import PLATFORM_CHUNK_MS, ChunkPlan
+from callstt.streams.client.publishing import (SAMPLE_RATES, ClientErrors, InputError, PublishError, check_topic,
+                                               load_inputs, plan_calls)
+from callstt.streams.client.publishing import publish as publish_calls
+from callstt.streams.client.tailing import (TailError, TranscriptTail, format_spoken, format_transcript,
+                                            format_translation, parse_since, plain_lines, show_live, spoken_utterances)
+from callstt.streams.client.topics import (TopicLayoutError, TopicsNotReady, ensure_topics, project_topics,
+                                           worker_changelog_topic)
 from callstt.streams.lifecycle import StartError
 from callstt.streams.settings import Settings, SettingsError
 
@@ -60,6 +75,7 @@ def models(
     directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
     typer.echo(f"configured {settings.model} -> {directory}")
     if check:
+        # loaded when this command runs: the CLI starts without the models, Faust or the bench
         from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend
 
         FasterWhisperBackend(directory, settings.model, settings.device, settings.compute_type, settings.cpu_threads)
@@ -71,8 +87,6 @@ def show_settings(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per setting instead of a table"),
 ) -> None:
     """Every setting: its environment variables, the value in effect now (secrets masked) and its meaning."""
-    from dataclasses import fields
-
     settings = load_settings()
     values = settings.describe()
     rows = [{"name": f.name, "env": list(f.metadata["env"]), "value": values[f.name], "default": f.default,
@@ -81,8 +95,6 @@ def show_settings(
         for row in rows:
             typer.echo(json.dumps(row, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table("variable", "value", "meaning", show_lines=False)
     for row in rows:
@@ -98,6 +110,7 @@ def worker(
     model: str = typer.Option(None, "--model", help="faster-whisper model reference"),
 ) -> None:
     """Run a stream-processing worker (joins the consumer group; run several to scale out)."""
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.streams.worker.runner import run_worker
 
     run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
@@ -111,6 +124,7 @@ def translator(
                                      "(default CALLSTT_TRANSLATE_TO; a call's settings override it)"),
 ) -> None:
     """Run the translation agent: transcripts in, Translation events out (its own consumer group)."""
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.streams.translation.app import run_translator
 
     run_translator(load_settings(kafka_bootstrap_servers=bootstrap, translator_web_port=web_port,
@@ -123,6 +137,7 @@ def speaker(
     web_port: int = typer.Option(None, "--web-port", help="Port of the speaker's web pages"),
 ) -> None:
     """Run the speech agent: translations in, synthesized speech (AudioChunk events) out."""
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.streams.speech.app import run_speaker
 
     run_speaker(load_settings(kafka_bootstrap_servers=bootstrap, speaker_web_port=web_port))
@@ -131,8 +146,6 @@ def speaker(
 # --- publish ---------------------------------------------------------------------------------
 
 def _sample_rate(value: int) -> int:
-    from callstt.streams.client.publishing import SAMPLE_RATES
-
     if value not in SAMPLE_RATES:
         raise typer.BadParameter(f"{value} is not one of {', '.join(map(str, SAMPLE_RATES))}")
     return value
@@ -166,13 +179,6 @@ def publish(
     Prints one line per call when the broker has acknowledged every chunk:
     call id, stream, seconds of audio, chunks, source.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from callstt.streams.client.producer import ChunkPlan
-    from callstt.streams.client.publishing import InputError, PublishError, load_inputs, plan_calls
-    from callstt.streams.client.publishing import publish as publish_calls
-
     if not inputs and not say:
         raise typer.BadParameter("give audio files or directories, or --say TEXT", param_hint="FILE_OR_DIR")
     settings = load_settings(kafka_bootstrap_servers=bootstrap, audio_topic=topic)
@@ -244,8 +250,7 @@ def call_settings_set(
 ) -> None:
     """Publish a call's settings (replacing any earlier ones); options not given fall back to the
     worker's defaults. Prints the record published, as JSON."""
-    from callstt.streams.client.call_settings import build_call_settings, publish_call_settings, stream_options
-    from callstt.streams.client.publishing import PublishError
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.streams.core.pipeline import Pipeline, Rejected
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, call_settings_topic=topic)
@@ -278,9 +283,6 @@ def call_settings_clear(
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the broker"),
 ) -> None:
     """Forget a call's settings (a tombstone): the worker's defaults apply again."""
-    from callstt.streams.client.call_settings import publish_call_settings
-    from callstt.streams.client.publishing import PublishError
-
     settings = load_settings(kafka_bootstrap_servers=bootstrap, call_settings_topic=topic)
     try:
         publish_call_settings(settings, None, call_id=call_id, timeout=timeout)
@@ -296,8 +298,6 @@ def _codec(settings: Settings):
 # --- tail ------------------------------------------------------------------------------------
 
 def _since(value: str | None) -> datetime | None:
-    from callstt.streams.client.tailing import parse_since
-
     if value is None:
         return None
     try:
@@ -309,14 +309,10 @@ def _since(value: str | None) -> datetime | None:
 def _show_transcripts(transcripts, as_json: bool, partials: bool) -> None:
     """Write what `tail` follows: JSON lines (every record, interims too, in arrival order), the
     live view of the open utterances (--partials on a terminal) or one line per transcript."""
-    from callstt.streams.client.tailing import format_transcript, plain_lines, show_live
-
     if as_json:
         for transcript in transcripts:
             typer.echo(json.dumps(transcript.to_dict(), ensure_ascii=False))
     elif partials and sys.stdout.isatty():
-        from rich.console import Console
-
         show_live(transcripts, Console())
     else:  # piped: lines, so `| grep` and `> file` work; interims (if any) marked `~`
         for line in (plain_lines(transcripts) if partials else map(format_transcript, transcripts)):
@@ -326,8 +322,6 @@ def _show_transcripts(transcripts, as_json: bool, partials: bool) -> None:
 def _show_downstream(records, as_json: bool, speech: bool) -> None:
     """Write what `tail --translations` (a line or JSON object per translation) or `tail --speech`
     (one per translated utterance's speech) follows."""
-    from callstt.streams.client.tailing import format_spoken, format_translation, spoken_utterances
-
     shown = spoken_utterances(records) if speech else records
     for record in shown:
         typer.echo(json.dumps(record.to_dict(), ensure_ascii=False) if as_json
@@ -363,10 +357,6 @@ def tail(
 
     Starts at new transcripts unless --from-beginning or --since. Ctrl-C stops it (exit 0).
     """
-    from confluent_kafka import KafkaException
-
-    from callstt.streams.client.tailing import TailError, TranscriptTail
-
     start_at = _since(since)
     if start_at is not None and from_beginning:
         raise typer.BadParameter("use --since or --from-beginning, not both", param_hint="--since")
@@ -436,11 +426,6 @@ def topics(
 
     Topic names come from the settings (CALLSTT_AUDIO_TOPIC, ...).
     """
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    from callstt.streams.client.publishing import ClientErrors, PublishError, check_topic
-
     settings = load_settings(kafka_bootstrap_servers=bootstrap, app_id=app_id, topic_partitions=partitions,
                              topic_replication=replication)
     errors = ClientErrors()
@@ -460,8 +445,6 @@ def topics(
 
 
 def _create_topics(settings: Settings, timeout: float) -> None:
-    from callstt.streams.client.topics import ensure_topics, project_topics
-
     with _librdkafka_stderr_silenced():
         created = set(ensure_topics(settings, timeout=timeout))
     for spec in project_topics(settings):
@@ -494,11 +477,6 @@ def _librdkafka_stderr_silenced():
 
 
 def _describe_topics(admin, settings: Settings, timeout: float) -> None:
-    from confluent_kafka import KafkaError, KafkaException, TopicCollection
-    from confluent_kafka.admin import ConfigResource, ResourceType
-
-    from callstt.streams.client.topics import project_topics, worker_changelog_topic
-
     names = [spec.name for spec in project_topics(settings)]
     existing = admin.list_topics(timeout=timeout).topics
     if worker_changelog_topic(settings) in existing:
@@ -548,12 +526,6 @@ def acls(
 ) -> None:
     """Least-privilege Kafka ACLs, one principal per role, for the current settings' topic names
     and app id (docs/security.md): printed for kafka-acls.sh or Strimzi, or applied at once."""
-    import yaml
-    from confluent_kafka import KafkaException
-
-    from callstt.streams.client.acls import (ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands,
-                                             strimzi_kafka_user)
-
     unknown = [role for role in roles or () if role not in ROLES]
     if unknown:
         raise typer.BadParameter(f"unknown role {unknown[0]!r}; known: {', '.join(ROLES)}", param_hint="--role")
@@ -592,6 +564,7 @@ def replay(
 ) -> None:
     """Reprocess calls from the audio topic through a chosen model into a chosen topic (never joins the
     live workers' group), or rewind a stopped worker group to a time for a full reprocess."""
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.streams.model_routes import build_router
     from callstt.streams.replay import replay_calls
     from callstt.streams.replay import rewind_group as rewind
@@ -628,6 +601,7 @@ def convert(
 
     The model cache and hub access come from the settings (CALLSTT_MODEL_CACHE_DIR, CALLSTT_ALLOW_HUB_DOWNLOAD).
     """
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.models.asr.convert import main as convert_main
 
     settings = load_settings()
@@ -662,6 +636,7 @@ def bench(
     """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes,
     accuracy on real speech (from a source checkout)."""
     require_checkout("bench")
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.streams.bench import markdown, run_bench
 
     try:
@@ -692,6 +667,7 @@ def soak(
     duplicates by id), and RSS, open files, state and changelog are sampled over time (from a source
     checkout)."""
     require_checkout("soak")
+    # loaded when this command runs: the CLI starts without the models, Faust or the bench
     from callstt.streams.bench.soak import markdown
     from callstt.streams.bench.soak import soak as run
 

@@ -47,6 +47,7 @@ from callstt.streams.lifecycle import add_stall_exit, check_local_resources, fai
 from callstt.streams.settings import Settings
 from callstt.streams.web_auth import faust_web_options
 from callstt.streams.worker.agent import dead_letter_headers
+from callstt.streams.worker.faust_compat import AcknowledgedTable, seek_before_resuming_streams
 
 T = TypeVar("T")
 
@@ -58,8 +59,6 @@ def downstream_app(settings: Settings, suffix: str, web_port: int) -> faust.App:
     `<data dir>/<suffix>` (its tables' RocksDB stores: the calls' settings), web pages on
     `web_port`, raw keys and values (the agent decodes them itself, so a bad record becomes a dead
     letter rather than a crash)."""
-    from callstt.streams.worker.faust_compat import seek_before_resuming_streams
-
     seek_before_resuming_streams()  # else records can be lost in a rebalance
     return faust.App(
         f"{settings.app_id}-{suffix}", **faust_broker_config(settings),
@@ -149,8 +148,6 @@ class CallSettingsTable:
 
     def __init__(self, app: faust.App, settings: Settings, codec: Any, dead_letters: DeadLetters,
                  count: Callable[[str], None]) -> None:
-        from callstt.streams.worker.faust_compat import AcknowledgedTable
-
         self.table = AcknowledgedTable.add_to(app, "call-settings", settings.topic_partitions)
         self.codec, self.dead_letters, self.count = codec, dead_letters, count
         self.topic = settings.call_settings_topic

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from callstt.schemas.codec import history_file
 from callstt.schemas.errors import CallsttError
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
@@ -281,8 +282,6 @@ class Settings:
     @property
     def write_schema_versions(self) -> dict[str, int]:
         """CALLSTT_WRITE_SCHEMA_VERSIONS as record name -> earlier version: 'Transcript=3' -> {'Transcript': 3}."""
-        from callstt.schemas.codec import history_file
-
         versions: dict[str, int] = {}
         for item in filter(None, (part.strip() for part in self.write_schemas.split(","))):
             name, _, version = item.partition("=")

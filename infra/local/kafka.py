@@ -16,6 +16,7 @@ command line is scripts/kafka_local.py (docs/development.md, "The broker by hand
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import secrets
 import shutil
@@ -25,6 +26,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
 
 from callstt.infra.local import running_pid
 from callstt.schemas.errors import CallsttError
@@ -367,8 +370,6 @@ class LocalKafka:
 
     def wait_ready(self, timeout: float = 90.0, expected_brokers: int | None = None) -> None:
         """Block until a metadata request lists every running broker."""
-        from confluent_kafka.admin import AdminClient
-
         expected = expected_brokers or sum(1 for node in self.nodes if node.pid() is not None)
         deadline = time.monotonic() + timeout
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
@@ -449,8 +450,6 @@ def _reap(pid: int) -> None:
 
 
 def _silent_logger():
-    import logging
-
     logger = logging.getLogger("kafka_local.admin")
     logger.addHandler(logging.NullHandler())
     logger.propagate = False

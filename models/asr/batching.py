@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
+from faster_whisper import BatchedInferencePipeline
 
 from callstt.models.asr import faster_whisper_compat as compat
+from callstt.models.asr.faster_whisper_backend import max_new_tokens_for
 from callstt.models.asr.language_id import LanguageEvidence
 from callstt.models.asr.routing import Backend, ModelRouter, as_router
 from callstt.models.audio.decoding import SAMPLE_RATE
@@ -150,10 +153,6 @@ def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], lan
                vocabulary: Vocabulary = NO_VOCABULARY) -> list[tuple[list[Word], float, float]]:
     """One BatchedInferencePipeline pass over `clips` (seconds) of `audio`: per clip, its words
     (times relative to `audio`), avg_logprob and no_speech_prob."""
-    from faster_whisper import BatchedInferencePipeline
-
-    from callstt.models.asr.faster_whisper_backend import max_new_tokens_for
-
     pipeline = BatchedInferencePipeline(backend.model)
     longest = max(end - start for start, end in clips)
     prompt, prompt_tokens = backend.prompt(vocabulary)
@@ -208,8 +207,6 @@ def transcribe_windowed(backend, audios: Sequence[np.ndarray], language: str, mi
                         vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
     """Each utterance in its own window sized to it (`window_seconds`), utterances with the same
     window `batch_size` at a time per encoder/decoder call (models/asr/faster_whisper_compat.py)."""
-    from callstt.models.asr.faster_whisper_backend import max_new_tokens_for
-
     prompt, prompt_tokens = backend.prompt(vocabulary)
     word_timestamps = backend.options.word_timestamps
     durations = [len(audio) / SAMPLE_RATE for audio in audios]
@@ -406,8 +403,6 @@ def choose_and_transcribe(router, pending: Sequence[PendingUtterance], mode: str
     `transcribe_many` in `mode`, then each decode counted in its stream's evidence (weak decodes
     in a committed language send the stream back to detecting). Run it in the model thread;
     results in input order."""
-    import time
-
     started = time.perf_counter()
     evidence: dict[str, LanguageEvidence] = {}  # per stream, as this batch leaves it so far
     choices = []

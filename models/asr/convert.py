@@ -33,12 +33,18 @@ import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
+from faster_whisper.audio import decode_audio
+
+from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend
 from callstt.models.asr.store import (QUANTIZATIONS, ModelFileError, check_model_dir, converted_dir_for,
                                       default_cache_dir, download_checkpoint, is_ctranslate2_dir,
                                       is_transformers_checkpoint)
+from callstt.models.asr.transformers_backend import TransformersBackend
 from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.voices.synth import VIETNAMESE_SENTENCES, synthesize
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,7 @@ def convert_checkpoint(checkpoint: Path, output: Path, quantization: str = DEFAU
     if output.exists() and not force:
         raise ModelFileError(f"{output} already exists: pass --force to replace it")
     try:
+        # the converter needs transformers: the optional vietnamese extra
         import ctranslate2
         import transformers
         from ctranslate2.converters import TransformersConverter
@@ -131,11 +138,6 @@ def benchmark(checkpoint: Path, converted: Path, audio, language: str = "vi", ru
     route (float32 on CPU) and the converted route (the converted model's own weights type), same
     weights, same audio. The transformers route goes first, so CTranslate2's worker threads, which
     may still busy-wait after a call, cannot slow torch down."""
-    import time
-
-    from callstt.models.asr.faster_whisper_backend import FasterWhisperBackend
-    from callstt.models.asr.transformers_backend import TransformersBackend
-
     routes = {
         "transformers": lambda: TransformersBackend(checkpoint, "benchmark", device, "auto", cpu_threads),
         # "default": run the weights as converted (int8 stays int8; float16 runs as float32 on a CPU).
@@ -201,10 +203,6 @@ def main(argv: list[str] | None = None, *, allow_hub: bool = False, cache_dir: P
 
 def print_benchmark(args: argparse.Namespace, converted: Path) -> None:
     """--benchmark: one utterance through the transformers route and the converted route, timed and printed."""
-    from faster_whisper.audio import decode_audio
-
-    from callstt.models.voices.synth import VIETNAMESE_SENTENCES, synthesize
-
     audio = decode_audio(str(args.audio)) if args.audio else synthesize(VIETNAMESE_SENTENCES[0], "vi")
     checkpoint = Path(args.checkpoint).expanduser()
     if not checkpoint.is_dir():

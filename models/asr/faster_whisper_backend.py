@@ -14,7 +14,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
+from faster_whisper import WhisperModel
 
 from callstt.models.asr.routing import Capabilities, allowed_ranking
 from callstt.models.asr.store import ModelFileError
@@ -65,8 +67,6 @@ class FasterWhisperBackend:
 
     def __init__(self, model_dir: Path, model_name: str, device: str = "cpu", compute_type: str = "int8",
                  cpu_threads: int = 0, options: DecodeOptions | None = None, num_workers: int = 1) -> None:
-        from faster_whisper import WhisperModel
-
         self.model_name = model_name
         self.model_dir = Path(model_dir)
         self.options = options or DecodeOptions()
@@ -126,8 +126,6 @@ class FasterWhisperBackend:
     def _short_window_ranking(self, audio: np.ndarray) -> list[tuple[str, float]]:
         """Whisper's language distribution from an encoder pass over the utterance alone (CTranslate2
         takes fewer than 3000 frames), padded as Whisper pads its 30 s window."""
-        import ctranslate2
-
         features = self.model.feature_extractor(audio)[:, :3000]
         frames = min(3000, features.shape[1] + features.shape[1] % 2 + SHORT_DETECTION_PAD_FRAMES)
         window = np.zeros((1, features.shape[0], frames), dtype=np.float32)

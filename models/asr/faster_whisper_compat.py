@@ -14,6 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from faster_whisper import BatchedInferencePipeline
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
 
 FRAMES_PER_SECOND = 100  # Whisper's log-mel frames (10 ms hop)
 FULL_WINDOW_FRAMES = 3000  # Whisper's 30 s window
@@ -31,10 +34,6 @@ def forward_windows(model, windows: np.ndarray, durations: Sequence[float], lang
     to the same window) with `durations` (seconds of real audio in each); per window, its
     segments as faster-whisper's dicts (text, tokens, start, end, avg_logprob, no_speech_prob,
     words with start/end/probability when `word_timestamps`)."""
-    from faster_whisper import BatchedInferencePipeline
-    from faster_whisper.tokenizer import Tokenizer
-    from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
-
     tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language)
     # The values faster-whisper's BatchedInferencePipeline.transcribe uses for greedy decoding
     # at temperature 0 with the worker's settings (models/asr/batching.py _run_clips).

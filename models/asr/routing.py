@@ -17,6 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from callstt.models.asr.language_id import LanguageEvidence
+from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.text.results import TranscriptionResult
 from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
@@ -97,8 +98,6 @@ class ModelRouter:
         otherwise detect, among the `allowed` languages when given (e.g. a call restricted to vi
         and en), pool the detection with the stream's earlier ones and take the pool's best
         (models/asr/language_id.py). Returns the choice and the stream's evidence after it."""
-        from callstt.models.audio.decoding import SAMPLE_RATE
-
         if hint:
             return LanguageChoice(hint, 1.0, "hint"), evidence
         evidence = evidence.restricted(allowed)

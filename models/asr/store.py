@@ -171,6 +171,7 @@ def download_from_hub(reference: str, cache_dir: Path, allow_hub: bool) -> Path:
             f"set CALLSTT_ALLOW_HUB_DOWNLOAD=true to allow it, or use a packaged model "
             f"({', '.join(PACKAGED_MODELS)}) or a local model directory"
         )
+    # the hub only where CALLSTT_ALLOW_HUB_DOWNLOAD lets it
     from faster_whisper.utils import download_model
 
     try:
@@ -304,6 +305,7 @@ def download_checkpoint(reference: str, cache_dir: Path, allow_hub: bool) -> Pat
             f"once where the hub is reachable (`python -m callstt.models.asr.convert {reference} --allow-hub`)"
         )
     try:
+        # the hub only where CALLSTT_ALLOW_HUB_DOWNLOAD lets it
         from huggingface_hub import list_repo_files, snapshot_download
 
         files = list_repo_files(reference)

@@ -68,6 +68,7 @@ class TransformersBackend:
     def __init__(self, checkpoint_dir: Path, model_name: str, device: str = "cpu", dtype: str = "auto",
                  cpu_threads: int = 0, options: DecodeOptions | None = None) -> None:
         try:
+            # torch and transformers: the optional vietnamese extra, about 2 s to import
             import torch
             import transformers
             from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
@@ -368,6 +369,7 @@ def complete_generation_config(generation_config, tokenizer):
     if not getattr(config, "no_timestamps_token_id", None):
         config.no_timestamps_token_id = token_id("<|notimestamps|>")
     if not getattr(config, "lang_to_id", None):
+        # torch and transformers: the optional vietnamese extra, about 2 s to import
         from transformers.models.whisper.tokenization_whisper import LANGUAGES
 
         languages = {f"<|{code}|>" for code in LANGUAGES}

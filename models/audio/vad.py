@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
+from faster_whisper.utils import get_assets_path
 
 WINDOW_SAMPLES = 512  # Silero's window at 16 kHz: 32 ms
 CONTEXT_SAMPLES = 64  # samples of the previous window prepended to each window (as faster-whisper does)
@@ -30,16 +32,12 @@ MAX_WINDOWS_PER_RUN = 4096
 
 def default_model_path() -> Path:
     """silero_vad_v6.onnx inside the installed faster-whisper package."""
-    from faster_whisper.utils import get_assets_path
-
     return Path(get_assets_path()) / "silero_vad_v6.onnx"
 
 
 @functools.lru_cache(maxsize=None)
 def _session(path: str):
     """One onnxruntime session per model file for the whole process, shared by every stream."""
-    import onnxruntime
-
     options = onnxruntime.SessionOptions()
     # Silero is tiny (a window costs microseconds); more threads only add contention with the
     # speech model, which is where the CPU should go.

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from callstt.models.audio.vad import VadState, shared_vad
 from callstt.models.text.results import TranscriptionResult
 
 REASONS = ("empty", "loop", "repetition", "no_speech", "low_speech_ratio", "hallucination_phrase")
@@ -167,8 +168,6 @@ def is_hallucination_phrase(text: str, phrases: tuple[str, ...] = HALLUCINATION_
 def vad_speech_ratio(audio: np.ndarray, threshold: float = GuardConfig.vad_threshold) -> float:
     """Share of the audio's 32 ms windows that Silero scores `threshold` or more, from a fresh
     VAD state (one onnxruntime call for the whole utterance). 0.0 for audio under one window."""
-    from callstt.models.audio.vad import VadState, shared_vad
-
     probabilities, _ = shared_vad().process(np.asarray(audio, dtype=np.float32), VadState())
     return float(np.mean(probabilities >= threshold)) if len(probabilities) else 0.0
 

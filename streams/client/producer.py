@@ -32,6 +32,7 @@ PLATFORM_CHUNK_MS = 20
 
 def load_audio(path: Path | str, sample_rate: int) -> np.ndarray:
     """Any file PyAV/ffmpeg reads (WAV, MP3, FLAC, OGG/Opus...) as mono float32 at `sample_rate`."""
+    # an embedding platform loads no model stack unless it reads files
     from faster_whisper.audio import decode_audio
 
     return decode_audio(str(path), sampling_rate=sample_rate)

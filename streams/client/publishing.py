@@ -179,6 +179,7 @@ def load_inputs(paths: Iterable[Path | str] = (), say: Iterable[str] = (), langu
     for text in say:
         if not text.strip():
             raise InputError("--say needs some text")
+        # espeak-ng only for --say: the client imports no model code otherwise
         from callstt.models.voices.synth import SynthesisError, synthesize
 
         try:

@@ -38,19 +38,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.text import Text
 
 from callstt.schemas.codec import AvroCodec
 from callstt.schemas.errors import CallsttError
 from callstt.schemas.records import AudioChunk, Transcript, Translation, TranslationStatus, spoken_utterance
 from callstt.streams.client.publishing import ClientErrors, PublishError, check_topic
 from callstt.streams.client.reader import TranscriptReader, topic_list
-
-if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
-    from rich.text import Text
 
 _UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
           "h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
@@ -321,8 +320,6 @@ class InterimBoard:
 def interim_text(utterance: OpenUtterance) -> Text:
     """One live-view line: call, stream, utterance, then the stable words plainly and the rest
     (which may still change) dimmed and in italics."""
-    from rich.text import Text
-
     line = Text(f"~ {utterance.call_id}  {utterance.stream_id}  #{utterance.utterance_index}  ")
     line.append(utterance.stable)
     if utterance.stable and utterance.unstable:
@@ -332,16 +329,12 @@ def interim_text(utterance: OpenUtterance) -> Text:
 
 
 def board_view(board: InterimBoard) -> RenderableType:
-    from rich.console import Group
-
     return Group(*(interim_text(utterance) for utterance in board.open))
 
 
 def show_live(transcripts: Iterable[Transcript], console: Console, board: InterimBoard | None = None) -> None:
     """The terminal view of `tail --partials`: the open utterances update in place at the bottom;
     each final is printed above them as a line of `format_transcript` and its interim line goes."""
-    from rich.live import Live
-
     board = board or InterimBoard()
     # Refreshed on each change only: no refresh thread redrawing an unchanged view.
     with Live(board_view(board), console=console, auto_refresh=False) as live:

@@ -22,6 +22,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from callstt.models.voices.backends import load_voices
 from callstt.streams.client.kafka import avro_codec
 from callstt.streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                         register_pages, run_downstream, stalled_gauge)
@@ -88,6 +89,4 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
 
 
 def run_speaker(settings: Settings) -> None:
-    from callstt.models.voices.backends import load_voices
-
     run_downstream(settings, create_speech_app(settings, lambda: load_voices(settings.speech_voices)), "speaker")

@@ -23,6 +23,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from callstt.models.translation.backends import load_translation_router
 from callstt.streams.client.kafka import avro_codec
 from callstt.streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
                                         register_pages, run_downstream, stalled_gauge)
@@ -104,8 +105,6 @@ def observe(event: Any) -> None:
 
 
 def run_translator(settings: Settings) -> None:
-    from callstt.models.translation.backends import load_translation_router
-
     run_downstream(settings, create_translation_app(
         settings, lambda: load_translation_router(settings.translation_backends,
                                                   ct2_dir=settings.ct2_translation_dir)), "translator")

@@ -19,6 +19,9 @@ import logging
 import time
 from collections.abc import Iterable
 
+from aiokafka import AIOKafkaConsumer
+
+from callstt.streams.client.kafka import aiokafka_config
 from callstt.streams.core.retry import FailureWatch
 from callstt.streams.settings import Settings
 from callstt.streams.worker.faust_compat import topic_partitions
@@ -49,10 +52,6 @@ class BrokerProbe:
 
     async def run(self) -> None:
         """Probe forever (a task of the worker's app)."""
-        from aiokafka import AIOKafkaConsumer
-
-        from callstt.streams.client.kafka import aiokafka_config
-
         self._client = AIOKafkaConsumer(**aiokafka_config(self.settings), enable_auto_commit=False,
                                         request_timeout_ms=int(PROBE_EVERY_S * 1000))
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 import faust.streams as faust_streams
+from faust.tables.recovery import Recovery
 from faust.types import TP
 
 
@@ -125,8 +126,6 @@ def seek_before_resuming_streams() -> None:
     random SIGKILLs; faust-streaming issue 216 is the same race for apps without tables). A
     paused partition is not fetched, so a seek made while it is paused leaves nothing in flight.
     Each recovery step runs as Faust wrote it, only `resume_partitions` waits for the seek."""
-    from faust.tables.recovery import Recovery
-
     for name in ("on_recovery_completed", "_resume_streams"):
         step = getattr(Recovery, name)
         if not getattr(step, "seeks_first", False):

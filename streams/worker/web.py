@@ -19,11 +19,13 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from callstt.models.audio.decoding import SAMPLE_RATE
+from callstt.models.audio.endpointing import EndpointState
 from callstt.schemas.records import Transcript, Translation
 from callstt.streams.core.assembly import state_key
 from callstt.streams.settings import Settings
 from callstt.streams.worker import metrics
 from callstt.streams.worker.downstream_view import ClipKey, SpeechClips
+from callstt.streams.worker.http_transcribe import TranscribeView
 
 LIVE_PAGE = Path(__file__).with_name("live.html")
 
@@ -69,8 +71,6 @@ class WorkerStatus:
         self.watch = None  # streams/core/retry.py FailureWatch: whether the worker is stalled
 
     def on_stream(self, key: str, state) -> None:
-        from callstt.models.audio.endpointing import EndpointState
-
         if state.ended:
             self.forget_stream(key)
             self.ended_streams[key] = {"call_id": state.call_id, "stream_id": state.stream_id,
@@ -180,8 +180,6 @@ class WorkerStatus:
 
 
 def register_pages(app, status: WorkerStatus) -> None:
-    from callstt.streams.worker.http_transcribe import TranscribeView
-
     debug_pages = ["/router/", "/table/"] if status.settings.web_debug_pages else []
 
     @app.page("/api")

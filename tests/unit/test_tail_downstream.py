@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from callstt.schemas.records import SPEECH_SEQ_PER_UTTERANCE as SEQ_PER_UTTERANCE
 from callstt.schemas.records import AudioChunk, Encoding, Translation, TranslationStatus
-from callstt.streams.client import tailing
 from callstt.streams.client.tailing import SpokenUtterance, format_spoken, format_translation, spoken_utterances
 
 PRODUCED = datetime(2024, 5, 1, 9, 30, 5).astimezone()
@@ -76,13 +75,13 @@ class FakeTail:
 
 
 def run_tail(monkeypatch, records, *args):
-    from callstt.streams.cli import app
+    from callstt.streams import cli
 
-    monkeypatch.setattr(tailing, "TranscriptTail", FakeTail)
+    monkeypatch.setattr(cli, "TranscriptTail", FakeTail)
     FakeTail.made, FakeTail.records = [], records
     monkeypatch.setenv("CALLSTT_TRANSLATION_TOPIC", "x.translations")
     monkeypatch.setenv("CALLSTT_SPEECH_TOPIC", "x.speech")
-    return CliRunner().invoke(app, ["tail", *args])
+    return CliRunner().invoke(cli.app, ["tail", *args])
 
 
 def test_tail_translations_reads_the_translation_topic_and_writes_a_line_each(monkeypatch):

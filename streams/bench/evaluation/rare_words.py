@@ -62,8 +62,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from callstt.models.asr.batching import InferenceRequest, transcribe_many
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
+from callstt.models.voices.synth import synthesize
+from callstt.streams.bench.evaluation.scoring import word_error_rate
 
 LANGUAGE = "en"
 
@@ -174,8 +177,6 @@ def leaked_words(text: str, vocabulary: Vocabulary) -> list[str]:
 @lru_cache(maxsize=None)
 def sentence_audio(text: str) -> np.ndarray:
     """`text` spoken by espeak-ng at the models' rate, synthesised once per process (read-only)."""
-    from callstt.models.voices.synth import synthesize
-
     audio = synthesize(text, LANGUAGE)
     audio.setflags(write=False)
     return audio
@@ -195,16 +196,12 @@ def transcribe_set(backend_or_router, vocabulary: Vocabulary = NO_VOCABULARY, mo
                    items: tuple[RareWordItem, ...] = RARE_WORD_SET) -> list[str]:
     """The hypotheses for `items`, all sent in one models.asr.batching.transcribe_many (so "packed"
     shares windows between sentences: one call, one vocabulary)."""
-    from callstt.models.asr.batching import InferenceRequest, transcribe_many
-
     requests = [InferenceRequest(sentence_audio(item.text), LANGUAGE, vocabulary) for item in items]
     return [result.text for result in transcribe_many(backend_or_router, requests, mode=mode)]
 
 
 def score(hypotheses: list[str], items: tuple[RareWordItem, ...] = RARE_WORD_SET) -> dict:
     """Rare-word recall and general WER of hypotheses for `items` (in order)."""
-    from callstt.streams.bench.evaluation.scoring import word_error_rate
-
     if len(hypotheses) != len(items):
         raise ValueError(f"{len(items)} sentences but {len(hypotheses)} hypotheses")
     found = total = 0
@@ -255,8 +252,6 @@ def measure(backend_or_router, mode: str = "single", vocabulary: Vocabulary | No
     report["recall_gain"] = round(report["with"]["recall"] - report["without"]["recall"], 4)
     report["wer_change"] = round(report["with"]["wer"] - report["without"]["wer"], 4)
     if non_speech:
-        from callstt.models.asr.batching import InferenceRequest, transcribe_many
-
         clips = non_speech_clips()
         texts = {}
         for name, used in (("without", NO_VOCABULARY), ("with", vocabulary)):
