@@ -40,6 +40,7 @@ from callstt.streams.client.tailing import (TailError, TranscriptTail, format_sp
                                             format_translation, parse_since, plain_lines, show_live, spoken_utterances)
 from callstt.streams.client.topics import (TopicLayoutError, TopicsNotReady, ensure_topics, project_topics,
                                            worker_changelog_topic)
+from callstt.streams.core_from_settings import build_pipeline
 from callstt.streams.lifecycle import StartError
 from callstt.streams.settings import Settings, SettingsError
 
@@ -251,7 +252,7 @@ def call_settings_set(
     """Publish a call's settings (replacing any earlier ones); options not given fall back to the
     worker's defaults. Prints the record published, as JSON."""
     # loaded when this command runs: the CLI starts without the models, Faust or the bench
-    from callstt.streams.core.pipeline import Pipeline, Rejected
+    from callstt.streams.core.pipeline import Rejected
 
     settings = load_settings(kafka_bootstrap_servers=bootstrap, call_settings_topic=topic)
     try:
@@ -264,7 +265,7 @@ def call_settings_set(
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     # Checked as the worker will check it (a record it would dead-letter is never published).
-    checked = Pipeline.from_settings(settings).decode_call_settings(
+    checked = build_pipeline(settings).decode_call_settings(
         call_id, _codec(settings).encode_call_settings(record, settings.call_settings_topic))
     if isinstance(checked, Rejected):
         raise typer.BadParameter(checked.detail)

@@ -32,6 +32,7 @@ from callstt.schemas.records import AudioChunk
 from callstt.streams.client.kafka import RELIABLE_PRODUCER, confluent_config
 from callstt.streams.core.assembly import StreamState
 from callstt.streams.core.pipeline import MemoryStore, Pipeline, PipelineBatch, Rejected
+from callstt.streams.core_from_settings import build_pipeline
 from callstt.streams.settings import Settings
 
 log = logging.getLogger("callstt.replay")
@@ -156,7 +157,7 @@ def replay_calls(settings: Settings, router: ModelRouter, output_topic: str, mod
         "enable.auto.commit": False, "auto.offset.reset": "earliest"}))
     producer = Producer(confluent_config(settings, **RELIABLE_PRODUCER))
     # Replay reads recorded calls as fast as it can: speculative endpoints would only add model calls.
-    pipeline = Pipeline.from_settings(replace(settings, speculate_ms=0, partial_interval_ms=0), model_version=model_version)
+    pipeline = build_pipeline(replace(settings, speculate_ms=0, partial_interval_ms=0), model_version=model_version)
     replay = Replay(pipeline, router, producer, output_topic, call_ids, until_ms, on_transcript)
     try:
         if topic_exists(consumer, settings.call_settings_topic):

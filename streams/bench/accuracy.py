@@ -49,7 +49,7 @@ from callstt.streams.client.call_settings import publish_call_settings
 from callstt.streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher, ChunkPlan
 from callstt.streams.client.publishing import CallInput, CallJob, send_calls
 from callstt.streams.client.reader import TranscriptReader
-from callstt.streams.core.pipeline import PipelineConfig
+from callstt.streams.core_from_settings import pipeline_config
 
 log = logging.getLogger("callstt.bench")
 
@@ -523,7 +523,7 @@ def synthetic_checks(router, settings) -> dict[str, Any]:
     started = time.perf_counter()
     rare = measure_rare_words(router, mode="packed", non_speech=False)
     redaction = measure_redaction(router, mode="packed")
-    guard = measure_guard(router, PipelineConfig.from_settings(settings).guard, language="en", phone_line=True)
+    guard = measure_guard(router, pipeline_config(settings).guard, language="en", phone_line=True)
     guard = {key: value for key, value in guard.items() if key not in ("config", "clips")}
     return {"rare_words": rare, "redaction": redaction, "guard": guard,
             "seconds": round(time.perf_counter() - started, 1)}

@@ -15,6 +15,7 @@ from callstt.streams.client.producer import PLATFORM_CHUNK_MS, ChunkPlan, iter_c
 from callstt.streams.core.assembly import StreamState
 from callstt.streams.core.pipeline import Pipeline, PipelineConfig
 from callstt.streams.core.pipeline import cut_utterances as cut
+from callstt.streams.core_from_settings import build_pipeline
 from callstt.streams.settings import Settings
 
 # --- the worker's own cut, run in-process (untimed for the floor) -----------------------------
@@ -24,7 +25,7 @@ def cut_utterances(call: BenchCall, call_id: str, settings) -> tuple[list, float
     assembler, VAD, endpointing), and the seconds that took (decode + VAD + endpointing, in-process)."""
     start_ms = int(time.time() * 1000)
     chunks = list(iter_chunks(call.samples, call_id, "caller", ChunkPlan(TELEPHONE_RATE, ENCODING, PLATFORM_CHUNK_MS), start_ms))
-    pipeline = Pipeline.from_settings(settings)
+    pipeline = build_pipeline(settings)
     started = time.perf_counter()
     utterances = cut(pipeline, chunks, received_ms=lambda chunk: chunk.capture_ts_ms)
     return utterances, time.perf_counter() - started
@@ -51,7 +52,7 @@ def run_floor(router, calls: dict[str, BenchCall], settings) -> dict[str, Any]:
     """The model alone: each call's utterances through the pipeline core's model step one at a
     time (mode single, one utterance per call of it), the stream's language carried between
     them by the same rule as the worker's."""
-    pipeline = Pipeline.from_settings(settings)
+    pipeline = build_pipeline(settings)
     cut = {call_id: cut_utterances(call, call_id, settings) for call_id, call in calls.items()}
     assembly_s = sum(seconds for _, seconds in cut.values())
     texts: dict[str, list] = defaultdict(list)

@@ -6,7 +6,7 @@ Every path that turns audio into transcripts drives this one core: the worker's 
 the utterances to wait for (streams/worker/http_transcribe.py) and `callstt bench`. A batch
 of records goes through it like this:
 
-    pipeline = Pipeline.from_settings(settings)
+    pipeline = build_pipeline(settings)                  # streams/core_from_settings.py
     batch = pipeline.batch(read=store.get)               # reads see the batch's own changes
     for record in records:
         result = batch.accept_record(record.value, now_ms, owner=record)
@@ -36,23 +36,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from callstt.models.asr.batching import PendingUtterance, choose_and_transcribe, split_lanes
-from callstt.models.asr.routing import LanguageChoice
+from callstt.models.asr.routing import LanguageChoice, ModelRouter
 from callstt.models.audio.decoding import SAMPLE_RATE
-from callstt.models.audio.endpointing import EndpointConfig, EndpointState
+from callstt.models.audio.endpointing import EndpointState
 from callstt.models.audio.errors import BadChunk
 from callstt.models.text.guard import GuardConfig, judge
-from callstt.models.text.vocabulary import Vocabulary
 from callstt.schemas.codec import AvroCodec, DecodeError
 from callstt.schemas.records import AudioChunk, CallSettings, Transcript
-from callstt.streams.client.kafka import avro_codec
 from callstt.streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
 from callstt.streams.core.batch import TableBatch
 from callstt.streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
 from callstt.streams.core.interims import Interims, text_of
-from callstt.streams.core.redaction import RedactionConfig, RedactionConfigError
 from callstt.streams.core.speculation import Speculations, worth_running
 from callstt.streams.core.transcripts import build_transcript, interim_result, redact_result
-from callstt.streams.settings import SettingsError
 
 log = logging.getLogger("callstt.pipeline")
 
@@ -61,7 +57,7 @@ Read = Callable[[str], "bytes | None"]
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    """What the core needs of the settings (streams.settings.Settings.from_env() gives them all)."""
+    """What the core needs to know (streams/core_from_settings.py builds it from the settings)."""
 
     assembly: AssemblyConfig = field(default_factory=AssemblyConfig)
     inference_mode: str = "packed"
@@ -80,40 +76,8 @@ class PipelineConfig:
     model_lanes: int = 1  # model calls at once, each with its own streams (the backend's num_workers)
     partial_window_s: float = 10.0  # the shortest encoder window of an interim (streams/core/interims.py)
 
-    @classmethod
-    def from_settings(cls, settings, **overrides: Any) -> "PipelineConfig":
-        config = cls(
-            assembly=AssemblyConfig(endpoint=EndpointConfig(min_silence_ms=settings.min_silence_ms,
-                                                            max_utterance_ms=settings.max_utterance_ms,
-                                                            speculate_ms=settings.speculate_ms,
-                                                            interim_ms=settings.partial_interval_ms)),
-            partial_window_s=settings.partial_window_s,
-            latency_budget_ms=settings.latency_budget_ms, model_lanes=settings.model_lanes,
-            inference_mode=settings.inference_mode, inference_batch_size=settings.inference_batch_size,
-            pack_window_s=settings.pack_window_s, pack_gap_s=settings.pack_gap_s, min_window_s=settings.min_window_s,
-            model_version=settings.model_version_label, idle_flush_ms=settings.idle_flush_s * 1000,
-            call_settings_topic=settings.call_settings_topic,
-            defaults=CallDefaults(
-                languages=settings.language_list,
-                vocabulary=Vocabulary(settings.hotword_list, settings.initial_prompt),
-                redaction=worker_redaction(settings)),
-            guard=GuardConfig(vad_threshold=settings.guard_vad_threshold, min_speech_ratio=settings.guard_min_speech_ratio,
-                              no_speech_prob=settings.guard_no_speech_prob,
-                              max_compression_ratio=settings.guard_max_compression_ratio,
-                              ngram_repeats=settings.guard_ngram_repeats, word_run=settings.guard_word_run,
-                              phrase_max_speech_ratio=0.5 if settings.guard_phrases else 0.0))
-        return config.with_overrides(**overrides)
-
     def with_overrides(self, **overrides: Any) -> "PipelineConfig":
         return replace(self, **{key: value for key, value in overrides.items() if value is not None})
-
-
-def worker_redaction(settings) -> RedactionConfig:
-    """CALLSTT_REDACT with its patterns and phone region; a bad value fails the start in one line."""
-    try:
-        return RedactionConfig.parse(settings.redact, settings.redact_patterns, settings.phone_region)
-    except RedactionConfigError as error:
-        raise SettingsError(f"CALLSTT_REDACT / CALLSTT_REDACT_PATTERNS / CALLSTT_PHONE_REGION: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -156,10 +120,6 @@ class Pipeline:
         self.interims = Interims()
         self._lane_pool: ThreadPoolExecutor | None = None  # the model calls beside the model thread's own
 
-    @classmethod
-    def from_settings(cls, settings, **overrides: Any) -> "Pipeline":
-        return cls(PipelineConfig.from_settings(settings, **overrides), avro_codec(settings))
-
     def batch(self, read: Read) -> "PipelineBatch":
         return PipelineBatch(self, read)
 
@@ -188,7 +148,7 @@ class Pipeline:
     def options(self, call_settings: CallSettings | None, stream_id: str) -> StreamOptions:
         return resolve(call_settings, stream_id, self.config.defaults)
 
-    def transcribe(self, router, ready: Sequence[tuple[StreamState, Utterance]],
+    def transcribe(self, router: ModelRouter, ready: Sequence[tuple[StreamState, Utterance]],
                    latest: Callable[[Utterance], StreamState | None], mode: str | None = None,
                    call_settings: Callable[[str], CallSettings | None] = lambda call_id: None,
                    speculative: Sequence[tuple[StreamState, Utterance]] = ()) -> list[Transcribed]:
@@ -217,7 +177,7 @@ class Pipeline:
             self.speculations.keep(utterance, next(decisions))
         return results
 
-    def transcribe_interims(self, router, interims: Sequence[tuple[StreamState, Utterance]],
+    def transcribe_interims(self, router: ModelRouter, interims: Sequence[tuple[StreamState, Utterance]],
                             call_settings: Callable[[str], CallSettings | None] = lambda call_id: None
                             ) -> list[Transcribed]:
         """Interim cuts of open utterances through the model in one call (batched, each in a window of
@@ -240,7 +200,7 @@ class Pipeline:
             results.append(transcribed)
         return results
 
-    def _decide(self, router, items: Sequence[tuple[StreamState, Utterance]],
+    def _decide(self, router: ModelRouter, items: Sequence[tuple[StreamState, Utterance]],
                 call_settings: Callable[[str], CallSettings | None], mode: str | None,
                 min_window_s: float | None = None) -> list:
         """The model call: every item's language chosen and its words decoded (models.asr.batching.Decided)."""
@@ -270,7 +230,7 @@ class Pipeline:
                 decided[index] = one
         return decided
 
-    def _choose(self, router, pending: Sequence[PendingUtterance], mode: str | None,
+    def _choose(self, router: ModelRouter, pending: Sequence[PendingUtterance], mode: str | None,
                 min_window_s: float | None = None) -> list:
         config = self.config
         return choose_and_transcribe(router, pending, mode or config.inference_mode, config.inference_batch_size,
@@ -465,7 +425,8 @@ class PipelineBatch:
         """Interims to defer to the next batch, with their call's settings as this batch has them."""
         return [(state, utterance, self._call_settings.get(utterance.call_id)) for state, utterance in items]
 
-    def transcribe_interims(self, router, interims: Sequence[tuple[StreamState, Utterance]]) -> list[Transcribed]:
+    def transcribe_interims(self, router: ModelRouter,
+                            interims: Sequence[tuple[StreamState, Utterance]]) -> list[Transcribed]:
         """The chosen interims (streams/core/interims.py `choose`) through the model at once."""
         started = time.perf_counter()
         results = self.pipeline.transcribe_interims(router, interims, lambda call_id: self._call_settings.get(call_id))
@@ -479,7 +440,7 @@ class PipelineBatch:
         endpoint = EndpointState.from_bytes(state.endpoint)
         return endpoint.is_open and endpoint.speech_end * 1000 // SAMPLE_RATE == utterance.speech_end_ms
 
-    def transcribe(self, router, mode: str | None = None) -> list[Transcribed]:
+    def transcribe(self, router: ModelRouter, mode: str | None = None) -> list[Transcribed]:
         """Every finished utterance through the model at once, with the speculative cuts when
         there is room (see `Pipeline.transcribe`); what happened to speculations is added to
         `speculation_counts`."""

@@ -25,6 +25,7 @@ from callstt.streams.client.topics import WORKER_TABLE, control_topic
 from callstt.streams.core.assembly import StreamState
 from callstt.streams.core.call_options import settings_expired
 from callstt.streams.core.pipeline import Pipeline, Rejected
+from callstt.streams.core_from_settings import build_pipeline
 from callstt.streams.lifecycle import add_metrics_port, add_stall_exit, failure_watch
 from callstt.streams.settings import Settings
 from callstt.streams.web_auth import faust_web_options
@@ -76,7 +77,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         else:
             table[key.encode()] = value
 
-    pipeline = Pipeline.from_settings(settings)
+    pipeline = build_pipeline(settings)
     for reason in Rejected.REASONS:  # at 0 from the start (see Rejected.REASONS)
         metrics.DEAD_LETTERS.labels(reason)
     for outcome in metrics.SPECULATIVE_OUTCOMES:  # likewise: a dashboard panel is never empty for want of a first

@@ -27,7 +27,8 @@ from callstt.schemas.errors import CallsttError
 from callstt.schemas.records import Transcript
 from callstt.streams.client.kafka import aiokafka_config, avro_codec, confluent_config
 from callstt.streams.client.producer import OWN_CHUNK_PLAN, CallPublisher, iter_chunks, load_audio
-from callstt.streams.core.pipeline import Pipeline, cut_utterances
+from callstt.streams.core.pipeline import cut_utterances
+from callstt.streams.core_from_settings import build_pipeline
 from callstt.streams.worker.faust_compat import refresh_metadata
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -56,7 +57,7 @@ def decode_upload(data: bytes) -> np.ndarray:
 def expected_utterances(samples: np.ndarray, call_id: str, settings) -> int:
     """How many utterances the workers will cut from this audio (same chunks, same pipeline core)."""
     chunks = iter_chunks(samples, call_id, "caller", OWN_CHUNK_PLAN, 0)
-    return len(cut_utterances(Pipeline.from_settings(settings), chunks))
+    return len(cut_utterances(build_pipeline(settings), chunks))
 
 
 def response_body(call_id: str, transcripts: list[Transcript], duration_s: float, elapsed_s: float) -> dict:

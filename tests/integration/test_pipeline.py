@@ -17,6 +17,7 @@ from callstt.schemas.codec import AvroCodec
 from callstt.schemas.records import CallSettings
 from callstt.streams.bench.evaluation.scoring import word_error_rate
 from callstt.streams.client.producer import ChunkPlan, iter_chunks
+from callstt.streams.core_from_settings import build_pipeline
 from tests.pipeline import WorkerProcess, by_call
 
 pytestmark = pytest.mark.integration
@@ -356,10 +357,10 @@ def trimmed(audio: np.ndarray) -> np.ndarray:
 def cut_points(chunks) -> tuple[list[int], list[int]]:
     """The chunk indices at which the worker's own path (same assembly, VAD, endpointing and
     default settings) cuts speculatively, and finally."""
-    from callstt.streams.core.pipeline import MemoryStore, Pipeline
+    from callstt.streams.core.pipeline import MemoryStore
     from callstt.streams.settings import Settings
 
-    batch = Pipeline.from_settings(Settings.from_env({})).batch(MemoryStore().get)
+    batch = build_pipeline(Settings.from_env({})).batch(MemoryStore().get)
     speculative, final = [], []
     for index, chunk in enumerate(chunks):
         outcome = batch.accept_chunk(chunk, 0, None)
@@ -426,10 +427,10 @@ def test_speech_coming_back_within_the_hangover_gives_one_transcript_and_no_spec
 
 def interim_cuts(chunks) -> int:
     """How many interim cuts the worker's own path makes of these chunks (default settings)."""
-    from callstt.streams.core.pipeline import MemoryStore, Pipeline
+    from callstt.streams.core.pipeline import MemoryStore
     from callstt.streams.settings import Settings
 
-    batch = Pipeline.from_settings(Settings.from_env({})).batch(MemoryStore().get)
+    batch = build_pipeline(Settings.from_env({})).batch(MemoryStore().get)
     return sum(len(batch.accept_chunk(chunk, 0, None).interim) for chunk in chunks)
 
 

@@ -7,8 +7,9 @@ import pytest
 from callstt.models.text.vocabulary import Vocabulary
 from callstt.schemas.records import CallSettings, StreamSettings
 from callstt.streams.core.call_options import CallDefaults, resolve, settings_expired
-from callstt.streams.core.pipeline import Pipeline, PipelineConfig, Rejected
+from callstt.streams.core.pipeline import Pipeline, Rejected
 from callstt.streams.core.redaction import RedactionConfig
+from callstt.streams.core_from_settings import pipeline_config
 from callstt.streams.settings import Settings, SettingsError
 
 DEFAULTS = CallDefaults(languages=("en",), vocabulary=Vocabulary(("Zyntra",), "Support call."),
@@ -45,12 +46,12 @@ def test_a_call_choosing_redaction_keeps_the_worker_patterns_and_region():
 def test_the_worker_defaults_come_from_the_settings():
     settings = Settings.from_env({"CALLSTT_LANGUAGES": "vi, EN", "CALLSTT_HOTWORDS": "Zyntra, Quorvex",
                                   "CALLSTT_INITIAL_PROMPT": "A support call.", "CALLSTT_REDACT": "all"})
-    defaults = PipelineConfig.from_settings(settings).defaults
+    defaults = pipeline_config(settings).defaults
     assert defaults.languages == ("vi", "en")
     assert defaults.vocabulary == Vocabulary(("Zyntra", "Quorvex"), "A support call.")
     assert defaults.redaction.kinds == {"card", "phone", "email"}
     with pytest.raises(SettingsError, match="CALLSTT_REDACT"):
-        PipelineConfig.from_settings(Settings.from_env({"CALLSTT_REDACT": "cards"}))
+        pipeline_config(Settings.from_env({"CALLSTT_REDACT": "cards"}))
 
 
 def test_call_settings_the_worker_cannot_use_are_rejected_with_a_reason():

@@ -60,6 +60,16 @@ def test_the_pipeline_core_knows_neither_kafka_nor_faust():
     assert project_imports(ROOT / "streams" / "core" / "pipeline.py") <= {"schemas", "models", "streams"}
 
 
+def test_the_core_takes_typed_configuration_not_the_settings_or_a_client():
+    """streams/core/ imports of streams/ only itself: streams/core_from_settings.py reads the
+    settings for it, and the Kafka clients stay outside."""
+    offenders = {str(path.relative_to(ROOT)): outside
+                 for path in sorted((ROOT / "streams" / "core").rglob("*.py"))
+                 if (outside := sorted(name for name in map(unrooted, imported_names(path))
+                                       if name.startswith("streams.") and not name.startswith("streams.core")))}
+    assert offenders == {}
+
+
 def test_the_installed_package_never_imports_the_test_harness():
     offenders = [str(path.relative_to(ROOT)) for folder in ("streams", "models", "schemas", "infra")
                  for path in sorted((ROOT / folder).rglob("*.py")) if "tests" in project_imports(path)]
