@@ -46,6 +46,7 @@ from callstt.schemas.records import AudioChunk, CallSettings, Transcript
 from callstt.streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
 from callstt.streams.core.batch import TableBatch
 from callstt.streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
+from callstt.streams.core import interims
 from callstt.streams.core.interims import Interims, text_of
 from callstt.streams.core.speculation import Speculations, worth_running
 from callstt.streams.core.transcripts import build_transcript, interim_result, redact_result
@@ -118,10 +119,30 @@ class Pipeline:
         self.speculations = Speculations()
         # Hypotheses of open utterances for their interims (touched in the model thread only).
         self.interims = Interims()
+        # Interim cuts a batch left for the next one (with their call's settings), one per stream.
+        self.deferred_interims: list[tuple[StreamState, Utterance, CallSettings | None]] = []
         self._lane_pool: ThreadPoolExecutor | None = None  # the model calls beside the model thread's own
 
     def batch(self, read: Read) -> "PipelineBatch":
         return PipelineBatch(self, read)
+
+    def interims_to_run(self, batch: "PipelineBatch", waiting: "PipelineBatch | None",
+                        now_ms: int) -> tuple[list[tuple[StreamState, Utterance]], int]:
+        """The interim cuts to transcribe now, after `batch`'s finals: its own and those earlier
+        batches deferred, unless a final waits in the `waiting` (open) batch or a newer interim of
+        their stream does (streams/core/interims.py `choose`); at most one model call of them.
+        Those still worth it later are deferred to the next batch. Returns them and how many were
+        skipped (superseded, coalesced or too old)."""
+        cuts, superseded = batch.interims_with(self.deferred_interims)
+        self.deferred_interims = []
+        if not cuts:
+            return [], superseded
+        choice = interims.choose(
+            cuts, finals_waiting=bool(waiting and waiting.ready),
+            newer={(u.call_id, u.stream_id) for _, u in (waiting.interims if waiting else [])},
+            now_ms=now_ms, budget_ms=self.config.latency_budget_ms, room=self.config.inference_batch_size)
+        self.deferred_interims = batch.with_call_settings(choice.deferred)
+        return choice.run, superseded + choice.skipped
 
     def decode(self, value: bytes | None) -> AudioChunk | Rejected:
         """An audio-chunk record's value (Avro, Confluent framing), or why it cannot be read."""

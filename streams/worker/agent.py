@@ -6,7 +6,7 @@
             -> rejected records to the dead-letter topic, acknowledged
             -> every finished utterance through the model at once, in the model thread
             -> transcripts published and acknowledged
-            -> interims of open utterances, when no final waits (streams/core/interims.py): one
+            -> interims of open utterances, when no final waits (Pipeline.interims_to_run): one
                more model call, published on the partial topic, best effort
             -> table writes (each to its own record's partition), acknowledged by the broker
             -> the records may now be committed (released)
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from callstt.schemas.records import Transcript
-from callstt.streams.core import interims, retry
+from callstt.streams.core import retry
 from callstt.streams.core.assembly import state_key
 from callstt.streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
 from callstt.streams.core.retry import FailureWatch
@@ -110,7 +110,6 @@ class BatchHandler:
         # behind it (after a restart, audio fetched with the flush request may follow it).
         self.taken: dict[int, int] = {}
         # Interims a batch deferred (a final was waiting, or no room): offered to the next one.
-        self.deferred_interims: list = []
 
     async def take(self, events: list) -> None:
         """Accept the agent's records into the open batch; start it when nothing runs. Returns at
@@ -276,23 +275,13 @@ class BatchHandler:
         batch (streams/core/interims.py `choose`), in one model call; published on the partial
         topic, acknowledged (best effort: one that fails is counted and forgotten). Those that must
         wait for a final or for room are deferred to the next batch (one per stream, while recent)."""
-        cuts, superseded = batch.interims_with(self.deferred_interims)
-        self.deferred_interims = []
-        metrics.INTERIMS.labels("skipped").inc(superseded)
-        if not cuts:
-            return
         waiting = self.open.pipeline_batch if self.open else None
-        choice = interims.choose(
-            cuts, finals_waiting=bool(waiting and waiting.ready),
-            newer={(u.call_id, u.stream_id) for _, u in (waiting.interims if waiting else [])},
-            now_ms=now_ms(), budget_ms=self.pipeline.config.latency_budget_ms,
-            room=self.pipeline.config.inference_batch_size)
-        metrics.INTERIMS.labels("skipped").inc(choice.skipped)
-        self.deferred_interims = batch.with_call_settings(choice.deferred)
-        if not choice.run:
+        run, skipped = self.pipeline.interims_to_run(batch, waiting, now_ms())
+        metrics.INTERIMS.labels("skipped").inc(skipped)
+        if not run:
             return
         results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe_interims,
-                                                                   self.status.router, choice.run)
+                                                                   self.status.router, run)
         self.observe_stage_seconds(batch)
         sent = []
         for result in results:
