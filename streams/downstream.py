@@ -24,8 +24,13 @@ A downstream agent
   too, co-partitioned with what it reads: streams/lifecycle.py `prepare_app_topics`), data
   folder made, a Faust worker (`run_downstream`).
 
-The agent's own module keeps only its logic: what it reads, what it makes of a record, what it
-counts.
+The agent's own module keeps only its logic: what it makes of a record and what it counts.
+`build_agent_app` assembles the rest from its registration (streams/agents.py `AgentSpec`):
+
+    app = build_agent_app(settings, TRANSLATOR, REGISTRY, AGENT_METRICS, load_router, handler)
+
+where `handler(parts)` returns the coroutine that handles one input record, given the `AgentParts`
+(app, codec, call settings, what was loaded, its thread, dead letters, counters).
 """
 
 from __future__ import annotations
@@ -33,17 +38,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from callstt.schemas.codec import DecodeError
-from callstt.streams.client.kafka import faust_broker_config
+from callstt.schemas.codec import AvroCodec, DecodeError
+from callstt.streams.agents import AgentSpec
+from callstt.streams.client.kafka import avro_codec, faust_broker_config
 from callstt.streams.core import retry
 from callstt.streams.core.retry import FailureWatch
-from callstt.streams.lifecycle import add_stall_exit, check_local_resources, failure_watch, prepare_app_topics
+from callstt.streams.lifecycle import (add_metrics_port, add_stall_exit, check_local_resources, failure_watch,
+                                       prepare_app_topics)
 from callstt.streams.settings import Settings
 from callstt.streams.web_auth import faust_web_options
 from callstt.streams.worker.agent import dead_letter_headers
@@ -211,15 +220,69 @@ def add_agent(app: faust.App, settings: Settings, source: Any, loaded: LoadedAtS
 
     return watch
 
-def run_downstream(settings: Settings, app: faust.App, name: str) -> None:
+def run_downstream(settings: Settings, app: faust.App, agent: AgentSpec) -> None:
     """Run the agent until it is stopped: its topics and its tables' changelogs created where
-    missing and checked (streams/lifecycle.py), its data folder made (Faust expects it), a Faust
-    worker on `app`; `name` ("translator") names the log line with its pages' address (logger
-    `callstt.<name>`)."""
+    missing and checked (streams/lifecycle.py, as its ACL role may), its data folder made (Faust
+    expects it), a Faust worker on `app`."""
     check_local_resources(str(app.conf.datadir), settings.web_host, app.conf.web_port,  # makes the data folder
                           settings.metrics_port)
-    prepare_app_topics(settings, app, name)  # name is the role: "translator", "speaker"
+    prepare_app_topics(settings, app, agent.name)  # its name is its ACL role
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), redirect_stdouts=False)
-    logging.getLogger(f"callstt.{name}").info("%s web pages on http://%s:%d/ (health: /health, metrics: /metrics)",
-                                              name, settings.web_host, app.conf.web_port)
+    logging.getLogger(f"callstt.{agent.name}").info("%s web pages on http://%s:%d/ (health: /health, metrics: "
+                                                    "/metrics)", agent.name, settings.web_host, app.conf.web_port)
     worker.execute_from_commandline()
+
+
+@dataclass(frozen=True)
+class AgentMetrics:
+    """What every agent counts, under its name: records read by kind, records retried, stalled time."""
+
+    records: Counter
+    failures: Counter
+    stalled: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry, agent: AgentSpec, records_help: str) -> AgentMetrics:
+        return cls(Counter(f"callstt_{agent.name}_records_total", records_help, ["kind"], registry=registry),
+                   Counter(f"callstt_{agent.name}_failures_total", "Records whose handling failed and was retried",
+                           registry=registry),
+                   stalled_gauge(registry))
+
+
+@dataclass(frozen=True)
+class AgentParts:
+    """What an agent's record handler works with (`build_agent_app` makes them)."""
+
+    app: faust.App
+    settings: Settings
+    codec: AvroCodec
+    call_settings: CallSettingsTable
+    loaded: LoadedAtStart  # `.value`: what `load` returned
+    thread: ThreadPoolExecutor  # the agent's one thread for model work (loading too)
+    dead_letters: DeadLetters
+    metrics: AgentMetrics
+    log: logging.Logger
+
+
+def build_agent_app(settings: Settings, agent: AgentSpec, registry: CollectorRegistry, metrics: AgentMetrics,
+                    load: Callable[[], Any], handler: Callable[[AgentParts], Callable[[Any], Awaitable[None]]]
+                    ) -> faust.App:
+    """The agent's Faust app (`downstream_app`): its inputs with the calls' settings (co-partitioned
+    by call ID, so a call's settings and records meet in one partition), what it loads at start in
+    its thread, its dead letters and call-settings table, one record at a time through
+    `handler(parts)` (`add_agent`), its pages (`register_pages`) and metrics port."""
+    log = logging.getLogger(f"callstt.{agent.name}")
+    app = downstream_app(settings, agent.suffix, getattr(settings, agent.web_port))
+    source = app.topic(*agent.reads(settings), settings.call_settings_topic, partitions=settings.topic_partitions)
+    dead_letters = DeadLetters(app, settings, metrics.records.labels("dead_letter"), log)
+    codec = avro_codec(settings)
+    call_settings = CallSettingsTable(app, settings, codec, dead_letters, lambda kind: metrics.records.labels(kind).inc())
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=agent.suffix)
+    loaded = LoadedAtStart(app, thread, load, agent.loads, log)
+    parts = AgentParts(app, settings, codec, call_settings, loaded, thread, dead_letters, metrics, log)
+    watch = add_agent(app, settings, source, loaded, call_settings, handler(parts), log, metrics.failures,
+                      metrics.stalled)
+    register_pages(app, f"callstt-{agent.name}", registry, loaded.health, watch)
+    add_metrics_port(app, registry, settings)
+    return app
+

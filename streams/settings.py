@@ -343,6 +343,12 @@ class Settings:
 DEFAULT_TOPIC_PREFIX = "callstt"  # every topic setting's default starts with it: "callstt.audio"
 
 
+def setting_variable(field_name: str) -> str:
+    """The environment variable of a Settings field ("web_port" -> "CALLSTT_WEB_PORT")."""
+    [found] = [f for f in fields(Settings) if f.name == field_name]
+    return found.metadata["env"][0]
+
+
 def prefixed_topics(prefix: str) -> dict[str, tuple[str, str]]:
     """Every topic setting, named under `prefix` instead of "callstt" ("w1.audio"): field name ->
     (its variable, the topic). How a test or bench run keeps to topics of its own."""

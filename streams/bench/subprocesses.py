@@ -26,7 +26,8 @@ from typing import ClassVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from callstt.streams.settings import prefixed_topics
+from callstt.streams.agents import AGENTS
+from callstt.streams.settings import prefixed_topics, setting_variable
 from callstt.streams.web_auth import read_tokens
 
 
@@ -102,8 +103,7 @@ class WorkerSubprocess:
             "CALLSTT_TOPIC_PARTITIONS": "3",
             "CALLSTT_DATA_DIR": str(self.data_root / self.name),
             "CALLSTT_WEB_PORT": str(self.web_port),
-            "CALLSTT_TRANSLATOR_WEB_PORT": str(self.web_port),
-            "CALLSTT_SPEAKER_WEB_PORT": str(self.web_port),
+            **{setting_variable(agent.web_port): str(self.web_port) for agent in AGENTS},  # whichever it runs
             **self.DEFAULT_ENV,
             **self.extra_env,
         }

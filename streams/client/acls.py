@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
                                    ResourceType)
 
+from callstt.streams.agents import AGENTS, AgentSpec
 from callstt.streams.client.topics import admin_config, control_topic, project_topics, worker_changelog_topic
 from callstt.streams.settings import Settings
 
@@ -32,9 +33,7 @@ ROLES = {
     "producer": "the call platform: writes audio and call settings",
     "worker": "callstt worker: reads audio, control and call settings; writes transcripts, interims, dead letters, "
               "control and its changelog; reads translations and speech for its live page",
-    "translator": "callstt translator: reads transcripts, interims and call settings; writes translations and "
-                  "dead letters",
-    "speaker": "callstt speaker: reads translations and call settings; writes speech and dead letters",
+    **{agent.name: agent.role for agent in AGENTS},  # the downstream agents (streams/agents.py)
     "reader": "callstt tail and analytics: reads transcripts, interims, translations and speech",
     "replay": "callstt replay: reads audio and call settings; writes the replay's output topic",
     "admin": "creates and configures the topics (callstt topics create), reads dead letters, rewinds consumer groups",
@@ -81,19 +80,7 @@ def grants(settings: Settings, role: str, replay_topic: str | None = None) -> li
             changelogs(worker_changelog_topic(s)),
             Grant("group", app, (READ,)),
         ],
-        "translator": [
-            topic(s.transcript_topic, *read), topic(s.partial_topic, *read), topic(s.call_settings_topic, *read),
-            topic(s.translation_topic, *write), topic(s.partial_translation_topic, *write),
-            topic(s.dead_letter_topic, *write),
-            changelogs(f"{app}-translate-"),
-            Grant("group", f"{app}-translate", (READ,)),
-        ],
-        "speaker": [
-            topic(s.translation_topic, *read), topic(s.call_settings_topic, *read),
-            topic(s.speech_topic, *write), topic(s.dead_letter_topic, *write),
-            changelogs(f"{app}-speak-"),
-            Grant("group", f"{app}-speak", (READ,)),
-        ],
+        **{agent.name: agent_grants(s, agent) for agent in AGENTS},
         "reader": [topic(name, *read) for name in (s.transcript_topic, s.partial_topic, s.translation_topic,
                                                    s.partial_translation_topic, s.speech_topic)]
                   + [Grant("group", "callstt-tail-", (READ,), "prefixed")],
@@ -102,14 +89,23 @@ def grants(settings: Settings, role: str, replay_topic: str | None = None) -> li
                    Grant("group", "callstt-replay-", (READ,), "prefixed")],
         "admin": [topic(name, CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS)
                   for name in [spec.name for spec in project_topics(s)] + [worker_changelog_topic(s)]]
-                 + [topic(f"{app}-{suffix}-", CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS, pattern="prefixed")
-                    for suffix in ("translate", "speak")]
+                 + [topic(agent.changelog_prefix(s), CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS,
+                          pattern="prefixed") for agent in AGENTS]
                  + [topic(s.dead_letter_topic, READ)]  # inspecting bad records
-                 + [Grant("group", name, (READ, DESCRIBE)) for name in (app, f"{app}-translate", f"{app}-speak")],
+                 + [Grant("group", name, (READ, DESCRIBE)) for name in (app, *(a.app_id(s) for a in AGENTS))],
     }
     if role not in table:
         raise ValueError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
     return table[role]
+
+
+def agent_grants(settings: Settings, agent: AgentSpec) -> list[Grant]:
+    """A downstream agent's role: read its inputs and the calls' settings, write its outputs and
+    dead letters, make and use its own tables' changelogs, join its consumer group."""
+    read, write = (READ, DESCRIBE), (WRITE, DESCRIBE)
+    return ([topic(name, *read) for name in (*agent.reads(settings), settings.call_settings_topic)]
+            + [topic(name, *write) for name in (*agent.writes(settings), settings.dead_letter_topic)]
+            + [changelogs(agent.changelog_prefix(settings)), Grant("group", agent.app_id(settings), (READ,))])
 
 
 def allowed(role_grants: list[Grant], resource: str, name: str, operation: str) -> bool:

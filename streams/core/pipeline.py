@@ -43,10 +43,10 @@ from callstt.models.audio.errors import BadChunk
 from callstt.models.text.guard import GuardConfig, judge
 from callstt.schemas.codec import AvroCodec, DecodeError
 from callstt.schemas.records import AudioChunk, CallSettings, Transcript
+from callstt.streams.core import interims
 from callstt.streams.core.assembly import AssemblyConfig, Outcome, StreamAssembler, StreamState, Utterance, state_key
 from callstt.streams.core.batch import TableBatch
 from callstt.streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
-from callstt.streams.core import interims
 from callstt.streams.core.interims import Interims, text_of
 from callstt.streams.core.speculation import Speculations, worth_running
 from callstt.streams.core.transcripts import build_transcript, interim_result, redact_result

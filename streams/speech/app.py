@@ -16,17 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from callstt.models.voices.backends import load_voices
-from callstt.streams.client.kafka import avro_codec
-from callstt.streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
-                                        register_pages, run_downstream, stalled_gauge)
-from callstt.streams.lifecycle import add_metrics_port
+from callstt.streams.agents import SPEAKER
+from callstt.streams.downstream import AgentMetrics, AgentParts, build_agent_app, run_downstream
 from callstt.streams.settings import Settings
 from callstt.streams.speech.core import leg, speech_chunks, worth_speaking
 
@@ -35,42 +32,38 @@ log = logging.getLogger("callstt.speaker")
 REGISTRY = CollectorRegistry(auto_describe=True)
 SPOKEN = Counter("callstt_speech_chunks_total", "Synthesized audio chunks published, by language and voice",
                  ["language", "voice"], registry=REGISTRY)
-RECORDS = Counter("callstt_speaker_records_total", "Records read: translations spoken, skipped (nothing to say), "
-                  "call settings (set, cleared), dead letters", ["kind"], registry=REGISTRY)
 FIRST_CHUNK = Histogram("callstt_translation_to_first_speech_seconds",
                         "From a translation's production to its first synthesized chunk being acknowledged",
                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=REGISTRY)
-FAILURES = Counter("callstt_speaker_failures_total", "Records whose handling failed and was retried",
-                   registry=REGISTRY)
-STALLED = stalled_gauge(REGISTRY)
+METRICS = AgentMetrics.create(REGISTRY, SPEAKER, "Records read: translations spoken, skipped (nothing to say), "
+                                                 "call settings (set, cleared), dead letters")
 
 
-def create_speech_app(settings: Settings, load_voices) -> faust.App:
-    """`load_voices()`: the models.voices.backends.VoiceRouter (loaded in the synthesis thread at start;
+def create_speech_app(settings: Settings, load) -> faust.App:
+    """`load()`: the models.voices.backends.VoiceRouter (loaded in the synthesis thread at start;
     /health answers 503 meanwhile)."""
-    app = downstream_app(settings, "speak", settings.speaker_web_port)
-    # Co-partitioned by call ID: a call's translations meet its settings (its voice) in one partition.
-    source = app.topic(settings.translation_topic, settings.call_settings_topic, partitions=settings.topic_partitions)
-    speech = app.topic(settings.speech_topic)
-    dead_letters = DeadLetters(app, settings, RECORDS.labels("dead_letter"), log)
-    codec = avro_codec(settings)
-    call_settings = CallSettingsTable(app, settings, codec, dead_letters, lambda kind: RECORDS.labels(kind).inc())
-    synthesis_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speak")
-    voices = LoadedAtStart(app, synthesis_thread, load_voices, "voices", log)
+    return build_agent_app(settings, SPEAKER, REGISTRY, METRICS, load, speech_handler)
+
+
+def speech_handler(parts: AgentParts):
+    """One translation record: its sentences spoken in the call's voice, each sentence's chunks
+    published and acknowledged before the next sentence is synthesized."""
+    settings, codec = parts.settings, parts.codec
+    speech = parts.app.topic(settings.speech_topic)
 
     async def speak(message: Any) -> None:
-        translation = await dead_letters.decode(message, codec.decode_translation)
+        translation = await parts.dead_letters.decode(message, codec.decode_translation)
         if translation is None:
             return
         if not worth_speaking(translation):
-            RECORDS.labels("skipped").inc()
+            METRICS.records.labels("skipped").inc()
             return
-        RECORDS.labels("spoken").inc()
-        options = call_settings.get(message.key)
-        voice = voices.value.voice_for(translation.target_language,
-                                           options.voice_for(translation.stream_id) if options else None)
+        METRICS.records.labels("spoken").inc()
+        options = parts.call_settings.get(message.key)
+        voice = parts.loaded.value.voice_for(translation.target_language,
+                                             options.voice_for(translation.stream_id) if options else None)
         loop, sentences, first = asyncio.get_running_loop(), speech_chunks(translation, voice.speak), True
-        while (chunks := await loop.run_in_executor(synthesis_thread, next, sentences, None)) is not None:
+        while (chunks := await loop.run_in_executor(parts.thread, next, sentences, None)) is not None:
             sent = [await speech.send(key=translation.call_id.encode(),
                                       value=codec.encode_chunk(chunk, settings.speech_topic)) for chunk in chunks]
             for acknowledged in sent:
@@ -82,11 +75,8 @@ def create_speech_app(settings: Settings, load_voices) -> faust.App:
         log.info("speech call=%s leg=%s #%d [%s]: %s", translation.call_id, leg(translation),
                  translation.utterance_index, voice.id, translation.text)
 
-    watch = add_agent(app, settings, source, voices, call_settings, speak, log, FAILURES, STALLED)
-    register_pages(app, "callstt-speaker", REGISTRY, voices.health, watch)
-    add_metrics_port(app, REGISTRY, settings)
-    return app
+    return speak
 
 
 def run_speaker(settings: Settings) -> None:
-    run_downstream(settings, create_speech_app(settings, lambda: load_voices(settings.speech_voices)), "speaker")
+    run_downstream(settings, create_speech_app(settings, lambda: load_voices(settings.speech_voices)), SPEAKER)

@@ -17,17 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from callstt.models.translation.backends import load_translation_router
-from callstt.streams.client.kafka import avro_codec
-from callstt.streams.downstream import (CallSettingsTable, DeadLetters, LoadedAtStart, add_agent, downstream_app,
-                                        register_pages, run_downstream, stalled_gauge)
-from callstt.streams.lifecycle import add_metrics_port
+from callstt.streams.agents import TRANSLATOR
+from callstt.streams.downstream import AgentMetrics, AgentParts, build_agent_app, run_downstream
 from callstt.streams.settings import Settings
 from callstt.streams.translation.core import StablePrefixes, interims_wanted, targets_for, translate
 
@@ -41,41 +38,41 @@ TRANSLATION_SECONDS = Histogram("callstt_translation_seconds", "Backend time per
 TRANSCRIPT_TO_TRANSLATION = Histogram(
     "callstt_transcript_to_translation_seconds", "From a transcript's production to its translation's acknowledgement",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5), registry=REGISTRY)
-RECORDS = Counter("callstt_translator_records_total", "Records read: transcripts (final, interim), call settings "
-                  "(set, cleared), dead letters", ["kind"], registry=REGISTRY)
 INTERIM_TRANSLATIONS = Counter("callstt_interim_translations_total", "Interim translations published (the stable "
                                "words of interim transcripts), by target language", ["target"], registry=REGISTRY)
-FAILURES = Counter("callstt_translator_failures_total", "Records whose handling failed and was retried",
-                   registry=REGISTRY)
-STALLED = stalled_gauge(REGISTRY)
+METRICS = AgentMetrics.create(REGISTRY, TRANSLATOR, "Records read: transcripts (final, interim), call settings "
+                                                    "(set, cleared), dead letters")
 
 
-def create_translation_app(settings: Settings, load_router) -> faust.App:
-    app = downstream_app(settings, "translate", settings.translator_web_port)
-    source = app.topic(settings.transcript_topic, settings.partial_topic, settings.call_settings_topic,
-                       partitions=settings.topic_partitions)
-    outputs = {True: app.topic(settings.translation_topic), False: app.topic(settings.partial_translation_topic)}
-    dead_letters = DeadLetters(app, settings, RECORDS.labels("dead_letter"), log)
-    codec = avro_codec(settings)
-    call_settings = CallSettingsTable(app, settings, codec, dead_letters, lambda kind: RECORDS.labels(kind).inc())
-    backend_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="translate")
+def create_translation_app(settings: Settings, load) -> faust.App:
+    """`load()`: the models.translation.backends.TranslationRouter (loaded in the agent's thread
+    at start; /health answers 503 meanwhile)."""
+    return build_agent_app(settings, TRANSLATOR, REGISTRY, METRICS, load, translation_handler)
+
+
+def translation_handler(parts: AgentParts):
+    """One transcript record: its translations into the call's target languages, published and
+    acknowledged (final ones to the translation topic; interim ones, when their stable words grew
+    and the call asks for them, to the partial translation topic)."""
+    settings, codec = parts.settings, parts.codec
+    outputs = {True: parts.app.topic(settings.translation_topic),
+               False: parts.app.topic(settings.partial_translation_topic)}
     prefixes = StablePrefixes()
-    backends = LoadedAtStart(app, backend_thread, load_router, "translation backends", log)
 
     async def translate_transcript(message: Any) -> None:
-        transcript = await dead_letters.decode(message, codec.decode_transcript)
+        transcript = await parts.dead_letters.decode(message, codec.decode_transcript)
         if transcript is None:
             return
-        RECORDS.labels("final" if transcript.is_final else "interim").inc()
-        options = call_settings.get(message.key)
+        METRICS.records.labels("final" if transcript.is_final else "interim").inc()
+        options = parts.call_settings.get(message.key)
         if transcript.is_final:
             prefixes.close(transcript)
         elif not (interims_wanted(options, settings.translate_interims) and prefixes.grew(transcript)):
             return
         targets = targets_for(transcript, options, settings.translate_to_list)
         if targets:
-            events = await asyncio.get_running_loop().run_in_executor(backend_thread, translate, transcript, targets,
-                                                                      backends.value)
+            events = await asyncio.get_running_loop().run_in_executor(parts.thread, translate, transcript, targets,
+                                                                      parts.loaded.value)
             await publish(events, outputs[transcript.is_final])
 
     async def publish(events: list, topic: Any) -> None:
@@ -86,10 +83,7 @@ def create_translation_app(settings: Settings, load_router) -> faust.App:
             await acknowledged
             observe(event)
 
-    watch = add_agent(app, settings, source, backends, call_settings, translate_transcript, log, FAILURES, STALLED)
-    register_pages(app, "callstt-translator", REGISTRY, backends.health, watch)
-    add_metrics_port(app, REGISTRY, settings)
-    return app
+    return translate_transcript
 
 
 def observe(event: Any) -> None:
@@ -105,6 +99,6 @@ def observe(event: Any) -> None:
 
 
 def run_translator(settings: Settings) -> None:
-    run_downstream(settings, create_translation_app(
-        settings, lambda: load_translation_router(settings.translation_backends,
-                                                  ct2_dir=settings.ct2_translation_dir)), "translator")
+    app = create_translation_app(settings, lambda: load_translation_router(settings.translation_backends,
+                                                                          ct2_dir=settings.ct2_translation_dir))
+    run_downstream(settings, app, TRANSLATOR)
