@@ -6,7 +6,9 @@ Exit codes scripts can test: 0 ok, 1 failure (one clear line on stderr), 2 usage
 from __future__ import annotations
 
 import gc
+import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ from callstt.models.asr.store import PACKAGED_MODELS, ModelFileError, resolve_mo
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.schemas.errors import CallsttError
 from callstt.schemas.records import Encoding
+from callstt.streams.agents import AGENTS, AgentSpec
 from callstt.streams.client.acls import ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands, strimzi_kafka_user
 from callstt.streams.client.call_settings import build_call_settings, publish_call_settings, stream_options
 from callstt.streams.client.kafka import avro_codec, confluent_config
@@ -117,31 +120,31 @@ def worker(
     run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
 
 
-@app.command()
-def translator(
-    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
-    web_port: int = typer.Option(None, "--web-port", help="Port of the translator's web pages"),
-    translate_to: str = typer.Option(None, "--translate-to", help="Default target languages, e.g. pt,en "
-                                     "(default CALLSTT_TRANSLATE_TO; a call's settings override it)"),
-) -> None:
-    """Run the translation agent: transcripts in, Translation events out (its own consumer group)."""
-    # loaded when this command runs: the CLI starts without the models, Faust or the bench
-    from callstt.streams.translation.app import run_translator
+def add_agent_command(agent: AgentSpec) -> None:
+    """`callstt <agent>`: run one downstream agent (streams/agents.py), with --bootstrap, --web-port
+    and the agent's own options, each overriding its setting."""
 
-    run_translator(load_settings(kafka_bootstrap_servers=bootstrap, translator_web_port=web_port,
-                                 translate_to=translate_to))
+    def run_agent(bootstrap: str | None, web_port: int | None, **options: str | None) -> None:
+        module, function = agent.run.split(":")
+        # loaded when this command runs: the CLI starts without the models, Faust or the bench
+        run = getattr(importlib.import_module(module), function)
+        run(load_settings(kafka_bootstrap_servers=bootstrap, **{agent.web_port: web_port}, **options))
+
+    def option(name: str, kind: type, flag: str, help: str) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                 default=typer.Option(None, flag, help=help))
+
+    parameters = [option("bootstrap", str, "--bootstrap", "Kafka bootstrap servers"),
+                  option("web_port", int, "--web-port", f"Port of the {agent.name}'s web pages"),
+                  *(option(field, str, flag, help) for flag, field, help in agent.options)]
+    run_agent.__signature__ = inspect.Signature(parameters)  # what typer reads for the options
+    run_agent.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+    run_agent.__doc__ = agent.summary
+    app.command(agent.name)(run_agent)
 
 
-@app.command()
-def speaker(
-    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
-    web_port: int = typer.Option(None, "--web-port", help="Port of the speaker's web pages"),
-) -> None:
-    """Run the speech agent: translations in, synthesized speech (AudioChunk events) out."""
-    # loaded when this command runs: the CLI starts without the models, Faust or the bench
-    from callstt.streams.speech.app import run_speaker
-
-    run_speaker(load_settings(kafka_bootstrap_servers=bootstrap, speaker_web_port=web_port))
+for registered in AGENTS:
+    add_agent_command(registered)
 
 
 # --- publish ---------------------------------------------------------------------------------
