@@ -8,13 +8,16 @@ The table (`language_routes`): every language goes to the multilingual faster-wh
 (MODEL_SIZE / CALLSTT_MODEL); with USE_PHOWHISPER, Vietnamese goes to CALLSTT_PHOWHISPER_MODEL (a
 local checkpoint directory, a CTranslate2 directory or a hub id; default vinai/PhoWhisper-small),
 run as CALLSTT_PHOWHISPER_BACKEND says (models.asr.store.choose_checkpoint: faster-whisper for a
-CTranslate2 directory, else the transformers backend or a one-time conversion). A route that
-cannot load is logged, explained in router.notes[language] (shown on /models), and its language
-falls back to the multilingual model.
+CTranslate2 directory, else the transformers backend or a one-time conversion); CALLSTT_ROUTES
+adds rows LANG=BACKEND@MODEL, where BACKEND is one of those, or `module:function`, a loader of a
+backend of one's own (`loader(route, settings, options) -> Backend`, models/asr/routing.py's
+interface). A route that cannot load is logged, explained in router.notes[language] (shown on
+/models), and its language falls back to the multilingual model.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,11 +47,20 @@ class Route:
 
 
 def language_routes(settings: Settings) -> list[Route]:
-    """The languages that do not go to the multilingual model, and where they go."""
-    if not settings.use_phowhisper:
-        return []
-    return [Route("vi", "PhoWhisper", settings.phowhisper_model or DEFAULT_PHOWHISPER_MODEL,
-                  settings.phowhisper_backend, settings.phowhisper_quantization)]
+    """The languages that do not go to the multilingual model, and where they go: Vietnamese to
+    PhoWhisper (USE_PHOWHISPER), then CALLSTT_ROUTES' rows (LANG=BACKEND@MODEL)."""
+    routes = [Route("vi", "PhoWhisper", settings.phowhisper_model or DEFAULT_PHOWHISPER_MODEL,
+                    settings.phowhisper_backend, settings.phowhisper_quantization)] if settings.use_phowhisper else []
+    for row in filter(None, (part.strip() for part in settings.routes.split(","))):
+        language, _, target = row.partition("=")
+        backend, _, reference = target.partition("@")
+        if not (language.strip() and backend.strip() and reference.strip()):
+            raise SettingsError(f"CALLSTT_ROUTES: {row!r} is not LANG=BACKEND@MODEL (e.g. ja=auto@/models/x)")
+        if any(route.language == language.strip().lower() for route in routes):
+            raise SettingsError(f"CALLSTT_ROUTES: {language.strip()} has a route already")
+        routes.append(Route(language.strip().lower(), f"{language.strip()} ({backend.strip()})", reference.strip(),
+                            backend.strip(), settings.phowhisper_quantization))
+    return routes
 
 
 def build_router(settings: Settings) -> ModelRouter:
@@ -60,12 +72,13 @@ def build_router(settings: Settings) -> ModelRouter:
         raise SettingsError("USE_FASTER_WHISPER=false is not supported: the multilingual model runs on "
                             "faster-whisper (CTranslate2). Unset it; a transformers checkpoint can serve "
                             "Vietnamese (USE_PHOWHISPER=true, CALLSTT_PHOWHISPER_BACKEND=transformers)")
+    routes = language_routes(settings)  # a malformed CALLSTT_ROUTES fails the start before any model loads
     options = DecodeOptions(beam_size=settings.beam_size, fast_language_detection=settings.fast_language_detection)
     directory = resolve_model(settings.model, settings.model_cache_path, settings.allow_hub_download)
     router = ModelRouter(multilingual=FasterWhisperBackend(directory, settings.model, settings.device,
                                                            settings.compute_type, settings.cpu_threads, options,
                                                            settings.model_lanes))
-    for route in language_routes(settings):
+    for route in routes:
         try:
             router.routes[route.language] = load_route(route, settings, options)
         except Exception as error:  # ModelFileError, ImportError, torch/ctranslate2 errors: fall back, never die
@@ -80,7 +93,12 @@ def build_router(settings: Settings) -> ModelRouter:
 
 
 def load_route(route: Route, settings: Settings, options: DecodeOptions) -> Backend:
-    """The backend that serves one route (converting a transformers checkpoint once when asked)."""
+    """The backend that serves one route: a loader of one's own (BACKEND `module:function`, called
+    with the route, the settings and the decoding options), else the checkpoint as the model store
+    finds it (converting a transformers checkpoint once when asked)."""
+    if ":" in route.backend:
+        module, _, function = route.backend.partition(":")
+        return getattr(importlib.import_module(module), function)(route, settings, options)
     # Transcripts name the model: the hub id, or a local directory's name (never a machine's path).
     local = Path(route.reference).expanduser()
     name = local.resolve().name if local.exists() else route.reference

@@ -86,6 +86,11 @@ class Settings:
     phowhisper_quantization: str = env("CALLSTT_PHOWHISPER_QUANTIZATION", default="int8",
                                        doc="Quantization of PhoWhisper's CTranslate2 conversion: int8, int8_float16, "
                                            "float16 or float32")
+    routes: str = env("CALLSTT_ROUTES", default="",
+                      doc="More languages with a model of their own: LANG=BACKEND@MODEL, comma-separated, e.g. "
+                          "'ja=auto@/models/kotoba-whisper-ct2'. BACKEND: auto, converted or transformers (as "
+                          "CALLSTT_PHOWHISPER_BACKEND), or module:function, the loader of a backend of your own "
+                          "(streams/model_routes.py). The other languages use the multilingual model")
     torch_dtype: str = env("CALLSTT_TORCH_DTYPE", default="auto",
                            doc="dtype of the transformers backend: auto (float32 on CPU, float16 on CUDA), "
                                "float32, float16 or bfloat16")

@@ -258,7 +258,7 @@ def choose_checkpoint(reference: str, backend: str = "auto", quantization: str =
       only when hub downloads are allowed.
     """
     if backend not in CHECKPOINT_BACKENDS:
-        raise ModelFileError(f"unknown PhoWhisper backend '{backend}': use one of {', '.join(CHECKPOINT_BACKENDS)}")
+        raise ModelFileError(f"unknown checkpoint backend '{backend}': use one of {', '.join(CHECKPOINT_BACKENDS)}")
     if quantization not in QUANTIZATIONS:
         raise ModelFileError(f"unknown quantization '{quantization}': use one of {', '.join(QUANTIZATIONS)}")
     cache_dir = cache_dir or default_cache_dir()

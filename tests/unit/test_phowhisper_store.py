@@ -97,7 +97,7 @@ def test_a_hub_id_uses_a_converted_copy_without_the_hub(tmp_path):
 
 
 @pytest.mark.parametrize("reference, backend, quantization, message", [
-    ("vinai/PhoWhisper-small", "onnx", "int8", "unknown PhoWhisper backend"),
+    ("vinai/PhoWhisper-small", "onnx", "int8", "unknown checkpoint backend"),
     ("vinai/PhoWhisper-small", "auto", "int4", "unknown quantization"),
     ("phowhisper", "auto", "int8", "unknown checkpoint reference"),
     ("./no/such/dir", "auto", "int8", "does not exist"),
