@@ -101,8 +101,7 @@ def causes(error: BaseException) -> list[BaseException]:
 
 def denied(error: BaseException) -> bool:
     """The broker refused the principal (an ACL missing) or its credentials."""
-    return any(type(cause).__name__.endswith(("AuthorizationFailedError", "AuthenticationFailedError"))
-               for cause in causes(error))
+    return what_was_denied(error) is not None
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -37,7 +37,8 @@ DEFAULT_PHOWHISPER_MODEL = "vinai/PhoWhisper-small"
 @dataclass(frozen=True)
 class Route:
     """One row of the routing table: `language` goes to the checkpoint `reference`, run by the
-    backend `backend` ("auto", "ctranslate2", "transformers" or "converted": models.asr.store)."""
+    backend `backend` ("auto", "converted" or "transformers": models.asr.store; or "module:function",
+    a loader of one's own)."""
 
     language: str
     label: str  # how notes and logs name the route ("PhoWhisper")
@@ -52,14 +53,14 @@ def language_routes(settings: Settings) -> list[Route]:
     routes = [Route("vi", "PhoWhisper", settings.phowhisper_model or DEFAULT_PHOWHISPER_MODEL,
                     settings.phowhisper_backend, settings.phowhisper_quantization)] if settings.use_phowhisper else []
     for row in filter(None, (part.strip() for part in settings.routes.split(","))):
-        language, _, target = row.partition("=")
-        backend, _, reference = target.partition("@")
-        if not (language.strip() and backend.strip() and reference.strip()):
+        language, _, target = (part.strip() for part in row.partition("="))
+        backend, _, reference = (part.strip() for part in target.partition("@"))
+        if not (language and backend and reference):
             raise SettingsError(f"CALLSTT_ROUTES: {row!r} is not LANG=BACKEND@MODEL (e.g. ja=auto@/models/x)")
-        if any(route.language == language.strip().lower() for route in routes):
-            raise SettingsError(f"CALLSTT_ROUTES: {language.strip()} has a route already")
-        routes.append(Route(language.strip().lower(), f"{language.strip()} ({backend.strip()})", reference.strip(),
-                            backend.strip(), settings.phowhisper_quantization))
+        if any(route.language == language.lower() for route in routes):
+            raise SettingsError(f"CALLSTT_ROUTES: {language} has a route already")
+        routes.append(Route(language.lower(), f"{language} ({backend})", reference, backend,
+                            settings.phowhisper_quantization))
     return routes
 
 

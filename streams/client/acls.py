@@ -28,6 +28,7 @@ from callstt.streams.settings import Settings
 
 READ, WRITE, DESCRIBE, CREATE = "Read", "Write", "Describe", "Create"
 DESCRIBE_CONFIGS, ALTER_CONFIGS, DELETE = "DescribeConfigs", "AlterConfigs", "Delete"
+READS, WRITES = (READ, DESCRIBE), (WRITE, DESCRIBE)  # what reading or writing a topic takes
 
 ROLES = {
     "producer": "the call platform: writes audio and call settings",
@@ -66,25 +67,24 @@ def changelogs(prefix: str) -> Grant:
 def grants(settings: Settings, role: str, replay_topic: str | None = None) -> list[Grant]:
     """What `role` may do, for these settings' topic names and app id."""
     app, s = settings.app_id, settings
-    read, write = (READ, DESCRIBE), (WRITE, DESCRIBE)
     table = {
-        "producer": [topic(s.audio_topic, *write), topic(s.call_settings_topic, *write)],
+        "producer": [topic(s.audio_topic, *WRITES), topic(s.call_settings_topic, *WRITES)],
         "worker": [
             topic(s.audio_topic, READ, WRITE, DESCRIBE),  # POST /transcribe publishes its upload
             topic(control_topic(s), READ, WRITE, DESCRIBE),
-            topic(s.call_settings_topic, *read),
+            topic(s.call_settings_topic, *READS),
             topic(s.transcript_topic, READ, WRITE, DESCRIBE),  # POST /transcribe waits for its own
-            topic(s.partial_topic, *write),
-            topic(s.dead_letter_topic, *write),
-            topic(s.translation_topic, *read), topic(s.speech_topic, *read),  # the live page
+            topic(s.partial_topic, *WRITES),
+            topic(s.dead_letter_topic, *WRITES),
+            topic(s.translation_topic, *READS), topic(s.speech_topic, *READS),  # the live page
             changelogs(worker_changelog_topic(s)),
             Grant("group", app, (READ,)),
         ],
         **{agent.name: agent_grants(s, agent) for agent in AGENTS},
-        "reader": [topic(name, *read) for name in (s.transcript_topic, s.partial_topic, s.translation_topic,
+        "reader": [topic(name, *READS) for name in (s.transcript_topic, s.partial_topic, s.translation_topic,
                                                    s.partial_translation_topic, s.speech_topic)]
                   + [Grant("group", "callstt-tail-", (READ,), "prefixed")],
-        "replay": [topic(s.audio_topic, *read), topic(s.call_settings_topic, *read),
+        "replay": [topic(s.audio_topic, *READS), topic(s.call_settings_topic, *READS),
                    topic(replay_topic or f"{s.transcript_topic}.replay", WRITE, DESCRIBE, CREATE),
                    Grant("group", "callstt-replay-", (READ,), "prefixed")],
         "admin": [topic(name, CREATE, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS)
@@ -102,9 +102,8 @@ def grants(settings: Settings, role: str, replay_topic: str | None = None) -> li
 def agent_grants(settings: Settings, agent: AgentSpec) -> list[Grant]:
     """A downstream agent's role: read its inputs and the calls' settings, write its outputs and
     dead letters, make and use its own tables' changelogs, join its consumer group."""
-    read, write = (READ, DESCRIBE), (WRITE, DESCRIBE)
-    return ([topic(name, *read) for name in (*agent.reads(settings), settings.call_settings_topic)]
-            + [topic(name, *write) for name in (*agent.writes(settings), settings.dead_letter_topic)]
+    return ([topic(name, *READS) for name in (*agent.reads(settings), settings.call_settings_topic)]
+            + [topic(name, *WRITES) for name in (*agent.writes(settings), settings.dead_letter_topic)]
             + [changelogs(agent.changelog_prefix(settings)), Grant("group", agent.app_id(settings), (READ,))])
 
 
@@ -151,7 +150,8 @@ def acl_bindings(principal_name: str, role_grants: list[Grant]) -> list[AclBindi
                  ALTER_CONFIGS: AclOperation.ALTER_CONFIGS, DELETE: AclOperation.DELETE}
     resource = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP}
     pattern = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
-    return [AclBinding(resource[grant.resource], grant.name, pattern[grant.pattern], principal_name, "*", operation[name], AclPermissionType.ALLOW)
+    return [AclBinding(resource[grant.resource], grant.name, pattern[grant.pattern], principal_name, "*",
+                       operation[name], AclPermissionType.ALLOW)
             for grant in role_grants for name in grant.operations]
 
 
