@@ -47,7 +47,7 @@ import faust
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from callstt.schemas.codec import AvroCodec, DecodeError
-from callstt.streams.agents import AgentSpec
+from callstt.streams.agents import CALL_SETTINGS_TABLE, AgentSpec
 from callstt.streams.client.kafka import avro_codec, faust_broker_config
 from callstt.streams.core import retry
 from callstt.streams.core.retry import FailureWatch
@@ -157,7 +157,7 @@ class CallSettingsTable:
 
     def __init__(self, app: faust.App, settings: Settings, codec: Any, dead_letters: DeadLetters,
                  count: Callable[[str], None]) -> None:
-        self.table = AcknowledgedTable.add_to(app, "call-settings", settings.topic_partitions)
+        self.table = AcknowledgedTable.add_to(app, CALL_SETTINGS_TABLE, settings.topic_partitions)
         self.codec, self.dead_letters, self.count = codec, dead_letters, count
         self.topic = settings.call_settings_topic
 

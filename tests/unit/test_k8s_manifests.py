@@ -12,6 +12,9 @@ kubectl installed, `kubectl kustomize` is checked to build the same thing.
 
 from __future__ import annotations
 
+import importlib
+import importlib.machinery
+import importlib.util
 import os
 import re
 import shutil
@@ -23,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from callstt.streams.agents import AGENTS, AgentSpec
 from callstt.streams.client.acls import ROLES, grants, strimzi_kafka_user
 from callstt.streams.settings import Settings
 
@@ -128,7 +132,7 @@ class Component:
     name: str
     subcommand: str
     port_setting: str  # the Settings field of its web port
-    input_topic: str  # the Settings field of the topic its consumer group is scaled on
+    app_builder: str  # "module:function" building its Faust app from (settings, load)
 
     def settings(self, docs: list[dict]) -> Settings:
         [container] = containers(named(docs, self.kind, self.name))
@@ -136,24 +140,22 @@ class Component:
 
     def app(self, settings: Settings):
         """The component's Faust app, as its subcommand builds it (nothing loaded, no broker)."""
-        if self.subcommand == "worker":
-            from callstt.streams.worker.app import create_app
+        module, function = self.app_builder.split(":")
+        return getattr(importlib.import_module(module), function)(settings, lambda: None)
 
-            return create_app(settings, lambda: None)
-        if self.subcommand == "translator":
-            from callstt.streams.translation.app import create_translation_app
-
-            return create_translation_app(settings, lambda: None)
-        from callstt.streams.speech.app import create_speech_app
-
-        return create_speech_app(settings, lambda: None)
+    def input_topic(self, settings: Settings) -> str:
+        """The topic its consumer group is scaled on."""
+        agent = AGENT_BY_NAME.get(self.subcommand)
+        return agent.reads(settings)[0] if agent else settings.audio_topic
 
 
-COMPONENTS = (
-    Component("StatefulSet", "callstt-worker", "worker", "web_port", "audio_topic"),
-    Component("Deployment", "callstt-translator", "translator", "translator_web_port", "transcript_topic"),
-    Component("Deployment", "callstt-speaker", "speaker", "speaker_web_port", "translation_topic"),
-)
+def agent_component(agent: AgentSpec) -> Component:
+    return Component("Deployment", f"callstt-{agent.name}", agent.name, agent.web_port, agent.app)
+
+
+AGENT_BY_NAME = {agent.name: agent for agent in AGENTS if agent.pod is not None}
+COMPONENTS = (Component("StatefulSet", "callstt-worker", "worker", "web_port", "callstt.streams.worker.app:create_app"),
+              *(agent_component(agent) for agent in AGENT_BY_NAME.values()))
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +185,38 @@ def common(docs) -> Settings:
 
 
 # --- the files ----------------------------------------------------------------------------------
+
+def load_manifests_script():
+    path = ROOT / "scripts" / "manifests"
+    loader = importlib.machinery.SourceFileLoader("manifests", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("manifests", loader))
+    loader.exec_module(module)
+    return module
+
+
+def test_the_agents_deployments_are_what_their_registration_makes():
+    """infra/k8s/agents.yaml and the agents' parts of the ServiceMonitors, the compose stack and
+    the Prometheus jobs are written by scripts/manifests from streams/agents.py: a new or changed
+    agent fails here until they are written again."""
+    manifests = load_manifests_script()
+    stale = [str(path.relative_to(ROOT)) for path in manifests.stale_files()]
+    assert not stale, f"{stale} no longer match streams/agents.py: run `.venv/bin/python scripts/manifests`"
+    generated = manifests.generated_files()
+    assert {doc["metadata"]["name"] for doc in load_file(K8S / "agents.yaml") if doc["kind"] == "Deployment"} == \
+        {component.name for component in COMPONENTS[1:]}
+    compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text())
+    jobs = yaml.safe_load((ROOT / "infra" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    for agent in AGENT_BY_NAME.values():
+        port = getattr(Settings(), agent.web_port)
+        assert compose["services"][agent.name]["command"] == [agent.name]
+        assert compose["services"][agent.name]["ports"] == [f"127.0.0.1:{port}:{port}"]
+        assert {"job_name": f"callstt-{agent.name}", "metrics_path": "/metrics",
+                "static_configs": [{"targets": [f"{agent.name}:{port}"]}]} in jobs
+    # a hand edit inside a generated part is stale
+    block = generated[manifests.COMPOSE]
+    edited = manifests.splice((ROOT / "infra" / "compose.yaml").read_text(), block + "  extra: {}\n")
+    assert edited != manifests.written(manifests.COMPOSE, block)
+
 
 def kustomization_dirs() -> list[Path]:
     return sorted(path.parent for path in K8S.rglob("kustomization.yaml"))
@@ -343,7 +377,10 @@ def bench_rss_mb() -> dict[str, float]:
 
 @pytest.mark.parametrize("component", COMPONENTS, ids=lambda c: c.subcommand)
 def test_memory_covers_the_benchmarked_peak(docs, component):
-    peak_mib = bench_rss_mb()[component.subcommand] * 1e6 / 2**20
+    peaks = bench_rss_mb()
+    assert component.subcommand in peaks, f"docs/benchmark.md reports no peak RSS for {component.subcommand}"
+    peak_mib = peaks[component.subcommand] * 1e6 / 2**20
+
     [container] = containers(named(docs, component.kind, component.name))
     resources = container["resources"]
     assert mebibytes(resources["requests"]["memory"]) >= peak_mib
@@ -446,7 +483,7 @@ def test_the_changelog_topics_are_the_tables_changelogs(docs, apps, common):
             assert {k: str(v) for k, v in declared["config"].items()} == made_at_start[name].config
             assert (declared["partitions"], declared["replicas"]) == (made_at_start[name].partitions,
                                                                       made_at_start[name].replication)
-    assert len(changelogs) == 3 and set(made_at_start) == changelogs
+    assert len(changelogs) == 1 + len(AGENT_BY_NAME) and set(made_at_start) == changelogs
     assert set(topics) == changelogs | {spec.name for spec in project_topics(common)}, "a topic no code uses"
 
 
@@ -543,9 +580,9 @@ def test_keda_scales_each_consumer_group_on_its_input_topic_up_to_its_partitions
     assert trigger["type"] == "kafka"
     # the consumer group the component really joins: the Faust app id
     assert meta["consumerGroup"] == apps[component.subcommand].conf.id
-    assert meta["consumerGroup"] == {"worker": settings.app_id, "translator": f"{settings.app_id}-translate",
-                                     "speaker": f"{settings.app_id}-speak"}[component.subcommand]
-    topic = getattr(settings, component.input_topic)
+    agent = AGENT_BY_NAME.get(component.subcommand)
+    assert meta["consumerGroup"] == (agent.app_id(settings) if agent else settings.app_id)
+    topic = component.input_topic(settings)
     assert meta["topic"] == topic
     assert meta["allowIdleConsumers"] == "false" and int(meta["lagThreshold"]) > 0
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"]
