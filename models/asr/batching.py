@@ -2,18 +2,20 @@
 
 Whisper pads every input to a 30 s window, so the encoder costs as much for a 2 s utterance
 as for a 30 s one. Three ways to run the utterances that are ready at one moment (across
-calls) through a faster-whisper backend:
+calls) through a backend whose capabilities say `shared_windows` (faster-whisper's; the
+model steps are its `transcribe_windows` and `transcribe_clips`, models/asr/routing.py
+SharedWindowBackend; this module plans around them):
 
 - ``single``: one utterance per model call (what the worker does today);
 - ``batched``: each utterance in its own window, the windows encoded and decoded as one batch
-  (faster-whisper's ``BatchedInferencePipeline`` step, models/asr/faster_whisper_compat.py). The
-  window is Whisper's 30 s by default; with ``min_window_s`` below 30 it is sized to the
-  utterance (its length rounded up to 5 s, at least ``min_window_s``): a 10 s window encodes
+  (``transcribe_windows``; for faster-whisper, models/asr/faster_whisper_compat.py). The window
+  is Whisper's 30 s by default; with ``min_window_s`` below 30 it is sized to the utterance (its
+  length rounded up to 5 s, at least ``min_window_s``): a 10 s window encodes
   ~4x faster than 30 s, but on real English speech cost 2-4 WER points (docs/benchmark.md);
 - ``packed``: short utterances of the same language and vocabulary placed one after another in shared
   windows of at most ``window_s`` seconds, separated by ``gap_s`` of silence; each window is
   one encoder pass and one decode (WhisperX's idea, with its VAD merge); the words are split
-  back to their utterances by their timestamps. Windows are batched too.
+  back to their utterances by their timestamps. Windows are batched too (``transcribe_clips``).
 
 Every result is a ``TranscriptionResult`` relative to its own utterance (word times start at
 0 at the utterance's first sample), exactly as ``backend.transcribe`` returns, so
@@ -34,16 +36,13 @@ import logging
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from faster_whisper import BatchedInferencePipeline
 
-from callstt.models.asr import faster_whisper_compat as compat
-from callstt.models.asr.faster_whisper_backend import max_new_tokens_for
 from callstt.models.asr.language_id import LanguageEvidence
-from callstt.models.asr.routing import Backend, ModelRouter, as_router
+from callstt.models.asr.routing import Backend, ModelRouter, SharedWindowBackend, as_router
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.text.guard import GuardConfig, compression_ratio, repetition
 from callstt.models.text.results import Segment, TranscriptionResult, Word, join_words
@@ -148,43 +147,6 @@ def _words_text(words: Sequence[Word]) -> str:
     return join_words(w.text for w in words)
 
 
-def _run_clips(backend, audio: np.ndarray, clips: list[tuple[float, float]], language: str,
-               batch_size: int, word_timestamps: bool,
-               vocabulary: Vocabulary = NO_VOCABULARY) -> list[tuple[list[Word], float, float]]:
-    """One BatchedInferencePipeline pass over `clips` (seconds) of `audio`: per clip, its words
-    (times relative to `audio`), avg_logprob and no_speech_prob."""
-    pipeline = BatchedInferencePipeline(backend.model)
-    longest = max(end - start for start, end in clips)
-    prompt, prompt_tokens = backend.prompt(vocabulary)
-    with backend.model_lock:
-        segments_iter, _ = pipeline.transcribe(
-            audio, language=language, task="transcribe", beam_size=backend.options.beam_size,
-            temperature=0.0, word_timestamps=word_timestamps, without_timestamps=False, vad_filter=False,
-            clip_timestamps=[{"start": start, "end": end} for start, end in clips],
-            batch_size=max(1, batch_size), max_new_tokens=max_new_tokens_for(longest, prompt_tokens),
-            condition_on_previous_text=False,
-            initial_prompt=prompt,
-        )
-        segments = list(segments_iter)
-    per_clip: list[tuple[list[Word], list[float], float]] = [([], [], 0.0) for _ in clips]
-    starts = [int(round(start * SAMPLE_RATE)) for start, _ in clips]
-    for segment in segments:
-        # segment.seek is the clip's offset in frames (100 per second): find its clip.
-        offset_samples = segment.seek * SAMPLE_RATE // 100
-        clip = min(range(len(clips)), key=lambda i: abs(starts[i] - offset_samples))
-        words, logprobs, no_speech = per_clip[clip]
-        if word_timestamps:
-            words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3), float(w.probability))
-                      for w in (segment.words or []) if w.word.strip()]
-        else:
-            text = segment.text.strip()
-            if text:
-                words.append(Word(text, float(segment.start), float(segment.end), 1.0))
-        logprobs.append(float(segment.avg_logprob))
-        per_clip[clip] = (words, logprobs, max(no_speech, float(segment.no_speech_prob)))
-    return [(words, (sum(lp) / len(lp)) if lp else 0.0, ns if lp else 1.0) for words, lp, ns in per_clip]
-
-
 def _result(backend, words: list[Word], language: str, avg_logprob: float, no_speech_prob: float,
             duration: float) -> TranscriptionResult:
     text = _words_text(words)
@@ -202,56 +164,27 @@ def window_seconds(duration_s: float, min_window_s: float) -> float:
     return float(min(FULL_WINDOW_S, max(min_window_s, rounded)))
 
 
-def transcribe_windowed(backend, audios: Sequence[np.ndarray], language: str, min_window_s: float,
-                        batch_size: int = DEFAULT_BATCH_SIZE,
+def transcribe_windowed(backend: SharedWindowBackend, audios: Sequence[np.ndarray], language: str,
+                        min_window_s: float, batch_size: int = DEFAULT_BATCH_SIZE,
                         vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
     """Each utterance in its own window sized to it (`window_seconds`), utterances with the same
-    window `batch_size` at a time per encoder/decoder call (models/asr/faster_whisper_compat.py)."""
-    prompt, prompt_tokens = backend.prompt(vocabulary)
-    word_timestamps = backend.options.word_timestamps
+    window `batch_size` at a time per model call (`backend.transcribe_windows`)."""
     durations = [len(audio) / SAMPLE_RATE for audio in audios]
     by_window: dict[float, list[int]] = defaultdict(list)
     for index, duration in enumerate(durations):
         by_window[window_seconds(duration, min_window_s)].append(index)
     results: list[TranscriptionResult | None] = [None] * len(audios)
     for window_s, indices in sorted(by_window.items()):
-        frames = int(window_s * compat.FRAMES_PER_SECOND)
         for first in range(0, len(indices), max(1, batch_size)):
             part = indices[first:first + max(1, batch_size)]
-            windows = np.stack([_padded(compat.features(backend.model, audios[i]), frames) for i in part])
-            with backend.model_lock:
-                outputs = compat.forward_windows(
-                    backend.model, windows, [durations[i] for i in part], language,
-                    beam_size=backend.options.beam_size, word_timestamps=word_timestamps,
-                    max_new_tokens=max_new_tokens_for(max(durations[i] for i in part), prompt_tokens),
-                    initial_prompt=prompt)
-            for index, segments in zip(part, outputs):
-                results[index] = _windowed_result(backend, segments, language, durations[index], word_timestamps)
+            decoded = backend.transcribe_windows([audios[i] for i in part], window_s, language, vocabulary)
+            for index, one in zip(part, decoded):
+                results[index] = _result(backend, one.words, language, one.avg_logprob, one.no_speech_prob,
+                                         durations[index])
     return results  # type: ignore[return-value]
 
 
-def _padded(features: np.ndarray, frames: int) -> np.ndarray:
-    """Features cut or zero-padded to `frames` (as faster-whisper pads to 3000)."""
-    features = features[..., :frames]
-    return np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
-
-
-def _windowed_result(backend, segments: list[dict], language: str, duration: float,
-                     word_timestamps: bool) -> TranscriptionResult:
-    words: list[Word] = []
-    for segment in segments:
-        if word_timestamps:
-            words += [Word(w["word"].strip(), round(float(w["start"]), 3), round(float(w["end"]), 3),
-                           float(w["probability"])) for w in segment.get("words") or [] if w["word"].strip()]
-        elif segment["text"].strip():
-            words.append(Word(segment["text"].strip(), float(segment["start"]), float(segment["end"]), 1.0))
-    words = [replace(w, start=min(max(w.start, 0.0), duration), end=min(max(w.end, 0.0), duration)) for w in words]
-    logprobs = [float(s["avg_logprob"]) for s in segments]
-    no_speech = max((float(s["no_speech_prob"]) for s in segments), default=1.0)
-    return _result(backend, words, language, sum(logprobs) / len(logprobs) if logprobs else 0.0, no_speech, duration)
-
-
-def transcribe_batched(backend, audios: Sequence[np.ndarray], language: str,
+def transcribe_batched(backend: SharedWindowBackend, audios: Sequence[np.ndarray], language: str,
                        batch_size: int = DEFAULT_BATCH_SIZE, vocabulary: Vocabulary = NO_VOCABULARY,
                        min_window_s: float = FULL_WINDOW_S) -> list[TranscriptionResult]:
     """Each utterance in its own window (sized to it above `min_window_s`; 30: Whisper's own),
@@ -261,8 +194,8 @@ def transcribe_batched(backend, audios: Sequence[np.ndarray], language: str,
     return transcribe_windowed(backend, audios, language, min_window_s, batch_size, vocabulary)
 
 
-def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, window_s: float = DEFAULT_WINDOW_S,
-                      gap_s: float = DEFAULT_GAP_S, batch_size: int = DEFAULT_BATCH_SIZE,
+def transcribe_packed(backend: SharedWindowBackend, audios: Sequence[np.ndarray], language: str,
+                      window_s: float = DEFAULT_WINDOW_S, gap_s: float = DEFAULT_GAP_S, batch_size: int = DEFAULT_BATCH_SIZE,
                       vocabulary: Vocabulary = NO_VOCABULARY) -> list[TranscriptionResult]:
     """Utterances packed into shared windows (gap_s of silence between them), windows batched."""
     if not audios:
@@ -289,10 +222,11 @@ def transcribe_packed(backend, audios: Sequence[np.ndarray], language: str, wind
         placements_per_window.append(placements)
         cursor += position + len(separator)
     joined = np.concatenate(pieces)
-    outputs = _run_clips(backend, joined, clips, language, batch_size, word_timestamps=True, vocabulary=vocabulary)
-    for placements, (words, logprob, no_speech) in zip(placements_per_window, outputs):
-        for index, local in assign_words(words, placements).items():
-            results[index] = _result(backend, local, language, logprob, no_speech, durations[index])
+    outputs = backend.transcribe_clips(joined, clips, language, batch_size, vocabulary)
+    for placements, decoded in zip(placements_per_window, outputs):
+        for index, local in assign_words(decoded.words, placements).items():
+            results[index] = _result(backend, local, language, decoded.avg_logprob, decoded.no_speech_prob,
+                                     durations[index])
     for index in sorted(suspects(windows, results, durations)):
         # Never the words themselves: logs are not for call content (they are not redacted).
         log.info("packed utterance of %.1f s came back with %d words, or beside one that did: transcribing it "

@@ -1,4 +1,5 @@
-"""The faster-whisper (CTranslate2) backend: one loaded model, one utterance at a time.
+"""The faster-whisper (CTranslate2) backend: one loaded model, one utterance at a time or several
+in shared windows (`transcribe_clips`, `transcribe_windows`: models/asr/batching.py plans them).
 
 Decoding is tuned for streaming: greedy or small beams, no temperature-fallback
 loop, no conditioning on previous text (each utterance stands alone), and an
@@ -11,14 +12,15 @@ import logging
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-from callstt.models.asr.routing import Capabilities, allowed_ranking
+from callstt.models.asr import faster_whisper_compat as compat
+from callstt.models.asr.routing import Capabilities, Decoded, allowed_ranking
 from callstt.models.asr.store import ModelFileError
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.text.results import Segment, TranscriptionResult, Word
@@ -169,3 +171,70 @@ class FasterWhisperBackend:
             model_name=self.model_name,
             backend=self.backend_name,
         )
+
+    def transcribe_clips(self, audio: np.ndarray, clips: list[tuple[float, float]], language: str,
+                         batch_size: int, vocabulary: Vocabulary = NO_VOCABULARY) -> list[Decoded]:
+        """The clips (start, end seconds) of `audio` through faster-whisper's BatchedInferencePipeline
+        in one call: per clip, its words (times from `audio`'s start)."""
+        pipeline = BatchedInferencePipeline(self.model)
+        longest = max(end - start for start, end in clips)
+        prompt, prompt_tokens = self.prompt(vocabulary)
+        with self.model_lock:
+            segments_iter, _ = pipeline.transcribe(
+                audio, language=language, task="transcribe", beam_size=self.options.beam_size,
+                temperature=0.0, word_timestamps=True, without_timestamps=False, vad_filter=False,
+                clip_timestamps=[{"start": start, "end": end} for start, end in clips],
+                batch_size=max(1, batch_size), max_new_tokens=max_new_tokens_for(longest, prompt_tokens),
+                condition_on_previous_text=False,
+                initial_prompt=prompt,
+            )
+            segments = list(segments_iter)
+        per_clip: list[tuple[list[Word], list[float], float]] = [([], [], 0.0) for _ in clips]
+        starts = [int(round(start * SAMPLE_RATE)) for start, _ in clips]
+        for segment in segments:
+            # segment.seek is the clip's offset in frames (100 per second): find its clip.
+            offset_samples = segment.seek * SAMPLE_RATE // 100
+            clip = min(range(len(clips)), key=lambda i: abs(starts[i] - offset_samples))
+            words, logprobs, no_speech = per_clip[clip]
+            words += [Word(w.word.strip(), round(float(w.start), 3), round(float(w.end), 3), float(w.probability))
+                      for w in (segment.words or []) if w.word.strip()]
+            logprobs.append(float(segment.avg_logprob))
+            per_clip[clip] = (words, logprobs, max(no_speech, float(segment.no_speech_prob)))
+        return [Decoded(words, (sum(lp) / len(lp)) if lp else 0.0, ns if lp else 1.0) for words, lp, ns in per_clip]
+
+    def transcribe_windows(self, audios: list[np.ndarray], window_s: float, language: str,
+                           vocabulary: Vocabulary = NO_VOCABULARY) -> list[Decoded]:
+        """Each utterance's features cut or zero-padded to `window_s` (as faster-whisper pads to
+        30 s), all through the encoder and decoder at once (models/asr/faster_whisper_compat.py)."""
+        prompt, prompt_tokens = self.prompt(vocabulary)
+        word_timestamps = self.options.word_timestamps
+        durations = [len(audio) / SAMPLE_RATE for audio in audios]
+        frames = int(window_s * compat.FRAMES_PER_SECOND)
+        windows = np.stack([_padded(compat.features(self.model, audio), frames) for audio in audios])
+        with self.model_lock:
+            outputs = compat.forward_windows(
+                self.model, windows, durations, language, beam_size=self.options.beam_size,
+                word_timestamps=word_timestamps, max_new_tokens=max_new_tokens_for(max(durations), prompt_tokens),
+                initial_prompt=prompt)
+        return [_decoded(segments, duration, word_timestamps) for segments, duration in zip(outputs, durations)]
+
+
+def _padded(features: np.ndarray, frames: int) -> np.ndarray:
+    """Features cut or zero-padded to `frames` (as faster-whisper pads to 3000)."""
+    features = features[..., :frames]
+    return np.pad(features, ((0, 0), (0, frames - features.shape[-1])))
+
+
+def _decoded(segments: list[dict], duration: float, word_timestamps: bool) -> Decoded:
+    """forward_windows' segments of one utterance as its words, kept within its `duration`."""
+    words: list[Word] = []
+    for segment in segments:
+        if word_timestamps:
+            words += [Word(w["word"].strip(), round(float(w["start"]), 3), round(float(w["end"]), 3),
+                           float(w["probability"])) for w in segment.get("words") or [] if w["word"].strip()]
+        elif segment["text"].strip():
+            words.append(Word(segment["text"].strip(), float(segment["start"]), float(segment["end"]), 1.0))
+    words = [replace(w, start=min(max(w.start, 0.0), duration), end=min(max(w.end, 0.0), duration)) for w in words]
+    logprobs = [float(s["avg_logprob"]) for s in segments]
+    no_speech = max((float(s["no_speech_prob"]) for s in segments), default=1.0)
+    return Decoded(words, sum(logprobs) / len(logprobs) if logprobs else 0.0, no_speech)

@@ -18,7 +18,7 @@ import numpy as np
 
 from callstt.models.asr.language_id import LanguageEvidence
 from callstt.models.audio.decoding import SAMPLE_RATE
-from callstt.models.text.results import TranscriptionResult
+from callstt.models.text.results import TranscriptionResult, Word
 from callstt.models.text.vocabulary import NO_VOCABULARY, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,7 @@ class Capabilities:
     """What a backend can do. Batching, routing and the store ask this, never a backend's name."""
 
     # Several utterances per model call (models/asr/batching.py's batched and packed windows):
-    # a faster-whisper (CTranslate2) model, run there through the backend's `model`, `options`,
-    # `prompt(vocabulary)` and `model_lock`. Without it, every utterance is its own call.
+    # the backend is a `SharedWindowBackend`. Without it, every utterance is its own call.
     shared_windows: bool = False
     prompt: bool = True  # a call's vocabulary goes into the decoder prompt
     word_times: bool = True  # words carry their own start and end (else the segment's)
@@ -47,6 +46,34 @@ class Backend(Protocol):
                    vocabulary: Vocabulary = NO_VOCABULARY) -> TranscriptionResult: ...
 
     def language_ranking(self, audio: np.ndarray, allowed: Collection[str] = ()) -> list[tuple[str, float]]: ...
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One decoded clip or window: its words (seconds from its start), the mean log-probability
+    of its segments (0.0 for none) and its highest no-speech probability (1.0 for none)."""
+
+    words: list[Word]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+class SharedWindowBackend(Backend, Protocol):
+    """A backend whose `capabilities.shared_windows` is true: the two model steps that
+    models/asr/batching.py plans around (which utterances share a call, where each one's words
+    go back) without knowing the model."""
+
+    def transcribe_clips(self, audio: np.ndarray, clips: list[tuple[float, float]], language: str,
+                         batch_size: int, vocabulary: Vocabulary = NO_VOCABULARY) -> list[Decoded]:
+        """Each clip (start, end seconds) of `audio` decoded in one batched call: per clip, its
+        words timed from `audio`'s start."""
+        ...
+
+    def transcribe_windows(self, audios: list[np.ndarray], window_s: float, language: str,
+                           vocabulary: Vocabulary = NO_VOCABULARY) -> list[Decoded]:
+        """Each utterance in its own window of `window_s` seconds (cut or padded), all in one
+        encoder and decoder call: per utterance, its words, within its duration."""
+        ...
 
 
 @dataclass(frozen=True)
