@@ -32,7 +32,8 @@ from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.schemas.errors import CallsttError
 from callstt.schemas.records import Encoding
 from callstt.streams.agents import AGENTS, AgentSpec
-from callstt.streams.client.acls import ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands, strimzi_kafka_user
+from callstt.streams.client.acls import (ROLES, acl_bindings, apply_acls, grants, kafka_acls_commands,
+                                         strimzi_kafka_users)
 from callstt.streams.client.call_settings import build_call_settings, publish_call_settings, stream_options
 from callstt.streams.client.kafka import avro_codec, confluent_config
 from callstt.streams.client.producer import PLATFORM_CHUNK_MS, ChunkPlan
@@ -517,8 +518,7 @@ class AclFormat(str, Enum):
 @app.command()
 def acls(
     roles: list[str] = typer.Option(None, "--role", show_default=False,
-                                    help="A role (repeatable; default all): producer, worker, translator, speaker, "
-                                         "reader, replay, admin"),
+                                    help=f"A role (repeatable; default all): {', '.join(ROLES)}"),
     output: AclFormat = typer.Option(AclFormat.kafka_acls, "--format",
                                      help="kafka-acls: the kafka-acls.sh commands; strimzi: KafkaUser manifests"),
     user_prefix: str = typer.Option("callstt-", "--user-prefix", help="Each role's user is PREFIX + role"),
@@ -544,8 +544,8 @@ def acls(
             raise CliFailure(f"adding ACLs on {settings.kafka_bootstrap_servers} failed: {error.args[0].str()}") from None
         typer.echo(f"added {len(bindings)} ACLs for {', '.join(user_prefix + role for role in chosen)}")
     elif output is AclFormat.strimzi:
-        typer.echo(yaml.safe_dump_all([strimzi_kafka_user(user_prefix + role, cluster, role, role_grants)
-                                       for role, role_grants in chosen.items()], sort_keys=False), nl=False)
+        typer.echo(yaml.safe_dump_all(strimzi_kafka_users(settings, list(chosen), user_prefix, cluster), sort_keys=False),
+                   nl=False)
     else:
         for role, role_grants in chosen.items():
             typer.echo(f"# {user_prefix}{role}: {ROLES[role]}")

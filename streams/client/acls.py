@@ -130,6 +130,12 @@ def kafka_acls_commands(principal_name: str, role_grants: list[Grant], bootstrap
     return commands
 
 
+def strimzi_kafka_users(settings: Settings, roles: list[str], user_prefix: str = "callstt-",
+                        cluster: str = "callstt") -> list[dict[str, Any]]:
+    """Each role's KafkaUser manifest (`callstt acls --format strimzi`, infra/k8s/kafka-users.yaml)."""
+    return [strimzi_kafka_user(user_prefix + role, cluster, role, grants(settings, role)) for role in roles]
+
+
 def strimzi_kafka_user(user: str, cluster: str, role: str, role_grants: list[Grant]) -> dict[str, Any]:
     """A Strimzi KafkaUser (SCRAM-SHA-512, simple authorization) with these grants."""
     return {

@@ -41,6 +41,7 @@ class TopicSpec:
     partitions: int
     replication: int
     config: dict[str, str]
+    about: str = ""  # what it holds and why it is kept so long (infra/k8s/kafka-topics.yaml's comment)
 
 
 WORKER_TABLE = "streams"  # the worker's table of open streams (streams/worker/app.py)
@@ -67,24 +68,34 @@ when the workers forget them too."""
     min_isr = str(min(2, replication))
     return [
         TopicSpec(settings.audio_topic, partitions, replication,
-                  {"retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr}),
+                  {"retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr},
+                  "AudioChunk events from the call platforms, key = call ID; 7 days for `callstt replay`."),
         TopicSpec(control_topic(settings), partitions, replication,
-                  {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr}),
+                  {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr},
+                  "Internal: the workers' idle-flush requests (control_topic), co-partitioned with the audio."),
         TopicSpec(settings.call_settings_topic, partitions, replication,
                   {"cleanup.policy": "compact,delete", "retention.ms": str(int(settings.call_settings_ttl_s * 1000)),
-                   "delete.retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr}),
+                   "delete.retention.ms": str(7 * DAY_MS), "min.insync.replicas": min_isr},
+                  "Per-call options (CallSettings), compacted, co-partitioned with the audio; kept "
+                  "CALLSTT_CALL_SETTINGS_TTL_S (30 days) after the last write."),
         TopicSpec(settings.transcript_topic, partitions, replication,
-                  {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr}),
-        TopicSpec(settings.partial_topic, partitions, replication,  # interims: a live feature, replaced in seconds
-                  {"retention.ms": str(3600 * 1000), "min.insync.replicas": "1"}),
+                  {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr},
+                  "Final transcripts (the worker's output), 30 days."),
+        TopicSpec(settings.partial_topic, partitions, replication,
+                  {"retention.ms": str(3600 * 1000), "min.insync.replicas": "1"},
+                  "Interim transcripts: a live feature, replaced within seconds; min ISR 1."),
         TopicSpec(settings.translation_topic, partitions, replication,
-                  {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr}),
-        TopicSpec(settings.partial_translation_topic, partitions, replication,  # like the interims they translate
-                  {"retention.ms": str(3600 * 1000), "min.insync.replicas": "1"}),
-        TopicSpec(settings.speech_topic, partitions, replication,  # played back at once: a day is plenty
-                  {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr}),
+                  {"retention.ms": str(30 * DAY_MS), "min.insync.replicas": min_isr},
+                  "Translation events (the translator's output), 30 days."),
+        TopicSpec(settings.partial_translation_topic, partitions, replication,
+                  {"retention.ms": str(3600 * 1000), "min.insync.replicas": "1"},
+                  "Interim translations (the stable words of interims), like the interims they translate; min ISR 1."),
+        TopicSpec(settings.speech_topic, partitions, replication,
+                  {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr},
+                  "Synthesized speech of the translated legs (16 kHz PCM AudioChunks), played at once: 1 day."),
         TopicSpec(settings.dead_letter_topic, 1, replication,
-                  {"retention.ms": str(14 * DAY_MS), "min.insync.replicas": min_isr}),
+                  {"retention.ms": str(14 * DAY_MS), "min.insync.replicas": min_isr},
+                  "Rejected input records with their reason in a header, 14 days; one partition."),
     ]
 
 
