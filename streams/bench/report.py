@@ -8,6 +8,7 @@ from callstt.streams.bench.accuracy import markdown_lines as real_speech_lines
 from callstt.streams.bench.accuracy import synthetic_lines
 from callstt.streams.bench.chain import markdown_lines as chain_lines
 from callstt.streams.bench.sections import P95_LIMIT_S
+from callstt.streams.bench.stages import stage_line
 from callstt.streams.bench.windows import markdown_lines as window_lines
 
 
@@ -57,23 +58,9 @@ def main_table(report: dict[str, Any]) -> list[str]:
         f" ({pipe['model_calls']} model calls for {pipe['transcripts']} transcripts) |",
     ]
     for live in report["live"]:
-        eos, ep = live["end_of_speech_to_received_s"], live["after_endpoint_to_received_s"]
-        lines.append(f"| live K={live['calls']} ({live['call_seconds']} s calls, {live['speech_fraction']} speech): "
-                     f"end of speech -> received p50/p95/p99 | {eos['p50']} / {eos['p95']} / {eos['p99']} s |")
-        model = live.get("model", {})
-        accuracy = live.get("accuracy", {})
-        wer = ", ".join(f"{key[4:]} {value}" for key, value in accuracy.items() if key.startswith("wer_"))
-        lines.append(f"| live K={live['calls']}: after endpoint p50/p95/p99; lag grows; utterances per model "
-                     f"call, model busy (finals; with interims); WER | {ep['p50']} / {ep['p95']} / {ep['p99']} s; "
-                     f"{live['lag']['grows']}; {model.get('utterances_per_model_call')}, "
-                     f"{model.get('model_busy_fraction')}; {model.get('model_busy_fraction_with_interims')}; {wer} |")
-        if "interims" in live:
-            lines.append(interim_line(live["calls"], live["interims"]))
-        speculative = model.get("speculative") or {}
-        if speculative:
-            lines.append(f"| live K={live['calls']}: speculative run / used / discarded / skipped; wasted share of "
-                         f"model time | {speculative['run']} / {speculative['used']} / {speculative['discarded']} / "
-                         f"{speculative['skipped']}; {model.get('speculative_wasted_share')} |")
+        lines += live_lines(live, f"live K={live['calls']}")
+    for live in report.get("live_pauses", []):
+        lines += live_lines(live, f"pauses K={live['calls']}")
     lines += [
         f"| **capacity** (p95 end of speech -> received <= {P95_LIMIT_S} s, no lag growth) | **{cap['live_calls']}** of "
         f"K={cap['tried']}{' (sweep limit)' if cap['limited_by_sweep'] else ''}; model-bound estimate "
@@ -95,10 +82,36 @@ def main_table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def interim_line(k: int, figures: dict[str, Any]) -> str:
-    """One row per K: the interims' counts, timing (bench-side, from capture) and stability."""
+def live_lines(live: dict[str, Any], label: str) -> list[str]:
+    """One live run's rows ("live K=2": conversations; "pauses K=1": sentences with pauses)."""
+    lines: list[str] = []
+    eos, ep = live["end_of_speech_to_received_s"], live["after_endpoint_to_received_s"]
+    lines.append(f"| {label} ({live['call_seconds']} s calls, {live['speech_fraction']} speech): "
+                 f"end of speech -> received p50/p95/p99 | {eos['p50']} / {eos['p95']} / {eos['p99']} s |")
+    model = live.get("model", {})
+    accuracy = live.get("accuracy", {})
+    wer = ", ".join(f"{key[4:]} {value}" for key, value in accuracy.items() if key.startswith("wer_"))
+    lines.append(f"| {label}: after endpoint p50/p95/p99; lag grows; utterances per model "
+                 f"call, model busy (finals; with interims); WER | {ep['p50']} / {ep['p95']} / {ep['p99']} s; "
+                 f"{live['lag']['grows']}; {model.get('utterances_per_model_call')}, "
+                 f"{model.get('model_busy_fraction')}; {model.get('model_busy_fraction_with_interims')}; {wer} |")
+    if "interims" in live:
+        lines.append(interim_line(label, live["interims"]))
+    speculative = model.get("speculative") or {}
+    if speculative:
+        lines.append(f"| {label}: speculative run / used / discarded / skipped; wasted share of "
+                     f"model time | {speculative['run']} / {speculative['used']} / {speculative['discarded']} / "
+                     f"{speculative['skipped']}; {model.get('speculative_wasted_share')} |")
+    if live.get("stages"):
+        lines.append(f"| {label}: a final's way, p50/p95 from the end of speech (worker's /stages) "
+                     f"| {stage_line(live['stages'])} |")
+    return lines
+
+
+def interim_line(label: str, figures: dict[str, Any]) -> str:
+    """One row per run: the interims' counts, timing (bench-side, from capture) and stability."""
     word, first = figures["word_delay_s"], figures["first_interim_after_speech_start_s"]
-    return (f"| live K={k}: interims received (published / skipped / dropped), model busy on interims; word delay "
+    return (f"| {label}: interims received (published / skipped / dropped), model busy on interims; word delay "
             f"p50/p95; first interim after speech start p50/p95; interim words changed (stable only); utterances "
             f"with interims | {figures['received']} ({figures['published']} / {figures['skipped']} / "
             f"{figures['dropped']}), {figures['model_busy_fraction']}; {word['p50']} / {word['p95']} s; "

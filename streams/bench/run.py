@@ -27,7 +27,7 @@ from callstt.streams.bench.stats import _r, machine_info
 from callstt.streams.bench.subprocesses import WorkerSubprocess
 from callstt.streams.bench.windows import window_curve
 from callstt.streams.bench.workload import (ENCODING, TELEPHONE_RATE, BenchCall, Conversation, Synth,
-                                            make_conversations, make_workload, speech_sources)
+                                            make_conversations, make_monologues, make_workload, speech_sources)
 from callstt.streams.client.producer import PLATFORM_CHUNK_MS
 from callstt.streams.model_routes import build_router
 from callstt.streams.settings import Settings
@@ -79,26 +79,30 @@ def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
 
 
 def workload(report: dict[str, Any], seed: int, quick: bool, live_seconds: float, run_id: str,
-             speech_dir: Path | None) -> tuple[dict[str, BenchCall], list[Conversation]]:
-    """The fast calls (by call id) and the live pool of conversations (real recordings from
-    `speech_dir` when there); their description goes into the report."""
+             speech_dir: Path | None) -> tuple[dict[str, BenchCall], list[Conversation], list[Conversation]]:
+    """The fast calls (by call id), the live pool of conversations and the live pool of sentences
+    with pauses (real recordings from `speech_dir` when there); their description goes into the
+    report."""
     synth = Synth()
     fast_calls = make_workload(seed, english=2 if quick else 4, vietnamese=1 if quick else 2,
                                sentences=3 if quick else 4, silence_s=(0.9, 1.5), synth=synth)
     fast = {f"{run_id}-fast-{call.name}": call for call in fast_calls}
     sources = speech_sources(speech_dir)
     live_pool = make_conversations(seed + 1, 8, live_seconds, sources, prefix="live")
+    pauses_pool = make_monologues(seed + 2, 8, live_seconds, sources)
     report["workload"] = {
         "fast_calls": [{"name": c.name, "language": c.language, "seconds": _r(c.seconds, 2),
                         "sentences": len(c.sentences)} for c in fast_calls],
         "live_calls_pool": [{"name": c.name, "language": c.language, "seconds": _r(c.seconds, 2),
                              "rate": f"{c.sample_rate} Hz {c.encoding}", "turns": len(c.turns),
                              "speech_fraction": _r(c.speech_s / c.seconds, 2)} for c in live_pool],
+        "pauses_calls_pool": [{"name": c.name, "seconds": _r(c.seconds, 2), "sentences": len(c.turns),
+                               "speech_fraction": _r(c.speech_s / c.seconds, 2)} for c in pauses_pool],
         "live_speech": "real recordings (" + str(speech_dir) + ")" if any(
             s.real for pool in sources.values() for s in pool) else "espeak-ng sentences",
         "hints": "none: the worker detects each stream's language (sticky once confident)",
     }
-    return fast, live_pool
+    return fast, live_pool, pauses_pool
 
 
 def own_broker(bootstrap: str | None):
@@ -153,8 +157,10 @@ def floor_phase(report: dict[str, Any], settings, fast: dict[str, BenchCall]) ->
 
 
 def worker_phases(report: dict[str, Any], worker: WorkerSubprocess, fast: dict[str, BenchCall],
-                  live_pool: list[Conversation], live_calls: list[int], seed: int, run_id: str) -> None:
-    """The pipeline and the live sections on the worker, and its memory after each."""
+                  live_pool: list[Conversation], pauses_pool: list[Conversation], live_calls: list[int], seed: int,
+                  run_id: str, quick: bool) -> None:
+    """The pipeline and the live sections on the worker (conversations at each K; sentences with
+    pauses at each K up to 8, K=1 alone in --quick), and its memory after each."""
     floor = report["floor"]
     log.info("pipeline: %d calls as fast as possible", len(fast))
     report["pipeline"] = run_pipeline(worker, fast, floor["transcripts"], floor["seconds"],
@@ -165,6 +171,10 @@ def worker_phases(report: dict[str, Any], worker: WorkerSubprocess, fast: dict[s
     for k in live_calls:
         log.info("live: %d calls at real-time pace", k)
         report["live"].append(run_live(worker, live_pool, k, seed, run_id))
+    report["live_pauses"] = []
+    for k in [1] if quick else [k for k in live_calls if k <= 8]:
+        log.info("live, sentences with pauses: %d calls at real-time pace", k)
+        report["live_pauses"].append(run_live(worker, pauses_pool, k, seed, f"{run_id}-pauses"))
     report["worker"]["after_live"] = worker.memory()
     report["worker"]["peak_rss_mb"] = report["worker"]["after_live"].get("VmHWM")
 
@@ -228,7 +238,8 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     if windows_only:
         report["windows"] = window_curve(build_router(settings), load_speech(speech_dir), batch_size=batch_size)
         return finish_report(report, out, total_started)
-    fast, live_pool = ({}, []) if accuracy_only else workload(report, seed, quick, live_seconds, run_id, speech_dir)
+    fast, live_pool, pauses_pool = ({}, [], []) if accuracy_only else workload(report, seed, quick, live_seconds,
+                                                                                run_id, speech_dir)
 
     broker, bootstrap = own_broker(bootstrap)
     data_root = Path(tempfile.mkdtemp(prefix="callstt-bench-"))
@@ -246,8 +257,8 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
         if accuracy_only:
             real_speech_phase(report, build_router(settings), worker, settings, run_id, speech_dir, accuracy)
         else:
-            full_bench(report, worker, settings, fast, live_pool, live_calls, live_seconds, seed, run_id, quick,
-                       batch_size, speech_dir, accuracy)
+            full_bench(report, worker, settings, fast, (live_pool, pauses_pool), live_calls, live_seconds, seed,
+                       run_id, quick, batch_size, speech_dir, accuracy)
     finally:
         for process in processes:
             process.stop()
@@ -258,13 +269,15 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
 
 
 def full_bench(report: dict[str, Any], worker: WorkerSubprocess, settings, fast: dict[str, BenchCall],
-               live_pool: list[Conversation], live_calls: list[int], live_seconds: float, seed: int, run_id: str,
-               quick: bool, batch_size: int, speech_dir: Path | None, accuracy: AccuracyOptions | None) -> None:
+               pools: tuple[list[Conversation], list[Conversation]], live_calls: list[int], live_seconds: float,
+               seed: int, run_id: str, quick: bool, batch_size: int, speech_dir: Path | None,
+               accuracy: AccuracyOptions | None) -> None:
     """Every section in order; the worker is stopped once the sections that need it are done. The
     accuracy on real speech is left out of --quick unless `accuracy` options are given (on the whole
     set it takes minutes: `callstt bench --accuracy-only` runs it alone)."""
     router, utterances = floor_phase(report, settings, fast)
-    worker_phases(report, worker, fast, live_pool, live_calls, seed, run_id)
+    live_pool, pauses_pool = pools
+    worker_phases(report, worker, fast, live_pool, pauses_pool, live_calls, seed, run_id, quick)
     if quick and accuracy is None:
         report["accuracy_real_speech"] = {"skipped": "left out of --quick: run callstt bench --accuracy-only"}
     else:
@@ -276,7 +289,8 @@ def full_bench(report: dict[str, Any], worker: WorkerSubprocess, settings, fast:
     report["capacity"] = capacity(report["live"], floor_rtf, speech, quick, live_seconds)
     inference_phase(report, router, utterances, fast, batch_size, settings, floor_rtf, speech)
     report["accuracy"] = {"floor": report["floor"]["accuracy"], "pipeline": report["pipeline"]["accuracy"],
-                          "live": {str(r["calls"]): r["accuracy"] for r in report["live"]}}
+                          "live": {str(r["calls"]): r["accuracy"] for r in report["live"]},
+                          "live_pauses": {str(r["calls"]): r["accuracy"] for r in report["live_pauses"]}}
 
 
 def finish_report(report: dict[str, Any], out: Path, total_started: float) -> dict[str, Any]:

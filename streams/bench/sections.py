@@ -18,6 +18,7 @@ from callstt.streams.bench.collecting import Arrival, RecordCollector, collect
 from callstt.streams.bench.evaluation.scoring import error_rate
 from callstt.streams.bench.floor import call_accuracy
 from callstt.streams.bench.interims import interim_figures
+from callstt.streams.bench.stages import stage_figures
 from callstt.streams.bench.stats import _r, histogram_quantile, metric_sum, summary
 from callstt.streams.bench.subprocesses import WorkerSubprocess
 from callstt.streams.bench.workload import ENCODING, TELEPHONE_RATE, BenchCall, Conversation
@@ -108,7 +109,7 @@ def _live_jobs(calls: list[Conversation], k: int, seed: int,
         call_id = f"{run_id}-live{k}-{index}"
         by_id[call_id] = call
         plan = ChunkPlan(call.sample_rate, call.encoding, PLATFORM_CHUNK_MS)
-        for stream_id in call.STREAMS:
+        for stream_id in call.streams:
             samples = np.concatenate([lead, call.stream_audio(stream_id)])
             jobs.append(CallJob(call_id, stream_id, CallInput(f"{call.name}/{stream_id}", samples, call.sample_rate),
                                 plan=plan))
@@ -129,7 +130,7 @@ def conversation_accuracy(calls: dict[str, Conversation], arrivals: list[Arrival
     rates = {}
     for language in sorted({call.language for call in calls.values()}):
         keys = [(call_id, stream) for call_id, call in calls.items() if call.language == language
-                for stream in call.STREAMS if call.references(stream)]
+                for stream in call.streams if call.references(stream)]
         _, rate = error_rate(language, [calls[c].references(s) for c, s in keys],
                              [" ".join(text for _, text in sorted(said.get((c, s), []))) for c, s in keys])
         rates[f"wer_{language}"] = _r(rate)
@@ -240,6 +241,8 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
         # and the model time they took (streams/bench/interims.py).
         "interims": interim_figures(interims.arrivals, mine, before, after, duration),
         "accuracy": conversation_accuracy(by_id, mine),
+        # Where each final's time went (the worker's per-utterance stage records).
+        "stages": stage_figures(worker.stages(set(by_id)), mine),
     }
 
 

@@ -169,6 +169,12 @@ class WorkerSubprocess:
         """The worker's /metrics samples, `{'name{label="v"}': value}`."""
         return parse_metrics(httpx.get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5).text)
 
+    def stages(self, calls: set[str] | None = None) -> dict:
+        """Its /stages page (streams/core/stages.py): the recent finals' stages, of `calls` when
+        given, and its model calls."""
+        return httpx.get(f"http://127.0.0.1:{self.web_port}/stages", params=[("call", c) for c in sorted(calls or ())],
+                         headers=self.web_headers(), timeout=10).json()
+
     def memory(self) -> dict[str, float]:
         """VmRSS and VmHWM (peak RSS) in MB; empty once the process is gone."""
         return read_proc_status(self.process.pid) if self.process and self.process.poll() is None else {}

@@ -1,7 +1,9 @@
 """The bench's workloads (fixed seeds). For the pipeline section: calls synthesized with espeak-ng
 (English and Vietnamese), sentences with silences between them, as telephone audio (8 kHz
 mu-law, 20 ms chunks). For the live runs: conversations, two participants taking turns with
-real recordings (../shared/speech) when there, at 16 kHz PCM or 8 kHz G.711."""
+real recordings (../shared/speech) when there, at 16 kHz PCM or 8 kHz G.711; and one speaker's
+sentences with 1-2 s pauses between them (16 kHz PCM, one stream per call), where each final
+is followed by more speech soon after."""
 
 from __future__ import annotations
 
@@ -111,7 +113,7 @@ class Conversation:
     encoding: str
     seconds: float
     turns: list[Turn]
-    STREAMS = ("caller", "agent")
+    streams: tuple[str, ...] = ("caller", "agent")
 
     @property
     def speech_s(self) -> float:
@@ -157,13 +159,34 @@ def make_conversation(name: str, language: str, sources: list[SpeechSource], rng
                       lead_s: float = 0.5) -> Conversation:
     """Turns alternate between caller and agent, one utterance each, `gap_s` of silence between
     turns (speech about 60-80% of the call), until the call lasts `min_seconds` and both spoke."""
+    return _turns(name, language, sources, rng, min_seconds, sample_rate, gap_s, lead_s, Conversation.streams)
+
+
+def make_monologue(name: str, language: str, sources: list[SpeechSource], rng: random.Random,
+                   min_seconds: float, gap_s: tuple[float, float] = (1.0, 2.0), lead_s: float = 0.5) -> Conversation:
+    """One speaker (stream `caller`), 16 kHz PCM: sentences with `gap_s` pauses between them, so
+    that each sentence's final is due while the next one is already being spoken."""
+    return _turns(name, language, sources, rng, min_seconds, SAMPLE_RATE, gap_s, lead_s, ("caller",))
+
+
+def _turns(name: str, language: str, sources: list[SpeechSource], rng: random.Random, min_seconds: float,
+           sample_rate: int, gap_s: tuple[float, float], lead_s: float, streams: tuple[str, ...]) -> Conversation:
+    """Utterances drawn from `sources`, the streams speaking in turn, `gap_s` of silence between
+    them, until the call lasts `min_seconds` and every stream spoke."""
     turns, cursor = [], lead_s
-    while cursor < min_seconds or len(turns) < 2:
+    while cursor < min_seconds or len(turns) < len(streams):
         source = rng.choice(sources)
-        turns.append(Turn(Conversation.STREAMS[len(turns) % 2], source, cursor, source.seconds))
+        turns.append(Turn(streams[len(turns) % len(streams)], source, cursor, source.seconds))
         cursor += source.seconds + rng.uniform(*gap_s)
     encoding = "PCM_S16LE" if sample_rate == SAMPLE_RATE else "MULAW"
-    return Conversation(name, language, sample_rate, encoding, cursor + 1.0, turns)
+    return Conversation(name, language, sample_rate, encoding, cursor + 1.0, turns, streams)
+
+
+def make_monologues(seed: int, count: int, min_seconds: float, sources: dict[str, list[SpeechSource]],
+                    prefix: str = "pauses") -> list[Conversation]:
+    """`count` English calls of one speaker's sentences with pauses (`make_monologue`)."""
+    rng = random.Random(seed)
+    return [make_monologue(f"{prefix}{index}-en-16k", "en", sources["en"], rng, min_seconds) for index in range(count)]
 
 
 def make_conversations(seed: int, count: int, min_seconds: float, sources: dict[str, list[SpeechSource]],

@@ -48,7 +48,8 @@ from callstt.streams.core.assembly import AssemblyConfig, Outcome, StreamAssembl
 from callstt.streams.core.batch import TableBatch
 from callstt.streams.core.call_options import CallDefaults, StreamOptions, resolve, settings_expired, settings_key
 from callstt.streams.core.interims import Interims, text_of
-from callstt.streams.core.speculation import Speculations, worth_running
+from callstt.streams.core.speculation import Claim, Speculations, worth_running
+from callstt.streams.core.stages import FinalStages, ModelCall, StageLog
 from callstt.streams.core.transcripts import build_transcript, interim_result, redact_result
 
 log = logging.getLogger("callstt.pipeline")
@@ -105,6 +106,23 @@ class Transcribed:
     choice: LanguageChoice
     model_seconds: float  # the model call's time shared out by audio length
     dropped: str | None = None  # why the guard published nothing ("no_speech", "loop", ...: models/text/guard.py)
+    stages: FinalStages | None = None  # a final's way so far (streams/core/stages.py); the publisher adds the rest
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def final_stages(utterance: Utterance, claim: Claim, started_ms: int, ended_ms: int) -> FinalStages:
+    """A final's stages up to its model result: its speculation's model call when that was used,
+    else the model call of [started_ms, ended_ms]."""
+    foreseen = claim.foreseen
+    return FinalStages(
+        utterance.call_id, utterance.stream_id, utterance.index, speech_end_ms=utterance.speech_end_capture_ms,
+        cut_ms=utterance.last_received_ts_ms, speculation=claim.outcome,
+        speculative_cut_ms=foreseen.utterance.last_received_ts_ms if foreseen else None,
+        model_started_ms=foreseen.model_started_ms if foreseen else started_ms,
+        model_ended_ms=foreseen.model_ended_ms if foreseen else ended_ms)
 
 
 class Pipeline:
@@ -117,6 +135,8 @@ class Pipeline:
         self.assembler = assembler or StreamAssembler(self.config.assembly)
         # Results of speculative cuts waiting for their final cut (touched in the model thread only).
         self.speculations = Speculations()
+        # The recent finals' stages and model calls (streams/core/stages.py: the worker's /stages).
+        self.stages = StageLog()
         # Hypotheses of open utterances for their interims (touched in the model thread only).
         self.interims = Interims()
         # Interim cuts a batch left for the next one (with their call's settings), one per stream.
@@ -181,21 +201,25 @@ class Pipeline:
         that a speculation foresaw takes its result (streams/core/speculation.py); the
         `speculative` ones run beside the rest when the model has room, and are kept, not
         published. Run it in the model thread. Results for `ready`, in its order."""
-        foreseen = [self.speculations.take(utterance) for _, utterance in ready]
-        to_run = [item for item, decided in zip(ready, foreseen) if decided is None]
-        now_ms = int(time.time() * 1000)
-        if speculative and not worth_running([u for _, u in speculative], [u for _, u in to_run], now_ms,
+        claims = [self.speculations.take(utterance) for _, utterance in ready]
+        to_run = [item for item, claim in zip(ready, claims) if claim.foreseen is None]
+        started_ms = now_ms()
+        if speculative and not worth_running([u for _, u in speculative], [u for _, u in to_run], started_ms,
                                              self.config.latency_budget_ms, self.config.inference_batch_size):
-            self.speculations.skipped(len(speculative))
+            self.speculations.skipped([u for _, u in speculative])
             speculative = ()
         decisions = iter(self._decide(router, [*to_run, *speculative], call_settings, mode))
+        ended_ms = now_ms()
+        if to_run or speculative:
+            self.stages.add_model_call(ModelCall("finals", started_ms, ended_ms, len(to_run) + len(speculative)))
         results = []
-        for (_, utterance), decided in zip(ready, foreseen):
-            decided = decided or next(decisions)
-            results.append(self._transcribed(utterance, decided, call_settings, latest))
+        for (_, utterance), claim in zip(ready, claims):
+            stages = final_stages(utterance, claim, started_ms, ended_ms)
+            decided = claim.decided or next(decisions)
+            results.append(replace(self._transcribed(utterance, decided, call_settings, latest), stages=stages))
             self.interims.close(utterance)
         for _, utterance in speculative:
-            self.speculations.keep(utterance, next(decisions))
+            self.speculations.keep(utterance, next(decisions), started_ms, ended_ms)
         return results
 
     def transcribe_interims(self, router: ModelRouter, interims: Sequence[tuple[StreamState, Utterance]],
@@ -205,7 +229,10 @@ class Pipeline:
         at least `partial_window_s`), the guard and redaction, to interim Transcripts whose words
         keep the utterance's stable prefix (streams/core/interims.py). The streams' language
         evidence is left as it was: only finals move it. Run it in the model thread."""
+        started_ms = now_ms()
         decisions = self._decide(router, interims, call_settings, "batched", self.config.partial_window_s)
+        if interims:
+            self.stages.add_model_call(ModelCall("interims", started_ms, now_ms(), len(interims)))
         results = []
         for (_, utterance), decided in zip(interims, decisions):
             transcribed = self._transcribed(utterance, decided, call_settings, lambda u: None, interim=True)
@@ -405,6 +432,22 @@ class PipelineBatch:
     def speculative(self) -> list[tuple[StreamState, Utterance]]:
         """The streams' speculative cuts still worth running: each stream's latest, unless a later
         cut of the stream in this batch superseded it or its speaker has spoken again since."""
+        return [item for item in self._latest_speculative().values()
+                if item is not None and self._still_silent(item[1])]
+
+    def overtaken_speculations(self) -> list[Utterance]:
+        """Speculative cuts whose final cut came in this same batch (the batch started after the
+        endpoint was sure): their finals' stages say so (streams/core/stages.py "same_batch")."""
+        overtaken, latest = [], {}
+        for _, outcome in self.outcomes:
+            stream = (outcome.state.call_id, outcome.state.stream_id)
+            if outcome.speculative:
+                latest[stream] = outcome.speculative[-1]
+            if outcome.utterances and latest.get(stream) is not None:
+                overtaken += [latest.pop(stream)]
+        return overtaken
+
+    def _latest_speculative(self) -> dict[tuple[str, str], tuple[StreamState, Utterance] | None]:
         latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
         for _, outcome in self.outcomes:
             stream = (outcome.state.call_id, outcome.state.stream_id)
@@ -412,7 +455,7 @@ class PipelineBatch:
                 latest[stream] = (outcome.state, outcome.speculative[-1])
             elif outcome.utterances:
                 latest[stream] = None
-        return [item for item in latest.values() if item is not None and self._still_silent(item[1])]
+        return latest
 
     @property
     def interims(self) -> list[tuple[StreamState, Utterance]]:
@@ -467,6 +510,7 @@ class PipelineBatch:
         `speculation_counts`."""
         started = time.perf_counter()
         counts_before = self.pipeline.speculations.counts.copy()
+        self.pipeline.speculations.overtaken(self.overtaken_speculations())
         results = self.pipeline.transcribe(router, self.ready,
                                            lambda u: self.table.latest_state(u.call_id, u.stream_id), mode,
                                            lambda call_id: self._call_settings.get(call_id), self.speculative)

@@ -34,6 +34,21 @@ NO_AUDIO = np.zeros(0, dtype=np.float32)
 class Foreseen:
     utterance: Utterance  # the speculative cut
     decided: Any  # its models.asr.batching.Decided: the result, the language evidence, the model time
+    model_started_ms: int = 0  # its model call (streams/core/stages.py)
+    model_ended_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a final cut found of its speculation: `foreseen` when its result can be used, and
+    what happened (streams/core/stages.py): used, speech_came_back, skipped or none."""
+
+    foreseen: Foreseen | None
+    outcome: str
+
+    @property
+    def decided(self) -> Any | None:
+        return self.foreseen.decided if self.foreseen else None
 
 
 class Speculations:
@@ -43,38 +58,60 @@ class Speculations:
     def __init__(self, max_waiting: int = MAX_WAITING) -> None:
         self.max_waiting = max_waiting
         self._waiting: OrderedDict[tuple[str, str], Foreseen] = OrderedDict()
+        # Each stream's latest speculative cut that never ran, and why (streams/core/stages.py):
+        # (its utterance index, "skipped" or "same_batch").
+        self._not_run: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
         self.counts: Counter = Counter()
 
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def keep(self, utterance: Utterance, decided: Any) -> None:
+    def keep(self, utterance: Utterance, decided: Any, model_started_ms: int = 0, model_ended_ms: int = 0) -> None:
         """A speculative result, until its final cut comes (it replaces the stream's earlier one,
         whose speech has changed since)."""
         self.counts["run"] += 1
         key = (utterance.call_id, utterance.stream_id)
         if key in self._waiting:
             self._discard(self._waiting.pop(key))
+        self._not_run.pop(key, None)
         # Kept without its audio (what `same_speech` compares is the cut, not the samples).
-        self._waiting[key] = Foreseen(replace(utterance, audio=NO_AUDIO), decided)
+        self._waiting[key] = Foreseen(replace(utterance, audio=NO_AUDIO), decided, model_started_ms, model_ended_ms)
         while len(self._waiting) > self.max_waiting:
             self._discard(self._waiting.popitem(last=False)[1])
 
-    def take(self, final: Utterance) -> Any | None:
-        """The decided result for this final utterance when a speculation foresaw it, else None
-        (a speculation of the stream that foresaw something else is dropped as wasted)."""
-        foreseen = self._waiting.get((final.call_id, final.stream_id))
+    def take(self, final: Utterance) -> Claim:
+        """The speculation that foresaw this final utterance, if any (a speculation of the stream
+        that foresaw something else is dropped as wasted), and what happened to it."""
+        key = (final.call_id, final.stream_id)
+        index, why = self._not_run.pop(key, (None, "none"))
+        foreseen = self._waiting.get(key)
         if foreseen is None or foreseen.utterance.index > final.index:
-            return None  # nothing waiting, or it is about this stream's next utterance
-        del self._waiting[(final.call_id, final.stream_id)]
+            # nothing waiting, or it is about this stream's next utterance
+            return Claim(None, why if index == final.index else "none")
+        del self._waiting[key]
         if not foreseen.utterance.same_speech(final):
             self._discard(foreseen)
-            return None
+            return Claim(None, "speech_came_back")
         self.counts["used"] += 1
-        return foreseen.decided
+        return Claim(foreseen, "used")
 
-    def skipped(self, count: int) -> None:
-        self.counts["skipped"] += count
+    def skipped(self, utterances: Sequence[Utterance]) -> None:
+        """Speculative cuts the model had no room for, or that came when a final at hand was late."""
+        self.counts["skipped"] += len(utterances)
+        self._remember_not_run(utterances, "skipped")
+
+    def overtaken(self, utterances: Sequence[Utterance]) -> None:
+        """Speculative cuts whose final cut came in the same batch: the model was busy until the
+        endpoint was sure anyway (remembered for the finals' stages, not counted as work)."""
+        self._remember_not_run(utterances, "same_batch")
+
+    def _remember_not_run(self, utterances: Sequence[Utterance], why: str) -> None:
+        for utterance in utterances:
+            key = (utterance.call_id, utterance.stream_id)
+            self._not_run.pop(key, None)
+            self._not_run[key] = (utterance.index, why)
+        while len(self._not_run) > self.max_waiting:
+            self._not_run.popitem(last=False)
 
     def _discard(self, foreseen: Foreseen) -> None:
         self.counts["discarded"] += 1

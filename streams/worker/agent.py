@@ -262,13 +262,20 @@ class BatchHandler:
                     log.info("no transcript for call=%s stream=%s #%d (%.1f s): %s", result.utterance.call_id,
                              result.utterance.stream_id, result.utterance.index, result.utterance.seconds,
                              result.dropped)
+                    if result.stages is not None:
+                        self.pipeline.stages.add_final(result.stages)  # nothing published: no transcript id
                     continue
                 value = self.pipeline.codec.encode_transcript(result.transcript, self.status.settings.transcript_topic)
-                sent.append((result.transcript,
-                             await self.io.send_transcript(result.transcript.call_id.encode(), value)))
-            for transcript, future in sent:  # all in flight at once; each partition keeps its order
+                sent.append((result, await self.io.send_transcript(result.transcript.call_id.encode(), value)))
+                if result.stages is not None:
+                    result.stages.published_ms = now_ms()
+            for result, future in sent:  # all in flight at once; each partition keeps its order
                 await future
-                self.on_published(transcript, decided_at)
+                if result.stages is not None:
+                    result.stages.acknowledged_ms = now_ms()
+                    result.stages.transcript_id = result.transcript.transcript_id
+                    self.pipeline.stages.add_final(result.stages)
+                self.on_published(result.transcript, decided_at)
 
     async def publish_interims(self, batch: PipelineBatch) -> None:
         """The batch's interim cuts, after its finals and only while no final waits in the open

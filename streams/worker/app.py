@@ -78,6 +78,7 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
             table[key.encode()] = value
 
     pipeline = build_pipeline(settings)
+    status.stages = pipeline.stages  # /stages
     for reason in Rejected.REASONS:  # at 0 from the start (see Rejected.REASONS)
         metrics.DEAD_LETTERS.labels(reason)
     for outcome in metrics.SPECULATIVE_OUTCOMES:  # likewise: a dashboard panel is never empty for want of a first

@@ -22,6 +22,7 @@ from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.audio.endpointing import EndpointState
 from callstt.schemas.records import Transcript, Translation
 from callstt.streams.core.assembly import state_key
+from callstt.streams.core.stages import StageLog
 from callstt.streams.settings import Settings
 from callstt.streams.worker import metrics
 from callstt.streams.worker.downstream_view import ClipKey, SpeechClips
@@ -69,6 +70,7 @@ class WorkerStatus:
         self.lag_records: Callable[[], int] = lambda: 0  # audio records assigned to us, not done yet
         self.broker = None  # streams/worker/broker_probe.py BrokerProbe: whether the broker answers
         self.watch = None  # streams/core/retry.py FailureWatch: whether the worker is stalled
+        self.stages = StageLog()  # the pipeline's (streams/core/stages.py): what held each recent final
 
     def on_stream(self, key: str, state) -> None:
         if state.ended:
@@ -187,8 +189,9 @@ def register_pages(app, status: WorkerStatus) -> None:
         return web.json({"service": "callstt", "version": package_version(),
                          "description": "Speech-to-text stream processor for live calls",
                          "endpoints": ["/api", "/health", "/models", "/metrics", "/calls", "/calls/live",
-                                       "/calls/speech", "POST /transcribe", *debug_pages],
-                         "need_token": ["/calls", "/calls/live", "/calls/speech", "POST /transcribe", *debug_pages]})
+                                       "/calls/speech", "/stages", "POST /transcribe", *debug_pages],
+                         "need_token": ["/calls", "/calls/live", "/calls/speech", "/stages", "POST /transcribe",
+                                        *debug_pages]})
 
     @app.page("/health")
     async def health(web, request):
@@ -208,6 +211,13 @@ def register_pages(app, status: WorkerStatus) -> None:
     @app.page("/calls")
     async def calls_page(web, request):
         return web.json(status.calls())
+
+    @app.page("/stages")
+    async def stages_page(web, request):
+        """When each step of the recent finals happened, and the model calls (streams/core/stages.py);
+        ?call=C (repeatable) keeps those calls' finals."""
+        calls = set(request.query.getall("call", [])) or None
+        return web.json(status.stages.page(calls))
 
     @app.page("/calls/live")
     async def live_page(web, request):

@@ -63,6 +63,19 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
         assert interims["received"] >= 0 and interims["published"] >= 0 and "p95" in interims["word_delay_s"]
         assert live["model"]["model_busy_fraction_with_interims"] >= live["model"]["model_busy_fraction"]
 
+    # Sentences with pauses (one speaker, 16 kHz PCM), and for every live run each final's way out
+    # (the worker's /stages): one record per final received, its steps in order.
+    assert [live["calls"] for live in report["live_pauses"]] == [1]
+    assert all(c["sentences"] >= 2 for c in report["workload"]["pauses_calls_pool"])
+    assert "pauses K=1" in table and "a final's way" in table
+    for live in report["live"] + report["live_pauses"]:
+        stages = live["stages"]
+        steps = stages["from_end_of_speech_s"]
+        assert stages["finals"] >= live["transcripts"] == steps["received"]["n"] > 0, stages
+        assert sum(stages["speculation"].values()) == stages["finals"]
+        assert steps["cut"]["p50"] <= steps["published"]["p50"] <= steps["acknowledged"]["p50"]
+        assert steps["model_started"]["p50"] <= steps["model_ended"]["p50"] <= steps["published"]["p50"]
+
     assert report["capacity"]["live_calls"] in (0, 1, 2)
     worker = report["worker"]
     assert worker["start_to_health_200_s"] > 0 and worker["model_load_s"] > 0

@@ -173,7 +173,7 @@ def test_calls_and_metrics_after_a_call(worker):
     call_id = f"web-{uuid.uuid4().hex[:6]}"
     with CallPublisher(worker.bootstrap, worker.audio_topic) as publisher:
         publisher.publish_call(conversation(ENGLISH_SENTENCES[:2]), call_id, "agent", chunk_ms=100)
-    worker.transcripts(expected=2, idle_s=1, call_ids={call_id})
+    received = sorted(worker.transcripts(expected=2, idle_s=1, call_ids={call_id}), key=lambda t: t.utterance_index)
     calls = httpx.get(url(worker, "/calls"), headers=worker.web_headers()).json()
     mine = [t for t in calls["recent_transcripts"] if t["call_id"] == call_id]
     assert [t["utterance_index"] for t in mine] == [0, 1] and mine[0]["text"]
@@ -192,6 +192,21 @@ def test_calls_and_metrics_after_a_call(worker):
     assert values['callstt_transcripts_total{language="en",model="base"}'] >= 2
     assert values["callstt_chunks_total"] > 0 and values["callstt_chunk_bytes_total"] > 0
     assert values["callstt_model_load_seconds"] > 0
+
+    # Each final's way out (streams/core/stages.py), in order, for the bench and for operators.
+    assert httpx.get(url(worker, "/stages")).status_code == 401  # call IDs: behind the token
+    stages = httpx.get(url(worker, "/stages"), params={"call": call_id}, headers=worker.web_headers()).json()
+    finals = sorted(stages["finals"], key=lambda f: f["utterance_index"])
+    assert [(f["utterance_index"], f["transcript_id"]) for f in finals] == [(t.utterance_index, t.transcript_id)
+                                                                          for t in received]
+    for final in finals:
+        # (speech_end_ms is the platform's capture clock: this call was sent faster than real time)
+        assert final["speech_end_ms"] > 0 and final["cut_ms"] <= final["published_ms"] <= final["acknowledged_ms"]
+        assert final["model_started_ms"] <= final["model_ended_ms"] <= final["published_ms"]
+        assert final["speculation"] in ("used", "speech_came_back", "skipped", "same_batch", "none")
+        # its words came from a model call the worker lists
+        assert {"kind": "finals", "started_ms": final["model_started_ms"], "ended_ms": final["model_ended_ms"]}.items() \
+            <= next(c for c in stages["model_calls"] if c["started_ms"] == final["model_started_ms"]).items()
 
 
 def sign_in(browser, worker) -> None:

@@ -105,11 +105,11 @@ def test_the_live_block_and_its_report_line():
     assert figures["utterances_with_interims_share"] == 0.5  # 2 of the 4 finals had interims
     assert figures["word_delay_s"]["n"] == 3 and figures["first_interim_after_speech_start_s"]["n"] == 2
     assert figures["changed_share"] == 0.0
-    line = interim_line(1, figures)
+    line = interim_line("live K=1", figures)
     assert line.startswith("| live K=1: interims received") and "| 3 (2 / 1 / 0), 0.1; " in line
     empty = interim_figures([], [], {}, {}, 10.0)  # interims off: zeros and Nones, still one line
     assert empty["received"] == 0 and empty["utterances_with_interims_share"] is None
-    assert "None / None s" in interim_line(2, empty)
+    assert "None / None s" in interim_line("live K=2", empty)
 
 
 class FakeReader:

@@ -24,10 +24,12 @@ def utterance(index: int = 0, speech_end_ms: int = 2000, capture_ms: int = 10_00
 
 def test_the_final_cut_takes_the_result_its_speculation_foresaw():
     speculations = Speculations()
-    speculations.keep(utterance(), FakeDecided("hello"))
+    speculations.keep(utterance(), FakeDecided("hello"), model_started_ms=9_700, model_ended_ms=10_200)
     final = replace(utterance(), speculative=False, end_ms=2400)
-    assert speculations.take(final) == FakeDecided("hello")
-    assert speculations.take(final) is None and len(speculations) == 0  # used once
+    claim = speculations.take(final)
+    assert (claim.decided, claim.outcome) == (FakeDecided("hello"), "used")
+    assert (claim.foreseen.model_started_ms, claim.foreseen.model_ended_ms) == (9_700, 10_200)  # for its stages
+    assert speculations.take(final).decided is None and len(speculations) == 0  # used once
     assert speculations.counts == {"run": 1, "used": 1}
 
 
@@ -35,14 +37,28 @@ def test_a_speculation_whose_speech_changed_is_wasted_never_used():
     speculations = Speculations()
     speculations.keep(utterance(speech_end_ms=2000), FakeDecided("first half"))
     speculations.keep(utterance(speech_end_ms=5000), FakeDecided("both halves"))  # the speaker went on
-    assert speculations.take(replace(utterance(speech_end_ms=5600), speculative=False)) is None  # and on again
+    claim = speculations.take(replace(utterance(speech_end_ms=5600), speculative=False))  # and on again
+    assert (claim.decided, claim.outcome) == (None, "speech_came_back")
     assert speculations.counts == {"run": 2, "discarded": 2, "wasted_seconds": 1.0}
+
+
+def test_a_final_says_whether_its_speculation_was_skipped_or_never_cut():
+    speculations = Speculations()
+    speculations.skipped([utterance(index=4)])  # no room in the model for it
+    assert speculations.take(replace(utterance(index=4), speculative=False)).outcome == "skipped"
+    assert speculations.take(replace(utterance(index=5), speculative=False)).outcome == "none"
+    speculations.skipped([utterance(index=6)])
+    speculations.keep(utterance(index=6), FakeDecided("later, with room"))  # a later cut of it ran after all
+    assert speculations.take(replace(utterance(index=6), speculative=False)).outcome == "used"
+    speculations.overtaken([utterance(index=7)])  # its final cut came in the same batch
+    assert speculations.take(replace(utterance(index=7), speculative=False)).outcome == "same_batch"
+    assert speculations.counts["skipped"] == 2 and "same_batch" not in speculations.counts
 
 
 def test_other_streams_and_later_utterances_are_left_alone():
     speculations = Speculations(max_waiting=2)
     speculations.keep(utterance(index=3), FakeDecided("next"))
-    assert speculations.take(replace(utterance(index=2), speculative=False)) is None  # an earlier utterance's final
+    assert speculations.take(replace(utterance(index=2), speculative=False)).decided is None  # an earlier one's final
     assert len(speculations) == 1
     speculations.keep(utterance(stream="agent"), FakeDecided("a"))
     speculations.keep(utterance(stream="third"), FakeDecided("b"))  # over the bound: the oldest goes
