@@ -172,9 +172,9 @@ def make_monologue(name: str, language: str, sources: list[SpeechSource], rng: r
 def _turns(name: str, language: str, sources: list[SpeechSource], rng: random.Random, min_seconds: float,
            sample_rate: int, gap_s: tuple[float, float], lead_s: float, streams: tuple[str, ...]) -> Conversation:
     """Utterances drawn from `sources`, the streams speaking in turn, `gap_s` of silence between
-    them, until the call lasts `min_seconds` and every stream spoke."""
+    them, until the call lasts `min_seconds`, every stream spoke and there were two utterances at least."""
     turns, cursor = [], lead_s
-    while cursor < min_seconds or len(turns) < len(streams):
+    while cursor < min_seconds or len(turns) < max(2, len(streams)):
         source = rng.choice(sources)
         turns.append(Turn(streams[len(turns) % len(streams)], source, cursor, source.seconds))
         cursor += source.seconds + rng.uniform(*gap_s)
