@@ -7,7 +7,7 @@ from typing import Any
 from callstt.streams.bench.accuracy import markdown_lines as real_speech_lines
 from callstt.streams.bench.accuracy import synthetic_lines
 from callstt.streams.bench.chain import markdown_lines as chain_lines
-from callstt.streams.bench.sections import P95_LIMIT_S
+from callstt.streams.bench.sections import P95_LIMIT_S, P95_USABLE_S
 from callstt.streams.bench.stages import stage_line
 from callstt.streams.bench.windows import markdown_lines as window_lines
 
@@ -65,7 +65,9 @@ def main_table(report: dict[str, Any]) -> list[str]:
         f"| **capacity** (p95 end of speech -> received <= {P95_LIMIT_S} s, no lag growth) | **{cap['live_calls']}** of "
         f"K={cap['tried']}{' (sweep limit)' if cap['limited_by_sweep'] else ''}; model-bound estimate "
         f"{cap.get('model_bound_estimate_single')} one at a time |",
-        f"| calls sustained without lag growth (latency aside) | {cap.get('sustained_live_calls')} of K={cap['tried']} |",
+        f"| largest K with p95 <= {P95_USABLE_S:g} s, no lag growth; latency bounded per K (lag not growing over "
+        f"the run; ? = too short to tell) | {cap.get(f'live_calls_p95_under_{P95_USABLE_S:g}_s')}; "
+        f"{bounded_cell(cap.get('latency_bounded', {}))} |",
         f"| worker start -> /health 200; model load | {worker['start_to_health_200_s']} s; {worker['model_load_s']} s |",
         f"| worker RSS idle / peak (VmHWM) | {worker['idle'].get('VmRSS')} MB / {worker.get('peak_rss_mb')} MB |",
         f"| WER en: floor / pipeline | {floor['accuracy']['wer_en']} / {pipe['accuracy']['wer_en']} |",
@@ -80,6 +82,10 @@ def main_table(report: dict[str, Any]) -> list[str]:
                          f"({mode['wer_en_delta_points']}), {mode['wer_vi']} |")
         lines.append(f"| best inference mode within 1 WER point | {modes['best_within_1_point_wer']} |")
     return lines
+
+
+def bounded_cell(per_k: dict[str, bool | None]) -> str:
+    return ", ".join(f"K={k} {'?' if ok is None else 'yes' if ok else 'no'}" for k, ok in per_k.items()) or "-"
 
 
 def live_lines(live: dict[str, Any], label: str) -> list[str]:
