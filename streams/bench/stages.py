@@ -6,8 +6,9 @@ streams/core/stages.py) for one live run, as offsets from the end of speech, p50
 
 A stage a final did not go through (no speculative cut) is left out of that stage's figures.
 Beside them: what happened to each final's speculation, the model's own time per call (the
-floor any final waits at least once), what the model was doing when each final was cut, and
-the finals that waited behind an interim model call that started after they were ready.
+floor any final waits at least once), what the model was doing when each final was ready (its
+speculative cut, else its final cut), and the finals that waited behind an interim model call
+that started after they were ready.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ def stage_figures(page: dict[str, Any], arrivals: list[Arrival]) -> dict[str, An
         "speculation": dict(Counter(f["speculation"] for f in finals)),
         "finals": len(finals),
         "waited_behind_interims": len(waited),
-        # What held the model when each final was cut (one whose speculation was used needed none).
-        "model_at_cut": dict(Counter(busy_at_cut(f, calls) for f in finals if f["speculation"] != "used")),
+        # What held the model when each final was ready (one whose speculation was used needed none).
+        "model_when_ready": dict(Counter(busy_at_cut(f, calls) for f in finals if f["speculation"] != "used")),
     }
 
 
@@ -58,7 +59,7 @@ def stage_line(figures: dict[str, Any]) -> str:
     stages = "; ".join(f"{stage} {v['p50']}/{v['p95']}" for stage, v in figures["from_end_of_speech_s"].items()
                        if v["n"])
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(figures["speculation"].items()))
-    at_cut = ", ".join(f"{k} {v}" for k, v in sorted(figures.get("model_at_cut", {}).items())) or "-"
+    when_ready = ", ".join(f"{k} {v}" for k, v in sorted(figures.get("model_when_ready", {}).items())) or "-"
     return (f"{stages} s; model call {figures['model_call_s']['p50']}/{figures['model_call_s']['p95']} s; "
-            f"speculation: {outcomes}; model at the final cut (speculation unused): {at_cut}; behind an interim "
-            f"call started after the cut: {figures['waited_behind_interims']} of {figures['finals']}")
+            f"speculation: {outcomes}; model when ready (speculation unused): {when_ready}; behind an interim "
+            f"call started after it was ready: {figures['waited_behind_interims']} of {figures['finals']}")

@@ -120,7 +120,7 @@ def final_stages(utterance: Utterance, claim: Claim, started_ms: int, ended_ms: 
     return FinalStages(
         utterance.call_id, utterance.stream_id, utterance.index, speech_end_ms=utterance.speech_end_capture_ms,
         cut_ms=utterance.last_received_ts_ms, speculation=claim.outcome,
-        speculative_cut_ms=foreseen.utterance.last_received_ts_ms if foreseen else None,
+        speculative_cut_ms=claim.speculative_cut_ms,
         model_started_ms=foreseen.model_started_ms if foreseen else started_ms,
         model_ended_ms=foreseen.model_ended_ms if foreseen else ended_ms)
 
@@ -149,8 +149,9 @@ class Pipeline:
     def interims_to_run(self, batch: "PipelineBatch", waiting: "PipelineBatch | None",
                         now_ms: int) -> tuple[list[tuple[StreamState, Utterance]], int]:
         """The interim cuts to transcribe now, after `batch`'s finals: its own and those earlier
-        batches deferred, unless a final waits in the `waiting` (open) batch or a newer interim of
-        their stream does (streams/core/interims.py `choose`); at most one model call of them.
+        batches deferred, unless a final or a speculative cut waits in the `waiting` (open) batch
+        (a speaker has stopped: that model call comes first) or a newer interim of their stream
+        does (streams/core/interims.py `choose`); at most one model call of them.
         Those still worth it later are deferred to the next batch. Returns them and how many were
         skipped (superseded, coalesced or too old)."""
         cuts, superseded = batch.interims_with(self.deferred_interims)
@@ -158,7 +159,7 @@ class Pipeline:
         if not cuts:
             return [], superseded
         choice = interims.choose(
-            cuts, finals_waiting=bool(waiting and waiting.ready),
+            cuts, finals_waiting=bool(waiting and (waiting.ready or waiting.speculative)),
             newer={(u.call_id, u.stream_id) for _, u in (waiting.interims if waiting else [])},
             now_ms=now_ms, budget_ms=self.config.latency_budget_ms, room=self.config.inference_batch_size)
         self.deferred_interims = batch.with_call_settings(choice.deferred)

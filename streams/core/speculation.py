@@ -45,6 +45,7 @@ class Claim:
 
     foreseen: Foreseen | None
     outcome: str
+    speculative_cut_ms: int | None = None  # when its speculative cut came (worker clock), run or not
 
     @property
     def decided(self) -> Any | None:
@@ -59,8 +60,8 @@ class Speculations:
         self.max_waiting = max_waiting
         self._waiting: OrderedDict[tuple[str, str], Foreseen] = OrderedDict()
         # Each stream's latest speculative cut that never ran, and why (streams/core/stages.py):
-        # (its utterance index, "skipped" or "same_batch").
-        self._not_run: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+        # (its utterance index, "skipped" or "same_batch", when it was cut).
+        self._not_run: OrderedDict[tuple[str, str], tuple[int, str, int]] = OrderedDict()
         self.counts: Counter = Counter()
 
     def __len__(self) -> int:
@@ -83,17 +84,17 @@ class Speculations:
         """The speculation that foresaw this final utterance, if any (a speculation of the stream
         that foresaw something else is dropped as wasted), and what happened to it."""
         key = (final.call_id, final.stream_id)
-        index, why = self._not_run.pop(key, (None, "none"))
+        index, why, cut_ms = self._not_run.pop(key, (None, "none", None))
         foreseen = self._waiting.get(key)
         if foreseen is None or foreseen.utterance.index > final.index:
             # nothing waiting, or it is about this stream's next utterance
-            return Claim(None, why if index == final.index else "none")
+            return Claim(None, why, cut_ms) if index == final.index else Claim(None, "none")
         del self._waiting[key]
         if not foreseen.utterance.same_speech(final):
             self._discard(foreseen)
-            return Claim(None, "speech_came_back")
+            return Claim(None, "speech_came_back", foreseen.utterance.last_received_ts_ms)
         self.counts["used"] += 1
-        return Claim(foreseen, "used")
+        return Claim(foreseen, "used", foreseen.utterance.last_received_ts_ms)
 
     def skipped(self, utterances: Sequence[Utterance]) -> None:
         """Speculative cuts the model had no room for, or that came when a final at hand was late."""
@@ -109,7 +110,7 @@ class Speculations:
         for utterance in utterances:
             key = (utterance.call_id, utterance.stream_id)
             self._not_run.pop(key, None)
-            self._not_run[key] = (utterance.index, why)
+            self._not_run[key] = (utterance.index, why, utterance.last_received_ts_ms)
         while len(self._not_run) > self.max_waiting:
             self._not_run.popitem(last=False)
 

@@ -87,21 +87,26 @@ class StageLog:
                 "model_calls": [c.as_dict() for c in calls]}
 
 
+def ready_ms(final: dict[str, Any]) -> int:
+    """When the final's speech could first go to the model: its speculative cut, else its final cut."""
+    return final.get("speculative_cut_ms") or final["cut_ms"]
+
+
 def interim_calls_waited_for(final: dict[str, Any], model_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The interim model calls that started after `final` was cut (it was ready) and before its own
-    model call started: calls it may have waited behind. Its speculation used, or no model call of
-    its own known: none."""
+    """The interim model calls that started after `final` was ready (its speculative cut, else its
+    final cut) and before the model call that decoded it: calls it waited behind. None known
+    when it has no model call of its own."""
     started = final.get("model_started_ms")
-    if final["speculation"] == "used" or started is None:
+    if started is None:
         return []
     return [call for call in model_calls
-            if call["kind"] == "interims" and final["cut_ms"] <= call["started_ms"] < started]
+            if call["kind"] == "interims" and ready_ms(final) <= call["started_ms"] < started]
 
 
 def busy_at_cut(final: dict[str, Any], model_calls: list[dict[str, Any]]) -> str:
-    """What the model thread was doing when `final` was cut: "interims", "finals" (a call of finals
-    and speculations), or "idle"."""
+    """What the model thread was doing when `final` was ready (`ready_ms`): "interims", "finals" (a
+    call of finals and speculations), or "idle"."""
     for call in model_calls:
-        if call["started_ms"] <= final["cut_ms"] < call["ended_ms"]:
+        if call["started_ms"] <= ready_ms(final) < call["ended_ms"]:
             return call["kind"]
     return "idle"

@@ -169,3 +169,31 @@ def test_a_batch_taken_while_the_model_ran_follows_the_language_the_model_left(c
     assert all(state.evidence.committed == "en" for state, _ in following.ready)
     store.apply(following.changes())
     assert StreamState.from_bytes(store["S|call-1|caller"]).evidence.committed == "en"
+
+
+def test_interims_give_way_to_a_speculative_cut_waiting_as_to_a_final(call_chunks):
+    """A speculative cut in the open batch means a speaker has stopped: its model call comes
+    before any interim call, which would otherwise hold it (and make the speculation useless)."""
+    from callstt.models.audio.endpointing import EndpointConfig
+    from callstt.streams.core.assembly import AssemblyConfig
+
+    pipeline = Pipeline(PipelineConfig(assembly=AssemblyConfig(endpoint=EndpointConfig(speculate_ms=300,
+                                                                                       interim_ms=600))))
+    store, with_interim, with_speculation = MemoryStore(), None, None
+    for chunk in call_chunks:  # one chunk per batch, as a worker that keeps up takes them
+        batch = pipeline.batch(store.get)
+        batch.accept_chunk(chunk, chunk.capture_ts_ms, owner=None)
+        store.apply(batch.changes())
+        if batch.interims and with_interim is None:
+            with_interim = batch
+        elif with_interim is not None and batch.speculative:
+            with_speculation = batch
+            break
+    assert with_interim and with_speculation, "precondition: the call makes an interim cut, then a speculative one"
+    now = with_interim.interims[0][1].last_capture_ts_ms + 100  # the interim is fresh
+    pipeline.deferred_interims = []
+    run, _ = pipeline.interims_to_run(with_interim, with_speculation, now)
+    assert run == [] and len(pipeline.deferred_interims) == 1  # deferred, not run
+    pipeline.deferred_interims = []
+    run, _ = pipeline.interims_to_run(with_interim, None, now)  # nothing waiting: it runs
+    assert len(run) == 1

@@ -62,5 +62,5 @@ def test_the_bench_figures_are_offsets_from_the_end_of_speech():
     assert figures["speculation"] == {"none": 1, "used": 1}
     assert figures["waited_behind_interims"] == 1  # t0: cut at 10.6 s, an interim call at 10.61 s, its own at 10.7 s
     assert figures["model_call_s"]["p50"] == 0.425  # 0.6 s and 0.25 s
-    assert figures["model_at_cut"] == {"idle": 1}  # t0: the interim call began after its cut; t1 needed no model
+    assert figures["model_when_ready"] == {"idle": 1}  # t0: the interim call began after its cut; t1 needed no model
 
