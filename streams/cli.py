@@ -618,7 +618,7 @@ def convert(
 
 @app.command()
 def bench(
-    quick: bool = typer.Option(False, "--quick", help="K=1,2 for ~15 s each: a couple of minutes (CI smoke check)"),
+    quick: bool = typer.Option(False, "--quick", help="K=1,2 conversations and K=1 sentences with pauses, ~15 s each: a few minutes (CI smoke check)"),
     output: Path = typer.Option(Path(".local/bench"), "--output", help="Folder for bench.json and bench.md"),
     bootstrap: str = typer.Option(None, "--bootstrap", help="A running broker (default: its own on 127.0.0.1:39092)"),
     calls: str = typer.Option(None, "--calls", help="Live K values, comma-separated (default 1,2,4,8,12)"),
