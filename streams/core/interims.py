@@ -20,11 +20,16 @@ With redaction on for the call, an interim ends before the first word that redac
 still remove from the final (streams/core/redaction.py `shown_in_interim`), so its stable prefix
 never holds a half-said card number.
 
-Best effort, never at a final's expense (`choose`): interims run only when no final is waiting,
-when the audio is recent (the worker is not behind), only the newest interim of each stream
-(older ones are coalesced), and at most one model call's worth at a time. One that waited for a
-final or for room is deferred to the next batch, at most one per stream, until a newer cut of
-its stream replaces it or its audio is older than the latency budget; the rest are skipped.
+Best effort, never at a final's expense (`choose`): interims run in their own lane (the
+worker's interim thread, streams/worker/agent.py), beside the finals' model calls, so a final
+that becomes ready while an interim call runs starts at once instead of waiting for it (with
+CALLSTT_MODEL_LANES >= 2 the model runs both at once). They start only when no final is
+waiting, when the audio is recent (the worker is not behind), only the newest interim of each
+stream (older ones are coalesced), and at most one model call's worth at a time. One that
+waited for a final, for room or for the interim lane is deferred to the next batch, at most
+one per stream, until a newer cut of its stream replaces it or its audio is older than the
+latency budget; the rest are skipped. An interim whose utterance's final was decided while
+it ran is dropped ("stale"): nothing of an utterance is published as interim after its final.
 
 Nothing here is kept in the table: the hypotheses live in memory, one per open utterance (at
 most MAX_OPEN), so a worker that restarts starts each open utterance's agreement afresh (its
@@ -34,6 +39,7 @@ revision numbers still come from the endpointer, so they keep increasing).
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -96,11 +102,15 @@ def revise(previous: Hypothesis, revision: int, new: Sequence[TranscriptWord]) -
 
 
 class Interims:
-    """The hypotheses of open utterances, one per stream (touched in the model thread only)."""
+    """The hypotheses of open utterances, one per stream, and the index of each stream's last
+    final (touched by the finals' model thread and the interim lane: one lock)."""
 
     def __init__(self, max_open: int = MAX_OPEN) -> None:
         self.max_open = max_open
         self._open: OrderedDict[tuple[str, str], Hypothesis] = OrderedDict()
+        # Per stream, its last final decided: (index, capture time of its last audio).
+        self._finals: OrderedDict[tuple[str, str], tuple[int, int]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._open)
@@ -109,26 +119,37 @@ class Interims:
         """The utterance's next hypothesis from the model's `words` (None: an interim older than, or
         the same as, one already revised: a redelivered or late cut has nothing new)."""
         key = (utterance.call_id, utterance.stream_id)
-        previous = self._open.get(key)
-        if previous is None or (previous.index, previous.start_ms) != (utterance.index, utterance.start_ms):
-            if previous is not None and previous.index > utterance.index:
+        with self._lock:
+            final_index, final_capture_ms = self._finals.get(key, (-1, 0))
+            if utterance.index <= final_index and utterance.last_capture_ts_ms <= final_capture_ms:
+                return None  # its final was decided while this interim ran (a stream that starts
+                # again under the same ids counts from 0 again, with later audio)
+            previous = self._open.get(key)
+            if previous is None or (previous.index, previous.start_ms) != (utterance.index, utterance.start_ms):
+                if previous is not None and previous.index > utterance.index:
+                    return None
+                previous = Hypothesis(utterance.index, utterance.start_ms, 0, (), 0)
+            if utterance.revision <= previous.revision:
                 return None
-            previous = Hypothesis(utterance.index, utterance.start_ms, 0, (), 0)
-        if utterance.revision <= previous.revision:
-            return None
-        hypothesis = revise(previous, utterance.revision, words)
-        self._open[key] = hypothesis
-        self._open.move_to_end(key)
-        while len(self._open) > self.max_open:
-            self._open.popitem(last=False)
-        return hypothesis
+            hypothesis = revise(previous, utterance.revision, words)
+            self._open[key] = hypothesis
+            self._open.move_to_end(key)
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)
+            return hypothesis
 
     def close(self, final: Utterance) -> None:
-        """The utterance's final is out: its hypothesis goes (a later utterance's stays)."""
+        """The utterance's final is decided: its hypothesis goes (a later utterance's stays), and
+        an interim of it still running is dropped when it ends (`revise`)."""
         key = (final.call_id, final.stream_id)
-        previous = self._open.get(key)
-        if previous is not None and previous.index <= final.index:
-            del self._open[key]
+        with self._lock:
+            previous = self._open.get(key)
+            if previous is not None and previous.index <= final.index:
+                del self._open[key]
+            self._finals[key] = (final.index, final.last_capture_ts_ms)
+            self._finals.move_to_end(key)
+            while len(self._finals) > self.max_open:
+                self._finals.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -139,14 +160,14 @@ class Choice:
 
 
 def choose(interims: Sequence[tuple], finals_waiting: bool, newer: set[tuple[str, str]], now_ms: int,
-           budget_ms: int, room: int) -> Choice:
+           budget_ms: int, room: int, lane_busy: bool = False) -> Choice:
     """Which interims run now. Only those whose stream has no newer interim waiting (`newer`:
     coalesced into it) and whose audio is recent (captured within `budget_ms` of `now_ms`: a
     worker that is behind has finals to catch up on) are worth it; of those, none runs while
-    finals wait for the model (`finals_waiting`), and at most `room` (one model call), the
-    oldest audio first; the others are deferred."""
+    finals wait for the model (`finals_waiting`) or an interim call still runs (`lane_busy`),
+    and at most `room` (one model call), the oldest audio first; the others are deferred."""
     fresh = [(state, u) for state, u in interims
              if (u.call_id, u.stream_id) not in newer and now_ms <= u.last_capture_ts_ms + budget_ms]
     fresh.sort(key=lambda item: item[1].last_capture_ts_ms)
-    run = [] if finals_waiting else fresh[:room]
+    run = [] if finals_waiting or lane_busy else fresh[:room]
     return Choice(run, fresh[len(run):], len(interims) - len(fresh))

@@ -137,7 +137,7 @@ class Pipeline:
         self.speculations = Speculations()
         # The recent finals' stages and model calls (streams/core/stages.py: the worker's /stages).
         self.stages = StageLog()
-        # Hypotheses of open utterances for their interims (touched in the model thread only).
+        # Hypotheses of open utterances for their interims (the model thread and the interim lane: it locks).
         self.interims = Interims()
         # Interim cuts a batch left for the next one (with their call's settings), one per stream.
         self.deferred_interims: list[tuple[StreamState, Utterance, CallSettings | None]] = []
@@ -147,11 +147,12 @@ class Pipeline:
         return PipelineBatch(self, read)
 
     def interims_to_run(self, batch: "PipelineBatch", waiting: "PipelineBatch | None",
-                        now_ms: int) -> tuple[list[tuple[StreamState, Utterance]], int]:
+                        now_ms: int, lane_busy: bool = False) -> tuple[list[tuple[StreamState, Utterance]], int]:
         """The interim cuts to transcribe now, after `batch`'s finals: its own and those earlier
         batches deferred, unless a final or a speculative cut waits in the `waiting` (open) batch
-        (a speaker has stopped: that model call comes first) or a newer interim of their stream
-        does (streams/core/interims.py `choose`); at most one model call of them.
+        (a speaker has stopped: that model call comes first), an interim call still runs
+        (`lane_busy`) or a newer interim of their stream waits (streams/core/interims.py
+        `choose`); at most one model call of them.
         Those still worth it later are deferred to the next batch. Returns them and how many were
         skipped (superseded, coalesced or too old)."""
         cuts, superseded = batch.interims_with(self.deferred_interims)
@@ -161,7 +162,8 @@ class Pipeline:
         choice = interims.choose(
             cuts, finals_waiting=bool(waiting and (waiting.ready or waiting.speculative)),
             newer={(u.call_id, u.stream_id) for _, u in (waiting.interims if waiting else [])},
-            now_ms=now_ms, budget_ms=self.config.latency_budget_ms, room=self.config.inference_batch_size)
+            now_ms=now_ms, budget_ms=self.config.latency_budget_ms, room=self.config.inference_batch_size,
+            lane_busy=lane_busy)
         self.deferred_interims = batch.with_call_settings(choice.deferred)
         return choice.run, superseded + choice.skipped
 
@@ -215,10 +217,12 @@ class Pipeline:
             self.stages.add_model_call(ModelCall("finals", started_ms, ended_ms, len(to_run) + len(speculative)))
         results = []
         for (_, utterance), claim in zip(ready, claims):
+            # Closed before the final is built: an interim still running in the interim lane is
+            # then either built before this final or dropped (streams/core/interims.py).
+            self.interims.close(utterance)
             stages = final_stages(utterance, claim, started_ms, ended_ms)
             decided = claim.decided or next(decisions)
             results.append(replace(self._transcribed(utterance, decided, call_settings, latest), stages=stages))
-            self.interims.close(utterance)
         for _, utterance in speculative:
             self.speculations.keep(utterance, next(decisions), started_ms, ended_ms)
         return results
@@ -229,9 +233,10 @@ class Pipeline:
         """Interim cuts of open utterances through the model in one call (batched, each in a window of
         at least `partial_window_s`), the guard and redaction, to interim Transcripts whose words
         keep the utterance's stable prefix (streams/core/interims.py). The streams' language
-        evidence is left as it was: only finals move it. Run it in the model thread."""
+        evidence is left as it was: only finals move it. Run it in the interim lane (one model
+        call: the other lanes stay free for finals)."""
         started_ms = now_ms()
-        decisions = self._decide(router, interims, call_settings, "batched", self.config.partial_window_s)
+        decisions = self._decide(router, interims, call_settings, "batched", self.config.partial_window_s, lanes=1)
         if interims:
             self.stages.add_model_call(ModelCall("interims", started_ms, now_ms(), len(interims)))
         results = []
@@ -251,8 +256,9 @@ class Pipeline:
 
     def _decide(self, router: ModelRouter, items: Sequence[tuple[StreamState, Utterance]],
                 call_settings: Callable[[str], CallSettings | None], mode: str | None,
-                min_window_s: float | None = None) -> list:
-        """The model call: every item's language chosen and its words decoded (models.asr.batching.Decided)."""
+                min_window_s: float | None = None, lanes: int | None = None) -> list:
+        """The model call (`lanes` of them at once, default CALLSTT_MODEL_LANES): every item's
+        language chosen and its words decoded (models.asr.batching.Decided)."""
         if not items:
             return []
         pending = []
@@ -262,7 +268,7 @@ class Pipeline:
                                             evidence=state.evidence, languages=option.languages,
                                             vocabulary=option.vocabulary))
         lanes = split_lanes([item.stream for item in pending], [len(item.audio) for item in pending],
-                            self.config.model_lanes)
+                            lanes or self.config.model_lanes)
         if len(lanes) == 1:
             return self._choose(router, pending, mode, min_window_s)
         # Several model calls at once, each with its own streams (the backend runs that many: its

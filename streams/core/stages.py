@@ -94,13 +94,14 @@ def ready_ms(final: dict[str, Any]) -> int:
 
 def interim_calls_waited_for(final: dict[str, Any], model_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The interim model calls that started after `final` was ready (its speculative cut, else its
-    final cut) and before the model call that decoded it: calls it waited behind. None known
-    when it has no model call of its own."""
+    final cut) and ended before the model call that decoded it started: calls it waited behind
+    (one that ran beside it, in the interim lane, held nothing). None known when it has no model
+    call of its own."""
     started = final.get("model_started_ms")
     if started is None:
         return []
-    return [call for call in model_calls
-            if call["kind"] == "interims" and ready_ms(final) <= call["started_ms"] < started]
+    return [call for call in model_calls if call["kind"] == "interims"
+            and ready_ms(final) <= call["started_ms"] and call["ended_ms"] <= started]
 
 
 def busy_at_cut(final: dict[str, Any], model_calls: list[dict[str, Any]]) -> str:

@@ -6,8 +6,9 @@
             -> rejected records to the dead-letter topic, acknowledged
             -> every finished utterance through the model at once, in the model thread
             -> transcripts published and acknowledged
-            -> interims of open utterances, when no final waits (Pipeline.interims_to_run): one
-               more model call, published on the partial topic, best effort
+            -> interims of open utterances, when no final waits and the interim lane is free
+               (Pipeline.interims_to_run): started in the interim lane, which the batch does not
+               wait for (published on the partial topic, best effort)
             -> table writes (each to its own record's partition), acknowledged by the broker
             -> the records may now be committed (released)
 
@@ -19,6 +20,12 @@ model left). So the end of an utterance is noticed while the model works on othe
 that ended meanwhile meet the model together. At most one batch runs and one is open; the
 open one takes at most CALLSTT_BATCH_MAX_EVENTS records before the agent waits (the backlog
 stays in Kafka, not in memory).
+
+Interims have their own lane, a thread of their own beside the model thread: the next batch's
+finals go to the model while an interim call still runs (at once when CALLSTT_MODEL_LANES >= 2;
+with one lane they queue behind it in the backend), and at most one interim call runs at a
+time (those cut meanwhile are deferred, coalesced per stream). Interims change no state, so
+nothing about acknowledgements or commits waits for them.
 
 Guarantee: at-least-once. Table state is written only after the transcripts it led to are
 acknowledged, batch after batch in order, and records are released (committable) only after
@@ -94,12 +101,15 @@ class Batch:
 class BatchHandler:
     def __init__(self, pipeline: Pipeline, status: WorkerStatus, io: WorkerIO, model_thread: ThreadPoolExecutor,
                  flush_requested: dict[str, float], release: Callable[[Any], None] = lambda event: None,
-                 max_open_events: int = 2000, watch: FailureWatch | None = None) -> None:
+                 max_open_events: int = 2000, watch: FailureWatch | None = None,
+                 interim_lane: ThreadPoolExecutor | None = None) -> None:
         self.pipeline = pipeline
         self.watch = watch  # hears of every failed and finished batch: /health's "stalled"
         self.status = status
         self.io = io
-        self.model_thread = model_thread
+        self.model_thread = model_thread  # the finals' (and speculations') model calls
+        self.interim_lane = interim_lane or ThreadPoolExecutor(max_workers=1, thread_name_prefix="interims")
+        self.interim_task: asyncio.Task | None = None  # the interim call in flight and its publishing
         self.flush_requested = flush_requested  # the idle timer's requests on their way
         self.release = release  # a record's batch is done: it may be committed
         self.max_open_events = max_open_events
@@ -109,7 +119,6 @@ class BatchHandler:
         # The last audio offset accepted, per partition: an idle flush waits until nothing is left
         # behind it (after a restart, audio fetched with the flush request may follow it).
         self.taken: dict[int, int] = {}
-        # Interims a batch deferred (a final was waiting, or no room): offered to the next one.
 
     async def take(self, events: list) -> None:
         """Accept the agent's records into the open batch; start it when nothing runs. Returns at
@@ -139,10 +148,12 @@ class BatchHandler:
             self.start()
 
     async def close(self) -> None:
-        """The agent stops: stop the running batch (its records stay unreleased, so uncommitted)."""
-        if self.task is not None:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        """The agent stops: stop the running batch (its records stay unreleased, so uncommitted)
+        and any interim call's publishing."""
+        tasks = [task for task in (self.task, self.interim_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def finish_until_done(self, batch: Batch) -> None:
         """A batch that fails (a broker hiccup, a leader moving) is retried as a whole, with
@@ -186,7 +197,7 @@ class BatchHandler:
             await self.dead_letter(*batch.dead_letters[0])
             batch.dead_letters.pop(0)
         await self.publish(batch.pipeline_batch)
-        await self.publish_interims(batch.pipeline_batch)
+        self.start_interims(batch.pipeline_batch)
         self.save(batch.pipeline_batch)
         # Only then may the records be committed: a commit past state still on its way to the
         # changelog would make a replacement skip that audio after a crash.
@@ -277,18 +288,28 @@ class BatchHandler:
                     self.pipeline.stages.add_final(result.stages)
                 self.on_published(result.transcript, decided_at)
 
-    async def publish_interims(self, batch: PipelineBatch) -> None:
-        """The batch's interim cuts, after its finals and only while no final waits in the open
-        batch (streams/core/interims.py `choose`), in one model call; published on the partial
-        topic, acknowledged (best effort: one that fails is counted and forgotten). Those that must
-        wait for a final or for room are deferred to the next batch (one per stream, while recent)."""
+    def start_interims(self, batch: PipelineBatch) -> None:
+        """The batch's interim cuts, after its finals, only while no final waits in the open batch
+        and no interim call runs (streams/core/interims.py `choose`): one model call in the interim
+        lane, which the batch does not wait for. Those that must wait for a final, for room or for
+        the lane are deferred to the next batch (one per stream, while recent)."""
         waiting = self.open.pipeline_batch if self.open else None
-        run, skipped = self.pipeline.interims_to_run(batch, waiting, now_ms())
+        lane_busy = self.interim_task is not None and not self.interim_task.done()
+        run, skipped = self.pipeline.interims_to_run(batch, waiting, now_ms(), lane_busy)
         metrics.INTERIMS.labels("skipped").inc(skipped)
-        if not run:
+        if run:
+            self.interim_task = asyncio.get_running_loop().create_task(self.publish_interims(batch, run))
+
+    async def publish_interims(self, batch: PipelineBatch, run: list) -> None:
+        """Interim cuts through the model in the interim lane, published on the partial topic and
+        acknowledged (best effort: one that fails is counted and forgotten; the final still comes)."""
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.interim_lane, batch.transcribe_interims, self.status.router, run)
+        except Exception as error:
+            log.warning("an interim call for %d utterances failed: %s: %s", len(run), type(error).__name__, error)
+            metrics.INTERIMS.labels("failed").inc(len(run))
             return
-        results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe_interims,
-                                                                   self.status.router, run)
         self.observe_stage_seconds(batch)
         sent = []
         for result in results:

@@ -58,7 +58,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     """The worker's Faust app. Models load in the background (`load_router` runs in the model
     thread), so the web server answers /health with 503 and the reason while they load."""
     app = faust_app(settings)
-    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # finals and speculations
+    interim_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interims")  # streams/worker/agent.py
     status = WorkerStatus(settings)
     status.watch = watch = failure_watch(settings)
     partitions = AudioPartitions(app, settings.audio_topic)
@@ -94,7 +95,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         table_written=table.changes_acknowledged,
         taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done,
         control_topic=control_name, call_settings_topic=settings.call_settings_topic,
-    ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events, watch=watch)
+    ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events, watch=watch,
+        interim_lane=interim_lane)
 
     @app.task
     async def load_models() -> None:

@@ -70,6 +70,17 @@ def test_a_repeated_or_older_interim_has_nothing_new_and_the_final_closes_the_ut
     assert kept.revise(interim(1, index=1), words("next")).revision == 1  # the next utterance starts afresh
 
 
+def test_an_interim_that_ends_after_its_final_was_decided_is_dropped():
+    # Interims run in their own lane beside the finals: the final may be decided first.
+    kept = Interims()
+    kept.revise(interim(1), words("hello"))
+    kept.close(replace(interim(3), revision=0, reason="silence"))  # the final, cut after revision 2's audio
+    assert kept.revise(interim(2), words("hello", "there")) is None  # never published after its final
+    # the same ids again later (a stream that starts over counts from 0, with later audio): shown
+    again = replace(interim(1), last_capture_ts_ms=50_000)
+    assert kept.revise(again, words("hi")).words == tuple(words("hi"))
+
+
 def test_finals_first_then_the_newest_interim_of_each_stream_while_the_worker_keeps_up():
     a, b, old = interim(2), replace(interim(1), stream_id="agent"), replace(interim(1), stream_id="late",
                                                                              last_capture_ts_ms=1_000)
@@ -80,3 +91,5 @@ def test_finals_first_then_the_newest_interim_of_each_stream_while_the_worker_ke
     assert [u for _, u in choice.run] == [a] and choice.skipped == 2  # agent coalesced, late too old
     no_room = choose(items, False, set(), now_ms=11_500, budget_ms=1600, room=1)
     assert no_room.run == [(None, b)] and no_room.deferred == [(None, a)]  # oldest first, the other waits
+    lane_busy = choose(items, False, set(), now_ms=11_500, budget_ms=1600, room=8, lane_busy=True)
+    assert lane_busy.run == [] and lane_busy.deferred == [(None, b), (None, a)]  # one interim call at a time

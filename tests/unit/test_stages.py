@@ -23,6 +23,9 @@ def test_an_interim_call_that_started_after_the_final_was_ready_is_one_it_waited
     assert interim_calls_waited_for(final().as_dict(), calls) == [calls[1]]
     # a final whose speculation was used had its words before the cut: it waited for nothing
     assert interim_calls_waited_for(final(speculation="used", started=10_300, ended=10_590).as_dict(), calls) == []
+    # one that ran beside the final's own call (the interim lane) held nothing
+    beside = [ModelCall("interims", 10_620, 11_000, 1).as_dict()]
+    assert interim_calls_waited_for(final().as_dict(), beside) == []
     assert busy_at_cut(final().as_dict(), calls) == "interims"  # the one of 10.4-10.65 s
     assert busy_at_cut(final(cut=11_400).as_dict(), calls) == "idle"
 
