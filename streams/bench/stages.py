@@ -28,12 +28,19 @@ def stage_figures(page: dict[str, Any], arrivals: list[Arrival]) -> dict[str, An
     received = {a.transcript.transcript_id: a.arrived_ms for a in arrivals}
     finals = [f for f in page.get("finals", []) if f.get("acknowledged_ms")]
     offsets: dict[str, list[float]] = {stage.removesuffix("_ms"): [] for stage in (*STAGES, "received_ms")}
+    per_final = []  # each final's own way, for the JSON: which stage held which final
     for final in finals:
+        row: dict[str, Any] = {"call_id": final["call_id"], "stream_id": final["stream_id"],
+                               "utterance_index": final["utterance_index"], "speculation": final["speculation"]}
         for stage in STAGES:
             if final.get(stage) is not None:
-                offsets[stage.removesuffix("_ms")].append((final[stage] - final["speech_end_ms"]) / 1000)
+                row[stage.removesuffix("_ms")] = (final[stage] - final["speech_end_ms"]) / 1000
         if final["transcript_id"] in received:
-            offsets["received"].append((received[final["transcript_id"]] - final["speech_end_ms"]) / 1000)
+            row["received"] = (received[final["transcript_id"]] - final["speech_end_ms"]) / 1000
+        for stage in offsets:
+            if stage in row:
+                offsets[stage].append(row[stage])
+        per_final.append(row)
     own_calls = [(f["model_ended_ms"] - f["model_started_ms"]) / 1000 for f in finals
                  if f.get("model_started_ms") is not None]
     calls = page.get("model_calls", [])
@@ -46,6 +53,7 @@ def stage_figures(page: dict[str, Any], arrivals: list[Arrival]) -> dict[str, An
         "waited_behind_interims": len(waited),
         # What held the model when each final was ready (one whose speculation was used needed none).
         "model_when_ready": dict(Counter(busy_at_cut(f, calls) for f in finals if f["speculation"] != "used")),
+        "per_final_s": per_final,  # seconds from the end of speech, per final
     }
 
 

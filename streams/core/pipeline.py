@@ -439,8 +439,14 @@ class PipelineBatch:
     def speculative(self) -> list[tuple[StreamState, Utterance]]:
         """The streams' speculative cuts still worth running: each stream's latest, unless a later
         cut of the stream in this batch superseded it or its speaker has spoken again since."""
-        return [item for item in self._latest_speculative().values()
-                if item is not None and self._still_silent(item[1])]
+        latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
+        for _, outcome in self.outcomes:
+            stream = (outcome.state.call_id, outcome.state.stream_id)
+            if outcome.speculative:
+                latest[stream] = (outcome.state, outcome.speculative[-1])
+            elif outcome.utterances:
+                latest[stream] = None
+        return [item for item in latest.values() if item is not None and self._still_silent(item[1])]
 
     def overtaken_speculations(self) -> list[Utterance]:
         """Speculative cuts whose final cut came in this same batch (the batch started after the
@@ -454,7 +460,6 @@ class PipelineBatch:
                 overtaken += [latest.pop(stream)]
         return overtaken
 
-    def _latest_speculative(self) -> dict[tuple[str, str], tuple[StreamState, Utterance] | None]:
         latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
         for _, outcome in self.outcomes:
             stream = (outcome.state.call_id, outcome.state.stream_id)
@@ -462,8 +467,7 @@ class PipelineBatch:
                 latest[stream] = (outcome.state, outcome.speculative[-1])
             elif outcome.utterances:
                 latest[stream] = None
-        return latest
-
+        return [item for item in latest.values() if item is not None and self._still_silent(item[1])]
     @property
     def interims(self) -> list[tuple[StreamState, Utterance]]:
         """Each stream's latest interim cut, unless a later cut of the stream in this batch (its
