@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import sys
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -179,20 +178,3 @@ def add_stall_exit(app: Any, watch: FailureWatch, log: logging.Logger, gauge: An
                 sys.stderr.flush()
                 exit_process(EXIT_STALLED)
 
-
-def lower_priority(niceness: int) -> Callable[[], None]:
-    """A thread initializer (ThreadPoolExecutor's) for the threads that run the model: the
-    thread runs `niceness` steps below the process (Linux nice, per thread), and so do the
-    threads it starts, which is where CTranslate2 and OpenMP compute when the model loads in it.
-    Why: on a machine the model keeps busy, the worker's event loop (reading chunks, VAD,
-    endpointing, publishing) must still run on time; it needs little CPU, and the model gets
-    the rest. Raising nice needs no privilege; where it cannot be set, nothing changes."""
-    def initializer() -> None:
-        if niceness <= 0 or not hasattr(os, "setpriority"):
-            return
-        thread = threading.get_native_id()
-        try:
-            os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + niceness, 19))
-        except OSError as error:
-            logging.getLogger("callstt.worker").warning("model threads keep the worker's CPU priority: %s", error)
-    return initializer

@@ -103,10 +103,6 @@ class Settings:
                                "num_workers, each with the threads above; docs/benchmark.md)")
     model_version: str = env("CALLSTT_MODEL_VERSION", default="",
                              doc="Label written into transcripts (default: model name and compute type)")
-    model_niceness: int = env("CALLSTT_MODEL_NICENESS", default=10,
-                              doc="How far below the worker's reading the model threads' CPU priority is "
-                                  "(Linux nice steps, 0-19; 0 = the same): chunks are read, endpointed and "
-                                  "published on time while the model keeps every core busy")
     beam_size: int = env("CALLSTT_BEAM_SIZE", default=1, doc="Beam size (1 = greedy, fastest)")
     fast_language_detection: bool = env("CALLSTT_FAST_LANGUAGE_DETECTION", default=True,
                                         doc="Detect a language from the utterance alone (10-20x cheaper), checking "
@@ -276,8 +272,6 @@ class Settings:
             raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
         if not 1 <= self.model_lanes <= 16:
             raise SettingsError(f"CALLSTT_MODEL_LANES={self.model_lanes}: use 1 to 16")
-        if not 0 <= self.model_niceness <= 19:
-            raise SettingsError(f"CALLSTT_MODEL_NICENESS={self.model_niceness}: use 0 to 19")
         if self.stall_after_s <= 0 or self.stall_exit_after_s <= 0 or self.start_timeout_s <= 0:
             raise SettingsError("CALLSTT_STALL_AFTER_S, CALLSTT_STALL_EXIT_AFTER_S and CALLSTT_START_TIMEOUT_S "
                                 "must be > 0")

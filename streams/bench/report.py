@@ -22,8 +22,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"load average at start {m['load_average_at_start']}, at end {m.get('load_average_at_end')}.",
         f"Settings: model {s['model']} {s['compute_type']} on {s['device']}, {s['cpu_threads']} threads, "
         f"beam {s['beam_size']}, silence {s['min_silence_ms']} ms, {s['audio']}, "
-        f"inference mode {s['inference_mode']}, model lanes {s.get('model_lanes', 1)}, "
-        f"model threads niceness {s.get('model_niceness', 0)}.",
+        f"inference mode {s['inference_mode']}, model lanes {s.get('model_lanes', 1)}.",
     ]
     if "floor" in report:  # not with --accuracy-only
         lines += main_table(report)

@@ -71,7 +71,6 @@ def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
         "settings": {"model": settings.model, "compute_type": settings.compute_type, "device": settings.device,
                      "cpu_threads": settings.cpu_threads, "beam_size": settings.beam_size,
                      "inference_mode": settings.inference_mode, "model_lanes": settings.model_lanes,
-                     "model_niceness": settings.model_niceness,
                      "fast_language_detection": settings.fast_language_detection,
                      "min_silence_ms": settings.min_silence_ms, "max_utterance_ms": settings.max_utterance_ms,
                      "partial_interval_ms": settings.partial_interval_ms,
@@ -122,14 +121,13 @@ def own_broker(bootstrap: str | None):
 
 
 def worker_env(settings) -> dict[str, str]:
-    """The worker's settings: the floor's model, compute type, device, threads, lanes, niceness,
+    """The worker's settings: the floor's model, compute type, device, threads, lanes,
     beam and cut, and its interims' interval (0: none)."""
     return {"MODEL_SIZE": settings.model, "COMPUTE_TYPE": settings.compute_type, "DEVICE": settings.device,
             "OMP_NUM_THREADS": str(settings.cpu_threads), "CALLSTT_BEAM_SIZE": str(settings.beam_size),
             "CALLSTT_MIN_SILENCE_MS": str(settings.min_silence_ms),
             "CALLSTT_MAX_UTTERANCE_MS": str(settings.max_utterance_ms),
             "CALLSTT_INFERENCE_MODE": settings.inference_mode, "CALLSTT_MODEL_LANES": str(settings.model_lanes),
-            "CALLSTT_MODEL_NICENESS": str(settings.model_niceness),
             "CALLSTT_PARTIAL_INTERVAL_MS": str(settings.partial_interval_ms),
             "CALLSTT_IDLE_FLUSH_S": "3"}
 

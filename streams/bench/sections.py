@@ -195,8 +195,25 @@ def _lag(points: list[tuple[int, float]], lag_values: list[float], missing: int,
             "consumer_lag_messages_late": _r(statistics.fmean(lag_values[-lag_third:])) if lag_values else None}
 
 
+def wait_for_backlog(worker: WorkerSubprocess, limit_s: float = 300.0) -> float:
+    """Wait (at most `limit_s`) until the worker has read all its audio (consumer lag 0): a run
+    that started while the worker was still behind on the previous one would count that run's
+    backlog as its own latency. Returns the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit_s:
+        try:
+            if metric_sum(worker.metrics(), "callstt_consumer_lag_messages") == 0:
+                break
+        except Exception:  # a slow scrape under load: try again
+            pass
+        time.sleep(1.0)
+    return _r(time.monotonic() - started)
+
+
 def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: int, run_id: str) -> dict[str, Any]:
-    """K conversations at real-time pace, staggered starts; latency per transcript and the lag trend."""
+    """K conversations at real-time pace, staggered starts, once the worker has caught up with
+    what came before; latency per transcript and the lag trend."""
+    waited_for_backlog = wait_for_backlog(worker)
     jobs, by_id = _live_jobs(calls, k, seed, run_id)
     # A turn gives one transcript or more (a long one is cut at a pause): read until quiet.
     expected = sum(len(call.turns) for call in by_id.values())
@@ -233,6 +250,7 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
         "calls": k, "call_seconds": _r(statistics.fmean(c.seconds for c in by_id.values())),
         "speech_fraction": _r(sum(c.speech_s for c in by_id.values()) / sum(c.seconds for c in by_id.values())),
         "transcripts": len(mine), "expected_about": expected,
+        "waited_for_backlog_s": waited_for_backlog,  # the worker was still behind on the previous run
         "end_of_speech_to_received_s": summary(eos),
         "after_endpoint_to_received_s": summary(after_endpoint),
         "worker_endpoint_to_publish_s": {

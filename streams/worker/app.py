@@ -26,7 +26,7 @@ from callstt.streams.core.assembly import StreamState
 from callstt.streams.core.call_options import settings_expired
 from callstt.streams.core.pipeline import Pipeline, Rejected
 from callstt.streams.core_from_settings import build_pipeline
-from callstt.streams.lifecycle import add_metrics_port, add_stall_exit, failure_watch, lower_priority
+from callstt.streams.lifecycle import add_metrics_port, add_stall_exit, failure_watch
 from callstt.streams.settings import Settings
 from callstt.streams.web_auth import faust_web_options
 from callstt.streams.worker import metrics
@@ -58,12 +58,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     """The worker's Faust app. Models load in the background (`load_router` runs in the model
     thread), so the web server answers /health with 503 and the reason while they load."""
     app = faust_app(settings)
-    # The model's threads run below the event loop's priority; the models load in the model thread,
-    # so CTranslate2's own threads do too (streams/lifecycle.py lower_priority).
-    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model",  # finals and speculations
-                                      initializer=lower_priority(settings.model_niceness))
-    interim_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interims",  # streams/worker/agent.py
-                                      initializer=lower_priority(settings.model_niceness))
+    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # finals and speculations
+    interim_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="interims")  # streams/worker/agent.py
     status = WorkerStatus(settings)
     status.watch = watch = failure_watch(settings)
     partitions = AudioPartitions(app, settings.audio_topic)
