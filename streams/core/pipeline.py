@@ -325,6 +325,8 @@ class PipelineBatch:
         self.stage_seconds: dict[str, float] = defaultdict(float)
         # What happened to speculative cuts in this batch (streams/core/speculation.py), for metrics.
         self.speculation_counts: Counter = Counter()
+        # Speculative cuts `transcribe` left for after the batch's finals (all foreseen) are out.
+        self.speculative_left: list[tuple[StreamState, Utterance]] = []
 
     @property
     def outcomes(self) -> list[tuple[Any, Outcome]]:
@@ -518,13 +520,28 @@ class PipelineBatch:
     def transcribe(self, router: ModelRouter, mode: str | None = None) -> list[Transcribed]:
         """Every finished utterance through the model at once, with the speculative cuts when
         there is room (see `Pipeline.transcribe`); what happened to speculations is added to
-        `speculation_counts`."""
+        `speculation_counts`. When every finished utterance already has its words from a
+        speculation, the batch's speculative cuts are left for `transcribe_speculative`, after
+        those finals are out: a final whose words are ready never waits for a model call."""
+        ready, speculative = self.ready, self.speculative
+        if ready and speculative and all(self.pipeline.speculations.foresees(u) for _, u in ready):
+            self.speculative_left, speculative = speculative, []
+        return self._transcribe(router, ready, speculative, mode)
+
+    def transcribe_speculative(self, router: ModelRouter) -> None:
+        """The speculative cuts `transcribe` left for after its finals (their results are kept, not published)."""
+        left, self.speculative_left = self.speculative_left, []
+        if left:
+            self._transcribe(router, [], left, None)
+
+    def _transcribe(self, router: ModelRouter, ready: list, speculative: list, mode: str | None) -> list[Transcribed]:
         started = time.perf_counter()
         counts_before = self.pipeline.speculations.counts.copy()
-        self.pipeline.speculations.overtaken(self.overtaken_speculations())
-        results = self.pipeline.transcribe(router, self.ready,
+        if ready:
+            self.pipeline.speculations.overtaken(self.overtaken_speculations())
+        results = self.pipeline.transcribe(router, ready,
                                            lambda u: self.table.latest_state(u.call_id, u.stream_id), mode,
-                                           lambda call_id: self._call_settings.get(call_id), self.speculative)
+                                           lambda call_id: self._call_settings.get(call_id), speculative)
         self.speculation_counts.update(self.pipeline.speculations.counts - counts_before)
         self.stage_seconds["model"] += time.perf_counter() - started
         return results

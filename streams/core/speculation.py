@@ -96,6 +96,12 @@ class Speculations:
         self.counts["used"] += 1
         return Claim(foreseen, "used", foreseen.utterance.last_received_ts_ms)
 
+    def foresees(self, final: Utterance) -> bool:
+        """Whether `take` would give this final a speculation's result (nothing is taken)."""
+        foreseen = self._waiting.get((final.call_id, final.stream_id))
+        return foreseen is not None and foreseen.utterance.index == final.index and \
+            foreseen.utterance.same_speech(final)
+
     def skipped(self, utterances: Sequence[Utterance]) -> None:
         """Speculative cuts the model had no room for, or that came when a final at hand was late."""
         self.counts["skipped"] += len(utterances)

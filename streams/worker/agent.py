@@ -287,6 +287,10 @@ class BatchHandler:
                     result.stages.transcript_id = result.transcript.transcript_id
                     self.pipeline.stages.add_final(result.stages)
                 self.on_published(result.transcript, decided_at)
+        if batch.speculative_left:  # the finals had their words already: out first, then these
+            await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe_speculative,
+                                                             self.status.router)
+            self.observe_stages(batch, finals=False)
 
     def start_interims(self, batch: PipelineBatch) -> None:
         """The batch's interim cuts, after its finals, only while no final waits in the open batch
@@ -337,11 +341,13 @@ class BatchHandler:
         batch.stage_seconds.clear()
 
     @classmethod
-    def observe_stages(cls, batch: PipelineBatch) -> None:
+    def observe_stages(cls, batch: PipelineBatch, finals: bool = True) -> None:
+        """The batch's stage seconds and speculation counts, after a model call of its finals
+        (`finals`) or of the speculations left for after them."""
         cls.observe_stage_seconds(batch)
         counts = batch.speculation_counts
         # What went to the model: the finals no speculation foresaw, and the speculations run.
-        model_utterances = len(batch.ready) - counts["used"] + counts["run"]
+        model_utterances = (len(batch.ready) - counts["used"] if finals else 0) + counts["run"]
         if model_utterances > 0:
             metrics.UTTERANCES_PER_MODEL_CALL.observe(model_utterances)
         for outcome in metrics.SPECULATIVE_OUTCOMES:

@@ -33,6 +33,18 @@ def test_the_final_cut_takes_the_result_its_speculation_foresaw():
     assert speculations.counts == {"run": 1, "used": 1}
 
 
+def test_a_batch_asks_whether_its_finals_are_foreseen_before_taking_them():
+    # (all foreseen: those finals go out before the batch's other speculative cuts run)
+    speculations = Speculations()
+    speculations.keep(utterance(), FakeDecided("hello"))
+    final = replace(utterance(), speculative=False, end_ms=2400)
+    assert speculations.foresees(final) and len(speculations) == 1  # asking takes nothing
+    assert not speculations.foresees(replace(final, speech_end_ms=3000))  # the speaker went on
+    assert not speculations.foresees(replace(final, index=1)) and not speculations.foresees(
+        replace(final, stream_id="agent"))
+    assert speculations.take(final).outcome == "used"
+
+
 def test_a_speculation_whose_speech_changed_is_wasted_never_used():
     speculations = Speculations()
     speculations.keep(utterance(speech_end_ms=2000), FakeDecided("first half"))
