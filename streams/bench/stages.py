@@ -31,7 +31,8 @@ def stage_figures(page: dict[str, Any], arrivals: list[Arrival]) -> dict[str, An
     per_final = []  # each final's own way, for the JSON: which stage held which final
     for final in finals:
         row: dict[str, Any] = {"call_id": final["call_id"], "stream_id": final["stream_id"],
-                               "utterance_index": final["utterance_index"], "speculation": final["speculation"]}
+                               "utterance_index": final["utterance_index"], "speculation": final["speculation"],
+                               "speech_end_ms": final["speech_end_ms"]}
         for stage in STAGES:
             if final.get(stage) is not None:
                 row[stage.removesuffix("_ms")] = (final[stage] - final["speech_end_ms"]) / 1000
@@ -54,6 +55,8 @@ def stage_figures(page: dict[str, Any], arrivals: list[Arrival]) -> dict[str, An
         # What held the model when each final was ready (one whose speculation was used needed none).
         "model_when_ready": dict(Counter(busy_at_cut(f, calls) for f in finals if f["speculation"] != "used")),
         "per_final_s": per_final,  # seconds from the end of speech, per final
+        # the model calls of the run (ms, the worker's clock), to lay the finals' stages against
+        "model_calls": [c for c in calls if finals and c["ended_ms"] >= min(f["speech_end_ms"] for f in finals)],
     }
 
 

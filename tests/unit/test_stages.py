@@ -68,6 +68,7 @@ def test_the_bench_figures_are_offsets_from_the_end_of_speech():
     assert figures["model_when_ready"] == {"idle": 1}  # t0: the interim call began after its cut; t1 needed no model
     # and each final's own way, for the JSON
     assert figures["per_final_s"][1] == {"call_id": "c1", "stream_id": "caller", "utterance_index": 1,
-                                         "speculation": "used", "cut": 0.6, "model_started": 0.3, "model_ended": 0.55,
+                                         "speculation": "used", "speech_end_ms": 10_000, "cut": 0.6, "model_started": 0.3, "model_ended": 0.55,
                                          "published": 0.56, "acknowledged": 0.58, "received": 0.7}
+    assert figures["model_calls"] == page["model_calls"]  # the interim call at 10.61 s, after the first speech end
 
