@@ -325,8 +325,8 @@ class PipelineBatch:
         self.stage_seconds: dict[str, float] = defaultdict(float)
         # What happened to speculative cuts in this batch (streams/core/speculation.py), for metrics.
         self.speculation_counts: Counter = Counter()
-        # Speculative cuts `transcribe` left for after the batch's finals (all foreseen) are out.
-        self.speculative_left: list[tuple[StreamState, Utterance]] = []
+        # What `transcribe` left for after the finals whose words were ready are out: (finals, speculative cuts).
+        self.left: tuple[list, list] | None = None
 
     @property
     def outcomes(self) -> list[tuple[Any, Outcome]]:
@@ -517,27 +517,44 @@ class PipelineBatch:
         endpoint = EndpointState.from_bytes(state.endpoint)
         return endpoint.is_open and endpoint.speech_end * 1000 // SAMPLE_RATE == utterance.speech_end_ms
 
-    def transcribe(self, router: ModelRouter, mode: str | None = None) -> list[Transcribed]:
+    def transcribe(self, router: ModelRouter, mode: str | None = None,
+                   foreseen_first: bool = False) -> list[Transcribed]:
         """Every finished utterance through the model at once, with the speculative cuts when
         there is room (see `Pipeline.transcribe`); what happened to speculations is added to
-        `speculation_counts`. When every finished utterance already has its words from a
-        speculation, the batch's speculative cuts are left for `transcribe_speculative`, after
-        those finals are out: a final whose words are ready never waits for a model call."""
+        `speculation_counts`. With `foreseen_first` (the worker), finals whose words a
+        speculation already has come first, alone: when others need the model, those are left
+        (`left`) for `transcribe_left`, which the caller runs after publishing these, so a final
+        whose words are ready never waits for a model call. A stream's finals keep their order:
+        after its first final that needs the model, its later ones wait too."""
         ready, speculative = self.ready, self.speculative
-        if ready and speculative and all(self.pipeline.speculations.foresees(u) for _, u in ready):
-            self.speculative_left, speculative = speculative, []
-        return self._transcribe(router, ready, speculative, mode)
+        first = self._foreseen_first(ready) if foreseen_first else set()
+        if first and (len(first) < len(ready) or speculative):
+            self.left = ([item for i, item in enumerate(ready) if i not in first], speculative)
+            return self._transcribe(router, [ready[i] for i in sorted(first)], [], mode, overtaken=True)
+        return self._transcribe(router, ready, speculative, mode, overtaken=True)
 
-    def transcribe_speculative(self, router: ModelRouter) -> None:
-        """The speculative cuts `transcribe` left for after its finals (their results are kept, not published)."""
-        left, self.speculative_left = self.speculative_left, []
-        if left:
-            self._transcribe(router, [], left, None)
+    def transcribe_left(self, router: ModelRouter, mode: str | None = None) -> list[Transcribed]:
+        """The finals and speculative cuts `transcribe` left for after its foreseen finals were out."""
+        (ready, speculative), self.left = self.left or ([], []), None
+        return self._transcribe(router, ready, speculative, mode, overtaken=False) if ready or speculative else []
 
-    def _transcribe(self, router: ModelRouter, ready: list, speculative: list, mode: str | None) -> list[Transcribed]:
+    def _foreseen_first(self, ready: list[tuple[StreamState, Utterance]]) -> set[int]:
+        """Indices of the finals that have their words from a speculation, each stream's up to
+        its first one that needs the model."""
+        first, waiting = set(), set()
+        for index, (_, utterance) in enumerate(ready):
+            stream = (utterance.call_id, utterance.stream_id)
+            if stream not in waiting and self.pipeline.speculations.foresees(utterance):
+                first.add(index)
+            else:
+                waiting.add(stream)
+        return first
+
+    def _transcribe(self, router: ModelRouter, ready: list, speculative: list, mode: str | None,
+                    overtaken: bool) -> list[Transcribed]:
         started = time.perf_counter()
         counts_before = self.pipeline.speculations.counts.copy()
-        if ready:
+        if overtaken:  # once per batch
             self.pipeline.speculations.overtaken(self.overtaken_speculations())
         results = self.pipeline.transcribe(router, ready,
                                            lambda u: self.table.latest_state(u.call_id, u.stream_id), mode,

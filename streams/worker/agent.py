@@ -37,6 +37,7 @@ given; streams/worker/app.py wires them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -251,18 +252,26 @@ class BatchHandler:
 
     async def publish(self, batch: PipelineBatch) -> None:
         """Transcribe every utterance the batch finished, across calls, in one go in the model thread
-        (`CALLSTT_INFERENCE_MODE`), and publish the transcripts, acknowledged."""
+        (`CALLSTT_INFERENCE_MODE`), and publish the transcripts, acknowledged. Finals whose words a
+        speculation already has go out first; then the model call for the rest, if any
+        (`PipelineBatch.transcribe`, `transcribe_left`)."""
         ready = batch.ready
         if not ready and not batch.speculative:
-            self.observe_stages(batch)
+            self.observe_stages(batch, 0)
             return
         decided_at = time.time()
         for _, utterance in ready:
             metrics.UTTERANCES.labels(utterance.reason).inc()
             metrics.UTTERANCE_SECONDS.observe(utterance.seconds)
-        results = await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe,
-                                                                   self.status.router)
-        self.observe_stages(batch)
+        for step in (functools.partial(batch.transcribe, foreseen_first=True), batch.transcribe_left):
+            results = await asyncio.get_running_loop().run_in_executor(self.model_thread, step, self.status.router)
+            self.observe_stages(batch, len(results))
+            await self.send_finals(results, decided_at)
+            if batch.left is None:
+                break
+
+    async def send_finals(self, results: list[Transcribed], decided_at: float) -> None:
+        """Finals to the transcript topic, all in flight at once, each acknowledged."""
         with metrics.timed("publish"):
             sent = []
             for result in results:
@@ -287,10 +296,6 @@ class BatchHandler:
                     result.stages.transcript_id = result.transcript.transcript_id
                     self.pipeline.stages.add_final(result.stages)
                 self.on_published(result.transcript, decided_at)
-        if batch.speculative_left:  # the finals had their words already: out first, then these
-            await asyncio.get_running_loop().run_in_executor(self.model_thread, batch.transcribe_speculative,
-                                                             self.status.router)
-            self.observe_stages(batch, finals=False)
 
     def start_interims(self, batch: PipelineBatch) -> None:
         """The batch's interim cuts, after its finals, only while no final waits in the open batch
@@ -341,13 +346,12 @@ class BatchHandler:
         batch.stage_seconds.clear()
 
     @classmethod
-    def observe_stages(cls, batch: PipelineBatch, finals: bool = True) -> None:
-        """The batch's stage seconds and speculation counts, after a model call of its finals
-        (`finals`) or of the speculations left for after them."""
+    def observe_stages(cls, batch: PipelineBatch, finals: int) -> None:
+        """The batch's stage seconds and speculation counts, after a step that decided `finals`."""
         cls.observe_stage_seconds(batch)
         counts = batch.speculation_counts
         # What went to the model: the finals no speculation foresaw, and the speculations run.
-        model_utterances = (len(batch.ready) - counts["used"] if finals else 0) + counts["run"]
+        model_utterances = finals - counts["used"] + counts["run"]
         if model_utterances > 0:
             metrics.UTTERANCES_PER_MODEL_CALL.observe(model_utterances)
         for outcome in metrics.SPECULATIVE_OUTCOMES:

@@ -86,3 +86,19 @@ def test_speculation_runs_only_while_everyone_is_on_time_and_there_is_room():
     assert not worth_running([on_time], [late], now, budget_ms=1600, room=8)  # a final is late
     assert not worth_running([late], [], now, budget_ms=1600, room=8)  # old audio: replay, or behind
     assert not worth_running([], [on_time], now, budget_ms=1600, room=8)
+
+
+def test_finals_with_their_words_ready_go_first_each_stream_in_order():
+    # The worker publishes these before the model call for the batch's other finals
+    # (PipelineBatch.transcribe(foreseen_first=True)); a stream's later final never overtakes
+    # an earlier one of it that still needs the model.
+    from callstt.streams.core.pipeline import MemoryStore, Pipeline
+
+    pipeline = Pipeline()
+    for stream, index in (("caller", 1), ("agent", 4)):
+        pipeline.speculations.keep(utterance(index, stream=stream), FakeDecided("ready"))
+    final = lambda index, stream: (None, replace(utterance(index, stream=stream), speculative=False))  # noqa: E731
+    ready = [final(0, "caller"), final(1, "caller"), final(4, "agent"), final(2, "other")]
+    batch = pipeline.batch(MemoryStore().get)
+    assert batch._foreseen_first(ready) == {2}  # caller 1 waits behind caller 0, which needs the model
+    assert batch._foreseen_first(ready[1:]) == {0, 1}  # caller 1 and agent 4 go first; other 2 after them
