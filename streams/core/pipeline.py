@@ -441,14 +441,8 @@ class PipelineBatch:
     def speculative(self) -> list[tuple[StreamState, Utterance]]:
         """The streams' speculative cuts still worth running: each stream's latest, unless a later
         cut of the stream in this batch superseded it or its speaker has spoken again since."""
-        latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
-        for _, outcome in self.outcomes:
-            stream = (outcome.state.call_id, outcome.state.stream_id)
-            if outcome.speculative:
-                latest[stream] = (outcome.state, outcome.speculative[-1])
-            elif outcome.utterances:
-                latest[stream] = None
-        return [item for item in latest.values() if item is not None and self._still_silent(item[1])]
+        latest = self._latest_cuts(lambda outcome: outcome.speculative, lambda outcome: bool(outcome.utterances))
+        return [item for item in latest if self._still_silent(item[1])]
 
     def overtaken_speculations(self) -> list[Utterance]:
         """Speculative cuts whose final cut came in this same batch (the batch started after the
@@ -462,24 +456,23 @@ class PipelineBatch:
                 overtaken += [latest.pop(stream)]
         return overtaken
 
-        latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
-        for _, outcome in self.outcomes:
-            stream = (outcome.state.call_id, outcome.state.stream_id)
-            if outcome.speculative:
-                latest[stream] = (outcome.state, outcome.speculative[-1])
-            elif outcome.utterances:
-                latest[stream] = None
-        return [item for item in latest.values() if item is not None and self._still_silent(item[1])]
     @property
     def interims(self) -> list[tuple[StreamState, Utterance]]:
         """Each stream's latest interim cut, unless a later cut of the stream in this batch (its
         final, or a speculation: the speaker has stopped) superseded it."""
+        return self._latest_cuts(lambda outcome: outcome.interim,
+                                 lambda outcome: bool(outcome.utterances or outcome.speculative))
+
+    def _latest_cuts(self, cuts_of: Callable[[Outcome], list[Utterance]],
+                     superseded: Callable[[Outcome], bool]) -> list[tuple[StreamState, Utterance]]:
+        """Each stream's latest cut of one kind (`cuts_of` an outcome), unless a later outcome of
+        the stream without one `superseded` it; in the order streams first appeared."""
         latest: dict[tuple[str, str], tuple[StreamState, Utterance] | None] = {}
         for _, outcome in self.outcomes:
             stream = (outcome.state.call_id, outcome.state.stream_id)
-            if outcome.interim:
-                latest[stream] = (outcome.state, outcome.interim[-1])
-            elif outcome.utterances or outcome.speculative:
+            if cuts_of(outcome):
+                latest[stream] = (outcome.state, cuts_of(outcome)[-1])
+            elif superseded(outcome):
                 latest[stream] = None
         return [item for item in latest.values() if item is not None]
 
