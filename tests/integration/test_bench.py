@@ -73,8 +73,12 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
         steps = stages["from_end_of_speech_s"]
         assert stages["finals"] >= live["transcripts"] == steps["received"]["n"] > 0, stages
         assert sum(stages["speculation"].values()) == stages["finals"]
-        assert steps["cut"]["p50"] <= steps["published"]["p50"] <= steps["acknowledged"]["p50"]
-        assert steps["model_started"]["p50"] <= steps["model_ended"]["p50"] <= steps["published"]["p50"]
+        # Each final's own record, in causal order (each step happens after the one it needs,
+        # whatever the machine's speed: no time is bounded here).
+        assert len(stages["per_final_s"]) == stages["finals"]
+        for final in stages["per_final_s"]:
+            assert final["cut"] <= final["published"] <= final["acknowledged"], final
+            assert final["model_started"] <= final["model_ended"] <= final["published"], final
 
     assert report["capacity"]["live_calls"] in (0, 1, 2)
     worker = report["worker"]
