@@ -108,10 +108,24 @@ def live_lines(live: dict[str, Any], label: str) -> list[str]:
         lines.append(f"| {label}: speculative run / used / discarded / skipped; wasted share of "
                      f"model time | {speculative['run']} / {speculative['used']} / {speculative['discarded']} / "
                      f"{speculative['skipped']}; {model.get('speculative_wasted_share')} |")
+    if live.get("kafka_writes"):
+        lines.append(kafka_writes_line(label, live["kafka_writes"]))
     if live.get("stages"):
         lines.append(f"| {label}: a final's way, p50/p95 from the end of speech (worker's /stages) "
                      f"| {stage_line(live['stages'])} |")
     return lines
+
+
+def kafka_writes_line(label: str, writes: dict[str, Any]) -> str:
+    """One row per run: bytes written to Kafka per second of call, per topic, before replication."""
+    per_topic = ", ".join(f"{kind} {_kilobytes(value)}" for kind, value in writes["bytes_per_call_second"].items())
+    short = "" if writes.get("complete", True) else " (a topic was not read to its end)"
+    return (f"| {label}: written to Kafka per call-second (key + value, before replication); changelog bytes "
+            f"per audio byte | {per_topic}; {writes['changelog_per_audio_byte']}{short} |")
+
+
+def _kilobytes(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1000:.1f} kB"
 
 
 def interim_line(label: str, figures: dict[str, Any]) -> str:

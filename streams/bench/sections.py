@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from callstt.streams.bench import broker_bytes
 from callstt.streams.bench.collecting import Arrival, RecordCollector, collect
 from callstt.streams.bench.evaluation.scoring import error_rate
 from callstt.streams.bench.floor import call_accuracy
@@ -218,6 +219,8 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
     # A turn gives one transcript or more (a long one is cut at a pause): read until quiet.
     expected = sum(len(call.turns) for call in by_id.values())
     before = worker.metrics()
+    topics = broker_bytes.run_topics(worker)
+    marks = broker_bytes.end_offsets(worker, topics.values())
     reader = TranscriptReader(worker.bootstrap, worker.transcript_topic, from_beginning=True)
     interims = RecordCollector.interims(TranscriptReader(worker.bootstrap, worker.partial_topic, from_beginning=True),
                                 set(by_id), time.monotonic() + max(c.seconds for c in by_id.values()) + 150.0)
@@ -246,6 +249,7 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
     after = worker.metrics()
     mine = [a for a in arrivals if a.transcript.call_id in by_id]
     eos, after_endpoint, points = _latencies(mine)
+    written = broker_bytes.written_since(worker, marks, set(by_id))
     return {
         "calls": k, "call_seconds": _r(statistics.fmean(c.seconds for c in by_id.values())),
         "speech_fraction": _r(sum(c.speech_s for c in by_id.values()) / sum(c.seconds for c in by_id.values())),
@@ -267,6 +271,8 @@ def run_live(worker: WorkerSubprocess, calls: list[Conversation], k: int, seed: 
         "accuracy": conversation_accuracy(by_id, mine),
         # Where each final's time went (the worker's per-utterance stage records).
         "stages": stage_figures(worker.stages(set(by_id)), mine),
+        # What the run's calls cost the brokers, per second of call (streams/bench/broker_bytes.py).
+        "kafka_writes": broker_bytes.per_call_second(written, sum(c.seconds for c in by_id.values()), topics),
     }
 
 

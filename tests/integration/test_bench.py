@@ -80,6 +80,16 @@ def test_quick_bench_reports_every_section(kafka_bootstrap, tmp_path) -> None:
             assert final["cut"] <= final["published"] <= final["acknowledged"], final
             assert final["model_started"] <= final["model_ended"] <= final["published"], final
 
+    # What each run's calls wrote to Kafka, counted from the topics themselves: the platform's
+    # 20 ms chunks are 50 records a second per stream (two streams a conversation, one with
+    # pauses), so only the run's own calls were counted; the changelog beside the audio.
+    assert "written to Kafka per call-second" in table
+    for live, streams in [(live, 2) for live in report["live"]] + [(live, 1) for live in report["live_pauses"]]:
+        writes = live["kafka_writes"]
+        assert writes["complete"], writes
+        assert 45 * streams <= writes["records_per_call_second"]["audio"] <= 55 * streams, writes
+        assert writes["bytes_per_call_second"]["transcripts"] > 0 and writes["changelog_per_audio_byte"] > 0, writes
+
     assert report["capacity"]["live_calls"] in (0, 1, 2)
     worker = report["worker"]
     assert worker["start_to_health_200_s"] > 0 and worker["model_load_s"] > 0
