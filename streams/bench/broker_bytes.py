@@ -1,10 +1,11 @@
 """What a live run wrote to Kafka for its calls, per topic: the audio the platform published, the
 worker's table changelog (stream state and audio blocks), its transcripts and interims.
 
-    marks = end_offsets(worker, topics)                      # before the run publishes
+    topics = run_topics(worker)                              # kind -> topic
+    marks = end_offsets(worker, topics.values())             # before the run publishes
     ...the run...
     written = written_since(worker, marks, run_calls)        # after its last transcript
-    figures = per_call_second(written, call_seconds, audio_topic, changelog_topic)
+    figures = per_call_second(written, call_seconds, topics)
 
 Bytes are each record's key and value as the producer handed them to the client (before
 compression, batch headers and replication: multiply by the topic's replication factor, which
@@ -19,7 +20,7 @@ import time
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from callstt.streams.bench.stats import _r
 from callstt.streams.bench.subprocesses import WorkerSubprocess
@@ -74,7 +75,8 @@ def _read(consumer: Consumer, topic: str, since: Mapping[int, int], calls: Colle
     partitions = metadata.partitions or {}
     replication = max((len(p.replicas) for p in partitions.values()), default=0)
     ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-    left = {p: end for p, end in ends.items() if end > since.get(p, 0)}
+    left = {p: end for p, end in ends.items() if end > since.get(p, 0)}  # partition -> its end offset
+    wanted = [call.encode() for call in calls]
     records = size = 0
     if left:
         consumer.assign([TopicPartition(topic, p, since.get(p, 0)) for p in left])
@@ -86,12 +88,15 @@ def _read(consumer: Consumer, topic: str, since: Mapping[int, int], calls: Colle
             for message in messages:
                 if message.error():
                     raise KafkaException(message.error())
+                end = left.get(message.partition())
+                if end is None or message.offset() >= end:  # written after the reading began
+                    continue
                 key = message.key() or b""
-                if any(call.encode() in key for call in calls):
+                if any(call in key for call in wanted):
                     records += 1
                     size += len(key) + len(message.value() or b"")
-                if message.offset() + 1 >= left.get(message.partition(), OFFSET_END):
-                    left.pop(message.partition(), None)
+                if message.offset() + 1 >= end:
+                    del left[message.partition()]
         consumer.unassign()
     return {"topic": topic, "records": records, "bytes": size, "replication_factor": replication,
             "read_to_end": not left}

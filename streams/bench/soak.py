@@ -25,17 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, TopicPartition
 
 from callstt.models.audio.decoding import SAMPLE_RATE
 from callstt.models.voices.synth import ENGLISH_SENTENCES, synthesize
+from callstt.streams.bench import broker_bytes
 from callstt.streams.bench.run import own_broker, worker_env
 from callstt.streams.bench.subprocesses import WorkerSubprocess
-from callstt.streams.client.kafka import confluent_config
 from callstt.streams.client.producer import PLATFORM_CHUNK_MS, CallPublisher
 from callstt.streams.client.reader import TranscriptReader
-from callstt.streams.client.topics import worker_changelog_topic
-from callstt.streams.settings import Settings
 
 log = logging.getLogger("callstt.bench")
 
@@ -105,14 +102,8 @@ def folder_bytes(folder: Path) -> int:
 
 def changelog_records(worker: WorkerSubprocess) -> int:
     """Records written to the worker's stream-state changelog so far (its partitions' end offsets)."""
-    settings = Settings.from_env(worker.env())
-    topic = worker_changelog_topic(settings)
-    consumer = Consumer(confluent_config(settings, **{"group.id": f"{worker.name}-soak"}))
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
-    finally:
-        consumer.close()
+    topic = broker_bytes.run_topics(worker)["changelog"]
+    return sum(broker_bytes.end_offsets(worker, [topic])[topic].values())
 
 
 def sample(worker: WorkerSubprocess, started: float, progress: SoakProgress) -> dict[str, Any]:
