@@ -6,25 +6,13 @@ from __future__ import annotations
 import pytest
 
 from callstt.infra.local.kafka import LocalKafka
+from callstt.infra.local.ports import free_ports
 
 
 def free_port_pair(count: int = 2) -> int:
     """A port p with p..p+count-1 free: by default the client and controller listeners of a
     one-node broker; 4 with its SASL (p+2) and TLS (p+3) listeners too."""
-    import random
-    import socket
-    from contextlib import ExitStack
-
-    for _ in range(100):
-        port = random.randint(30000, 39000)
-        try:
-            with ExitStack() as stack:
-                for offset in range(count):
-                    stack.enter_context(socket.socket()).bind(("127.0.0.1", port + offset))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError(f"no {count} free consecutive ports for the test broker")
+    return free_ports(count)
 
 
 @pytest.fixture(scope="session")

@@ -427,10 +427,15 @@ class LocalKafka:
     def running(self) -> list[int]:
         return [node.node_id for node in self.nodes if node.pid() is not None]
 
-    def log_tail(self, node: Node, lines: int = 40) -> str:
+    def log_tail(self, node: Node, lines: int = 40, errors: int = 10) -> str:
+        """The log's first ERROR/FATAL lines (why a node stopped, e.g. a port it could not bind,
+        comes before the long shutdown that follows it), then its last `lines` lines."""
         for log in (node.logs_dir / "server.log", node.logs_dir / "stdout.log"):
             if log.exists():
-                return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+                text = log.read_text(errors="replace").splitlines()
+                first_errors = [line for line in text if " ERROR " in line or " FATAL " in line][:errors]
+                head = ["first errors:", *first_errors, "last lines:"] if first_errors else []
+                return "\n".join(head + text[-lines:])
         return "(no log written)"
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import ClassVar
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from callstt.infra.local.ports import free_ports
 from callstt.streams.agents import AGENTS
 from callstt.streams.settings import prefixed_topics, setting_variable
 from callstt.streams.web_auth import read_tokens
@@ -55,9 +55,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)
 
 
 @dataclass

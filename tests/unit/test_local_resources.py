@@ -6,13 +6,8 @@ import socket
 
 import pytest
 
+from callstt.infra.local.ports import free_ports as free_port
 from callstt.streams.lifecycle import StartError, check_local_resources
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_taken_metrics_port_is_refused_naming_its_setting(tmp_path):
