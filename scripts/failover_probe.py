@@ -99,8 +99,9 @@ def probe(bootstrap: str, streams: int, session_timeout_s: float, root: Path) ->
         holds = wait_until(lambda: doomed <= partitions_of(survivor), 60, "the survivor holds them") - killed
         times = sorted(first_seen.values())
         return {"streams": streams, "session_timeout_s": session_timeout_s, "held_at_kill": held,
-                "survivor_holds_s": round(holds, 1), "transcripts": len(first_seen), "published_twice": received - len(first_seen),
-                "first_s": round(times[0], 1), "median_s": round(statistics.median(times), 1), "last_s": round(times[-1], 1)}
+                "survivor_holds_s": round(holds, 1), "transcripts": len(first_seen),
+                "published_twice": received - len(first_seen), "first_s": round(times[0], 1),
+                "median_s": round(statistics.median(times), 1), "last_s": round(times[-1], 1)}
     finally:
         victim.kill()
         survivor.stop()

@@ -19,9 +19,9 @@
 The agent keeps reading while the model runs: records taken meanwhile join the *open* batch,
 which reads through the *running* batch's changes not yet written (`read_latest`), so a
 stream's chunks see what its earlier chunks did; when the running batch is done, the open one
-starts (`follow`: its reads go to the table again, its streams take the language evidence the
-model left). So the end of an utterance is noticed while the model works on others, and all
-that ended meanwhile meet the model together. At most one batch runs and one is open; the
+starts (`follow`: its reads go to the checkpoint layer again, then the table, and its streams
+take the language evidence the model left). So the end of an utterance is noticed while the
+model works on others, and all that ended meanwhile meet the model together. At most one batch runs and one is open; the
 open one takes at most CALLSTT_BATCH_MAX_EVENTS records before the agent waits (the backlog
 stays in Kafka, not in memory).
 
@@ -35,8 +35,8 @@ Guarantee: at-least-once. Table state is written only after the transcripts it l
 acknowledged, batch after batch in order, and records are released (committable) only once the
 checkpoint that has their effect is acknowledged by the broker; a crash repeats work (same
 transcript_id) and never skips it. When Faust waits for every record handed out (a rebalance,
-a shutdown), everything waiting is checkpointed (`checkpoint_everything`). This module knows Faust only through the callables it is
-given; streams/worker/app.py wires them.
+a shutdown), everything waiting is checkpointed (`checkpoint_everything`). This module knows
+Faust only through the callables it is given; streams/worker/app.py wires them.
 """
 
 from __future__ import annotations
@@ -461,8 +461,8 @@ class BatchHandler:
                     self.io.write_table(key, value)
                 await self.io.table_written()
             except Exception as error:  # their next owner repeats them from the committed offset
-                log.warning("checkpointing %d streams before a rebalance failed (%s: %s); %d records stay "
-                            "uncommitted", len({key for key, _, _ in writes}), type(error).__name__, error, len(records))
+                log.warning("checkpointing %d table keys before a rebalance or a stop failed (%s: %s); %d records "
+                            "stay uncommitted", len(writes), type(error).__name__, error, len(records))
                 return
         for event in records:
             self.release(event)

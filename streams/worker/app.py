@@ -174,10 +174,11 @@ def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, tab
                    control, flush_requested: dict[str, float], pipeline: Pipeline,
                    checkpoint_waiting: Callable[[str], bool]) -> None:
     """Every second: the lag and broker reply-age gauges, and a flush or evict request to the
-    own partition of each stream that went quiet, or ended over CALLSTT_STREAM_TTL_S ago
-    (streams/worker/idle.py chooses), or whose changes wait for a checkpoint while it is quiet. Every 30 s (or half the settings' TTL): a scan of the
-    table for streams recovered from the changelog and for call settings past
-    CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked of their call's partition."""
+    own partition of each stream that went quiet, or ended over CALLSTT_STREAM_TTL_S ago, or
+    whose changes wait for a checkpoint while it is quiet (streams/worker/idle.py chooses). Every
+    30 s (or half the settings' TTL): a scan of the table for streams recovered from the
+    changelog and for call settings past CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked
+    of their call's partition."""
     last_scan = [0.0]
     scan_every_s = min(30.0, settings.call_settings_ttl_s / 2)
 
