@@ -12,6 +12,7 @@ transcript arrives (first, median, last), with how many came and how many twice.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -77,7 +78,7 @@ def probe(bootstrap: str, streams: int, session_timeout_s: float, root: Path) ->
         wait_until(lambda: victim.metrics().get("callstt_chunks_total", 0) >= taken and
                    sum(value for key, value in victim.metrics().items()
                        if key.startswith("callstt_consumer_lag_messages")) == 0, 600, "the victim took every chunk")
-        time.sleep(2.0)  # its last batch done
+        time.sleep(float(os.environ.get("FAILOVER_SETTLE_S", "2")))  # its last batch done
         held = victim.metrics().get("callstt_held_records", 0)
         killed = time.monotonic()
         victim.kill()
