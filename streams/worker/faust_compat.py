@@ -8,13 +8,11 @@ loudly when an upgrade removes or renames one. Nothing else in the project touch
 from __future__ import annotations
 
 import weakref
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import faust.streams as faust_streams
 from faust.tables.recovery import Recovery
-from faust.transport.consumer import Consumer
 from faust.types import TP
 
 
@@ -45,38 +43,6 @@ def release(event: Any) -> None:
     Whichever of take_events' ack and this one comes last marks the offset committable, so a
     release before or after the agent's body ends both work."""
     event.ack()
-
-
-def checkpoint_while_waiting(app: Any, begin: Callable[[], Awaitable[None]], end: Callable[[], None]) -> None:
-    """While `app`'s consumer waits for every record it handed out to be acknowledged
-    (`Consumer.wait_empty`: before a rebalance's revocation and at a stop), `begin` has run
-    first and `end` runs after.
-
-    Why: the worker holds a record until its stream's next checkpoint (streams/core/checkpoints.py),
-    seconds later; Faust's wait would then last until the group gave up on the worker. `begin`
-    checkpoints everything now, and makes each batch that finishes meanwhile checkpoint all it
-    changed. Patched on the class (Faust makes the consumer lazily), for this app's consumer only."""
-    _WAIT_HOOKS[app] = (begin, end)
-    if getattr(Consumer.wait_empty, "checkpoints_first", False):
-        return
-    original = Consumer.wait_empty
-
-    async def wait_empty(self: Any) -> None:
-        hooks = _WAIT_HOOKS.get(self.app)
-        if hooks is None:
-            return await original(self)
-        begin, end = hooks
-        await begin()
-        try:
-            await original(self)
-        finally:
-            end()
-
-    wait_empty.checkpoints_first = True
-    Consumer.wait_empty = wait_empty
-
-
-_WAIT_HOOKS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
 def read_offset(app: Any, tp: TP) -> int | None:

@@ -111,32 +111,3 @@ def test_the_tables_open_rocksdb_with_small_buffers(tmp_path):
     assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == \
         (ROCKSDB_OPTIONS["write_buffer_size"], ROCKSDB_OPTIONS["max_write_buffer_number"],
          ROCKSDB_OPTIONS["block_cache_size"]) == (4 << 20, 2, 8 << 20)
-
-
-def test_faust_waits_for_every_record_handed_out_before_a_revocation_and_the_worker_checkpoints_first():
-    """The worker holds records until their stream's checkpoint; Faust's revocation waits for
-    them in `Consumer.wait_empty`, which must run the worker's `begin` first and `end` after."""
-    import asyncio
-    import types
-
-    import faust
-
-    from callstt.streams.worker.faust_compat import checkpoint_while_waiting
-
-    assert "_consumer_wait_empty" in inspect.getsource(faust.App._on_partitions_revoked)
-    assert "consumer.wait_empty()" in inspect.getsource(faust.App._consumer_wait_empty)
-    calls = []
-    app = faust.App("wait-empty-hook", broker="kafka://127.0.0.1:1")
-
-    async def begin():
-        calls.append("begin: checkpoint everything")
-
-    checkpoint_while_waiting(app, begin, lambda: calls.append("end"))
-    checkpoint_while_waiting(app, begin, lambda: calls.append("end"))  # idempotent: wrapped once
-    quiet_log = types.SimpleNamespace(dev=lambda *args: None)
-    consumer = type("FakeConsumer", (), {"app": app, "should_stop": False, "_unacked_messages": set(),
-                                         "log": quiet_log, "diag": types.SimpleNamespace(
-                                             set_flag=lambda flag: None, unset_flag=lambda flag: None),
-                                         "commit_and_end_transactions": lambda self: asyncio.sleep(0)})()
-    asyncio.run(Consumer.wait_empty(consumer))
-    assert calls == ["begin: checkpoint everything", "end"]
