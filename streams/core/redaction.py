@@ -203,7 +203,10 @@ def normalise(words: Sequence[Word]) -> tuple[MappedText, list[tuple[int, int]]]
         pause = word.text.strip()[len(cores[i]):]  # the punctuation this word ended with
         joins, spoken_open = text in ("+", "-", ",") or low in MULTIPLIERS, spoken and not pause
         last_spoken = spoken
-        if STOPS & set(pause):
+        # "415. 555. 2671.": the model sometimes ends a phone number's 3-digit groups with a period;
+        # one before another written group is no sentence end ("born in 1998. 415 ..." still is).
+        between_groups = pause == "." and not spoken and len(text) == 3 and text.isdigit() and nxt and not nxt[1]
+        if STOPS & set(pause) and not between_groups:
             runs.append((run_start, len(out.chars)))
             run_start = None
     if run_start is not None:

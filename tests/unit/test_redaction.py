@@ -152,6 +152,16 @@ def test_a_sentence_end_splits_runs():
     assert result.text == "I was born in 1998. [PHONE] is mine"
 
 
+def test_a_phone_whose_groups_the_model_ended_with_periods_is_one_phone():
+    """What the packaged model wrote for "my phone number is 415 555 2671" in a CI run."""
+    source = words("My phone number is 415. 555. 2671.")
+    result = redact(source, ALL)
+    assert result.text == "My phone number is [PHONE]." and result.counts == {"phone": 1}
+    check_span(result, source, "[PHONE]", 4, 6)
+    kept = redact(words("We were 415. 555 people came later."), ALL)  # a short run, no phone: kept
+    assert kept.counts == {} and "415." in kept.text
+
+
 # --- e-mails -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sentence, first, last, text", [
