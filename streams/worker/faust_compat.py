@@ -8,11 +8,14 @@ loudly when an upgrade removes or renames one. Nothing else in the project touch
 from __future__ import annotations
 
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import faust.streams as faust_streams
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import ensure_aiokafka_TP
 from faust.types import TP
 
 
@@ -43,6 +46,38 @@ def release(event: Any) -> None:
     Whichever of take_events' ack and this one comes last marks the offset committable, so a
     release before or after the agent's body ends both work."""
     event.ack()
+
+
+def checkpoint_while_waiting(app: Any, begin: Callable[[], Awaitable[None]], end: Callable[[], None]) -> None:
+    """While `app`'s consumer waits for every record it handed out to be acknowledged
+    (`Consumer.wait_empty`: before a rebalance's revocation and at a stop), `begin` has run
+    first and `end` runs after.
+
+    Why: the worker holds a record until its stream's next checkpoint (streams/core/checkpoints.py),
+    seconds later; Faust's wait would then last until the group gave up on the worker. `begin`
+    checkpoints everything now, and makes each batch that finishes meanwhile checkpoint all it
+    changed. Patched on the class (Faust makes the consumer lazily), for this app's consumer only."""
+    _WAIT_HOOKS[app] = (begin, end)
+    if getattr(Consumer.wait_empty, "checkpoints_first", False):
+        return
+    original = Consumer.wait_empty
+
+    async def wait_empty(self: Any) -> None:
+        hooks = _WAIT_HOOKS.get(self.app)
+        if hooks is None:
+            return await original(self)
+        begin, end = hooks
+        await begin()
+        try:
+            await original(self)
+        finally:
+            end()
+
+    wait_empty.checkpoints_first = True
+    Consumer.wait_empty = wait_empty
+
+
+_WAIT_HOOKS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
 def read_offset(app: Any, tp: TP) -> int | None:
@@ -115,7 +150,8 @@ class AcknowledgedTable(faust.Table):
 
 
 def seek_before_resuming_streams() -> None:
-    """After a rebalance, seek the stream partitions to their committed offsets *before* their
+    """After a rebalance, seek the stream partitions to their committed offsets (those never
+    committed to their beginning: `seek_never_committed_to_beginning`) *before* their
     fetching resumes (`Recovery.on_recovery_completed` and `Recovery._resume_streams` resume
     them first, then seek). Idempotent; the worker and the downstream agents call it once.
 
@@ -140,6 +176,7 @@ def _seeking_first(step: Any) -> Any:
 
         async def seek_then_resume() -> None:
             await perform_seek()
+            await seek_never_committed_to_beginning(self.app)
             while waiting:
                 resume_partitions(waiting.pop(0))
 
@@ -153,3 +190,21 @@ def _seeking_first(step: Any) -> Any:
 
     seeking_first.seeks_first = True
     return seeking_first
+
+
+async def seek_never_committed_to_beginning(app: Any) -> None:
+    """Seek the assigned stream partitions that the group never committed an offset for to their
+    beginning (`AIOKafkaConsumer.seek_to_beginning`, through Faust's consumer thread).
+
+    Why: `perform_seek` seeks only partitions with a committed offset above 0 (aiokafka's
+    `seek_to_committed`), so a partition nobody committed kept the position its fetcher had.
+    When a worker died holding every record of such a partition (the worker holds records until
+    their stream's checkpoint), the worker taking it over fetched it to its end without handing a
+    record to its agent: that call stalled for good (3 of 6 runs of scripts/failover_probe.py).
+    The beginning is where Faust's `consumer_auto_offset_reset` ("earliest") would start it."""
+    consumer = app.consumer
+    changelogs = set(app.tables.changelog_topics)
+    never_committed = [tp for tp in consumer.assignment()
+                       if tp.topic not in changelogs and consumer._committed_offset.get(tp) is None]
+    if never_committed:
+        await consumer._thread.seek_to_beginning(*(ensure_aiokafka_TP(tp) for tp in never_committed))

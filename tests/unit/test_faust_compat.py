@@ -74,19 +74,27 @@ def _wrapped(step):
 def test_the_stream_partitions_are_resumed_only_once_the_seek_is_done():
     import asyncio
 
+    from faust.types import TP
+
     from callstt.streams.worker.faust_compat import _seeking_first
 
     calls = []
 
     class Consumer:
+        _committed_offset = {TP("audio", 0): 7}  # committed: none is sought to its beginning
+
         def resume_partitions(self, tps):
             calls.append(("resume", tps))
 
         async def perform_seek(self):
             calls.append(("seek", None))
 
+        def assignment(self):
+            return {TP("audio", 0)}
+
     class App:
         consumer = Consumer()
+        tables = type("Tables", (), {"changelog_topics": set()})()
 
     async def faust_step(self):  # Faust's order: resume, then seek
         self.app.consumer.resume_partitions({"audio-0"})
@@ -111,3 +119,60 @@ def test_the_tables_open_rocksdb_with_small_buffers(tmp_path):
     assert (options.write_buffer_size, options.max_write_buffer_number, options.block_cache_size) == \
         (ROCKSDB_OPTIONS["write_buffer_size"], ROCKSDB_OPTIONS["max_write_buffer_number"],
          ROCKSDB_OPTIONS["block_cache_size"]) == (4 << 20, 2, 8 << 20)
+
+
+def test_faust_waits_for_every_record_handed_out_before_a_revocation_and_the_worker_checkpoints_first():
+    """The worker holds records until their stream's checkpoint; Faust's revocation waits for
+    them in `Consumer.wait_empty`, which must run the worker's `begin` first and `end` after."""
+    import asyncio
+    import types
+
+    import faust
+
+    from callstt.streams.worker.faust_compat import checkpoint_while_waiting
+
+    assert "_consumer_wait_empty" in inspect.getsource(faust.App._on_partitions_revoked)
+    assert "consumer.wait_empty()" in inspect.getsource(faust.App._consumer_wait_empty)
+    calls = []
+    app = faust.App("wait-empty-hook", broker="kafka://127.0.0.1:1")
+
+    async def begin():
+        calls.append("begin: checkpoint everything")
+
+    checkpoint_while_waiting(app, begin, lambda: calls.append("end"))
+    checkpoint_while_waiting(app, begin, lambda: calls.append("end"))  # idempotent: wrapped once
+    quiet_log = types.SimpleNamespace(dev=lambda *args: None)
+    consumer = type("FakeConsumer", (), {"app": app, "should_stop": False, "_unacked_messages": set(),
+                                         "log": quiet_log, "diag": types.SimpleNamespace(
+                                             set_flag=lambda flag: None, unset_flag=lambda flag: None),
+                                         "commit_and_end_transactions": lambda self: asyncio.sleep(0)})()
+    asyncio.run(Consumer.wait_empty(consumer))
+    assert calls == ["begin: checkpoint everything", "end"]
+
+
+def test_partitions_never_committed_are_sought_to_their_beginning_through_faust_s_consumer_thread():
+    """The internals `seek_never_committed_to_beginning` uses exist, and it seeks exactly the
+    assigned stream partitions without a committed offset (not the tables' changelogs)."""
+    import asyncio
+    import types
+
+    from aiokafka import TopicPartition
+    from faust.tables.manager import TableManager
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+    from faust.types import TP
+
+    from callstt.streams.worker.faust_compat import seek_never_committed_to_beginning
+
+    assert callable(AIOKafkaConsumerThread.seek_to_beginning)
+    assert "changelog_topics" in dir(TableManager) and "self._committed_offset" in inspect.getsource(Consumer)
+    sought = []
+
+    async def seek_to_beginning(*partitions):
+        sought.extend(partitions)
+
+    consumer = types.SimpleNamespace(
+        assignment=lambda: {TP("audio", 0), TP("audio", 1), TP("w-streams-changelog", 1)},
+        _committed_offset={TP("audio", 0): 42}, _thread=types.SimpleNamespace(seek_to_beginning=seek_to_beginning))
+    app = types.SimpleNamespace(consumer=consumer, tables=types.SimpleNamespace(changelog_topics={"w-streams-changelog"}))
+    asyncio.run(seek_never_committed_to_beginning(app))
+    assert sought == [TopicPartition("audio", 1)] and isinstance(sought[0], TopicPartition)
