@@ -121,11 +121,13 @@ class Settings:
                                     "meets the model together, and their table writes are made once")
     batch_wait_s: float = env("CALLSTT_BATCH_WAIT_S", default=0.05,
                               doc="Longest wait for a batch to fill, in seconds (adds at most this to latency)")
-    checkpoint_interval_s: float = env("CALLSTT_CHECKPOINT_INTERVAL_S", default=5.0,
+    checkpoint_interval_s: float = env("CALLSTT_CHECKPOINT_INTERVAL_S", default=10.0,
                                        doc="Longest a stream's state changes wait in the worker before they are "
-                                           "written to the table's changelog (also written at each of its finals, "
-                                           "its end, and a rebalance); its records are committed only then, so a "
-                                           "worker's successor repeats at most this much audio after a crash")
+                                           "written to the table's changelog (also written at its end, an idle "
+                                           "flush, and a rebalance); its records are committed only then (and "
+                                           "not while their audio is kept for an open utterance), so after a crash "
+                                           "a worker's successor repeats at most this much audio plus the open "
+                                           "utterance, publishing again, with the same ids, the finals among it")
     inference_batch_size: int = env("CALLSTT_INFERENCE_BATCH_SIZE", default=8,
                                     doc="Most windows per batched model call (batched and packed modes)")
     pack_window_s: float = env("CALLSTT_PACK_WINDOW_S", default=28.0,

@@ -52,7 +52,7 @@ from typing import Any
 
 from callstt.schemas.records import Transcript
 from callstt.streams.core import retry
-from callstt.streams.core.assembly import state_key
+from callstt.streams.core.assembly import StreamState, state_key
 from callstt.streams.core.call_options import settings_key
 from callstt.streams.core.checkpoints import Checkpoints
 from callstt.streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
@@ -104,7 +104,8 @@ class Batch:
     pipeline_batch: PipelineBatch
     events: list = field(default_factory=list)
     dead_letters: list[tuple[Any, Rejected]] = field(default_factory=list)
-    held: dict[str, list] = field(default_factory=dict)  # stream (or settings key) -> the records that changed it
+    # stream (or settings key) -> the records that changed it, with their chunk's seq (None: not a chunk)
+    held: dict[str, list[tuple[Any, int | None]]] = field(default_factory=dict)
     asked: set[str] = field(default_factory=set)  # streams to checkpoint at the end of the batch
     # (writes, records to release): decided once, so a retried batch writes the same again.
     checkpoint: tuple[list, list] | None = None
@@ -112,7 +113,7 @@ class Batch:
     def free(self) -> list:
         """The records that changed no state (dead letters, requests for streams gone): committable
         once the batch is done."""
-        held = {id(event) for events in self.held.values() for event in events}
+        held = {id(event) for events in self.held.values() for event, _ in events}
         return [event for event in self.events if id(event) not in held]
 
 
@@ -120,7 +121,8 @@ class BatchHandler:
     def __init__(self, pipeline: Pipeline, status: WorkerStatus, io: WorkerIO, model_thread: ThreadPoolExecutor,
                  flush_requested: dict[str, float], release: Callable[[Any], None] = lambda event: None,
                  max_open_events: int = 2000, watch: FailureWatch | None = None,
-                 interim_lane: ThreadPoolExecutor | None = None, checkpoint_interval_ms: int = 5000) -> None:
+                 interim_lane: ThreadPoolExecutor | None = None, checkpoint_interval_ms: int = 10_000,
+                 give_up: Callable[[Any], None] = lambda event: None) -> None:
         self.pipeline = pipeline
         self.watch = watch  # hears of every failed and finished batch: /health's "stalled"
         self.status = status
@@ -130,9 +132,12 @@ class BatchHandler:
         self.interim_task: asyncio.Task | None = None  # the interim call in flight and its publishing
         self.flush_requested = flush_requested  # the idle timer's requests on their way
         self.release = release  # a record's effect is in the table: it may be committed
-        # The worker's reads go through the changes waiting for their stream's checkpoint.
+        self.give_up = give_up  # a record neither released nor held while Faust waits: read again later
+        # The worker's reads go through the changes waiting for their stream's checkpoint, and the
+        # audio blocks kept in it (never in the table).
         self.checkpoints = Checkpoints(io.read_table, partition_of=lambda event: event.message.partition,
-                                       interval_ms=checkpoint_interval_ms)
+                                       interval_ms=checkpoint_interval_ms,
+                                       needed=lambda state: StreamState.from_bytes(state).needed_seqs)
         self.draining = False  # Faust waits for every record handed out: checkpoint everything
         self.writing = asyncio.Lock()  # one checkpoint's writes and acknowledgements at a time
         self.max_open_events = max_open_events
@@ -215,7 +220,7 @@ class BatchHandler:
             if isinstance(result, Rejected):
                 self.reject(batch, event, result)
             else:
-                self.hold_for(batch, event, state_key(result.state.call_id, result.state.stream_id))
+                self.hold_for(batch, event, state_key(result.state.call_id, result.state.stream_id), result.seq)
 
     async def finish(self, batch: Batch) -> None:
         """Dead letters acknowledged, then one model call for every utterance the batch finished,
@@ -232,9 +237,10 @@ class BatchHandler:
             await self.io.table_written()
 
     @staticmethod
-    def hold_for(batch: Batch, event: Any, stream: str) -> None:
-        """`event` changed `stream`'s state: it is committable once the stream's checkpoint is."""
-        batch.held.setdefault(stream, []).append(event)
+    def hold_for(batch: Batch, event: Any, stream: str, seq: int | None = None) -> None:
+        """`event` changed `stream`'s state: it is committable once the stream's checkpoint is, and
+        no kept block has its chunk's audio (`seq`)."""
+        batch.held.setdefault(stream, []).append((event, seq))
 
     def control(self, event: Any, batch: Batch) -> None:
         """A request from the idle timer, run in the stream's own partition: `flush|stream`,
@@ -429,7 +435,9 @@ class BatchHandler:
             now = now_ms()
             self.checkpoints.add(pipeline_batch.changes(partition_of=lambda event: event.message.partition),
                                  batch.held, now)
-            batch.checkpoint = self.checkpoints.take(self.due(batch, now))
+            batch.checkpoint = self.checkpoints.take(self.due(batch, now), now)
+            if self.draining:
+                self.give_up_needed()
             self.observe_streams(pipeline_batch)
         with metrics.timed("table_writes"):
             for key, value, event in batch.checkpoint[0]:
@@ -437,16 +445,23 @@ class BatchHandler:
                 self.io.write_table(key, value)
 
     def due(self, batch: Batch, now: int) -> list[str]:
-        """The streams to checkpoint after `batch`: those it asked for, those whose utterance index
-        moved (a final published: after a crash it is not published again) or that ended or were
-        forgotten, and those waiting CALLSTT_CHECKPOINT_INTERVAL_S; every one while Faust waits."""
+        """The streams to checkpoint after `batch`: those it asked for, those that ended or were
+        forgotten, and those waiting CALLSTT_CHECKPOINT_INTERVAL_S; every one while Faust waits.
+        (Not at each final: a state record per final would cost the changelog more than the
+        finals a successor publishes again after a crash, with the same ids and text.)"""
         if self.draining:
             return self.checkpoints.streams()
         asked = set(batch.asked)
         for _, outcome in batch.pipeline_batch.outcomes:
-            if outcome.utterances or outcome.forgotten or outcome.state.ended:
+            if outcome.forgotten or outcome.state.ended:
                 asked.add(state_key(outcome.state.call_id, outcome.state.stream_id))
         return self.checkpoints.due(now, asked)
+
+    def give_up_needed(self) -> None:
+        """While Faust waits for every record it handed out, those held for their audio are given
+        up (streams/core/checkpoints.py `give_up_needed`): read again by their partition's next owner."""
+        for event in self.checkpoints.give_up_needed():
+            self.give_up(event)
 
     async def checkpoint_everything(self) -> None:
         """Faust waits for every record it handed out (a rebalance, a shutdown): write every
@@ -454,7 +469,8 @@ class BatchHandler:
         until `stop_draining` (the running batch and the open one finish meanwhile)."""
         self.draining = True
         async with self.writing:
-            writes, records = self.checkpoints.take(self.checkpoints.streams())
+            writes, records = self.checkpoints.take(self.checkpoints.streams(), now_ms())
+            self.give_up_needed()
             try:
                 for key, value, event in writes:
                     bind_event(event)

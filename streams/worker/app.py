@@ -33,8 +33,8 @@ from callstt.streams.worker import metrics
 from callstt.streams.worker.agent import BatchHandler, WorkerIO, now_ms
 from callstt.streams.worker.broker_probe import BrokerProbe
 from callstt.streams.worker.downstream_view import follow_downstream
-from callstt.streams.worker.faust_compat import (AcknowledgedTable, checkpoint_while_waiting, hold, release,
-                                                 seek_before_resuming_streams)
+from callstt.streams.worker.faust_compat import (AcknowledgedTable, checkpoint_while_waiting, give_up, hold,
+                                                 release, seek_before_resuming_streams)
 from callstt.streams.worker.idle import idle_requests
 from callstt.streams.worker.partitions import AudioPartitions
 from callstt.streams.worker.web import WorkerStatus, register_pages
@@ -97,7 +97,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done,
         control_topic=control_name, call_settings_topic=settings.call_settings_topic,
     ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events, watch=watch,
-        interim_lane=interim_lane, checkpoint_interval_ms=int(settings.checkpoint_interval_s * 1000))
+        interim_lane=interim_lane, checkpoint_interval_ms=int(settings.checkpoint_interval_s * 1000),
+        give_up=give_up)
     # Faust waits for every record it handed out before a rebalance or a stop: held ones too.
     checkpoint_while_waiting(app, handler.checkpoint_everything, handler.stop_draining)
 

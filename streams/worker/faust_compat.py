@@ -48,6 +48,14 @@ def release(event: Any) -> None:
     event.ack()
 
 
+def give_up(event: Any) -> None:
+    """An event `hold` kept will never be released (streams/core/checkpoints.py `give_up_needed`):
+    take it off the consumer's list of records handed out and not yet acknowledged, so that
+    `Consumer.wait_empty` (a rebalance, a stop) does not wait for it. Its offset is never
+    committed: whoever owns its partition next reads it again."""
+    event.app.consumer._unacked_messages.discard(event.message)
+
+
 def checkpoint_while_waiting(app: Any, begin: Callable[[], Awaitable[None]], end: Callable[[], None]) -> None:
     """While `app`'s consumer waits for every record it handed out to be acknowledged
     (`Consumer.wait_empty`: before a rebalance's revocation and at a stop), `begin` has run
