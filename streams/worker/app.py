@@ -33,8 +33,9 @@ from callstt.streams.worker import metrics
 from callstt.streams.worker.agent import BatchHandler, WorkerIO, now_ms
 from callstt.streams.worker.broker_probe import BrokerProbe
 from callstt.streams.worker.downstream_view import follow_downstream
-from callstt.streams.worker.faust_compat import (AcknowledgedTable, checkpoint_while_waiting, give_up, hold,
-                                                 release, seek_before_resuming_streams)
+from callstt.streams.worker.faust_compat import (AcknowledgedTable, checkpoint_while_waiting,
+                                                 commit_only_past_acknowledged, give_up, hold, release,
+                                                 seek_before_resuming_streams)
 from callstt.streams.worker.idle import idle_requests
 from callstt.streams.worker.partitions import AudioPartitions
 from callstt.streams.worker.web import WorkerStatus, register_pages
@@ -44,6 +45,7 @@ log = logging.getLogger("callstt.worker")
 
 def faust_app(settings: Settings) -> faust.App:
     seek_before_resuming_streams()  # (streams/worker/faust_compat.py: else records are lost in a rebalance)
+    commit_only_past_acknowledged()  # (streams/worker/faust_compat.py: else held records can be passed)
     return faust.App(
         settings.app_id, **faust_broker_config(settings),
         store="rocksdb://", datadir=settings.data_dir,  # rocksdict under the hood

@@ -202,7 +202,7 @@ def _seeking_first(step: Any) -> Any:
 
 async def seek_never_committed_to_beginning(app: Any) -> None:
     """Seek the assigned stream partitions that the group never committed an offset for to their
-    beginning (`AIOKafkaConsumer.seek_to_beginning`, through Faust's consumer thread).
+    beginning, and count that as their committed offset (`commit_only_past_acknowledged`).
 
     Why: `perform_seek` seeks only partitions with a committed offset above 0 (aiokafka's
     `seek_to_committed`), so a partition nobody committed kept the position its fetcher had.
@@ -214,5 +214,40 @@ async def seek_never_committed_to_beginning(app: Any) -> None:
     changelogs = set(app.tables.changelog_topics)
     never_committed = [tp for tp in consumer.assignment()
                        if tp.topic not in changelogs and consumer._committed_offset.get(tp) is None]
-    if never_committed:
-        await consumer._thread.seek_to_beginning(*(ensure_aiokafka_TP(tp) for tp in never_committed))
+    if not never_committed:
+        return
+    earliest = await consumer._thread.earliest_offsets(*(ensure_aiokafka_TP(tp) for tp in never_committed))
+    for tp in never_committed:
+        offset = earliest[ensure_aiokafka_TP(tp)]
+        await consumer.seek(ensure_aiokafka_TP(tp), offset)
+        consumer._committed_offset[tp] = offset
+
+
+def commit_only_past_acknowledged() -> None:
+    """Faust commits a partition only up to its first record not acknowledged yet. Idempotent.
+
+    Why: Faust's `Consumer._new_offset` commits the first run of consecutive acknowledged offsets
+    when it starts at most one past the committed offset, and any run when nothing was committed:
+    so the record *at* the committed offset (the next to read), or every record before the run,
+    could be passed while still held. The worker holds records for seconds, stream by stream
+    (streams/core/checkpoints.py), so another stream's later records are acknowledged first; a
+    commit past a held record would make its partition's next owner skip that audio."""
+    if getattr(Consumer._new_offset, "past_acknowledged_only", False):
+        return
+    original = Consumer._new_offset
+
+    def _new_offset(self: Any, tp: TP) -> int | None:
+        acked = self._acked.get(tp)
+        if acked:
+            committed = self._committed_offset.get(tp)
+            gaps = self._gap.get(tp)
+            head = min(acked)  # the lowest offset the commit would cover (gaps: offsets Faust never saw)
+            if gaps:
+                head = min(head, min(gap.begin for gap in gaps))
+            if committed is None or head > committed:
+                return None  # the record at the committed offset is not acknowledged yet
+        return original(self, tp)
+
+    _new_offset.past_acknowledged_only = True
+    _new_offset.faust_own = original
+    Consumer._new_offset = _new_offset

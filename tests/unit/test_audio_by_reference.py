@@ -80,3 +80,13 @@ def test_a_state_record_of_the_version_before_reads_with_its_blocks_in_the_table
     state = StreamState.from_bytes(old)
     assert [(block.number, block.seq) for block in state.blocks] == [(0, -1), (1, -1)]
     assert state.needed_seqs == range(0)  # their audio is in the table: no record is held for it
+
+
+def test_an_idle_flush_lets_go_of_a_quiet_stream_s_audio_and_so_of_its_records(call_chunks):
+    assembler = StreamAssembler()
+    store: dict = {}
+    state = feed(assembler, call_chunks[:-1], assembler.new_state("call", "caller"), store, [])
+    assert state.blocks and len(state.needed_seqs) > 0  # the pad before a next utterance
+    outcome = assembler.flush_idle(state, 10_000, store.get)
+    assert outcome.state.blocks == [] and outcome.state.needed_seqs == range(0)
+    assert all(key.startswith(("A|", "R|")) for key in outcome.deletes) and outcome.deletes

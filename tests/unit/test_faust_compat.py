@@ -150,9 +150,10 @@ def test_faust_waits_for_every_record_handed_out_before_a_revocation_and_the_wor
     assert calls == ["begin: checkpoint everything", "end"]
 
 
-def test_partitions_never_committed_are_sought_to_their_beginning_through_faust_s_consumer_thread():
+def test_partitions_never_committed_are_sought_to_their_beginning_which_counts_as_committed():
     """The internals `seek_never_committed_to_beginning` uses exist, and it seeks exactly the
-    assigned stream partitions without a committed offset (not the tables' changelogs)."""
+    assigned stream partitions without a committed offset (not the tables' changelogs) to their
+    earliest offset, which then counts as their committed one."""
     import asyncio
     import types
 
@@ -163,16 +164,50 @@ def test_partitions_never_committed_are_sought_to_their_beginning_through_faust_
 
     from callstt.streams.worker.faust_compat import seek_never_committed_to_beginning
 
-    assert callable(AIOKafkaConsumerThread.seek_to_beginning)
+    assert callable(AIOKafkaConsumerThread.earliest_offsets) and callable(Consumer.seek)
     assert "changelog_topics" in dir(TableManager) and "self._committed_offset" in inspect.getsource(Consumer)
     sought = []
 
-    async def seek_to_beginning(*partitions):
-        sought.extend(partitions)
+    async def earliest_offsets(*partitions):
+        assert all(isinstance(tp, TopicPartition) for tp in partitions)
+        return {tp: 7 for tp in partitions}
+
+    async def seek(tp, offset):
+        sought.append((tp, offset))
 
     consumer = types.SimpleNamespace(
         assignment=lambda: {TP("audio", 0), TP("audio", 1), TP("w-streams-changelog", 1)},
-        _committed_offset={TP("audio", 0): 42}, _thread=types.SimpleNamespace(seek_to_beginning=seek_to_beginning))
+        _committed_offset={TP("audio", 0): 42}, _thread=types.SimpleNamespace(earliest_offsets=earliest_offsets),
+        seek=seek)
     app = types.SimpleNamespace(consumer=consumer, tables=types.SimpleNamespace(changelog_topics={"w-streams-changelog"}))
     asyncio.run(seek_never_committed_to_beginning(app))
-    assert sought == [TopicPartition("audio", 1)] and isinstance(sought[0], TopicPartition)
+    assert sought == [(TopicPartition("audio", 1), 7)]
+    assert consumer._committed_offset == {TP("audio", 0): 42, TP("audio", 1): 7}
+
+
+def test_faust_commits_a_partition_only_up_to_its_first_record_not_acknowledged():
+    """Faust's own `_new_offset` would commit past the record at the committed offset while it
+    is held (another stream's later records acknowledged first); with the patch it waits."""
+    import faust
+    from faust.types import TP
+
+    from callstt.streams.worker.faust_compat import commit_only_past_acknowledged
+
+    app = faust.App("commit-rule", broker="kafka://127.0.0.1:1")
+    consumer = app.consumer
+    tp = TP("audio", 0)
+    consumer._committed_offset[tp] = 10
+    consumer._acked[tp] = [11, 12]  # record 10 held
+    consumer._acked_index[tp] = {11, 12}
+    faust_own = getattr(Consumer._new_offset, "faust_own", Consumer._new_offset)
+    assert faust_own(consumer, tp) == 13  # Faust's own rule: past record 10
+    consumer._acked[tp], consumer._acked_index[tp] = [11, 12], {11, 12}
+    commit_only_past_acknowledged()
+    commit_only_past_acknowledged()  # idempotent: wrapped once
+    assert Consumer._new_offset(consumer, tp) is None
+    consumer._acked[tp].append(10)
+    consumer._acked_index[tp].add(10)
+    assert Consumer._new_offset(consumer, tp) == 13  # record 10 acknowledged: all three
+    consumer._committed_offset[tp] = None
+    consumer._acked[tp], consumer._acked_index[tp] = [20], {20}
+    assert Consumer._new_offset(consumer, tp) is None  # nothing known to start from: no commit
