@@ -9,21 +9,22 @@
             -> interims of open utterances, when no final waits and the interim lane is free
                (Pipeline.interims_to_run): started in the interim lane, which the batch does not
                wait for (published on the partial topic, best effort)
-            -> table changes to the checkpoint layer (streams/core/checkpoints.py); the streams
-               due for a checkpoint (a final published, ended, forgotten, asked by the idle
-               timer, or CALLSTT_CHECKPOINT_INTERVAL_S since their last) written to the table,
-               each to its own record's partition, acknowledged by the broker
-            -> the records whose effect is in the table may now be committed (released); the
-               others are held until their stream's checkpoint
+            -> table changes to the checkpoint layer (streams/core/checkpoints.py), where the
+               audio blocks stay (never in the table); the streams due for a checkpoint (ended,
+               forgotten, asked by the idle timer, or CALLSTT_CHECKPOINT_INTERVAL_S since their
+               last) have their state written to the table, each to its own record's
+               partition, acknowledged by the broker
+            -> the records whose effect is in the table, and whose chunk is behind no kept
+               audio block, may now be committed (released); the others stay held
 
 The agent keeps reading while the model runs: records taken meanwhile join the *open* batch,
 which reads through the *running* batch's changes not yet written (`read_latest`), so a
 stream's chunks see what its earlier chunks did; when the running batch is done, the open one
 starts (`follow`: its reads go to the checkpoint layer again, then the table, and its streams
 take the language evidence the model left). So the end of an utterance is noticed while the
-model works on others, and all that ended meanwhile meet the model together. At most one batch runs and one is open; the
-open one takes at most CALLSTT_BATCH_MAX_EVENTS records before the agent waits (the backlog
-stays in Kafka, not in memory).
+model works on others, and all that ended meanwhile meet the model together. At most one batch
+runs and one is open; the open one takes at most CALLSTT_BATCH_MAX_EVENTS records before the
+agent waits (the backlog stays in Kafka, not in memory).
 
 Interims have their own lane, a thread of their own beside the model thread: the next batch's
 finals go to the model while an interim call still runs (at once when CALLSTT_MODEL_LANES >= 2;
@@ -33,10 +34,12 @@ nothing about acknowledgements or commits waits for them.
 
 Guarantee: at-least-once. Table state is written only after the transcripts it led to are
 acknowledged, batch after batch in order, and records are released (committable) only once the
-checkpoint that has their effect is acknowledged by the broker; a crash repeats work (same
-transcript_id) and never skips it. When Faust waits for every record handed out (a rebalance,
-a shutdown), everything waiting is checkpointed (`checkpoint_everything`). This module knows
-Faust only through the callables it is given; streams/worker/app.py wires them.
+checkpoint that has their effect is acknowledged by the broker and no kept block needs their
+audio; a crash repeats work (same transcript_id) and never skips it. When Faust waits for every
+record handed out (a rebalance, a shutdown), everything waiting is checkpointed
+(`checkpoint_everything`) and the records held for their audio are given up (their partition's
+next owner reads them again). This module knows Faust only through the callables it is given;
+streams/worker/app.py wires them.
 """
 
 from __future__ import annotations
