@@ -186,28 +186,39 @@ def test_partitions_never_committed_are_sought_to_their_beginning_which_counts_a
 
 
 def test_faust_commits_a_partition_only_up_to_its_first_record_not_acknowledged():
-    """Faust's own `_new_offset` would commit past the record at the committed offset while it
-    is held (another stream's later records acknowledged first); with the patch it waits."""
+    """Faust's own `_new_offset` commits past the record at the committed offset while it is
+    held (another stream's later records acknowledged first); with the patch the commit waits
+    for it, and for a record given up, and the acknowledgements are kept for later."""
     import faust
     from faust.types import TP
+    from faust.types.tuples import Message
 
     from callstt.streams.worker.faust_compat import commit_only_past_acknowledged
 
     app = faust.App("commit-rule", broker="kafka://127.0.0.1:1")
     consumer = app.consumer
     tp = TP("audio", 0)
+
+    def record(offset: int) -> Message:
+        return Message("audio", 0, offset, 0.0, 0, {}, b"call", b"chunk", None)
+
+    held = record(10)
     consumer._committed_offset[tp] = 10
-    consumer._acked[tp] = [11, 12]  # record 10 held
-    consumer._acked_index[tp] = {11, 12}
+    consumer._unacked_messages.add(held)
+    consumer._acked[tp], consumer._acked_index[tp] = [11, 12], {11, 12}
     faust_own = getattr(Consumer._new_offset, "faust_own", Consumer._new_offset)
-    assert faust_own(consumer, tp) == 13  # Faust's own rule: past record 10
+    assert faust_own(consumer, tp) == 13  # Faust's own rule: past record 10, still held
     consumer._acked[tp], consumer._acked_index[tp] = [11, 12], {11, 12}
     commit_only_past_acknowledged()
     commit_only_past_acknowledged()  # idempotent: wrapped once
     assert Consumer._new_offset(consumer, tp) is None
+    assert consumer._acked[tp] == [11, 12]  # kept for the commit after record 10's
+    held.acked = True
     consumer._acked[tp].append(10)
     consumer._acked_index[tp].add(10)
-    assert Consumer._new_offset(consumer, tp) == 13  # record 10 acknowledged: all three
-    consumer._committed_offset[tp] = None
-    consumer._acked[tp], consumer._acked_index[tp] = [20], {20}
-    assert Consumer._new_offset(consumer, tp) is None  # nothing known to start from: no commit
+    assert Consumer._new_offset(consumer, tp) == 13
+    # A record given up (a rebalance while it was held) is never passed either.
+    consumer._committed_offset[tp] = 20
+    consumer._given_up = {tp: 20}
+    consumer._acked[tp], consumer._acked_index[tp] = [21], {21}
+    assert Consumer._new_offset(consumer, tp) is None
