@@ -59,10 +59,14 @@ class Checkpoints:
     """The changes not yet in the table, per stream, and the records they hold back."""
 
     def __init__(self, read_table: Read, partition_of: Callable[[Any], int], interval_ms: int = 10_000,
-                 needed: Needed = lambda state: range(0)) -> None:
+                 needed: Needed = lambda state: range(0), bind: Callable[[Any], None] = lambda record: None) -> None:
         self._read_table = read_table
         self._partition_of = partition_of
         self._needed = needed
+        # A table read goes to the partition of the record being handled: `bind(owner)` makes the
+        # key's own record that one before this layer reads the table outside a record's handling.
+        self._bind = bind
+        self._needs: dict[str, range] = {}  # stream -> the seqs its last checkpointed state needs
         self.interval_ms = interval_ms
         self._kept: dict[str, bytes] = {}  # audio blocks and resampler states: never in the table
         self._kept_keys: dict[str, set[str]] = {}  # stream -> its keys in `_kept`
@@ -93,6 +97,7 @@ class Checkpoints:
             if is_kept_here(key) and (value is not None or key in self._kept):
                 self._keep(key, stream, value)
                 continue
+            self._bind(owner)
             if key not in self._values and self._read_table(key) is None:
                 if value is None:
                     continue  # the table never had it: no tombstone
@@ -138,8 +143,11 @@ class Checkpoints:
         A record whose chunk is behind a kept block stays held (its stream waits again)."""
         writes, records = [], []
         for stream in list(streams):
-            state = self.read(stream)
-            needed = self._needed(state) if state is not None and stream.startswith("S|") else range(0)
+            if stream in self._values:  # its state changed since its last checkpoint
+                state = self._values[stream]
+                self._needs[stream] = self._needed(state) if state is not None and stream.startswith("S|") \
+                    else range(0)
+            needed = self._needs.get(stream, range(0))
             for key in sorted(self._keys.pop(stream, ())):
                 writes.append((key, self._values.pop(key), self._owner.pop(key)))
                 self._new.discard(key)
@@ -156,6 +164,7 @@ class Checkpoints:
             elif not self._kept_keys.get(stream):
                 self._kept_keys.pop(stream, None)
                 self._partition.pop(stream, None)
+                self._needs.pop(stream, None)
         return writes, records
 
     def give_up_needed(self) -> list[Any]:
@@ -188,6 +197,7 @@ class Checkpoints:
                 del self._kept[key]
             dropped += len(self._held.pop(stream, []))
             self._since_ms.pop(stream, None)
+            self._needs.pop(stream, None)
             del self._partition[stream]
         return dropped
 

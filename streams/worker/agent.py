@@ -140,7 +140,8 @@ class BatchHandler:
         # audio blocks kept in it (never in the table).
         self.checkpoints = Checkpoints(io.read_table, partition_of=lambda event: event.message.partition,
                                        interval_ms=checkpoint_interval_ms,
-                                       needed=lambda state: StreamState.from_bytes(state).needed_seqs)
+                                       needed=lambda state: StreamState.from_bytes(state).needed_seqs,
+                                       bind=bind_event)
         self.draining = False  # Faust waits for every record handed out: checkpoint everything
         self.writing = asyncio.Lock()  # one checkpoint's writes and acknowledgements at a time
         self.max_open_events = max_open_events

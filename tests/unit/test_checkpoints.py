@@ -107,3 +107,16 @@ def test_a_revoked_partition_s_waiting_changes_kept_audio_and_records_are_droppe
     assert checkpoints.read("A|a|caller|0") is None  # and reads the chunk again
     writes, records = checkpoints.take(checkpoints.streams(), now_ms=0)
     assert [key for key, _, _ in writes] == ["S|b|caller"] and records == [on_1]
+
+
+def test_what_a_stream_still_needs_comes_from_the_state_it_wrote_not_from_a_table_read():
+    """Outside a record's handling a read of the (partitioned) table may look in another
+    partition and find nothing; the records a stream's kept audio needs stay held regardless."""
+    nothing = {}  # every read misses, as a read bound to another partition's record does
+    checkpoints = layer(nothing, needed={b"open": range(0, 3)})
+    first, second, third = Record(0, 1), Record(0, 2), Record(0, 3)
+    checkpoints.add([("S|c|caller", b"open", first)], {"S|c|caller": [(first, 0), (second, 1)]}, now_ms=0)
+    assert checkpoints.take(["S|c|caller"], now_ms=0)[1] == []
+    checkpoints.add([], {"S|c|caller": [(third, 2)]}, now_ms=10)  # a chunk that changed no state here
+    writes, released = checkpoints.take(["S|c|caller"], now_ms=20)
+    assert writes == [] and released == [] and checkpoints.held == 3
