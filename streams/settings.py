@@ -121,6 +121,13 @@ class Settings:
                                     "meets the model together, and their table writes are made once")
     batch_wait_s: float = env("CALLSTT_BATCH_WAIT_S", default=0.05,
                               doc="Longest wait for a batch to fill, in seconds (adds at most this to latency)")
+    checkpoint_interval_s: float = env("CALLSTT_CHECKPOINT_INTERVAL_S", default=10.0,
+                                       doc="Longest a stream's state changes wait in the worker before they are "
+                                           "written to the table's changelog (also written at its end, an idle "
+                                           "flush, and a rebalance); its records are committed only then (and "
+                                           "not while their audio is kept for an open utterance), so after a crash "
+                                           "a worker's successor repeats at most this much audio plus the open "
+                                           "utterance, publishing again, with the same ids, the finals among it")
     inference_batch_size: int = env("CALLSTT_INFERENCE_BATCH_SIZE", default=8,
                                     doc="Most windows per batched model call (batched and packed modes)")
     pack_window_s: float = env("CALLSTT_PACK_WINDOW_S", default=28.0,
@@ -270,6 +277,8 @@ class Settings:
                 raise SettingsError(f"{f.metadata['env'][0]}={value!r}: use one of {', '.join(choices)}")
         if self.batch_max_events < 1 or self.batch_wait_s <= 0:
             raise SettingsError("CALLSTT_BATCH_MAX_EVENTS must be >= 1 and CALLSTT_BATCH_WAIT_S > 0")
+        if self.checkpoint_interval_s <= 0:
+            raise SettingsError(f"CALLSTT_CHECKPOINT_INTERVAL_S={self.checkpoint_interval_s}: use a number > 0")
         if not 1 <= self.model_lanes <= 16:
             raise SettingsError(f"CALLSTT_MODEL_LANES={self.model_lanes}: use 1 to 16")
         if self.stall_after_s <= 0 or self.stall_exit_after_s <= 0 or self.start_timeout_s <= 0:

@@ -6,10 +6,15 @@ the table writes to make, and the utterances that are ready for the model.
 
 Storage layout (one Faust table, so every write of a stream lands, in order, in one
 changelog partition):
-- `S|<call>|<stream>`: the small `StreamState` (counters, VAD/resampler/endpointer state);
-- `A|<call>|<stream>|<block>`: one block of 16 kHz PCM16 audio per released chunk,
-  written once and deleted once no utterance needs it, so each audio byte reaches the
-  changelog about once however long the utterance runs.
+- `S|<call>|<stream>`: the small `StreamState` (counters, VAD/resampler/endpointer state, and
+  where each kept block of audio came from: its chunk's seq);
+- `A|<call>|<stream>|<block>`: one block of 16 kHz PCM16 audio per released chunk, deleted
+  once no utterance needs it, and `R|<call>|<stream>|<block>`: the resampler state before it.
+  These stay in the worker (streams/core/checkpoints.py keeps them, never the table): the
+  audio topic already holds their chunks, and the worker commits no record whose block is
+  kept. A worker that takes a stream over without them reads those chunks again; each is a
+  duplicate to the sequencer, and `accept` decodes it into its block again (`_rebuild`), from
+  the resampler state before the stream's first kept block (`first_resampler`), bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
@@ -48,6 +53,15 @@ def block_key(call_id: str, stream_id: str, block: int) -> str:
     return f"A|{call_id}|{stream_id}|{block}"
 
 
+def resampler_key(call_id: str, stream_id: str, block: int) -> str:
+    """The resampler state before a block (bytes; b"": a fresh one), to decode its chunk again."""
+    return f"R|{call_id}|{stream_id}|{block}"
+
+
+WRITTEN_BEFORE = -1  # a block's seq when a version before audio by reference wrote it (its audio is in the table)
+GAP = -2  # a block's seq when it is silence for chunks that never came
+
+
 log = logging.getLogger("callstt.assembly")
 
 @dataclass
@@ -58,6 +72,35 @@ class Block:
     start_sample: int
     samples: int
     capture_ts_ms: int
+    seq: int = WRITTEN_BEFORE  # the chunk it was decoded from (or GAP)
+
+
+def block_runs(blocks: list[Block]) -> list[list[int]]:
+    """Blocks as runs of consecutive ones, [number, start_sample, samples, capture_ts_ms,
+    capture step ms, seq, count]: a stream's blocks are nearly all alike (one per chunk), so its
+    state record stays small however long the open utterance is."""
+    runs: list[list[int]] = []
+    for block in blocks:
+        if runs and _continues(runs[-1], block):
+            run = runs[-1]
+            if run[6] == 1:
+                run[4] = block.capture_ts_ms - run[3]
+            run[6] += 1
+        else:
+            runs.append([block.number, block.start_sample, block.samples, block.capture_ts_ms, 0, block.seq, 1])
+    return runs
+
+
+def _continues(run: list[int], block: Block) -> bool:
+    number, start, samples, capture, step, seq, count = run
+    return (block.number == number + count and block.samples == samples and block.start_sample == start + count * samples
+            and block.seq == (seq + count if seq >= 0 else seq)
+            and (count == 1 or block.capture_ts_ms == capture + count * step))
+
+
+def blocks_of(runs: list[list[int]]) -> list[Block]:
+    return [Block(number + i, start + i * samples, samples, capture + i * step, seq + i if seq >= 0 else seq)
+            for number, start, samples, capture, step, seq, count in runs for i in range(count)]
 
 
 @dataclass
@@ -87,12 +130,26 @@ class StreamState:
     # means the whole stream is read again (a group rewound for a reprocess): it starts over.
     first_offset: int = -1
     partition: int = -1  # of the audio topic, where this stream's events arrive
+    # The resampler state before the first kept block not WRITTEN_BEFORE: where decoding its
+    # chunk again starts (b"": a fresh resampler).
+    first_resampler: bytes = b""
 
     def to_bytes(self) -> bytes:
-        data = asdict(self)
-        for name in ("sequence", "resampler", "vad", "endpoint"):
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in _BYTES_FIELDS:
             data[name] = base64.b64encode(data[name]).decode()
+        # Runs (block_runs); "blocks" stays, empty, for versions before audio by reference.
+        data["blocks"], data["runs"] = [], block_runs(self.blocks)
         return json.dumps(data, separators=(",", ":")).encode()
+
+    @property
+    def needed_seqs(self) -> range:
+        """The seqs of the chunks whose records the worker must not commit yet: those of its kept
+        blocks, up to the last chunk it took (a later one waits in `sequence`, bytes and all)."""
+        kept = next((block.seq for block in self.blocks if block.seq >= 0), None)
+        if kept is None:
+            return range(0)
+        return range(kept, SequenceState.from_bytes(self.sequence).next_seq)
 
     @property
     def evidence(self) -> LanguageEvidence:
@@ -111,15 +168,18 @@ class StreamState:
             committed, probability = data.pop("language"), data.pop("language_probability", 0.0)
             data["language"] = LanguageEvidence(committed=committed, probability=probability).to_dict() \
                 if committed else {}
-        for name in ("sequence", "resampler", "vad", "endpoint"):
-            data[name] = base64.b64decode(data[name])
-        data["blocks"] = [Block(**block) for block in data["blocks"]]
+        for name in _BYTES_FIELDS:
+            if name in data:
+                data[name] = base64.b64decode(data[name])
+        runs = data.pop("runs", None)
+        data["blocks"] = blocks_of(runs) if runs is not None else [Block(**block) for block in data["blocks"]]
         # Fields this version does not know were written by a newer one (a rolling upgrade moves
         # partitions both ways): left out, so the stream goes on with what this version keeps.
         return cls(**{name: value for name, value in data.items() if name in _STATE_FIELDS})
 
 
 _STATE_FIELDS = frozenset(f.name for f in fields(StreamState))
+_BYTES_FIELDS = ("sequence", "resampler", "vad", "endpoint", "first_resampler")
 
 
 @dataclass(frozen=True)
@@ -196,6 +256,7 @@ class Outcome:
     vad_seconds: float = 0.0
     decoded: Decoded | None = field(default=None, repr=False)  # while the assembler works on it
     forgotten: bool = False  # evicted: the stream's state goes from the store too
+    seq: int | None = None  # the chunk's, when a chunk made the outcome
 
 
 @dataclass(frozen=True)
@@ -241,6 +302,9 @@ class StreamAssembler:
         held = HELD_HEADER.pack(ENCODING_CODES[encoding], chunk.sample_rate, chunk.channels,
                                 chunk.capture_ts_ms) + chunk.payload
         sequence = SequenceState.from_bytes(state.sequence)
+        rebuilt: dict[str, bytes] = {}
+        if 0 <= chunk.seq < sequence.next_seq:  # read again: its block's audio may be missing here
+            self._rebuild(state, chunk, encoding, read_block, rebuilt)
         duplicates_before = sequence.duplicates
         releases, sequence = self.sequencer.accept(sequence, chunk.seq, held, duration_ms)
         if chunk.end_of_stream:
@@ -248,20 +312,27 @@ class StreamAssembler:
             releases += more
         state = replace(state, sequence=sequence.to_bytes(), last_received_ms=received_ms,
                         hint=chunk.language or state.hint, blocks=list(state.blocks))
-        outcome = Outcome(state=state, duplicates=sequence.duplicates - duplicates_before, decoded=Decoded.of(state))
+        outcome = Outcome(state=state, writes=rebuilt, duplicates=sequence.duplicates - duplicates_before,
+                          decoded=Decoded.of(state))
         for release in releases:
             self._play(outcome, release)
         self._cut(outcome, received_ms, read_block)
         if chunk.end_of_stream:
             self._flush(outcome, "end_of_stream", received_ms, read_block)
+        outcome.seq = chunk.seq
         return self._store(outcome)
 
     def flush_idle(self, state: StreamState, received_ms: int,
                    read_block: Callable[[str], bytes | None]) -> Outcome:
-        """Close the open utterance of a stream whose producer went quiet."""
+        """Close the open utterance of a stream whose producer went quiet, then let go of all its
+        audio: what the endpointer keeps before the next utterance would come from before the
+        silence (and would hold its chunks' records uncommitted for as long as the stream lives)."""
         state = replace(state, blocks=list(state.blocks))
         outcome = Outcome(state=state, decoded=Decoded.of(state))
         self._flush(outcome, "idle", received_ms, read_block)
+        for block in state.blocks:
+            self._delete_block(outcome, block)
+        state.blocks, state.first_resampler = [], b""
         return self._store(outcome)
 
     @staticmethod
@@ -279,8 +350,11 @@ class StreamAssembler:
     # -- steps -----------------------------------------------------------------------------
 
     def _play(self, outcome: Outcome, release: Ready | Gap) -> None:
-        """Decode a released chunk (or silence for a gap) and store it as the next block."""
+        """Decode a released chunk (or silence for a gap) and store it as the next block, with the
+        resampler state before it."""
         state = outcome.state
+        resampler = outcome.decoded.resampler
+        before = resampler.to_bytes() if resampler is not None else b""
         if isinstance(release, Gap):
             outcome.gaps_filled += release.count
             log.info("call=%s stream=%s: chunks %d..%d never came, %.0f ms of silence instead", state.call_id,
@@ -297,9 +371,12 @@ class StreamAssembler:
             outcome.decode_seconds += time.perf_counter() - started
         if len(samples) == 0:
             return
-        block = Block(state.next_block, state.position, len(samples), capture_ts)
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
-        outcome.writes[block_key(state.call_id, state.stream_id, block.number)] = pcm
+        block = Block(state.next_block, state.position, len(samples), capture_ts,
+                      GAP if isinstance(release, Gap) else release.seq)
+        outcome.writes[block_key(state.call_id, state.stream_id, block.number)] = pcm16(samples)
+        outcome.writes[resampler_key(state.call_id, state.stream_id, block.number)] = before
+        if not state.blocks or state.blocks[-1].seq == WRITTEN_BEFORE:  # (then all the kept ones are)
+            state.first_resampler = before
         state.blocks.append(block)
         state.next_block += 1
         state.position += len(samples)
@@ -337,7 +414,7 @@ class StreamAssembler:
         for block in state.blocks:
             self._delete_block(outcome, block)
         state.blocks = []
-        state.vad = state.resampler = b""
+        state.vad = state.resampler = state.first_resampler = b""
         if outcome.decoded is not None:  # (still decoded: keep `_store` from writing them back)
             outcome.decoded.vad = outcome.decoded.resampler = None
 
@@ -366,8 +443,16 @@ class StreamAssembler:
         elif cuts and cuts[-1].interim:
             outcome.interim = [self._utterance(outcome, cuts[-1], received_ms, read_block)]
         keep_from = self.endpointer.keep_from_sample(outcome.decoded.endpoint)
+        deleted = False
         while state.blocks and state.blocks[0].start_sample + state.blocks[0].samples <= keep_from:
             self._delete_block(outcome, state.blocks.pop(0))
+            deleted = True
+        first = next((block for block in state.blocks if block.seq != WRITTEN_BEFORE), None)
+        if deleted and first is not None:
+            key = resampler_key(state.call_id, state.stream_id, first.number)
+            before = outcome.writes[key] if key in outcome.writes else read_block(key)
+            if before is not None:  # (None: its chunk was not read again yet; the state keeps the last known)
+                state.first_resampler = before
 
     def _utterance(self, outcome: Outcome, cut: Cut, received_ms: int,
                    read_block: Callable[[str], bytes | None]) -> Utterance:
@@ -405,6 +490,76 @@ class StreamAssembler:
         )
 
     def _delete_block(self, outcome: Outcome, block: Block) -> None:
-        key = block_key(outcome.state.call_id, outcome.state.stream_id, block.number)
-        if outcome.writes.pop(key, None) is None:
-            outcome.deletes.append(key)
+        for key in (block_key(outcome.state.call_id, outcome.state.stream_id, block.number),
+                    resampler_key(outcome.state.call_id, outcome.state.stream_id, block.number)):
+            if outcome.writes.pop(key, None) is None:
+                outcome.deletes.append(key)
+
+    def _rebuild(self, state: StreamState, chunk: AudioChunk, encoding: str, read_block: Callable[[str], bytes | None],
+                 writes: dict[str, bytes]) -> None:
+        """`chunk` was read again. If its block is kept but its audio is not here (the stream came
+        from another worker, whose blocks stayed in it), decode it again into `writes`, with the
+        resampler state before it, and fill the gaps' silence that follows. Blocks come back in
+        order as their chunks are read again (the worker committed none of them)."""
+        index = _block_index(state.blocks, chunk.seq)
+        if index is None:
+            return
+        call, stream = state.call_id, state.stream_id
+        block = state.blocks[index]
+        if self._has(block_key(call, stream, block.number), read_block, writes):
+            return
+        before = self._resampler_before(state, index, read_block, writes)
+        if before is None:
+            log.warning("call=%s stream=%s: chunk %d read again before the chunk ahead of it; its audio stays "
+                        "missing", call, stream, chunk.seq)
+            return
+        samples, after = decode_stream_chunk(chunk.payload, encoding, chunk.sample_rate, chunk.channels,
+                                             ResampleState.from_bytes(before) if before else None,
+                                             self.config.max_chunk_ms, end_of_stream=True)
+        if len(samples) != block.samples:  # (a bug, not bad input: the same bytes decode the same)
+            log.error("call=%s stream=%s: chunk %d decoded again into %d samples, not %d", call, stream, chunk.seq,
+                      len(samples), block.samples)
+            return
+        writes[block_key(call, stream, block.number)] = pcm16(samples)
+        writes[resampler_key(call, stream, block.number)] = before
+        after_bytes = after.to_bytes()
+        for following in state.blocks[index + 1:]:
+            writes[resampler_key(call, stream, following.number)] = after_bytes
+            if following.seq != GAP:
+                break
+            writes[block_key(call, stream, following.number)] = pcm16(np.zeros(following.samples, dtype=np.float32))
+
+    def _resampler_before(self, state: StreamState, index: int, read_block: Callable[[str], bytes | None],
+                          writes: dict[str, bytes]) -> bytes | None:
+        """The resampler state before block `index`: kept with it, else the state's `first_resampler`
+        when only gaps (refilled with silence here) come between the first block and it."""
+        call, stream = state.call_id, state.stream_id
+        key = resampler_key(call, stream, state.blocks[index].number)
+        before = writes[key] if key in writes else read_block(key)
+        if before is not None:
+            return before
+        earlier = [block for block in state.blocks[:index] if block.seq != WRITTEN_BEFORE]
+        if any(block.seq != GAP for block in earlier):
+            return None
+        for gap in earlier:
+            writes[block_key(call, stream, gap.number)] = pcm16(np.zeros(gap.samples, dtype=np.float32))
+            writes[resampler_key(call, stream, gap.number)] = state.first_resampler
+        return state.first_resampler
+
+    @staticmethod
+    def _has(key: str, read_block: Callable[[str], bytes | None], writes: dict[str, bytes]) -> bool:
+        return key in writes or read_block(key) is not None
+
+
+def _block_index(blocks: list[Block], seq: int) -> int | None:
+    """Where the block of chunk `seq` is among `blocks` (None: not kept). Blocks follow their
+    chunks' order, so without gaps or earlier versions' blocks it is `seq` past the first one."""
+    guess = seq - blocks[0].seq if blocks and blocks[0].seq >= 0 else -1
+    if 0 <= guess < len(blocks) and blocks[guess].seq == seq:
+        return guess
+    return next((i for i, block in enumerate(blocks) if block.seq == seq), None)
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    """16 kHz float samples as stored in a block (PCM16, little-endian)."""
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()

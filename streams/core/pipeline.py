@@ -396,12 +396,13 @@ class PipelineBatch:
         return self.pipeline.codec.decode_call_settings(raw) if raw else None
 
     def flush_idle(self, call_id: str, stream_id: str, now_ms: int, caught_up: bool, owner: Any) -> Outcome | None:
-        """Close the open utterance of a stream whose producer went quiet: only when one is open,
-        it is still quiet now (audio may have come back since the request), and its partition
-        is read to its end (`caught_up`: a worker that is behind has the stream's next chunks
-        waiting and must not cut the utterance early)."""
+        """Close the open utterance of a stream whose producer went quiet, and let go of the audio
+        it kept (their records may then be committed): only when it has either, it is still quiet
+        now (audio may have come back since the request), and its partition is read to its end
+        (`caught_up`: a worker that is behind has the stream's next chunks waiting and must not
+        cut the utterance early)."""
         state = self.table.state(call_id, stream_id)
-        if state is None or not caught_up or not EndpointState.from_bytes(state.endpoint).is_open:
+        if state is None or not caught_up or not (state.blocks or EndpointState.from_bytes(state.endpoint).is_open):
             return None
         if now_ms - state.last_received_ms < self.pipeline.config.idle_flush_ms:
             return None

@@ -9,17 +9,22 @@
             -> interims of open utterances, when no final waits and the interim lane is free
                (Pipeline.interims_to_run): started in the interim lane, which the batch does not
                wait for (published on the partial topic, best effort)
-            -> table writes (each to its own record's partition), acknowledged by the broker
-            -> the records may now be committed (released)
+            -> table changes to the checkpoint layer (streams/core/checkpoints.py), where the
+               audio blocks stay (never in the table); the streams due for a checkpoint (ended,
+               forgotten, asked by the idle timer, or CALLSTT_CHECKPOINT_INTERVAL_S since their
+               last) have their state written to the table, each to its own record's
+               partition, acknowledged by the broker
+            -> the records whose effect is in the table, and whose chunk is behind no kept
+               audio block, may now be committed (released); the others stay held
 
 The agent keeps reading while the model runs: records taken meanwhile join the *open* batch,
 which reads through the *running* batch's changes not yet written (`read_latest`), so a
 stream's chunks see what its earlier chunks did; when the running batch is done, the open one
-starts (`follow`: its reads go to the table again, its streams take the language evidence the
-model left). So the end of an utterance is noticed while the model works on others, and all
-that ended meanwhile meet the model together. At most one batch runs and one is open; the
-open one takes at most CALLSTT_BATCH_MAX_EVENTS records before the agent waits (the backlog
-stays in Kafka, not in memory).
+starts (`follow`: its reads go to the checkpoint layer again, then the table, and its streams
+take the language evidence the model left). So the end of an utterance is noticed while the
+model works on others, and all that ended meanwhile meet the model together. At most one batch
+runs and one is open; the open one takes at most CALLSTT_BATCH_MAX_EVENTS records before the
+agent waits (the backlog stays in Kafka, not in memory).
 
 Interims have their own lane, a thread of their own beside the model thread: the next batch's
 finals go to the model while an interim call still runs (at once when CALLSTT_MODEL_LANES >= 2;
@@ -28,10 +33,13 @@ time (those cut meanwhile are deferred, coalesced per stream). Interims change n
 nothing about acknowledgements or commits waits for them.
 
 Guarantee: at-least-once. Table state is written only after the transcripts it led to are
-acknowledged, batch after batch in order, and records are released (committable) only after
-their batch's writes are acknowledged by the broker; a crash repeats work (same
-transcript_id) and never skips it. This module knows Faust only through the callables it is
-given; streams/worker/app.py wires them.
+acknowledged, batch after batch in order, and records are released (committable) only once the
+checkpoint that has their effect is acknowledged by the broker and no kept block needs their
+audio; a crash repeats work (same transcript_id) and never skips it. When Faust waits for every
+record handed out (a rebalance, a shutdown), everything waiting is checkpointed
+(`checkpoint_everything`) and the records held for their audio are given up (their partition's
+next owner reads them again). This module knows Faust only through the callables it is given;
+streams/worker/app.py wires them.
 """
 
 from __future__ import annotations
@@ -47,7 +55,9 @@ from typing import Any
 
 from callstt.schemas.records import Transcript
 from callstt.streams.core import retry
-from callstt.streams.core.assembly import state_key
+from callstt.streams.core.assembly import StreamState, state_key
+from callstt.streams.core.call_options import settings_key
+from callstt.streams.core.checkpoints import Checkpoints
 from callstt.streams.core.pipeline import Pipeline, PipelineBatch, Rejected, Transcribed
 from callstt.streams.core.retry import FailureWatch
 from callstt.streams.worker import metrics
@@ -80,7 +90,7 @@ class WorkerIO:
     send_transcript: Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # key, value -> ack future
     send_partial: Callable[[bytes, bytes], Awaitable[Awaitable[Any]]]  # an interim transcript, the same way
     send_dead_letter: Callable[[Any, dict[str, bytes]], Awaitable[Awaitable[Any]]]  # message, headers
-    read_table: Callable[[str], bytes | None]
+    read_table: Callable[[str], bytes | None]  # the table itself (the worker reads through its Checkpoints)
     write_table: Callable[[str, bytes | None], None]  # None: delete
     table_written: Callable[[], Awaitable[None]]  # every write so far is in the changelog (acknowledged)
     # The agent has taken the audio partition to its end: (partition, last offset it accepted) -> bool.
@@ -97,13 +107,25 @@ class Batch:
     pipeline_batch: PipelineBatch
     events: list = field(default_factory=list)
     dead_letters: list[tuple[Any, Rejected]] = field(default_factory=list)
+    # stream (or settings key) -> the records that changed it, with their chunk's seq (None: not a chunk)
+    held: dict[str, list[tuple[Any, int | None]]] = field(default_factory=dict)
+    asked: set[str] = field(default_factory=set)  # streams to checkpoint at the end of the batch
+    # (writes, records to release): decided once, so a retried batch writes the same again.
+    checkpoint: tuple[list, list] | None = None
+
+    def free(self) -> list:
+        """The records that changed no state (dead letters, requests for streams gone): committable
+        once the batch is done."""
+        held = {id(event) for events in self.held.values() for event, _ in events}
+        return [event for event in self.events if id(event) not in held]
 
 
 class BatchHandler:
     def __init__(self, pipeline: Pipeline, status: WorkerStatus, io: WorkerIO, model_thread: ThreadPoolExecutor,
                  flush_requested: dict[str, float], release: Callable[[Any], None] = lambda event: None,
                  max_open_events: int = 2000, watch: FailureWatch | None = None,
-                 interim_lane: ThreadPoolExecutor | None = None) -> None:
+                 interim_lane: ThreadPoolExecutor | None = None, checkpoint_interval_ms: int = 10_000,
+                 give_up: Callable[[Any], None] = lambda event: None) -> None:
         self.pipeline = pipeline
         self.watch = watch  # hears of every failed and finished batch: /health's "stalled"
         self.status = status
@@ -112,7 +134,16 @@ class BatchHandler:
         self.interim_lane = interim_lane or ThreadPoolExecutor(max_workers=1, thread_name_prefix="interims")
         self.interim_task: asyncio.Task | None = None  # the interim call in flight and its publishing
         self.flush_requested = flush_requested  # the idle timer's requests on their way
-        self.release = release  # a record's batch is done: it may be committed
+        self.release = release  # a record's effect is in the table: it may be committed
+        self.give_up = give_up  # a record neither released nor held while Faust waits: read again later
+        # The worker's reads go through the changes waiting for their stream's checkpoint, and the
+        # audio blocks kept in it (never in the table).
+        self.checkpoints = Checkpoints(io.read_table, partition_of=lambda event: event.message.partition,
+                                       interval_ms=checkpoint_interval_ms,
+                                       needed=lambda state: StreamState.from_bytes(state).needed_seqs,
+                                       bind=bind_event)
+        self.draining = False  # Faust waits for every record handed out: checkpoint everything
+        self.writing = asyncio.Lock()  # one checkpoint's writes and acknowledgements at a time
         self.max_open_events = max_open_events
         self.open: Batch | None = None  # taking records while another batch runs
         self.running: Batch | None = None
@@ -125,7 +156,7 @@ class BatchHandler:
         """Accept the agent's records into the open batch; start it when nothing runs. Returns at
         once, unless the open batch is full: then once it has started."""
         if self.open is None:
-            read = self.running.pipeline_batch.read_latest if self.running else self.io.read_table
+            read = self.running.pipeline_batch.read_latest if self.running else self.checkpoints.read
             self.open = Batch(self.pipeline.batch(read))
         self.accept(self.open, events)
         if self.running is None:
@@ -139,13 +170,15 @@ class BatchHandler:
 
     async def run(self, batch: Batch) -> None:
         await self.finish_until_done(batch)
-        for event in batch.events:
+        for event in batch.free() + batch.checkpoint[1]:
             self.release(event)
+        for event in batch.events:
             if event.message.topic not in (self.io.control_topic, self.io.call_settings_topic):
                 self.io.mark_done(event.message.partition, event.message.offset)
+        metrics.HELD_RECORDS.set(self.checkpoints.held)
         self.running = self.task = None
         if self.open is not None:
-            self.open.pipeline_batch.follow(batch.pipeline_batch, self.io.read_table)
+            self.open.pipeline_batch.follow(batch.pipeline_batch, self.checkpoints.read)
             self.start()
 
     async def close(self) -> None:
@@ -177,7 +210,7 @@ class BatchHandler:
             batch.events.append(event)
             bind_event(event)
             if event.message.topic == self.io.control_topic:
-                self.control(event, pipeline_batch)
+                self.control(event, batch)
                 continue
             if event.message.topic == self.io.call_settings_topic:
                 self.call_settings(event, batch)
@@ -190,6 +223,8 @@ class BatchHandler:
                                                   offset=event.message.offset)
             if isinstance(result, Rejected):
                 self.reject(batch, event, result)
+            else:
+                self.hold_for(batch, event, state_key(result.state.call_id, result.state.stream_id), result.seq)
 
     async def finish(self, batch: Batch) -> None:
         """Dead letters acknowledged, then one model call for every utterance the batch finished,
@@ -199,29 +234,44 @@ class BatchHandler:
             batch.dead_letters.pop(0)
         await self.publish(batch.pipeline_batch)
         self.start_interims(batch.pipeline_batch)
-        self.save(batch.pipeline_batch)
-        # Only then may the records be committed: a commit past state still on its way to the
-        # changelog would make a replacement skip that audio after a crash.
-        await self.io.table_written()
+        async with self.writing:
+            self.save(batch)
+            # Only then may the records be committed: a commit past state still on its way to the
+            # changelog would make a replacement skip that audio after a crash.
+            await self.io.table_written()
 
-    def control(self, event: Any, batch: PipelineBatch) -> None:
+    @staticmethod
+    def hold_for(batch: Batch, event: Any, stream: str, seq: int | None = None) -> None:
+        """`event` changed `stream`'s state: it is committable once the stream's checkpoint is, and
+        no kept block has its chunk's audio (`seq`)."""
+        batch.held.setdefault(stream, []).append((event, seq))
+
+    def control(self, event: Any, batch: Batch) -> None:
         """A request from the idle timer, run in the stream's own partition: `flush|stream`,
         `evict|stream`, or `expire-settings|` (the call's settings are older than their TTL)."""
         call_id = event.message.key.decode()
         action, _, stream_id = event.message.value.decode().partition("|")
+        pipeline_batch, stream = batch.pipeline_batch, state_key(call_id, stream_id)
         if action == "expire-settings":
-            if batch.expire_call_settings(call_id, now_ms(), self.status.settings.call_settings_ttl_s * 1000,
-                                          owner=event):
+            if pipeline_batch.expire_call_settings(call_id, now_ms(), self.status.settings.call_settings_ttl_s * 1000,
+                                                   owner=event):
                 metrics.CALL_SETTINGS.labels("expired").inc()
                 log.info("call settings expired for call=%s", call_id)
-        elif batch.state(call_id, stream_id) is None:
-            self.status.forget_stream(state_key(call_id, stream_id))  # evicted meanwhile
-        elif action == "evict":
-            batch.evict(call_id, stream_id, now_ms(), owner=event)
+                self.hold_for(batch, event, settings_key(call_id))
+                batch.asked.add(settings_key(call_id))
+            return
+        if pipeline_batch.state(call_id, stream_id) is None:
+            self.status.forget_stream(stream)  # evicted meanwhile
+            return
+        if action == "evict":
+            pipeline_batch.evict(call_id, stream_id, now_ms(), owner=event)
         else:
             partition = event.message.partition
-            batch.flush_idle(call_id, stream_id, now_ms(), self.io.taken_to_end(partition, self.taken.get(partition, -1)),
-                             owner=event)
+            pipeline_batch.flush_idle(call_id, stream_id, now_ms(),
+                                      self.io.taken_to_end(partition, self.taken.get(partition, -1)), owner=event)
+        # Either way the stream is checkpointed now: the idle timer asks for quiet streams too.
+        self.hold_for(batch, event, stream)
+        batch.asked.add(stream)
 
     def call_settings(self, event: Any, batch: Batch) -> None:
         """A call's settings (or a tombstone clearing them), kept for its later utterances."""
@@ -234,6 +284,8 @@ class BatchHandler:
         if isinstance(result, Rejected):
             self.reject(batch, event, result)
         else:
+            self.hold_for(batch, event, settings_key(call_id))
+            batch.asked.add(settings_key(call_id))  # a call's settings are written at once
             metrics.CALL_SETTINGS.labels("cleared" if result is None else "set").inc()
             log.info("call settings %s for call=%s", "cleared" if result is None else "set", call_id)
 
@@ -378,12 +430,77 @@ class BatchHandler:
         log.info("transcript call=%s stream=%s #%d [%s] %s", transcript.call_id, transcript.stream_id,
                  transcript.utterance_index, transcript.language, transcript.text)
 
-    def save(self, batch: PipelineBatch) -> None:
-        """The batch's table changes, each bound to its own event (so to its partition)."""
+    def save(self, batch: Batch) -> None:
+        """The batch's table changes to the checkpoint layer, then the writes of every stream due
+        for its checkpoint, each bound to its own record (so to its partition). The first try
+        decides the checkpoint; a retry writes the same again."""
+        pipeline_batch = batch.pipeline_batch
+        if batch.checkpoint is None:
+            now = now_ms()
+            self.checkpoints.add(pipeline_batch.changes(partition_of=lambda event: event.message.partition),
+                                 batch.held, now)
+            batch.checkpoint = self.checkpoints.take(self.due(batch, now), now)
+            if self.draining:
+                self.give_up_needed()
+            self.observe_streams(pipeline_batch)
         with metrics.timed("table_writes"):
-            for key, value, event in batch.changes(partition_of=lambda event: event.message.partition):
+            for key, value, event in batch.checkpoint[0]:
                 bind_event(event)
                 self.io.write_table(key, value)
+
+    def due(self, batch: Batch, now: int) -> list[str]:
+        """The streams to checkpoint after `batch`: those it asked for, those that ended or were
+        forgotten, and those waiting CALLSTT_CHECKPOINT_INTERVAL_S; every one while Faust waits.
+        (Not at each final: a state record per final would cost the changelog more than the
+        finals a successor publishes again after a crash, with the same ids and text.)"""
+        if self.draining:
+            return self.checkpoints.streams()
+        asked = set(batch.asked)
+        for _, outcome in batch.pipeline_batch.outcomes:
+            if outcome.forgotten or outcome.state.ended:
+                asked.add(state_key(outcome.state.call_id, outcome.state.stream_id))
+        return self.checkpoints.due(now, asked)
+
+    def give_up_needed(self) -> None:
+        """While Faust waits for every record it handed out, those held for their audio are given
+        up (streams/core/checkpoints.py `give_up_needed`): read again by their partition's next owner."""
+        for event in self.checkpoints.give_up_needed():
+            self.give_up(event)
+
+    async def checkpoint_everything(self) -> None:
+        """Faust waits for every record it handed out (a rebalance, a shutdown): write every
+        stream's waiting changes and release their records now, and at the end of each batch
+        until `stop_draining` (the running batch and the open one finish meanwhile)."""
+        self.draining = True
+        async with self.writing:
+            writes, records = self.checkpoints.take(self.checkpoints.streams(), now_ms())
+            self.give_up_needed()
+            try:
+                for key, value, event in writes:
+                    bind_event(event)
+                    self.io.write_table(key, value)
+                await self.io.table_written()
+            except Exception as error:  # their next owner repeats them from the committed offset
+                log.warning("checkpointing %d table keys before a rebalance or a stop failed (%s: %s); %d records "
+                            "stay uncommitted", len(writes), type(error).__name__, error, len(records))
+                return
+        for event in records:
+            self.release(event)
+        metrics.HELD_RECORDS.set(self.checkpoints.held)
+
+    def stop_draining(self) -> None:
+        self.draining = False
+
+    def partitions_revoked(self, partitions: set[int]) -> None:
+        """What still waits for revoked partitions (a checkpoint that failed) is forgotten, its
+        records never released: their next owner reads them again from the committed offset."""
+        dropped = self.checkpoints.drop(partitions)
+        if dropped:
+            log.warning("%d records of revoked partitions %s were never checkpointed: their next owner "
+                        "repeats them", dropped, sorted(partitions))
+        metrics.HELD_RECORDS.set(self.checkpoints.held)
+
+    def observe_streams(self, batch: PipelineBatch) -> None:
         for _, outcome in batch.outcomes:
             key = state_key(outcome.state.call_id, outcome.state.stream_id)
             if outcome.forgotten:

@@ -33,7 +33,9 @@ from callstt.streams.worker import metrics
 from callstt.streams.worker.agent import BatchHandler, WorkerIO, now_ms
 from callstt.streams.worker.broker_probe import BrokerProbe
 from callstt.streams.worker.downstream_view import follow_downstream
-from callstt.streams.worker.faust_compat import AcknowledgedTable, hold, release, seek_before_resuming_streams
+from callstt.streams.worker.faust_compat import (AcknowledgedTable, checkpoint_while_waiting,
+                                                 commit_only_past_acknowledged, fetch_only_active_partitions,
+                                                 give_up, hold, release, seek_before_resuming_streams)
 from callstt.streams.worker.idle import idle_requests
 from callstt.streams.worker.partitions import AudioPartitions
 from callstt.streams.worker.web import WorkerStatus, register_pages
@@ -43,6 +45,8 @@ log = logging.getLogger("callstt.worker")
 
 def faust_app(settings: Settings) -> faust.App:
     seek_before_resuming_streams()  # (streams/worker/faust_compat.py: else records are lost in a rebalance)
+    fetch_only_active_partitions()  # (streams/worker/faust_compat.py: likewise)
+    commit_only_past_acknowledged()  # (streams/worker/faust_compat.py: else held records can be passed)
     return faust.App(
         settings.app_id, **faust_broker_config(settings),
         store="rocksdb://", datadir=settings.data_dir,  # rocksdict under the hood
@@ -96,7 +100,14 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
         taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done,
         control_topic=control_name, call_settings_topic=settings.call_settings_topic,
     ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events, watch=watch,
-        interim_lane=interim_lane)
+        interim_lane=interim_lane, checkpoint_interval_ms=int(settings.checkpoint_interval_s * 1000),
+        give_up=give_up)
+    # Faust waits for every record it handed out before a rebalance or a stop: held ones too.
+    checkpoint_while_waiting(app, handler.checkpoint_everything, handler.stop_draining)
+
+    @app.on_partitions_revoked.connect
+    async def forget_what_waits_for(app, revoked, **kwargs) -> None:  # noqa: ARG001 (Faust's signal signature)
+        handler.partitions_revoked({tp.partition for tp in revoked if tp.topic == settings.audio_topic})
 
     @app.task
     async def load_models() -> None:
@@ -129,7 +140,8 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
                                              settings.transcript_topic, table.changelog_topic_name])
     add_stall_exit(app, watch, log, metrics.STALLED_SECONDS)
     add_metrics_port(app, metrics.REGISTRY, settings)
-    add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline)
+    add_idle_timer(app, settings, status, table, partitions, app.topic(control_name), flush_requested, pipeline,
+                   handler.checkpoints.waiting)
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_backlog
     register_pages(app, status)
     return app
@@ -163,12 +175,14 @@ def add_downstream_view(app: faust.App, status: WorkerStatus) -> None:
 
 
 def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, table, partitions: AudioPartitions,
-                   control, flush_requested: dict[str, float], pipeline: Pipeline) -> None:
+                   control, flush_requested: dict[str, float], pipeline: Pipeline,
+                   checkpoint_waiting: Callable[[str], bool]) -> None:
     """Every second: the lag and broker reply-age gauges, and a flush or evict request to the
-    own partition of each stream that went quiet, or ended over CALLSTT_STREAM_TTL_S ago
-    (streams/worker/idle.py chooses). Every 30 s (or half the settings' TTL): a scan of the
-    table for streams recovered from the changelog and for call settings past
-    CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked of their call's partition."""
+    own partition of each stream that went quiet, or ended over CALLSTT_STREAM_TTL_S ago, or
+    whose changes wait for a checkpoint while it is quiet (streams/worker/idle.py chooses). Every
+    30 s (or half the settings' TTL): a scan of the table for streams recovered from the
+    changelog and for call settings past CALLSTT_CALL_SETTINGS_TTL_S, whose forgetting is asked
+    of their call's partition."""
     last_scan = [0.0]
     scan_every_s = min(30.0, settings.call_settings_ttl_s / 2)
 
@@ -204,7 +218,8 @@ def add_idle_timer(app: faust.App, settings: Settings, status: WorkerStatus, tab
         metrics.BROKER_REPLY_AGE.set(round(status.broker.reply_age_s(), 1))
         requests = [request for streams in (status.streams, status.ended_streams)
                     for request in idle_requests(streams, now_ms(), assigned, partitions.caught_up,
-                                                 settings.idle_flush_s, settings.stream_ttl_s, settings.max_streams)]
+                                                 settings.idle_flush_s, settings.stream_ttl_s, settings.max_streams,
+                                                 checkpoint_waiting, settings.checkpoint_interval_s)]
         for request in requests:
             if isinstance(request, str):
                 status.forget_stream(request)  # moved to another worker in a rebalance

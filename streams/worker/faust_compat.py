@@ -8,11 +8,14 @@ loudly when an upgrade removes or renames one. Nothing else in the project touch
 from __future__ import annotations
 
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
 import faust.streams as faust_streams
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, ensure_aiokafka_TP
 from faust.types import TP
 
 
@@ -43,6 +46,49 @@ def release(event: Any) -> None:
     Whichever of take_events' ack and this one comes last marks the offset committable, so a
     release before or after the agent's body ends both work."""
     event.ack()
+
+
+def give_up(event: Any) -> None:
+    """An event `hold` kept will never be released (streams/core/checkpoints.py `give_up_needed`):
+    take it off the consumer's list of records handed out and not yet acknowledged, so that
+    `Consumer.wait_empty` (a rebalance, a stop) does not wait for it. Its offset is never
+    committed: whoever owns its partition next reads it again."""
+    consumer, message = event.app.consumer, event.message
+    consumer._unacked_messages.discard(message)
+    given_up = consumer.__dict__.setdefault("_given_up", {})  # (cleared at the next assignment)
+    given_up[message.tp] = min(given_up.get(message.tp, message.offset), message.offset)
+
+
+def checkpoint_while_waiting(app: Any, begin: Callable[[], Awaitable[None]], end: Callable[[], None]) -> None:
+    """While `app`'s consumer waits for every record it handed out to be acknowledged
+    (`Consumer.wait_empty`: before a rebalance's revocation and at a stop), `begin` has run
+    first and `end` runs after.
+
+    Why: the worker holds a record until its stream's next checkpoint (streams/core/checkpoints.py),
+    seconds later; Faust's wait would then last until the group gave up on the worker. `begin`
+    checkpoints everything now, and makes each batch that finishes meanwhile checkpoint all it
+    changed. Patched on the class (Faust makes the consumer lazily), for this app's consumer only."""
+    _WAIT_HOOKS[app] = (begin, end)
+    if getattr(Consumer.wait_empty, "checkpoints_first", False):
+        return
+    original = Consumer.wait_empty
+
+    async def wait_empty(self: Any) -> None:
+        hooks = _WAIT_HOOKS.get(self.app)
+        if hooks is None:
+            return await original(self)
+        begin, end = hooks
+        await begin()
+        try:
+            await original(self)
+        finally:
+            end()
+
+    wait_empty.checkpoints_first = True
+    Consumer.wait_empty = wait_empty
+
+
+_WAIT_HOOKS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
 def read_offset(app: Any, tp: TP) -> int | None:
@@ -115,7 +161,8 @@ class AcknowledgedTable(faust.Table):
 
 
 def seek_before_resuming_streams() -> None:
-    """After a rebalance, seek the stream partitions to their committed offsets *before* their
+    """After a rebalance, seek the stream partitions to their committed offsets (those never
+    committed to their beginning: `seek_never_committed_to_beginning`) *before* their
     fetching resumes (`Recovery.on_recovery_completed` and `Recovery._resume_streams` resume
     them first, then seek). Idempotent; the worker and the downstream agents call it once.
 
@@ -140,6 +187,8 @@ def _seeking_first(step: Any) -> Any:
 
         async def seek_then_resume() -> None:
             await perform_seek()
+            await seek_never_committed_to_beginning(self.app)
+            await put_back_positions_past_committed(self.app)
             while waiting:
                 resume_partitions(waiting.pop(0))
 
@@ -153,3 +202,127 @@ def _seeking_first(step: Any) -> Any:
 
     seeking_first.seeks_first = True
     return seeking_first
+
+
+async def seek_never_committed_to_beginning(app: Any) -> None:
+    """Seek the assigned stream partitions that the group never committed an offset for to their
+    beginning, and count that as their committed offset (`commit_only_past_acknowledged`).
+
+    Why: `perform_seek` seeks only partitions with a committed offset above 0 (aiokafka's
+    `seek_to_committed`), so a partition nobody committed kept the position its fetcher had.
+    When a worker died holding every record of such a partition (the worker holds records until
+    their stream's checkpoint), the worker taking it over fetched it to its end without handing a
+    record to its agent: that call stalled for good (3 of 6 runs of scripts/failover_probe.py).
+    The beginning is where Faust's `consumer_auto_offset_reset` ("earliest") would start it."""
+    consumer = app.consumer
+    consumer.__dict__.pop("_given_up", None)  # those of the last assignment are read again now
+    changelogs = set(app.tables.changelog_topics)
+    never_committed = [tp for tp in consumer.assignment()
+                       if tp.topic not in changelogs and consumer._committed_offset.get(tp) is None]
+    if not never_committed:
+        return
+    earliest = await consumer._thread.earliest_offsets(*(ensure_aiokafka_TP(tp) for tp in never_committed))
+    beginnings = {ensure_aiokafka_TP(tp): earliest[ensure_aiokafka_TP(tp)] for tp in never_committed}
+    await consumer.seek_wait(beginnings)  # (in the consumer's own thread, as Faust's seeks are)
+    for tp in never_committed:
+        consumer._committed_offset[tp] = beginnings[ensure_aiokafka_TP(tp)]
+
+
+async def put_back_positions_past_committed(app: Any) -> None:
+    """Check, while the stream partitions are still paused, that each one's fetch position is its
+    committed offset; put back (with a warning) any that is not.
+
+    Why: the check that found `fetch_only_active_partitions`'s bug (a new owner's positions at
+    the log's end right after the seek, its first record 1,400 past the committed offset: that
+    audio never reached the agent). A paused partition is not handed out, so after the seeks
+    nothing should move a position; one that moved is put back rather than read from there."""
+    consumer = app.consumer
+    changelogs = set(app.tables.changelog_topics)
+    moved = {}
+    for tp in consumer.assignment():
+        committed = consumer._committed_offset.get(tp)
+        if tp.topic in changelogs or committed is None:
+            continue
+        position = await consumer._thread.position(ensure_aiokafka_TP(tp))
+        if position is not None and position != committed:
+            moved[ensure_aiokafka_TP(tp)] = committed
+            consumer.log.warning("Fetch position of %s is %s, not its committed offset %s: put back", tp,
+                                 position, committed)
+    if moved:
+        await consumer.seek_wait(moved)
+
+
+def fetch_only_active_partitions() -> None:
+    """The consumer thread hands out only records of partitions active at that moment. Idempotent.
+
+    Why: Faust passes its live set of active partitions to the consumer thread's
+    `fetched_records`, which waits there for records; aiokafka reads an empty set as "every
+    partition". At a rebalance Faust pauses every assigned partition (the set empties) while
+    their recovery runs, so a wait begun before then handed out the records just fetched for the
+    newly assigned partitions; Faust drops records of paused partitions, and their positions had
+    moved on: the new owner began at the log's end, and the open utterances of its calls lost
+    seconds of audio ("chunks 427..869 never came" in tests/faults/test_rolling_upgrade.py, 2 of
+    ~14 runs). Each look at the set now sees it as it is then, empty meaning none."""
+    thread_class = AIOKafkaConsumerThread
+    if getattr(thread_class._fetch_records, "active_only", False):
+        return
+    original = thread_class._fetch_records
+
+    async def _fetch_records(self: Any, consumer: Any, active_partitions: Any, **kwargs: Any) -> Any:
+        if active_partitions is not None:  # (None: a client-only app, which reads every partition)
+            active_partitions = _ActiveNow(active_partitions)
+        return await original(self, consumer, active_partitions, **kwargs)
+
+    _fetch_records.active_only = True
+    _fetch_records.faust_own = original
+    thread_class._fetch_records = _fetch_records
+
+
+class _ActiveNow:
+    """Faust's live set of active partitions, as aiokafka's `fetched_records` reads its
+    `partitions`: never false (false there means every partition), membership as it is now."""
+
+    def __init__(self, active: Any) -> None:
+        self._active = active
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: Any) -> bool:
+        return tp in self._active
+
+
+def commit_only_past_acknowledged() -> None:
+    """Faust commits a partition only up to the first record it handed out that is neither
+    acknowledged nor gone (its lowest offset still in `Consumer._unacked_messages`, or given up:
+    `give_up`). Idempotent.
+
+    Why: Faust's `Consumer._new_offset` commits the first run of consecutive acknowledged offsets
+    when it starts at most one past the committed offset, and any run when nothing was committed:
+    so the record *at* the committed offset (the next to read), or every record before the run,
+    could be passed while still held. The worker holds records for seconds, stream by stream
+    (streams/core/checkpoints.py), so another stream's later records are acknowledged first; a
+    commit past a held record made its partition's next owner skip that audio (39 of 500 streams
+    in scripts/failover_probe.py). Offsets with no record (compaction, retention) stay as Faust
+    has them."""
+    if getattr(Consumer._new_offset, "past_acknowledged_only", False):
+        return
+    original = Consumer._new_offset
+
+    def _new_offset(self: Any, tp: TP) -> int | None:
+        pending = [message.offset for message in list(self._unacked_messages)
+                   if message.tp == tp and not message.acked]
+        given_up = getattr(self, "_given_up", {}).get(tp)
+        floor = min(pending + ([given_up] if given_up is not None else []), default=None)
+        if floor is None:
+            return original(self, tp)
+        kept = (list(self._acked[tp]), set(self._acked_index[tp]), self._gap[tp].copy())
+        offset = original(self, tp)
+        if offset is not None and offset > floor:  # past a record still held: commit nothing yet
+            self._acked[tp], self._acked_index[tp], self._gap[tp] = kept
+            return None
+        return offset
+
+    _new_offset.past_acknowledged_only = True
+    _new_offset.faust_own = original
+    Consumer._new_offset = _new_offset

@@ -20,9 +20,13 @@ class IdleRequest:
 
 
 def idle_requests(streams: Mapping[str, dict], now_ms: int, assigned: set[int], caught_up: Callable[[int], bool],
-                  idle_flush_s: float, stream_ttl_s: float, max_streams: int) -> Iterator[IdleRequest | str]:
+                  idle_flush_s: float, stream_ttl_s: float, max_streams: int,
+                  checkpoint_waiting: Callable[[str], bool] = lambda key: False,
+                  checkpoint_interval_s: float = 5.0) -> Iterator[IdleRequest | str]:
     """For each stream view (WorkerStatus.streams), the request to send, or its key alone when the
-    stream moved to another worker in a rebalance (the caller forgets it)."""
+    stream moved to another worker in a rebalance (the caller forgets it). A flush request also
+    checkpoints its stream (streams/core/checkpoints.py): one quiet for `checkpoint_interval_s`
+    with changes waiting (`checkpoint_waiting(key)`) gets one, or no batch would write them."""
     # Over the cap, the longest-idle streams go first.
     by_idleness = sorted(streams.items(), key=lambda item: item[1]["last_chunk_ms"])
     over_cap = {key for key, _ in by_idleness[:max(len(by_idleness) - max_streams, 0)]}
@@ -38,6 +42,8 @@ def idle_requests(streams: Mapping[str, dict], now_ms: int, assigned: set[int], 
             # Quiet only counts once the partition is read to its end: a worker that is behind
             # has the stream's next chunks waiting, and must not cut the utterance early.
             action = "flush"
+        elif idle_ms >= checkpoint_interval_s * 1000 and checkpoint_waiting(key):
+            action = "flush"  # (the agent re-checks whether its utterance may be cut)
         else:
             continue
         yield IdleRequest(key, view["call_id"], view["stream_id"], partition, action)

@@ -32,6 +32,8 @@ GUARD_DROPPED = Counter("callstt_guard_dropped_total", "Utterances whose text th
 SILENT_UTTERANCES = Counter("callstt_silent_utterances_total", "Utterances the model found no speech in",
                             registry=REGISTRY)
 ACTIVE_STREAMS = Gauge("callstt_active_streams", "Streams with state on this worker", registry=REGISTRY)
+HELD_RECORDS = Gauge("callstt_held_records", "Records processed but not yet committable: their stream's changes wait "
+                     "for its next checkpoint (CALLSTT_CHECKPOINT_INTERVAL_S)", registry=REGISTRY)
 BUFFERED_SECONDS = Gauge("callstt_buffered_audio_seconds", "Audio held for open utterances", registry=REGISTRY)
 UTTERANCE_SECONDS = Histogram("callstt_utterance_duration_seconds", "Audio length per utterance",
                               buckets=(0.5, 1, 2, 4, 8, 15, 30), registry=REGISTRY)

@@ -1,22 +1,30 @@
-"""A rolling upgrade while calls stream: a worker of the previous version and one of this version
+"""A rolling upgrade while calls stream: a worker of a previous version and one of this version
 in one consumer group, then the old one replaced by a new one. Partitions, with their open
 utterances, move from the old version's state to the new one's through the changelog.
 
-The previous version is the code that landed before this one (PREVIOUS, issue 13's): it writes
-Transcript version 3 (schema id 5) and a StreamState without `first_offset`; this version
-writes Transcript version 4 (id 6), which the previous version's embedded registry does not
-know. So, with embedded ids, the new workers run as docs/upgrades.md's steps say: with
-CALLSTT_WRITE_SCHEMA_VERSIONS=Transcript=3 until no reader of the previous version is left.
-With a schema registry (Apicurio, both versions in registry mode) they write version 4, and the
-previous version's code reads it by the id's schema from the registry. They also run another inference mode (batched instead of packed): an upgrade that changes how
-utterances meet the model. Nothing may be lost, every transcript must be decodable by both
-versions, and the ids must be those the previous version gives.
+Two previous versions:
+
+- SCHEMA_CHANGE (issue 13's): it writes Transcript version 3 (schema id 5) and a StreamState
+  without `first_offset`; this version writes Transcript version 4 (id 6), which that version's
+  embedded registry does not know. So, with embedded ids, the new workers run as
+  docs/upgrades.md's steps say: with CALLSTT_WRITE_SCHEMA_VERSIONS=Transcript=3 until no reader
+  of the previous version is left. With a schema registry (Apicurio, both versions in registry
+  mode) they write version 4, and the previous version's code reads it by the id's schema from
+  the registry.
+- STATE_CHANGE (the last before issue 26's checkpoints): its workers write every batch's state
+  and audio blocks to the table; this version's keep them until the stream's checkpoint, and
+  commit the records only then. Its state records must read the same.
+
+The new workers also run another inference mode (batched instead of packed): an upgrade that
+changes how utterances meet the model. Nothing may be lost, every transcript must be decodable
+by both versions, and the ids must be those the previous version gives.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -38,7 +46,8 @@ from tests.worker_process import REPO_ROOT
 
 pytestmark = pytest.mark.faults
 
-PREVIOUS = "6546d7b"  # the commit that landed before this version's changes (issue 13)
+SCHEMA_CHANGE = "6546d7b"  # the commit that landed before Transcript version 4 (issue 13)
+STATE_CHANGE = "c744437"  # the commit that landed before the checkpoints (issue 26)
 CALLS = 6
 SENTENCES = ENGLISH_SENTENCES[:4] * 2  # about 28 s a call: partitions move mid-call
 OLD_PUBLISHES_WITHIN_S = 120  # its first transcript: about 4 s into the calls on a fast machine
@@ -57,14 +66,25 @@ for line in sys.stdin:
 """
 
 
-@pytest.fixture(scope="module")
-def previous_version(tmp_path_factory) -> Path:
-    """The previous version's files (git archive of PREVIOUS), run with this checkout's venv."""
-    tree = tmp_path_factory.mktemp("previous")
-    archive = subprocess.run(["git", "archive", PREVIOUS], cwd=REPO_ROOT, capture_output=True, check=True).stdout
+def previous_tree(commit: str, tmp_path: Path) -> Path:
+    """A previous version's files (git archive of `commit`), run with this checkout's venv.
+
+    From the version with the `callstt` import root on, the tree gets a `callstt` folder of links
+    to its package folders, for PYTHONPATH (`previous_env`): this checkout's editable install
+    would import itself under that name."""
+    tree = tmp_path / f"previous-{commit}"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", commit], cwd=REPO_ROOT, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")
+    (tree / "import-root" / "callstt").mkdir(parents=True)
+    for package in ("streams", "models", "schemas", "infra"):
+        (tree / "import-root" / "callstt" / package).symlink_to(tree / package)
     return tree
+
+
+def uses_import_root(commit: str) -> bool:
+    return commit != SCHEMA_CHANGE  # it predates the callstt import root: its CLI is its tree's streams.cli
 
 
 def transcripts_published(worker: WorkerProcess, within_s: float) -> float:
@@ -96,30 +116,37 @@ def raw_transcripts(worker: WorkerProcess, call_ids: set[str]) -> list[bytes]:
     return [value for value in values if codec.decode_transcript(value).call_id in call_ids]
 
 
-def decode_with_previous(tree: Path, values: list[bytes], registry_url: str) -> list[dict]:
-    done = subprocess.run([sys.executable, "-c", DECODE_WITH_PREVIOUS, registry_url], cwd=tree, capture_output=True,
+def decode_with_previous(tree: Path, commit: str, values: list[bytes], registry_url: str) -> list[dict]:
+    script = DECODE_WITH_PREVIOUS.replace("from schemas.", "from callstt.schemas.") if uses_import_root(commit) \
+        else DECODE_WITH_PREVIOUS
+    env = {**os.environ, "PYTHONPATH": str(tree / "import-root")} if uses_import_root(commit) else None
+    done = subprocess.run([sys.executable, "-c", script, registry_url], cwd=tree, capture_output=True, env=env,
                           text=True, input="".join(value.hex() + "\n" for value in values), check=True)
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-@pytest.mark.parametrize("schema_ids", ["embedded", "registry"])
+@pytest.mark.parametrize("previous, schema_ids", [(SCHEMA_CHANGE, "embedded"), (SCHEMA_CHANGE, "registry"),
+                                                  (STATE_CHANGE, "embedded")])
 def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(kafka_bootstrap, tmp_path, request,
-                                                                            previous_version, scenario, schema_ids):
+                                                                            scenario, previous, schema_ids):
     group = f"upgrade{uuid.uuid4().hex[:6]}"
     registry_url = request.getfixturevalue("schema_registry_url") if schema_ids == "registry" else ""
+    previous_version = previous_tree(previous, tmp_path)
 
     def worker(index: int, cwd: Path, **env: str) -> WorkerProcess:
         (tmp_path / f"w{index}").mkdir()
-        # The previous version predates the callstt import root: its CLI is its tree's streams.cli.
-        cli_module = "streams.cli" if cwd == previous_version else "callstt.streams.cli"
+        cli_module = "streams.cli" if cwd == previous_version and not uses_import_root(previous) \
+            else "callstt.streams.cli"
+        if cwd == previous_version and uses_import_root(previous):
+            env["PYTHONPATH"] = str(previous_version / "import-root")
         return WorkerProcess(kafka_bootstrap, tmp_path / f"w{index}", name=group, cwd=cwd, cli_module=cli_module,
                              extra_env={"CALLSTT_TOPIC_PARTITIONS": "6", "OMP_NUM_THREADS": "1",
                                         "CALLSTT_SCHEMA_REGISTRY_URL": registry_url, **env})
 
     old = worker(0, previous_version, CALLSTT_INFERENCE_MODE="packed").start()
-    # With embedded ids, the new version writes what the old one's registry.json knows.
+    # With embedded ids, the new version writes what issue 13's registry.json knows.
     upgraded = {"CALLSTT_INFERENCE_MODE": "batched"} | \
-        ({} if registry_url else {"CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript=3"})
+        ({"CALLSTT_WRITE_SCHEMA_VERSIONS": "Transcript=3"} if previous == SCHEMA_CHANGE and not registry_url else {})
     new, replacement = worker(1, REPO_ROOT, **upgraded), worker(2, REPO_ROOT, **upgraded)
     scenario.watch(old, new, replacement)
     call_ids = [f"upgrade-{i}-{uuid.uuid4().hex[:4]}" for i in range(CALLS)]
@@ -140,11 +167,12 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
         streaming.join()
         for process in (old, new, replacement):
             process.stop()
-    read_by_previous = decode_with_previous(previous_version, values, registry_url)
+    read_by_previous = decode_with_previous(previous_version, previous, values, registry_url)
 
     scenario.report(received, {call_id: SENTENCES for call_id in call_ids},
-                    name=f"rolling upgrade {PREVIOUS} -> this version, {schema_ids} schema ids",
-                    note="6 partitions, packed -> batched" + ("" if registry_url else ", Transcript=3 pinned"))
+                    name=f"rolling upgrade {previous} -> this version, {schema_ids} schema ids",
+                    note="6 partitions, packed -> batched" + (", Transcript=3 pinned" if "CALLSTT_WRITE_SCHEMA_VERSIONS"
+                                                              in upgraded else ""))
     assert not publishing_errors, f"the test's own publishing failed: {publishing_errors[0]!r}"
     assert published_by_old > 0, \
         f"the old worker published no transcript within {OLD_PUBLISHES_WITHIN_S} s, before it stopped:\n{old.log_tail()}"
@@ -162,5 +190,6 @@ def test_a_rolling_upgrade_with_a_new_schema_and_inference_mode_loses_nothing(ka
     codec = new.codec()
     assert {codec.decode_transcript(value).transcript_id for value in values} == \
         {entry["id"] for entry in read_by_previous}
-    # Both versions wrote: with a registry, each its own version (two ids); else all version 3.
+    # Both versions wrote: across the schema change with a registry, each its own version (two ids);
+    # else one version (3 pinned, or 4 on both sides of the state change).
     assert len({peek_schema_id(value) for value in values}) == (2 if registry_url else 1)

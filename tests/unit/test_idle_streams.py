@@ -55,3 +55,11 @@ def test_an_ended_stream_is_not_active_and_is_forgotten_after_the_ttl():
     assert requests(status.ended_streams, 602_000) == [IdleRequest(key, "call-1", "caller", 0, "evict")]
     status.forget_stream(key)  # what the agent does once the eviction is written
     assert status.ended_streams == {}
+
+
+def test_a_quiet_stream_whose_changes_wait_for_a_checkpoint_gets_a_flush_request_that_checkpoints_it():
+    streams = {"S|a|caller": view("a", 0, open_=False), "S|b|caller": view("b", 0, open_=False)}
+    waiting = {"S|a|caller"}.__contains__
+    chosen = list(idle_requests(streams, 5_000, {0}, lambda partition: True, 5.0, 600.0, 10, waiting, 5.0))
+    assert chosen == [IdleRequest("S|a|caller", "a", "caller", 0, "flush")]  # b has nothing waiting
+    assert list(idle_requests(streams, 4_000, {0}, lambda partition: True, 5.0, 600.0, 10, waiting, 5.0)) == []
