@@ -121,6 +121,18 @@ def worker(
     run_worker(load_settings(kafka_bootstrap_servers=bootstrap, web_port=web_port, web_host=web_host, model=model))
 
 
+@app.command()
+def gateway(
+    bootstrap: str = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers"),
+    port: int = typer.Option(None, "--port", help="Port of /v1/listen and the listening page"),
+    host: str = typer.Option(None, "--host", help="Bind address"),
+) -> None:
+    """Run a WebSocket gateway: clients speak Deepgram's live API (/v1/listen), Kafka behind it."""
+    from callstt.streams.gateway.server import run_gateway
+
+    run_gateway(load_settings(kafka_bootstrap_servers=bootstrap, gateway_port=port, gateway_host=host))
+
+
 def add_agent_command(agent: AgentSpec) -> None:
     """`callstt <agent>`: run one downstream agent (streams/agents.py), with --bootstrap, --web-port
     and the agent's own options, each overriding its setting."""

@@ -58,12 +58,12 @@ def check_local_resources(data_dir: str, web_host: str, web_port: int, metrics_p
     except OSError as error:
         raise StartError(f"the state folder {data_dir} cannot be written ({error.strerror or error}); set "
                          "CALLSTT_DATA_DIR to a folder this user may write") from error
-    _check_port_free(web_host, web_port, "the web port", "choose another with --web-port")
+    check_port_free(web_host, web_port, "the web port", "choose another with --web-port")
     if metrics_port:
-        _check_port_free(web_host, metrics_port, "the metrics port", "choose another with CALLSTT_METRICS_PORT")
+        check_port_free(web_host, metrics_port, "the metrics port", "choose another with CALLSTT_METRICS_PORT")
 
 
-def _check_port_free(host: str, port: int, what: str, remedy: str) -> None:
+def check_port_free(host: str, port: int, what: str, remedy: str) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as listener:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server binds
         try:

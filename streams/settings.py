@@ -255,6 +255,24 @@ class Settings:
     web_debug_pages: bool = env("CALLSTT_WEB_DEBUG_PAGES", default=False,
                                 doc="Faust's own pages (/router/, /table/: table contents, i.e. call state), "
                                     "behind the same credential")
+    # Gateway (callstt gateway: WebSocket clients in Deepgram's live-API shape)
+    gateway_host: str = env("CALLSTT_GATEWAY_HOST", default="127.0.0.1", doc="The gateway's bind address")
+    gateway_port: int = env("CALLSTT_GATEWAY_PORT", default=6070,
+                            doc="The gateway's port: /v1/listen (WebSocket), /listen (the listening page), "
+                                "/health, /metrics")
+    gateway_session_topic: str = env("CALLSTT_GATEWAY_SESSION_TOPIC", default="callstt.gateway-sessions",
+                                     doc="Compacted topic of where each gateway stream stands (next seq, audio "
+                                         "acknowledged, finals sent), so a client reconnecting to any gateway "
+                                         "resumes")
+    gateway_max_ahead_s: float = env("CALLSTT_GATEWAY_MAX_AHEAD_S", default=5.0,
+                                     doc="How far a connection's audio may run ahead of real time before the "
+                                         "gateway stops reading it (a faster client is slowed, not buffered)")
+    gateway_idle_close_s: float = env("CALLSTT_GATEWAY_IDLE_CLOSE_S", default=10.0,
+                                      doc="Close a connection that sent neither audio nor KeepAlive this long "
+                                          "(Deepgram's NET-0001)")
+    gateway_close_wait_s: float = env("CALLSTT_GATEWAY_CLOSE_WAIT_S", default=15.0,
+                                      doc="After CloseStream, the longest the gateway waits for the stream's last "
+                                          "finals before it sends Metadata and closes")
     log_level: str = env("CALLSTT_LOG_LEVEL", default="info", doc="Log level")
 
     @classmethod

@@ -6,7 +6,9 @@ credential; /health, /metrics, /api and /models carry none and stay open, for pr
 Prometheus. Every other path needs it too: closed unless named open.
 
 The credential is a bearer token from CALLSTT_WEB_TOKENS_FILE (one per line: several while
-tokens rotate), compared in constant time. Programs send `Authorization: Bearer <token>` (a
+tokens rotate), compared in constant time. A line `<token> calls=<pattern>,...` makes a client
+token of the gateway (streams/gateway/): it may stream and hear only the calls whose IDs match
+a pattern (`shop-*`, fnmatch), and opens none of the pages that show every call. Programs send `Authorization: Bearer <token>` (a
 reverse proxy that authenticates people can add that header itself); a browser signs in once
 at /login and then carries a session cookie: `<expiry>.<HMAC-SHA256 of the expiry keyed by the
 token>`, HttpOnly and SameSite=Strict, valid 12 hours or until its token leaves the file. It is
@@ -29,7 +31,8 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from aiohttp import web
@@ -56,10 +59,42 @@ class WebAccess:
     # the paths anyone may read; /metrics leaves them when it has a port of its own
     # (CALLSTT_METRICS_PORT), so a NetworkPolicy can give Prometheus that port and nothing else
     open_paths: frozenset[str] = OPEN_PATHS
+    # the gateway's client tokens: token -> the call ID patterns it may use (never a page's credential)
+    call_scopes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
-        return not self.tokens
+        return not self.tokens and not self.call_scopes
+
+    def client_token(self, offered: str) -> str | None:
+        """The token (of either kind) equal to `offered`, compared in constant time; None: no token."""
+        offered_digest = hashlib.sha256(offered.encode()).digest()
+        matched = None
+        for token in (*self.tokens, *self.call_scopes):
+            if hmac.compare_digest(offered_digest, hashlib.sha256(token.encode()).digest()):
+                matched = token
+        return matched
+
+    def session_token(self, cookie: str, now: float) -> str | None:
+        """The token (of either kind) a session cookie was made with; None: none, or expired."""
+        expiry_text, _, mac = cookie.partition(".")
+        if not expiry_text.isdigit() or int(expiry_text) <= now:
+            return None
+        matched = None
+        for token in (*self.tokens, *self.call_scopes):
+            if hmac.compare_digest(mac.encode(), _session_mac(token, int(expiry_text)).encode()):
+                matched = token
+        return matched
+
+    def may_use_call(self, token: str | None, call_id: str) -> bool:
+        """Whether a client holding `token` may stream and hear `call_id` (open access: anyone)."""
+        if self.open:
+            return True
+        if token is None:
+            return False
+        if token in self.call_scopes:
+            return any(fnmatchcase(call_id, pattern) for pattern in self.call_scopes[token])
+        return token in self.tokens
 
     def token_valid(self, offered: str) -> bool:
         """Constant time whatever the token: digests of equal length compared, every token tried."""
@@ -110,7 +145,8 @@ def web_access(settings: Settings) -> WebAccess:
     start: a tokens file it cannot use, or a non-loopback address without a credential)."""
     open_paths = OPEN_PATHS - {"/metrics"} if settings.metrics_port else OPEN_PATHS
     if settings.web_tokens_file:
-        return WebAccess(read_tokens(Path(settings.web_tokens_file)), settings.web_tokens_file, open_paths)
+        tokens, scopes = read_token_lines(Path(settings.web_tokens_file))
+        return WebAccess(tokens, settings.web_tokens_file, open_paths, scopes)
     if settings.web_insecure:
         log.warning("CALLSTT_WEB_INSECURE: the pages with call content on %s are open to anyone who reaches "
                     "them; only run so behind something that authenticates", settings.web_host)
@@ -124,18 +160,38 @@ def web_access(settings: Settings) -> WebAccess:
 
 
 def read_tokens(path: Path) -> tuple[str, ...]:
+    """The file's tokens for every page and call (those without `calls=`)."""
+    return read_token_lines(path)[0]
+
+
+def read_token_lines(path: Path) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """The file's tokens: those for every page and call, and the gateway's client tokens with the
+    call ID patterns each may use (`<token> calls=<pattern>,<pattern>`)."""
     try:
         lines = path.read_text().splitlines()
     except OSError as error:
         raise StartError(f"the web tokens file {path} cannot be read ({error.strerror or error}); "
                          "check CALLSTT_WEB_TOKENS_FILE") from error
-    tokens = tuple(line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#"))
-    if not tokens:
+    tokens: list[str] = []
+    scopes: dict[str, tuple[str, ...]] = {}
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        token, *options = line.split()
+        if len(token) < MIN_TOKEN_CHARS:
+            raise StartError(f"a token in {path} is shorter than {MIN_TOKEN_CHARS} characters; make one with "
+                             "`openssl rand -hex 32`")
+        patterns = [option.removeprefix("calls=") for option in options]
+        if any(not option.startswith("calls=") for option in options) or not all(patterns):
+            raise StartError(f"a line of {path} has {' '.join(options)!r} after its token: only "
+                             "calls=<pattern>,... (the call IDs a gateway client may use) may follow it")
+        if options:
+            scopes[token] = tuple(part for pattern in patterns for part in pattern.split(",") if part)
+        else:
+            tokens.append(token)
+    if not tokens and not scopes:
         raise StartError(f"the web tokens file {path} holds no token (one per line)")
-    if any(len(token) < MIN_TOKEN_CHARS for token in tokens):
-        raise StartError(f"a token in {path} is shorter than {MIN_TOKEN_CHARS} characters; make one with "
-                         "`openssl rand -hex 32`")
-    return tokens
+    return tuple(tokens), scopes
 
 
 def generated_token(path: Path) -> str:
@@ -207,7 +263,7 @@ async def sign_in(access: WebAccess, request: web.Request) -> web.Response:
     token, after = str(form.get("token", "")).strip(), local_path(str(form.get("next", "")))
     if access.open:
         return redirect(after)
-    if not access.token_valid(token):
+    if access.client_token(token) is None:
         log.warning("web sign-in refused from %s: wrong token", request.remote)
         return login_form(after, status=401, note="That token is not one of this service's.")
     response = redirect(after)

@@ -35,6 +35,8 @@ ROLES = {
     "worker": "callstt worker: reads audio, control and call settings; writes transcripts, interims, dead letters, "
               "control and its changelog; reads translations and speech for its live page",
     **{agent.name: agent.role for agent in AGENTS},  # the downstream agents (streams/agents.py)
+    "gateway": "callstt gateway: writes audio, call settings and its stream marks; reads them back to resume a "
+               "stream, and the transcripts, interims, translations and speech of the calls it serves",
     "reader": "callstt tail and analytics: reads transcripts, interims, translations and speech",
     "replay": "callstt replay: reads audio and call settings; writes the replay's output topic",
     "admin": "creates and configures the topics (callstt topics create), reads dead letters, rewinds consumer groups",
@@ -81,6 +83,11 @@ def grants(settings: Settings, role: str, replay_topic: str | None = None) -> li
             Grant("group", app, (READ,)),
         ],
         **{agent.name: agent_grants(s, agent) for agent in AGENTS},
+        # its consumers are group-less (assigned partitions): no group grant
+        "gateway": [topic(s.audio_topic, READ, WRITE, DESCRIBE), topic(s.call_settings_topic, *WRITES),
+                    topic(s.gateway_session_topic, READ, WRITE, DESCRIBE)]
+                   + [topic(name, *READS) for name in (s.transcript_topic, s.partial_topic, s.translation_topic,
+                                                       s.speech_topic)],
         "reader": [topic(name, *READS) for name in (s.transcript_topic, s.partial_topic, s.translation_topic,
                                                    s.partial_translation_topic, s.speech_topic)]
                   + [Grant("group", "callstt-tail-", (READ,), "prefixed")],

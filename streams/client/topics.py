@@ -59,7 +59,8 @@ def control_topic(settings: Settings) -> str:
 
 def project_topics(settings: Settings) -> list[TopicSpec]:
     """Audio keeps 7 days for replay; transcripts 30; interim transcripts 1 hour (their finals
-    replace them within seconds); translations 30 days, interim ones 1 hour; synthesized speech 1 day; dead letters 14 for inspection. Call settings
+    replace them within seconds); translations 30 days, interim ones 1 hour; synthesized speech 1 day;
+the gateway's stream marks 1 day, compacted; dead letters 14 for inspection. Call settings
     are compacted (the latest record per call is kept) and co-partitioned with the audio, so a
     call's settings reach the worker that reads its audio; a call's settings go 7 days after
     its tombstone, or CALLSTT_CALL_SETTINGS_TTL_S (30 days) after the last write (compact,delete),
@@ -93,6 +94,11 @@ when the workers forget them too."""
         TopicSpec(settings.speech_topic, partitions, replication,
                   {"retention.ms": str(DAY_MS), "min.insync.replicas": min_isr},
                   "Synthesized speech of the translated legs (16 kHz PCM AudioChunks), played at once: 1 day."),
+        TopicSpec(settings.gateway_session_topic, partitions, replication,
+                  {"cleanup.policy": "compact,delete", "retention.ms": str(DAY_MS),
+                   "segment.ms": str(3600 * 1000), "min.insync.replicas": min_isr},
+                  "Where each gateway stream stands (StreamMark JSON, key = [call ID, stream ID]), compacted; "
+                  "a day, longer than a stream outlives its last chunk (CALLSTT_STREAM_TTL_S)."),
         TopicSpec(settings.dead_letter_topic, 1, replication,
                   {"retention.ms": str(14 * DAY_MS), "min.insync.replicas": min_isr},
                   "Rejected input records with their reason in a header, 14 days; one partition."),
