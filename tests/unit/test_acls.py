@@ -20,7 +20,10 @@ def test_each_role_touches_only_what_its_job_needs():
     assert not may("producer", s.transcript_topic, "Read")  # the platform does not read transcripts
     assert not may("translator", s.audio_topic, "Read")  # the translator never hears the audio
     assert not any(may("reader", name, "Write") for name in (s.audio_topic, s.call_settings_topic))
-    assert not any(may(role, s.call_settings_topic, "Write") for role in ROLES if role != "producer")
+    # the platform's own producer, or the gateway that produces for its WebSocket clients
+    assert [role for role in ROLES if may(role, s.call_settings_topic, "Write")] == ["producer", "gateway"]
+    assert may("gateway", s.transcript_topic, "Read") and not may("gateway", s.transcript_topic, "Write")
+    assert may("gateway", s.gateway_session_topic, "Write") and not may("worker", s.gateway_session_topic, "Read")
     assert may("worker", s.audio_topic, "Read") and may("worker", s.transcript_topic, "Write")
     assert may("worker", f"{s.app_id}-streams-changelog", "Create")  # its own changelog, nobody else's
     assert not may("worker", f"{s.app_id}-translate-settings-changelog", "Read")
