@@ -38,7 +38,7 @@ def repository_copy(target):
 def test_the_demo_prints_each_stage_on_a_fresh_broker_and_stop_stops_it(tmp_path):
     copy = repository_copy(tmp_path / "callstt")
     ports = {"CALLSTT_WEB_PORT": free_port(), "CALLSTT_TRANSLATOR_WEB_PORT": free_port(),
-             "CALLSTT_SPEAKER_WEB_PORT": free_port()}
+             "CALLSTT_SPEAKER_WEB_PORT": free_port(), "CALLSTT_GATEWAY_PORT": free_port()}
     env = {key: value for key, value in os.environ.items() if not key.startswith("CALLSTT_")}
     env.update({key: str(value) for key, value in ports.items()})
     env.update({"CALLSTT_DEMO_KAFKA_NAME": f"demo-test-{os.getpid()}", "CALLSTT_DEMO_KAFKA_PORT": str(free_port_pair())})
@@ -53,10 +53,13 @@ def test_the_demo_prints_each_stage_on_a_fresh_broker_and_stop_stops_it(tmp_path
         assert translated and "mesa" in translated[0], output[-4000:]
         spoken = [line for line in lines if "demo-en-" in line and "caller>pt" in line and "chunks" in line]
         assert spoken, output[-4000:]
+        gateway = f"127.0.0.1:{ports['CALLSTT_GATEWAY_PORT']}"
+        assert f"ws://{gateway}/v1/listen" in output and f"http://{gateway}/listen" in output, output[-4000:]
+        assert httpx.get(f"http://{gateway}/health", timeout=5).json()["status"] == "ok"
     finally:
         stopped = subprocess.run(["scripts/stop"], cwd=copy, env=env, capture_output=True, text=True, timeout=180)
     assert stopped.returncode == 0, stopped.stderr
-    for name in ("worker", "translator", "speaker"):
+    for name in ("worker", "translator", "speaker", "gateway"):
         assert f"{name} stopped" in stopped.stderr, stopped.stderr
         assert not (copy / ".local" / f"{name}.pid").exists()
     time.sleep(1)
