@@ -270,9 +270,10 @@ class Settings:
     gateway_idle_close_s: float = env("CALLSTT_GATEWAY_IDLE_CLOSE_S", default=10.0,
                                       doc="Close a connection that sent neither audio nor KeepAlive this long "
                                           "(Deepgram's NET-0001)")
-    gateway_close_wait_s: float = env("CALLSTT_GATEWAY_CLOSE_WAIT_S", default=15.0,
-                                      doc="After CloseStream, the longest the gateway waits for the stream's last "
-                                          "finals before it sends Metadata and closes")
+    gateway_close_wait_s: float = env("CALLSTT_GATEWAY_CLOSE_WAIT_S", default=30.0,
+                                      doc="After CloseStream, the longest the gateway waits for the final of "
+                                          "speech it sent (an interim without its final, or loud audio after the "
+                                          "last final) before it sends Metadata and closes")
     log_level: str = env("CALLSTT_LOG_LEVEL", default="info", doc="Log level")
 
     @classmethod

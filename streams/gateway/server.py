@@ -40,7 +40,6 @@ log = logging.getLogger("callstt.gateway")
 
 MAX_IN_FLIGHT = 100  # chunks handed to the producer and not yet acknowledged, per connection
 MARK_EVERY_S = 1.0  # how often a stream's mark follows its acknowledged audio
-QUIET_S = 3.0  # after CloseStream: no record of the stream this long (and none pending) ends the wait
 PAGE = Path(__file__).with_name("listen.html")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -187,8 +186,6 @@ class Connection:
         self.inbox: asyncio.Queue[Delivered] = asyncio.Queue()
         self.partition = self.kafka.partition(request.call_id)
         self.last_data = time.monotonic()
-        self.last_activity: dict[str, float] = {}  # stream -> when a record of it last came
-        self.pending_interim: dict[str, int] = {}  # stream -> utterance index of its latest interim
         self.created = datetime.now(timezone.utc).isoformat()
         self.close_code, self.close_reason = 1000, ""
         self.ending = False
@@ -356,7 +353,8 @@ class Connection:
         leg = self.by_stream.get(source_stream)
         if leg is None:
             return  # another stream of the call (another connection's)
-        self.last_activity[leg.stream_id] = time.monotonic()
+        if delivered.kind in ("final", "interim"):
+            leg.received(record)
         if delivered.kind == "final" and leg.wants_final(record):
             await self.send(protocol.results(record, leg.channel, leg.channels, self.request_id))
             if self.request.utterance_end_ms is not None:
@@ -364,8 +362,6 @@ class Connection:
             leg.sent_final(record, delivered.offset)
             await self.kafka.write_mark(leg.mark)  # a final sent is never sent again by another gateway
         elif delivered.kind == "interim":
-            self.pending_interim[leg.stream_id] = max(self.pending_interim.get(leg.stream_id, -1),
-                                                      record.utterance_index)
             if leg.wants_interim(record):
                 await self.send(protocol.results(record, leg.channel, leg.channels, self.request_id))
                 leg.sent_interim(record)
@@ -382,18 +378,13 @@ class Connection:
                                                     leg.channel, leg.channels))
 
     async def wait_for_last_finals(self) -> None:
-        """After CloseStream: until each stream's last utterance came back (no interim waits for its
-        final, and nothing came for QUIET_S), or CALLSTT_GATEWAY_CLOSE_WAIT_S."""
+        """After CloseStream: until no stream awaits a final (StreamLeg.awaits_a_final), or
+        CALLSTT_GATEWAY_CLOSE_WAIT_S (a loud noise the worker finds no speech in)."""
         deadline = time.monotonic() + self.settings.gateway_close_wait_s
-        started = time.monotonic()
         while time.monotonic() < deadline and not self.ws.closed:
-            now = time.monotonic()
-            waiting = [leg for leg in self.legs
-                       if self.pending_interim.get(leg.stream_id, -1) > leg.mark.delivered_through
-                       or now - max(self.last_activity.get(leg.stream_id, started), started) < QUIET_S]
-            if not waiting:
+            if not any(leg.awaits_a_final() for leg in self.legs):
                 return
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
 
 
 def run_gateway(settings: Settings) -> None:

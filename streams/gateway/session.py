@@ -19,10 +19,17 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from callstt.models.audio.decoding import to_mono
 from callstt.schemas.records import AudioChunk, Transcript
 from callstt.streams.gateway.protocol import ListenRequest
 
 MAX_CHUNK_MS = 500  # a larger frame is published as several chunks (the worker takes at most 2000 ms)
+# Audio louder than this (RMS over 20 ms) may be speech: after CloseStream the gateway waits for a
+# final that covers it. Speech on a phone line is -30..-15 dBFS, its silence under -50.
+LOUD_DBFS = -45.0
+LOUD_FRAME_MS = 20
+# A final's end may stop short of the audio's last loud frame (a trailing breath): this much is covered.
+COVERED_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,10 @@ class StreamLeg:
         self.next_seq = mark.next_seq  # handed out; the mark moves as the broker acknowledges
         self.stream_id = mark.stream_id
         self.last_interim: tuple[int, int] = (-1, -1)  # (utterance index, revision) last sent
+        self.samples_sent = mark.samples  # the stream's position, in samples, after its last chunk
+        self.loud_until_ms = -1  # where, in the stream, this connection's last loud audio ends
+        self.final_end_ms = -1  # where the last final this connection received ends
+        self.latest_interim = -1  # the utterance index of the latest interim received
         self.sent_translations: set[tuple[int, str]] = set()
 
     @property
@@ -125,7 +136,18 @@ class StreamLeg:
                            sample_rate=self.request.sample_rate, encoding=self.request.encoding, channels=channels,
                            payload=payload, end_of_stream=end_of_stream)
         self.next_seq += 1
+        if payload:
+            loud = loud_end(to_mono(payload, chunk.encoding.value, chunk.sample_rate, channels), chunk.sample_rate)
+            if loud is not None:
+                self.loud_until_ms = (self.samples_sent + loud) * 1000 // chunk.sample_rate
+        self.samples_sent += samples
         return chunk
+
+    def awaits_a_final(self) -> bool:
+        """Whether the worker still owes this stream a final: an interim without its final, or loud
+        audio after the last final (after CloseStream, the gateway waits for it)."""
+        return (self.latest_interim > self.mark.delivered_through
+                or self.loud_until_ms > self.final_end_ms + COVERED_MS)
 
     def acknowledged(self, chunk: AudioChunk, offset: int) -> None:
         """The broker has the chunk (chunks are acknowledged in seq order, one producer per stream)."""
@@ -145,12 +167,30 @@ class StreamLeg:
         return (self.request.interim_results and transcript.utterance_index > self.mark.delivered_through
                 and position > self.last_interim)
 
+    def received(self, transcript: Transcript) -> None:
+        """A final or interim of this stream came (whether or not the client is sent it)."""
+        if transcript.is_final:
+            self.final_end_ms = max(self.final_end_ms, transcript.end_ms)
+        else:
+            self.latest_interim = max(self.latest_interim, transcript.utterance_index)
+
     def sent_final(self, transcript: Transcript, offset: int) -> None:
         self.mark = replace(self.mark, delivered_through=transcript.utterance_index, transcript_offset=offset + 1,
                             updated_ms=int(time.time() * 1000))
 
     def sent_interim(self, transcript: Transcript) -> None:
         self.last_interim = (transcript.utterance_index, transcript.revision)
+
+
+def loud_end(samples: np.ndarray, sample_rate: int) -> int | None:
+    """The end, in samples, of the last LOUD_FRAME_MS frame louder than LOUD_DBFS; None: none is."""
+    frame = max(1, sample_rate * LOUD_FRAME_MS // 1000)
+    count = len(samples) // frame
+    if not count:
+        return None
+    frames = samples[:count * frame].reshape(count, frame).astype(np.float64)
+    loud = np.flatnonzero(np.sqrt((frames ** 2).mean(axis=1)) > 10 ** (LOUD_DBFS / 20))
+    return int(loud[-1] + 1) * frame if loud.size else None
 
 
 class Pacer:

@@ -19,6 +19,8 @@ import websockets
 from callstt.models.voices.synth import ENGLISH_SENTENCES, conversation
 from callstt.streams.bench.evaluation.scoring import word_error_rate
 from callstt.streams.client.producer import encode_samples
+from callstt.streams.bench.corpus import default_speech_dir, load_speech
+from callstt.streams.client.producer import load_audio
 from tests.pipeline import WorkerProcess, free_port, sentences_not_heard
 
 SAMPLE_RATE = 16000
@@ -35,8 +37,11 @@ def tokens_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def worker(kafka_bootstrap, tmp_path_factory, tokens_file):
+    # One utterance per model call: the same audio gives the same text whichever way it came,
+    # so the gateway's word error rate is compared with the worker's own without packing's noise.
     process = WorkerProcess(kafka_bootstrap, tmp_path_factory.mktemp("gateway"),
-                            extra_env={"CALLSTT_WEB_TOKENS_FILE": str(tokens_file)}).start()
+                            extra_env={"CALLSTT_WEB_TOKENS_FILE": str(tokens_file),
+                                       "CALLSTT_INFERENCE_MODE": "single"}).start()
     yield process
     process.stop()
 
@@ -66,37 +71,43 @@ def listen_url(gateway: WorkerProcess, **params) -> str:
     return f"ws://127.0.0.1:{gateway.web_port}/v1/listen?{query}"
 
 
-def test_deepgram_sdk_streams_a_call_and_gets_interims_and_finals_with_words(gateway):
+async def sdk_call(gateway: WorkerProcess, audio: np.ndarray, call_id: str, **params) -> list:
+    """One call streamed in real time through Deepgram's own SDK (pointed at the gateway), then
+    CloseStream; every message the SDK parsed, in order."""
     from deepgram import AsyncDeepgramClient
     from deepgram.environment import DeepgramClientEnvironment
 
+    http, ws = f"http://127.0.0.1:{gateway.web_port}", f"ws://127.0.0.1:{gateway.web_port}"
+    environment = DeepgramClientEnvironment(base=http, production=ws, agent=ws, agent_rest=http)
+    client = AsyncDeepgramClient(api_key=CLIENT_TOKEN, environment=environment)
+    messages: list = []
+    async with client.listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=SAMPLE_RATE,
+                                        request_options={"additional_query_parameters": {"call_id": call_id}},
+                                        **params) as socket:
+        async def receive() -> None:
+            async for message in socket:
+                messages.append(message)
+
+        receiver = asyncio.create_task(receive())
+        for frame in frames(audio):
+            await socket.send_media(frame)
+            await asyncio.sleep(FRAME_MS / 1000)
+        await socket.send_close_stream()
+        await asyncio.wait_for(receiver, timeout=90)
+    return messages
+
+
+def final_texts(messages: list) -> list[str]:
+    return [m.channel.alternatives[0].transcript for m in messages
+            if getattr(m, "type", None) == "Results" and m.is_final]
+
+
+def test_deepgram_sdk_streams_a_call_and_gets_interims_and_finals_with_words(gateway):
     sentences = ENGLISH_SENTENCES[:3]
     audio = conversation(sentences, "en", sample_rate=SAMPLE_RATE, silence_s=1.2)
     call_id = f"shop-{uuid.uuid4().hex[:8]}"
-    environment = DeepgramClientEnvironment(base=f"http://127.0.0.1:{gateway.web_port}",
-                                            production=f"ws://127.0.0.1:{gateway.web_port}",
-                                            agent=f"ws://127.0.0.1:{gateway.web_port}",
-                                            agent_rest=f"http://127.0.0.1:{gateway.web_port}")
-    client = AsyncDeepgramClient(api_key=CLIENT_TOKEN, environment=environment)
-    results = []
-
-    async def run() -> None:
-        async with client.listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=SAMPLE_RATE,
-                                            interim_results="true", language="en", utterance_end_ms="1000",
-                                            request_options={"additional_query_parameters": {"call_id": call_id}}
-                                            ) as socket:
-            async def receive() -> None:
-                async for message in socket:
-                    results.append(message)
-
-            receiver = asyncio.create_task(receive())
-            for frame in frames(audio):
-                await socket.send_media(frame)
-                await asyncio.sleep(FRAME_MS / 1000)
-            await socket.send_close_stream()
-            await asyncio.wait_for(receiver, timeout=60)
-
-    asyncio.run(run())
+    results = asyncio.run(sdk_call(gateway, audio, call_id, interim_results="true", language="en",
+                                   utterance_end_ms="1000"))
     kinds = [getattr(message, "type", None) for message in results]
     finals = [m for m in results if getattr(m, "type", None) == "Results" and m.is_final]
     interims = [m for m in results if getattr(m, "type", None) == "Results" and not m.is_final]
@@ -157,6 +168,7 @@ def test_a_gateway_killed_mid_call_is_replaced_and_every_final_comes_once(worker
     headers = {"Authorization": f"Token {CLIENT_TOKEN}"}
     first_gateway = start_gateway(worker)
     received: list[dict] = []
+    gaps_before = worker.metrics().get("callstt_gap_chunks_total", 0.0)
 
     # SIGKILL mid-call: no goodbye, no last mark, the socket dies under the client
     started = asyncio.run(stream(listen_url(first_gateway, **params), headers, chunks, received,
@@ -180,6 +192,8 @@ def test_a_gateway_killed_mid_call_is_replaced_and_every_final_comes_once(worker
                       for m, text in zip(finals, texts)]
     assert sentences_not_heard(sentences, as_transcripts) == [], texts
     assert received[-1]["type"] == "Metadata"
+    # the second gateway's seqs went on from the first's last acknowledged chunk: no gap to fill
+    assert worker.metrics().get("callstt_gap_chunks_total", 0.0) == gaps_before
 
 
 def test_bad_parameters_tokens_and_calls_are_refused_before_the_upgrade(gateway):
@@ -207,3 +221,84 @@ def test_bad_parameters_tokens_and_calls_are_refused_before_the_upgrade(gateway)
     started = time.monotonic()
     assert httpx.get(f"http://127.0.0.1:{gateway.web_port}/listen").status_code == 200
     assert time.monotonic() - started < 5
+
+
+def english_recordings() -> list[tuple[str, np.ndarray]]:
+    """The real English recordings with their references (../shared/speech), else espeak sentences."""
+    clips = [clip for clip in load_speech(default_speech_dir()) or [] if clip.language == "en"]
+    if clips:
+        return [(clip.reference, load_audio(clip.path, SAMPLE_RATE)) for clip in clips]
+    return [(text, conversation([text], "en", sample_rate=SAMPLE_RATE)) for text in ENGLISH_SENTENCES]
+
+
+def test_real_recordings_through_the_gateway_score_as_straight_to_kafka(worker, gateway):
+    """The same recordings as calls straight to Kafka and through Deepgram's SDK and the gateway,
+    on the same worker: word error rates within 1 point."""
+    recordings = english_recordings()
+    run = uuid.uuid4().hex[:6]
+    direct_ids = [f"direct-{run}-{index}" for index in range(len(recordings))]
+    with worker.publisher() as publisher:
+        for call_id, (_, audio) in zip(direct_ids, recordings):
+            publisher.publish_call(audio, call_id=call_id, language="en", chunk_ms=FRAME_MS)
+    direct = worker.transcripts(expected=len(recordings), call_ids=set(direct_ids), timeout=300)
+    direct_texts = [" ".join(t.text for t in sorted((t for t in direct if t.call_id == call_id),
+                                                    key=lambda t: t.utterance_index)) for call_id in direct_ids]
+
+    async def through_gateway() -> list[list]:
+        return await asyncio.gather(*(sdk_call(gateway, audio, f"shop-{run}-{index}", language="en")
+                                      for index, (_, audio) in enumerate(recordings)))
+
+    gateway_texts = [" ".join(final_texts(messages)) for messages in asyncio.run(through_gateway())]
+    references = [reference for reference, _ in recordings]
+    direct_wer = word_error_rate(references, direct_texts)
+    gateway_wer = word_error_rate(references, gateway_texts)
+    print(f"WER over {len(recordings)} English recordings: straight to Kafka {direct_wer:.3f}, "
+          f"through the gateway {gateway_wer:.3f}")
+    differing = [(r, d, g) for r, d, g in zip(references, direct_texts, gateway_texts) if d != g]
+    assert gateway_wer <= direct_wer + 0.01, differing
+
+
+def test_the_listening_page_shows_what_a_fake_microphone_says(gateway, tmp_path):
+    """Headless Chromium with a fake microphone playing a WAV file: sign in, press Start, and the
+    page shows the sentence's final."""
+    import wave
+
+    from selenium.webdriver.common.by import By
+
+    from tests.integration.test_web import chromium_options
+
+    sentence = ENGLISH_SENTENCES[1]
+    audio = conversation([sentence], "en", sample_rate=48000, silence_s=3.0)
+    path = tmp_path / "microphone.wav"
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(48000)
+        wav.writeframes(encode_samples(audio, "PCM_S16LE"))
+    browser = chromium_options("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                               f"--use-file-for-fake-audio-capture={path}", "--autoplay-policy=no-user-gesture-required")
+    try:
+        page = f"http://127.0.0.1:{gateway.web_port}"
+        browser.get(f"{page}/login?next=/listen")
+        browser.find_element(By.ID, "token").send_keys(CLIENT_TOKEN)
+        browser.find_element(By.ID, "sign-in").click()
+        deadline = time.monotonic() + 10
+        while not browser.find_elements(By.ID, "microphone"):
+            assert time.monotonic() < deadline, browser.page_source[:500]
+            time.sleep(0.1)
+        call = browser.find_element(By.ID, "call")
+        call.clear()
+        call.send_keys(f"shop-page-{uuid.uuid4().hex[:8]}")  # a call this client token may use
+        browser.find_element(By.ID, "microphone").click()
+        deadline = time.monotonic() + 60
+        heard = ""
+        while time.monotonic() < deadline:
+            finals = [element.text for element in browser.find_elements(By.CSS_SELECTOR, "#finals .final")]
+            heard = " ".join(finals)
+            if finals and word_error_rate(sentence, finals[0]) <= 0.3:
+                break
+            time.sleep(0.3)
+        assert heard and word_error_rate(sentence, heard.split(".")[0]) <= 0.3, (heard, browser.find_element(
+            By.ID, "status").text)
+    finally:
+        browser.quit()

@@ -231,6 +231,11 @@ def sign_in(browser, worker) -> None:
 
 
 def chromium():
+    return chromium_options()
+
+
+def chromium_options(*flags: str):
+    """Debian's headless Chromium through selenium, with `flags` beyond the usual ones."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -238,7 +243,7 @@ def chromium():
     options.binary_location = shutil.which("chromium")
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run"):
+                 "--no-first-run", *flags):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
 

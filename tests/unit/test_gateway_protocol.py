@@ -12,7 +12,7 @@ import pytest
 
 from callstt.schemas.records import AudioChunk, Encoding, Transcript, TranscriptWord
 from callstt.streams.gateway.protocol import BadRequest, parse_listen, results
-from callstt.streams.gateway.session import FrameCutter, Pacer, StreamLeg, StreamMark, caught_up_mark
+from callstt.streams.gateway.session import FrameCutter, Pacer, StreamLeg, StreamMark, caught_up_mark, loud_end
 from callstt.streams.lifecycle import StartError
 from callstt.streams.web_auth import WebAccess, read_token_lines
 
@@ -141,3 +141,18 @@ def test_client_tokens_use_only_their_calls_and_open_no_page(tmp_path: Path):
     path.write_text(f"{client} region=eu\n")
     with pytest.raises(StartError, match="calls="):
         read_token_lines(path)
+
+
+def test_after_close_a_stream_awaits_the_final_of_its_loud_audio_only():
+    request = parse_listen(query("encoding=linear16&sample_rate=16000"), "c1")
+    leg = StreamLeg(request, 0, StreamMark(call_id="c1", stream_id="caller"))
+    quiet, tone = np.zeros(16000, dtype="<i2"), (np.sin(np.arange(8000) / 5) * 8000).astype("<i2")
+    assert loud_end(quiet.astype(np.float32) / 32768, 16000) is None
+    leg.chunk(quiet.tobytes(), now_ms=0)
+    assert not leg.awaits_a_final()  # a second of silence: nothing to wait for
+    leg.chunk(tone.tobytes(), now_ms=0)  # half a second of tone, from 1.0 to 1.5 s
+    assert leg.loud_until_ms == 1500 and leg.awaits_a_final()
+    leg.received(transcript(index=0))  # a final ending at 2.4 s covers it
+    assert not leg.awaits_a_final()
+    leg.received(transcript(is_final=False, index=1))  # an interim of the next utterance: its final is owed
+    assert leg.awaits_a_final()
