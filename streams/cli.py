@@ -648,6 +648,9 @@ def bench(
     chain: bool = typer.Option(False, "--chain", help="Only the translation chain: transcriber, translator and "
                                                       "speaker at live pace, K=1,2,4 (end of speech -> first "
                                                       "translated audio)"),
+    gateway: bool = typer.Option(False, "--gateway", help="Only the gateway: K=1,2,3 calls straight to Kafka "
+                                                          "and the same K at once through `callstt gateway` (end of speech -> final "
+                                                          "at the client, p50/p95 side by side)"),
 ) -> None:
     """Benchmark: pipeline overhead vs the model alone, live latency, capacity, memory, WER, inference modes,
     accuracy on real speech (from a source checkout)."""
@@ -663,7 +666,8 @@ def bench(
         raise typer.BadParameter("on or off", param_hint="--partials")
     report = run_bench(quick=quick, out_dir=output, bootstrap=bootstrap, settings=load_settings(model=model),
                        live_calls=live_calls, live_seconds=live_seconds, speech_dir=speech,
-                       accuracy_only=accuracy_only, windows_only=windows, partials=partials, chain_only=chain)
+                       accuracy_only=accuracy_only, windows_only=windows, partials=partials, chain_only=chain,
+                       gateway_only=gateway)
     typer.echo(markdown(report))
 
 

@@ -271,9 +271,10 @@ class Settings:
                                       doc="Close a connection that sent neither audio nor KeepAlive this long "
                                           "(Deepgram's NET-0001)")
     gateway_close_wait_s: float = env("CALLSTT_GATEWAY_CLOSE_WAIT_S", default=30.0,
-                                      doc="After CloseStream, the longest the gateway waits for the final of "
-                                          "speech it sent (an interim without its final, or loud audio after the "
-                                          "last final) before it sends Metadata and closes")
+                                      doc="After CloseStream the gateway waits for the finals of the speech it "
+                                          "sent (an interim without its final, or loud audio after the last "
+                                          "final) before it sends Metadata and closes: it gives up when no "
+                                          "transcript of its calls came this long, or after ten times this")
     log_level: str = env("CALLSTT_LOG_LEVEL", default="info", doc="Log level")
 
     @classmethod

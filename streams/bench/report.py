@@ -7,6 +7,7 @@ from typing import Any
 from callstt.streams.bench.accuracy import markdown_lines as real_speech_lines
 from callstt.streams.bench.accuracy import synthetic_lines
 from callstt.streams.bench.chain import markdown_lines as chain_lines
+from callstt.streams.bench.gateway import markdown_lines as gateway_lines
 from callstt.streams.bench.sections import P95_LIMIT_S, P95_USABLE_S
 from callstt.streams.bench.stages import stage_line
 from callstt.streams.bench.windows import markdown_lines as window_lines
@@ -34,6 +35,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += window_lines(report["windows"])
     if "chain" in report:
         lines += chain_lines(report["chain"])
+    if "gateway" in report:
+        lines += gateway_lines(report["gateway"])
     lines += ["", f"Bench took {report['bench_seconds']} s. Full figures: bench.json."]
     return "\n".join(lines) + "\n"
 

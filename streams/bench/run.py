@@ -21,6 +21,7 @@ from callstt.streams.bench.accuracy import AccuracyOptions, run_accuracy, synthe
 from callstt.streams.bench.chain import CHAIN_CALLS, chain_processes, run_chain
 from callstt.streams.bench.corpus import default_speech_dir, load_speech
 from callstt.streams.bench.floor import run_floor, run_inference_modes
+from callstt.streams.bench.gateway import GATEWAY_CALLS, gateway_process, run_gateway
 from callstt.streams.bench.report import markdown
 from callstt.streams.bench.sections import capacity, model_bound_estimate, run_live, run_pipeline, speech_fraction
 from callstt.streams.bench.stats import _r, machine_info
@@ -61,11 +62,12 @@ def with_partials(settings, partials: str | None):
 
 
 def report_header(quick: bool, seed: int, settings, accuracy_only: bool = False,
-                  windows_only: bool = False, partials: str | None = None, chain_only: bool = False) -> dict[str, Any]:
+                  windows_only: bool = False, partials: str | None = None, chain_only: bool = False,
+                  gateway_only: bool = False) -> dict[str, Any]:
     return {
         "command": "callstt bench" + (" --quick" if quick else "") + (" --accuracy-only" if accuracy_only else "")
                    + (" --windows" if windows_only else "") + (f" --partials {partials}" if partials else "")
-                   + (" --chain" if chain_only else ""),
+                   + (" --chain" if chain_only else "") + (" --gateway" if gateway_only else ""),
         "quick": quick, "seed": seed,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info(),
         "settings": {"model": settings.model, "compute_type": settings.compute_type, "device": settings.device,
@@ -214,7 +216,8 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
               settings=None, seed: int = 7, live_calls: list[int] | None = None,
               live_seconds: float | None = None, batch_size: int = 8, speech_dir: Path | str | None = None,
               accuracy_only: bool = False, accuracy: AccuracyOptions | None = None,
-              windows_only: bool = False, partials: str | None = None, chain_only: bool = False) -> dict[str, Any]:
+              windows_only: bool = False, partials: str | None = None, chain_only: bool = False,
+              gateway_only: bool = False) -> dict[str, Any]:
     """Run every section; write bench.json and bench.md into `out_dir`; return the report.
 
     `bootstrap` None starts (and afterwards stops) a broker of its own (infra.local.kafka,
@@ -225,16 +228,18 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     `windows_only`: only the encoder-window curve (streams/bench/windows.py; no broker, no worker).
     `partials` "off" / "on": the worker without / with interims (None: CALLSTT_PARTIAL_INTERVAL_MS).
     `chain_only`: only the translation chain (streams/bench/chain.py; K = 1, 2, 4 by default).
+    `gateway_only`: only the gateway against straight to Kafka (streams/bench/gateway.py; K = 1, 2, 3).
     """
     settings = with_partials(bench_settings(settings), partials)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    live_calls = live_calls or (CHAIN_CALLS if chain_only else [1, 2] if quick else [1, 2, 4, 8, 12])
+    live_calls = live_calls or (CHAIN_CALLS if chain_only else GATEWAY_CALLS if gateway_only
+                                else [1, 2] if quick else [1, 2, 4, 8, 12])
     live_seconds = live_seconds or (15.0 if quick else 120.0)
     run_id = uuid.uuid4().hex[:6]
     total_started = time.monotonic()
     speech_dir = Path(speech_dir) if speech_dir is not None else default_speech_dir()
-    report = report_header(quick, seed, settings, accuracy_only, windows_only, partials, chain_only)
+    report = report_header(quick, seed, settings, accuracy_only, windows_only, partials, chain_only, gateway_only)
     if windows_only:
         report["windows"] = window_curve(build_router(settings), load_speech(speech_dir), batch_size=batch_size)
         return finish_report(report, out, total_started)
@@ -248,12 +253,17 @@ def run_bench(quick: bool = False, out_dir: Path | str = ".local/bench", bootstr
     else:
         processes = [WorkerSubprocess(bootstrap, data_root, name=f"bench{uuid.uuid4().hex[:8]}",
                                       extra_env=worker_env(settings))]
+        if gateway_only:
+            processes.append(gateway_process(processes[0]))
     worker = processes[0]
     try:
         if chain_only:
             report["chain"] = run_chain(processes, live_pool, live_calls, seed, run_id)
             return finish_report(report, out, total_started)
         start_worker(report, worker)
+        if gateway_only:
+            report["gateway"] = run_gateway(worker, processes[1], live_pool, live_calls, seed, run_id)
+            return finish_report(report, out, total_started)
         if accuracy_only:
             real_speech_phase(report, build_router(settings), worker, settings, run_id, speech_dir, accuracy)
         else:
@@ -321,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="only the encoder-window curve: WER and time by CALLSTT_MIN_WINDOW_S")
     parser.add_argument("--chain", action="store_true",
                         help="only the translation chain: transcriber, translator, speaker; K = 1, 2, 4")
+    parser.add_argument("--gateway", action="store_true",
+                        help="only the gateway against straight to Kafka: K = 1, 2, 3 of each at once")
     parser.add_argument("--partials", choices=("off", "on"), default=None,
                         help="interim transcripts in the worker (default: CALLSTT_PARTIAL_INTERVAL_MS, 1000 ms)")
     args = parser.parse_args(argv)
@@ -328,5 +340,6 @@ def main(argv: list[str] | None = None) -> None:
     calls = [int(k) for k in args.calls.split(",")] if args.calls else None
     report = run_bench(quick=args.quick, out_dir=args.output, bootstrap=args.bootstrap, live_calls=calls,
                        live_seconds=args.live_seconds, speech_dir=args.speech, accuracy_only=args.accuracy_only,
-                       windows_only=args.windows, partials=args.partials, chain_only=args.chain)
+                       windows_only=args.windows, partials=args.partials, chain_only=args.chain,
+                       gateway_only=args.gateway)
     print(markdown(report))

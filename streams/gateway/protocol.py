@@ -245,7 +245,9 @@ def results(transcript: Transcript, channel: int, channels: int, request_id: str
         "callstt": {"call_id": transcript.call_id, "stream_id": transcript.stream_id,
                     "transcript_id": transcript.transcript_id, "utterance_index": transcript.utterance_index,
                     "revision": transcript.revision, "stable_text": transcript.stable_text,
-                    "redactions": dict(transcript.redactions)},
+                    "redactions": dict(transcript.redactions),
+                    # when the utterance's last audio reached the gateway (ms since the epoch): latency
+                    "last_audio_capture_ts_ms": transcript.last_audio_capture_ts_ms},
     }
 
 

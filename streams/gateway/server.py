@@ -224,6 +224,9 @@ class Connection:
                 await self.in_flight.put(None)  # the acknowledger ends after the last chunk
                 await tasks[0]
                 if self.ending:
+                    # the socket is still read while the last finals come, for its pings (aiohttp
+                    # answers them as it reads): a client would otherwise give up on it
+                    tasks.append(asyncio.create_task(self.drain()))
                     await self.wait_for_last_finals()
                     await self.send(protocol.metadata(self.request_id, self.created, self.audio_seconds(),
                                                       len(self.legs)))
@@ -256,6 +259,11 @@ class Connection:
                     return
             elif message.type == WSMsgType.ERROR:
                 return
+
+    async def drain(self) -> None:
+        """After CloseStream: read (and drop) what else comes, until the socket closes."""
+        async for _ in self.ws:
+            pass
 
     async def take_frame(self, frame: bytes) -> None:
         self.last_data = time.monotonic()
@@ -378,11 +386,16 @@ class Connection:
                                                     leg.channel, leg.channels))
 
     async def wait_for_last_finals(self) -> None:
-        """After CloseStream: until no stream awaits a final (StreamLeg.awaits_a_final), or
-        CALLSTT_GATEWAY_CLOSE_WAIT_S (a loud noise the worker finds no speech in)."""
-        deadline = time.monotonic() + self.settings.gateway_close_wait_s
-        while time.monotonic() < deadline and not self.ws.closed:
-            if not any(leg.awaits_a_final() for leg in self.legs):
+        """After CloseStream: until no stream awaits a final (StreamLeg.awaits_a_final). Given up
+        when no transcript of any followed call came for CALLSTT_GATEWAY_CLOSE_WAIT_S (a loud noise
+        the worker found no speech in), or after ten times that (workers far behind)."""
+        follower, quiet_s = self.kafka.follower, self.settings.gateway_close_wait_s
+        started = time.monotonic()
+        while not self.ws.closed and any(leg.awaits_a_final() for leg in self.legs):
+            now = time.monotonic()
+            if now - max(started, follower.last_transcript_at) > quiet_s or now - started > 10 * quiet_s:
+                log.info("call=%s: closing without the last finals the audio suggested (none came for %.0f s)",
+                         self.request.call_id, now - max(started, follower.last_transcript_at))
                 return
             await asyncio.sleep(0.05)
 
