@@ -18,6 +18,7 @@ import asyncio
 import base64
 import json
 import logging
+import signal
 import time
 import uuid
 from dataclasses import replace
@@ -401,21 +402,45 @@ class Connection:
 
 
 def run_gateway(settings: Settings) -> None:
-    """`callstt gateway`: the project's topics it uses made where missing, then the server until stopped."""
+    """`callstt gateway`: the project's topics it uses made where missing, then the server until
+    SIGTERM or SIGINT (open connections are told 1012: reconnect, to another gateway)."""
     from callstt.streams.client.acls import topics_used
     from callstt.streams.client.topics import prepare_topics
     from callstt.streams.lifecycle import check_port_free
     from callstt.streams.web_auth import web_access
 
     logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    check_port_free(settings.gateway_host, settings.gateway_port, "the gateway port",
-                     "choose another with --port")
+    check_port_free(settings.gateway_host, settings.gateway_port, "the gateway port", "choose another with --port")
+    if settings.metrics_port:
+        check_port_free(settings.gateway_host, settings.metrics_port, "the metrics port",
+                        "choose another with CALLSTT_METRICS_PORT")
     access = web_access(replace(settings, web_host=settings.gateway_host))
     created = prepare_topics(settings, topics_used(settings, "gateway"), [], [])
     if created:
         log.info("created topics: %s", ", ".join(created))
+    asyncio.run(serve(Gateway(settings, access)))
+
+
+async def serve(gateway: Gateway) -> None:
+    """The gateway's site, and with CALLSTT_METRICS_PORT a second one with /metrics alone (the
+    port a network policy lets Prometheus reach), until a stop signal."""
+    settings = gateway.settings
+    runners = [web.AppRunner(gateway.web_app(), access_log=None, shutdown_timeout=10.0)]
+    if settings.metrics_port:
+        metrics_only = web.Application()
+        metrics_only.router.add_get("/metrics", gateway.metrics)
+        runners.append(web.AppRunner(metrics_only, access_log=None))
+    stop = asyncio.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(signal_number, stop.set)
+    for runner, port in zip(runners, (settings.gateway_port, settings.metrics_port)):
+        await runner.setup()
+        await web.TCPSite(runner, settings.gateway_host, port).start()
     log.info("gateway on ws://%s:%d/v1/listen (listening page: http://%s:%d/listen); clients need a token of %s",
              settings.gateway_host, settings.gateway_port, settings.gateway_host, settings.gateway_port,
-             access.source)
-    web.run_app(Gateway(settings, access).web_app(), host=settings.gateway_host, port=settings.gateway_port,
-                print=None, shutdown_timeout=10.0)
+             gateway.access.source)
+    try:
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()

@@ -423,8 +423,46 @@ def test_the_worker_keeps_its_state_on_its_own_volume_and_stops_cleanly(docs):
     service = named(docs, "Service", worker["spec"]["serviceName"])
     assert service["spec"]["clusterIP"] == "None" and selects(service["spec"]["selector"], worker)
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
-    [budget] = of_kind(docs, "PodDisruptionBudget")
-    assert budget["spec"]["maxUnavailable"] == 1 and selects(budget["spec"]["selector"]["matchLabels"], worker)
+    [budget] = [b for b in of_kind(docs, "PodDisruptionBudget") if selects(b["spec"]["selector"]["matchLabels"], worker)]
+    assert budget["spec"]["maxUnavailable"] == 1
+
+
+def test_the_gateway_serves_its_port_behind_the_token_and_logs_in_as_its_role(docs, common):
+    """infra/k8s/gateway.yaml: `callstt gateway` on the port the settings give it, probed on its
+    /health, its pages behind the mounted tokens, its own Kafka user, clients through the
+    ingress and Prometheus on the metrics port only, memory over its benchmarked peak, and always
+    a second pod to reconnect to."""
+    from callstt.streams.gateway.server import Gateway
+    from callstt.streams.web_auth import WebAccess
+
+    workload = named(docs, "Deployment", "callstt-gateway")
+    [container] = containers(workload)
+    env = container_env(docs, container)
+    assert set(env) <= setting_names()
+    settings = Settings.from_env(env)
+    assert (container["command"], container["args"]) == (["callstt"], ["gateway"]) and "gateway" in cli_commands()
+    assert settings.gateway_host == "0.0.0.0" and not settings.web_insecure and settings.web_tokens_file
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": Settings().gateway_port, "metrics": settings.metrics_port}
+    routes = {resource.canonical for resource in Gateway(settings, WebAccess(("t" * 32,), "test")).web_app()
+              .router.resources()}
+    assert {"/v1/listen", "/listen", "/health", "/metrics"} <= routes
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    tokens = Path(settings.web_tokens_file)
+    [mount] = [mount for mount in container["volumeMounts"] if mount["mountPath"] == str(tokens.parent)]
+    volumes = {volume["name"]: volume for volume in workload["spec"]["template"]["spec"]["volumes"]}
+    assert mount.get("readOnly") is True and volumes[mount["name"]]["secret"]["secretName"] == "callstt-web-tokens"
+    assert env["CALLSTT_KAFKA_SASL_USERNAME"] == "callstt-gateway"
+    assert env["CALLSTT_KAFKA_SASL_PASSWORD"] == "callstt-gateway/password"
+    assert ingress_peers(docs, workload) == {settings.metrics_port: ["monitoring"],
+                                             Settings().gateway_port: ["ingress-nginx"]}
+    peak = re.search(r"Gateway peak RSS ([\d.]+) MB", BENCHMARK.read_text())
+    assert peak, "docs/benchmark.md reports no peak RSS for the gateway"
+    assert mebibytes(container["resources"]["requests"]["memory"]) >= float(peak[1]) * 1e6 / 2**20
+    [budget] = [b for b in of_kind(docs, "PodDisruptionBudget") if selects(b["spec"]["selector"]["matchLabels"], workload)]
+    assert workload["spec"]["replicas"] >= 2 and budget["spec"]["minAvailable"] >= 1
+    assert workload["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
 
 
 # --- Strimzi --------------------------------------------------------------------------------------
