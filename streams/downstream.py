@@ -56,8 +56,7 @@ from callstt.streams.lifecycle import (add_metrics_port, add_stall_exit, check_l
 from callstt.streams.settings import Settings
 from callstt.streams.web_auth import faust_web_options
 from callstt.streams.worker.agent import dead_letter_headers
-from callstt.streams.worker.faust_compat import (AcknowledgedTable, fetch_only_active_partitions,
-                                                 seek_before_resuming_streams)
+from callstt.streams.worker.faust_compat import AcknowledgedTable, install_rebalance_fixes
 
 T = TypeVar("T")
 
@@ -69,8 +68,7 @@ def downstream_app(settings: Settings, suffix: str, web_port: int) -> faust.App:
     `<data dir>/<suffix>` (its tables' RocksDB stores: the calls' settings), web pages on
     `web_port`, raw keys and values (the agent decodes them itself, so a bad record becomes a dead
     letter rather than a crash)."""
-    seek_before_resuming_streams()  # else records can be lost in a rebalance
-    fetch_only_active_partitions()  # likewise
+    install_rebalance_fixes()  # else records can be lost in a rebalance
     return faust.App(
         f"{settings.app_id}-{suffix}", **faust_broker_config(settings),
         store="rocksdb://", datadir=str(Path(settings.data_dir) / suffix),

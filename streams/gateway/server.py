@@ -81,6 +81,7 @@ class Gateway:
         self.settings, self.access = settings, access
         self.kafka = GatewayKafka(settings)
         self.connections: set[Connection] = set()
+        self.open_streams: dict[tuple[str, str], Connection] = {}  # (call, stream) -> its connection here
 
     def web_app(self) -> web.Application:
         # /v1/listen checks its own credential (a client token with its calls); the page holds no
@@ -132,6 +133,7 @@ class Gateway:
         if not self.access.may_use_call(token, listen_request.call_id):
             return refused(403, "call_not_allowed", "INSUFFICIENT_PERMISSIONS",
                            f"this token may not use call {listen_request.call_id}", request_id)
+        await self.take_over(listen_request)
         try:
             marks = [await self.start_point(listen_request, stream_id) for stream_id in listen_request.stream_ids]
         except BadRequest as bad:
@@ -144,13 +146,32 @@ class Gateway:
         await ws.prepare(request)
         connection = Connection(self, ws, listen_request, marks, request_id)
         self.connections.add(connection)
+        keys = [(listen_request.call_id, stream_id) for stream_id in listen_request.stream_ids]
+        self.open_streams.update(dict.fromkeys(keys, connection))
         CONNECTIONS.inc()
         try:
             await connection.run()
         finally:
             self.connections.discard(connection)
+            for key in keys:
+                if self.open_streams.get(key) is connection:
+                    del self.open_streams[key]
+            connection.finished.set()
             CONNECTIONS.dec()
         return ws
+
+    async def take_over(self, listen_request: ListenRequest) -> None:
+        """A reconnection while the stream's old connection is still open here (its client's
+        socket died and nothing told this side yet): the old one is closed and finishes (its last
+        acknowledgements, its marks) before the new one reads where the stream stands."""
+        for stream_id in listen_request.stream_ids:
+            old = self.open_streams.get((listen_request.call_id, stream_id))
+            if old is not None:
+                log.info("call=%s stream=%s: a new connection takes the stream over", listen_request.call_id,
+                         stream_id)
+                old.close_code, old.close_reason = 4000, "another connection took this stream over"
+                await old.ws.close(code=4000, message=old.close_reason.encode())
+                await old.finished.wait()
 
     async def start_point(self, listen_request: ListenRequest, stream_id: str) -> StreamMark:
         """Where a stream goes on from (its mark, caught up), or a new stream's first mark."""
@@ -190,6 +211,8 @@ class Connection:
         self.created = datetime.now(timezone.utc).isoformat()
         self.close_code, self.close_reason = 1000, ""
         self.ending = False
+        self.broker_failed = False  # the broker refused a chunk: nothing more is published
+        self.finished = asyncio.Event()
 
     async def send(self, message: dict) -> None:
         if not self.ws.closed:
@@ -235,7 +258,10 @@ class Connection:
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-            await self.write_marks()
+            try:
+                await self.write_marks()
+            except KafkaError as error:  # a reconnection resumes from the last mark that was written
+                log.warning("call=%s: the streams' last marks were not written: %s", self.request.call_id, error)
         finally:
             await self.kafka.follower.unfollow(self.request.call_id, self.partition, self.inbox.put_nowait)
             if not self.ws.closed:
@@ -267,6 +293,8 @@ class Connection:
             pass
 
     async def take_frame(self, frame: bytes) -> None:
+        if self.broker_failed:
+            return
         self.last_data = time.monotonic()
         now_ms = int(time.time() * 1000)
         for leg, payloads in zip(self.legs, self.cutter.cut(frame)):
@@ -326,14 +354,17 @@ class Connection:
         last_mark = time.monotonic()
         while (item := await self.in_flight.get()) is not None:
             leg, chunk, future = item
+            if self.broker_failed:
+                continue  # emptied, so the reader never waits on a full queue
             try:
                 metadata = await future
             except KafkaError as error:
+                self.broker_failed = True
                 self.close_code, self.close_reason = 1011, "the broker did not take the audio: reconnect"
                 log.warning("call=%s stream=%s: the broker refused seq %d: %s", chunk.call_id, chunk.stream_id,
                             chunk.seq, error)
                 await self.ws.close(code=1011, message=self.close_reason.encode())
-                return
+                continue
             leg.acknowledged(chunk, metadata.offset)
             AUDIO_SECONDS.inc(chunk.duration_ms / 1000)
             if self.in_flight.empty():

@@ -34,8 +34,8 @@ from callstt.streams.worker.agent import BatchHandler, WorkerIO, now_ms
 from callstt.streams.worker.broker_probe import BrokerProbe
 from callstt.streams.worker.downstream_view import follow_downstream
 from callstt.streams.worker.faust_compat import (AcknowledgedTable, checkpoint_while_waiting,
-                                                 commit_only_past_acknowledged, fetch_only_active_partitions,
-                                                 give_up, hold, release, seek_before_resuming_streams)
+                                                 commit_only_past_acknowledged, give_up, hold,
+                                                 install_rebalance_fixes, release)
 from callstt.streams.worker.idle import idle_requests
 from callstt.streams.worker.partitions import AudioPartitions
 from callstt.streams.worker.web import WorkerStatus, register_pages
@@ -44,8 +44,7 @@ log = logging.getLogger("callstt.worker")
 
 
 def faust_app(settings: Settings) -> faust.App:
-    seek_before_resuming_streams()  # (streams/worker/faust_compat.py: else records are lost in a rebalance)
-    fetch_only_active_partitions()  # (streams/worker/faust_compat.py: likewise)
+    install_rebalance_fixes()  # (streams/worker/faust_compat.py: else records are lost in a rebalance)
     commit_only_past_acknowledged()  # (streams/worker/faust_compat.py: else held records can be passed)
     return faust.App(
         settings.app_id, **faust_broker_config(settings),
@@ -75,54 +74,13 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     partials = app.topic(settings.partial_topic)
     table = AcknowledgedTable.add_to(app, WORKER_TABLE, settings.topic_partitions)
     flush_requested: dict[str, float] = {}
-
-    def write_table(key: str, value: bytes | None) -> None:
-        if value is None:
-            table.pop(key.encode(), None)
-        else:
-            table[key.encode()] = value
-
     pipeline = build_pipeline(settings)
     status.stages = pipeline.stages  # /stages
-    for reason in Rejected.REASONS:  # at 0 from the start (see Rejected.REASONS)
-        metrics.DEAD_LETTERS.labels(reason)
-    for outcome in metrics.SPECULATIVE_OUTCOMES:  # likewise: a dashboard panel is never empty for want of a first
-        metrics.SPECULATIVE.labels(outcome)
-    for outcome in metrics.INTERIM_OUTCOMES:
-        metrics.INTERIMS.labels(outcome)
-    handler = BatchHandler(pipeline, status, WorkerIO(
-        send_transcript=lambda key, value: transcripts.send(key=key, value=value),
-        send_partial=lambda key, value: partials.send(key=key, value=value),
-        send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
-                                                                    headers=headers),
-        read_table=lambda key: table.get(key.encode()), write_table=write_table,
-        table_written=table.changes_acknowledged,
-        taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done,
-        control_topic=control_name, call_settings_topic=settings.call_settings_topic,
-    ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events, watch=watch,
-        interim_lane=interim_lane, checkpoint_interval_ms=int(settings.checkpoint_interval_s * 1000),
-        give_up=give_up)
-    # Faust waits for every record it handed out before a rebalance or a stop: held ones too.
-    checkpoint_while_waiting(app, handler.checkpoint_everything, handler.stop_draining)
-
-    @app.on_partitions_revoked.connect
-    async def forget_what_waits_for(app, revoked, **kwargs) -> None:  # noqa: ARG001 (Faust's signal signature)
-        handler.partitions_revoked({tp.partition for tp in revoked if tp.topic == settings.audio_topic})
-
-    @app.task
-    async def load_models() -> None:
-        started = time.perf_counter()
-        try:
-            router = await asyncio.get_running_loop().run_in_executor(model_thread, load_router)
-        except ModelFileError as error:
-            status.model_error = str(error)
-            log.critical("models could not be loaded: %s", error)
-            await app.crash(error)
-            return
-        metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
-        status.router = router
-        status.models_ready.set()
-        log.info("models loaded in %.1fs: %s", time.perf_counter() - started, router.describe())
+    start_labelled_metrics_at_zero()
+    outputs = (transcripts, partials, dead_letters)
+    handler = batch_handler(app, settings, status, pipeline, table, partitions, outputs, control_name,
+                            flush_requested, model_thread, interim_lane)
+    add_model_loading(app, status, model_thread, load_router)
 
     @app.agent(source, concurrency=1)
     async def process(stream):
@@ -145,6 +103,73 @@ def create_app(settings: Settings, load_router: Callable[[], ModelRouter]) -> fa
     status.assigned_partitions, status.lag_records = partitions.assigned, partitions.total_backlog
     register_pages(app, status)
     return app
+
+
+def start_labelled_metrics_at_zero() -> None:
+    """Every label of the dead-letter, speculation and interim counters at 0 from the start (see
+    Rejected.REASONS): a dashboard panel is never empty for want of a first."""
+    for reason in Rejected.REASONS:
+        metrics.DEAD_LETTERS.labels(reason)
+    for outcome in metrics.SPECULATIVE_OUTCOMES:
+        metrics.SPECULATIVE.labels(outcome)
+    for outcome in metrics.INTERIM_OUTCOMES:
+        metrics.INTERIMS.labels(outcome)
+
+
+def batch_handler(app: faust.App, settings: Settings, status: WorkerStatus, pipeline, table: AcknowledgedTable,
+                  partitions: AudioPartitions, outputs: tuple, control_name: str, flush_requested: dict[str, float],
+                  model_thread: ThreadPoolExecutor, interim_lane: ThreadPoolExecutor) -> BatchHandler:
+    """The agent's BatchHandler (streams/worker/agent.py) over the app's topics and table, with
+    the hooks Faust's waits and revocations call."""
+    transcripts, partials, dead_letters = outputs
+
+    def write_table(key: str, value: bytes | None) -> None:
+        if value is None:
+            table.pop(key.encode(), None)
+        else:
+            table[key.encode()] = value
+
+    handler = BatchHandler(pipeline, status, WorkerIO(
+        send_transcript=lambda key, value: transcripts.send(key=key, value=value),
+        send_partial=lambda key, value: partials.send(key=key, value=value),
+        send_dead_letter=lambda message, headers: dead_letters.send(key=message.key, value=message.value,
+                                                                    headers=headers),
+        read_table=lambda key: table.get(key.encode()), write_table=write_table,
+        table_written=table.changes_acknowledged,
+        taken_to_end=partitions.taken_to_end, mark_done=partitions.mark_done,
+        control_topic=control_name, call_settings_topic=settings.call_settings_topic,
+    ), model_thread, flush_requested, release=release, max_open_events=settings.batch_max_events, watch=status.watch,
+        interim_lane=interim_lane, checkpoint_interval_ms=int(settings.checkpoint_interval_s * 1000),
+        give_up=give_up)
+    # Faust waits for every record it handed out before a rebalance or a stop: held ones too.
+    checkpoint_while_waiting(app, handler.checkpoint_everything, handler.stop_draining)
+
+    @app.on_partitions_revoked.connect
+    async def forget_what_waits_for(app, revoked, **kwargs) -> None:  # noqa: ARG001 (Faust's signal signature)
+        handler.partitions_revoked({tp.partition for tp in revoked if tp.topic == settings.audio_topic})
+
+    return handler
+
+
+def add_model_loading(app: faust.App, status: WorkerStatus, model_thread: ThreadPoolExecutor,
+                      load_router: Callable[[], ModelRouter]) -> None:
+    """Load the models in the model thread once the app starts; a failure crashes the app (a
+    worker without its models must not take partitions)."""
+
+    @app.task
+    async def load_models() -> None:
+        started = time.perf_counter()
+        try:
+            router = await asyncio.get_running_loop().run_in_executor(model_thread, load_router)
+        except ModelFileError as error:
+            status.model_error = str(error)
+            log.critical("models could not be loaded: %s", error)
+            await app.crash(error)
+            return
+        metrics.MODEL_LOAD_SECONDS.set(time.perf_counter() - started)
+        status.router = router
+        status.models_ready.set()
+        log.info("models loaded in %.1fs: %s", time.perf_counter() - started, router.describe())
 
 
 def add_broker_probe(app: faust.App, settings: Settings, status: WorkerStatus, required_topics: list[str]) -> None:

@@ -160,6 +160,13 @@ class AcknowledgedTable(faust.Table):
             await self.unacknowledged.pop(0)  # popped first: a failed send is not awaited again
 
 
+def install_rebalance_fixes() -> None:
+    """What every Faust app of the project installs before it starts, so that no record is lost
+    in a rebalance: `seek_before_resuming_streams` and `fetch_only_active_partitions`. Idempotent."""
+    seek_before_resuming_streams()
+    fetch_only_active_partitions()
+
+
 def seek_before_resuming_streams() -> None:
     """After a rebalance, seek the stream partitions to their committed offsets (those never
     committed to their beginning: `seek_never_committed_to_beginning`) *before* their
@@ -204,6 +211,12 @@ def _seeking_first(step: Any) -> Any:
     return seeking_first
 
 
+def stream_partitions(app: Any) -> list[Any]:
+    """The partitions assigned to the app's consumer that its agents read: not its tables' changelogs."""
+    changelogs = set(app.tables.changelog_topics)
+    return [tp for tp in app.consumer.assignment() if tp.topic not in changelogs]
+
+
 async def seek_never_committed_to_beginning(app: Any) -> None:
     """Seek the assigned stream partitions that the group never committed an offset for to their
     beginning, and count that as their committed offset (`commit_only_past_acknowledged`).
@@ -216,9 +229,7 @@ async def seek_never_committed_to_beginning(app: Any) -> None:
     The beginning is where Faust's `consumer_auto_offset_reset` ("earliest") would start it."""
     consumer = app.consumer
     consumer.__dict__.pop("_given_up", None)  # those of the last assignment are read again now
-    changelogs = set(app.tables.changelog_topics)
-    never_committed = [tp for tp in consumer.assignment()
-                       if tp.topic not in changelogs and consumer._committed_offset.get(tp) is None]
+    never_committed = [tp for tp in stream_partitions(app) if consumer._committed_offset.get(tp) is None]
     if not never_committed:
         return
     earliest = await consumer._thread.earliest_offsets(*(ensure_aiokafka_TP(tp) for tp in never_committed))
@@ -237,11 +248,10 @@ async def put_back_positions_past_committed(app: Any) -> None:
     audio never reached the agent). A paused partition is not handed out, so after the seeks
     nothing should move a position; one that moved is put back rather than read from there."""
     consumer = app.consumer
-    changelogs = set(app.tables.changelog_topics)
     moved = {}
-    for tp in consumer.assignment():
+    for tp in stream_partitions(app):
         committed = consumer._committed_offset.get(tp)
-        if tp.topic in changelogs or committed is None:
+        if committed is None:
             continue
         position = await consumer._thread.position(ensure_aiokafka_TP(tp))
         if position is not None and position != committed:

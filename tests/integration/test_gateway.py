@@ -196,6 +196,36 @@ def test_a_gateway_killed_mid_call_is_replaced_and_every_final_comes_once(worker
     assert worker.metrics().get("callstt_gap_chunks_total", 0.0) == gaps_before
 
 
+def test_a_second_connection_to_an_open_stream_takes_it_over_where_the_first_left_it(gateway):
+    """A client whose socket died reconnects before the gateway noticed: the old connection is
+    closed (4000) and the new one goes on from the old one's last acknowledged chunk."""
+    audio = conversation(ENGLISH_SENTENCES[:1], "en", sample_rate=SAMPLE_RATE)
+    chunks = frames(audio)
+    url = listen_url(gateway, encoding="linear16", sample_rate=SAMPLE_RATE, call_id=f"shop-{uuid.uuid4().hex[:8]}",
+                     ack="true")
+    headers = {"Authorization": f"Token {CLIENT_TOKEN}"}
+
+    async def run() -> tuple[list[dict], dict, int]:
+        first = await websockets.connect(url, additional_headers=headers)
+        messages = [json.loads(await first.recv())]
+        for chunk in chunks[:10]:
+            await first.send(chunk)
+        while not any(m["type"] == "Acknowledged" and m["seq"] == 9 for m in messages):
+            messages.append(json.loads(await first.recv()))
+        second = await websockets.connect(url, additional_headers=headers)
+        started = json.loads(await second.recv())
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await first.recv()
+        await second.close()
+        return messages, started, first.close_code
+
+    messages, started, old_code = asyncio.run(run())
+    assert messages[0]["type"] == "StreamStarted" and not messages[0]["resumed"]
+    assert old_code == 4000
+    assert started["resumed"] and started["next_seq"] == 10 and started["audio_ms"] == 10 * FRAME_MS
+
+
 def test_bad_parameters_tokens_and_calls_are_refused_before_the_upgrade(gateway):
     base = f"http://127.0.0.1:{gateway.web_port}/v1/listen"
     upgrade = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
