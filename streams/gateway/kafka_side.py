@@ -197,7 +197,7 @@ class Follower:
         self.partitions_wanted: dict[int, int] = defaultdict(int)  # partition -> connections on it
         self.rewind: dict[TopicPartition, int] = {}  # transcript partitions to read again from an offset
         self.requested = self.applied = 0  # changes asked for, and applied, so far
-        self.last_transcript_at = 0.0  # when a final or interim of any followed call last came (monotonic)
+        self.last_transcript_at = 0.0  # when a record of any followed call last came (monotonic)
         self.task: asyncio.Task | None = None
         self.failure: str | None = None  # why it stopped following (for /health)
 
@@ -291,8 +291,7 @@ class Follower:
         return wanted
 
     def _hand_out(self, kind: str, record) -> None:
-        if kind in ("final", "interim"):
-            self.last_transcript_at = time.monotonic()  # the workers are making progress
+        self.last_transcript_at = time.monotonic()  # the workers and agents are making progress
         receivers = self.receivers.get(record.key.decode(errors="replace") if record.key else "")
         if not receivers or record.value is None:
             return

@@ -407,23 +407,28 @@ class Connection:
                 leg.sent_interim(record)
         elif delivered.kind == "translation" and self.request.translate_to is not None:
             key = (record.utterance_index, record.target_language)
+            if record.target_language in self.request.translate_to:
+                leg.received_translation(record)
             if key not in leg.sent_translations and record.target_language in self.request.translate_to:
                 leg.sent_translations.add(key)
                 await self.send(protocol.translation_message(record, leg.channel, leg.channels))
         elif delivered.kind == "speech" and self.request.speech:
             language = record.stream_id.split(">", 1)[1] if ">" in record.stream_id else ""
             _, _, utterance_index = spoken_utterance(record)
+            leg.received_speech(utterance_index, time.monotonic())
             await self.send(protocol.speech_message(record.call_id, leg.stream_id, language, utterance_index,
                                                     record.seq, base64.b64encode(record.payload).decode(),
                                                     leg.channel, leg.channels))
 
     async def wait_for_last_finals(self) -> None:
-        """After CloseStream: until no stream awaits a final (StreamLeg.awaits_a_final). Given up
-        when no transcript of any followed call came for CALLSTT_GATEWAY_CLOSE_WAIT_S (a loud noise
-        the worker found no speech in), or after ten times that (workers far behind)."""
+        """After CloseStream: until no stream awaits a final (StreamLeg.awaits_a_final), nor the
+        translations and speech asked for after them (awaits_downstream). Given up when no record
+        of any followed call came for CALLSTT_GATEWAY_CLOSE_WAIT_S (a loud noise the worker found
+        no speech in, no translator running), or after ten times that (workers far behind)."""
         follower, quiet_s = self.kafka.follower, self.settings.gateway_close_wait_s
         started = time.monotonic()
-        while not self.ws.closed and any(leg.awaits_a_final() for leg in self.legs):
+        while not self.ws.closed and any(leg.awaits_a_final() or leg.awaits_downstream(time.monotonic())
+                                         for leg in self.legs):
             now = time.monotonic()
             if now - max(started, follower.last_transcript_at) > quiet_s or now - started > 10 * quiet_s:
                 log.info("call=%s: closing without the last finals the audio suggested (none came for %.0f s)",

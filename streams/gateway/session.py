@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from callstt.models.audio.decoding import to_mono
-from callstt.schemas.records import AudioChunk, Transcript
+from callstt.schemas.records import AudioChunk, Transcript, Translation
 from callstt.streams.gateway.protocol import ListenRequest
 
 MAX_CHUNK_MS = 500  # a larger frame is published as several chunks (the worker takes at most 2000 ms)
@@ -30,6 +30,8 @@ LOUD_DBFS = -45.0
 LOUD_FRAME_MS = 20
 # A final's end may stop short of the audio's last loud frame (a trailing breath): this much is covered.
 COVERED_MS = 1000
+# A translation's speech comes sentence by sentence with no end mark: quiet this long ends it.
+SPEECH_QUIET_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,10 @@ class StreamLeg:
         self.loud_until_ms = -1  # where, in the stream, this connection's last loud audio ends
         self.final_end_ms = -1  # where the last final this connection received ends
         self.latest_interim = -1  # the utterance index of the latest interim received
+        self.finals_received: set[int] = set()  # utterance indexes (for their translations)
+        self.translations_received: set[tuple[int, str]] = set()  # (utterance index, target language)
+        self.speech_due: set[int] = set()  # utterances whose translation is spoken
+        self.speech_last: dict[int, float] = {}  # utterance index -> when its last speech chunk came
         self.sent_translations: set[tuple[int, str]] = set()
 
     @property
@@ -149,6 +155,18 @@ class StreamLeg:
         return (self.latest_interim > self.mark.delivered_through
                 or self.loud_until_ms > self.final_end_ms + COVERED_MS)
 
+    def awaits_downstream(self, now: float) -> bool:
+        """Whether a final of this connection still waits for what the client asked for after it:
+        its translations (translate_to), their speech (speech), the speech still coming."""
+        targets = self.request.translate_to or ()
+        if any((index, target) not in self.translations_received for index in self.finals_received
+               for target in targets):
+            return True
+        if not self.request.speech:
+            return False
+        return (any(index not in self.speech_last for index in self.speech_due)
+                or any(now - last < SPEECH_QUIET_S for last in self.speech_last.values()))
+
     def acknowledged(self, chunk: AudioChunk, offset: int) -> None:
         """The broker has the chunk (chunks are acknowledged in seq order, one producer per stream)."""
         frame = chunk.encoding.bytes_per_sample * max(chunk.channels, 1)
@@ -171,8 +189,17 @@ class StreamLeg:
         """A final or interim of this stream came (whether or not the client is sent it)."""
         if transcript.is_final:
             self.final_end_ms = max(self.final_end_ms, transcript.end_ms)
+            self.finals_received.add(transcript.utterance_index)
         else:
             self.latest_interim = max(self.latest_interim, transcript.utterance_index)
+
+    def received_translation(self, translation: Translation) -> None:
+        self.translations_received.add((translation.utterance_index, translation.target_language))
+        if translation.status.value in ("OK", "PASSTHROUGH") and translation.text.strip():
+            self.speech_due.add(translation.utterance_index)
+
+    def received_speech(self, utterance_index: int, now: float) -> None:
+        self.speech_last[utterance_index] = now
 
     def sent_final(self, transcript: Transcript, offset: int) -> None:
         self.mark = replace(self.mark, delivered_through=transcript.utterance_index, transcript_offset=offset + 1,

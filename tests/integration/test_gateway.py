@@ -6,6 +6,7 @@ are refused as Deepgram refuses them."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -127,13 +128,14 @@ def test_deepgram_sdk_streams_a_call_and_gets_interims_and_finals_with_words(gat
 
 
 async def stream(url: str, headers: dict, chunks: list[bytes], received: list[dict], stop_after: int | None = None,
-                 crash=None) -> dict:
-    """Send `chunks` in real time over one connection (from `StreamStarted`'s audio_ms on),
-    collecting every message, then CloseStream; or, with `crash`, call it after `stop_after`
-    chunks (the gateway dies under the open socket). Returns the StreamStarted message."""
+                 crash=None, starts: bool = True) -> dict:
+    """Send `chunks` in real time over one connection (from `StreamStarted`'s audio_ms on, when the
+    connection `starts` with one: ack=true), collecting every message, then CloseStream; or, with
+    `crash`, call it after `stop_after` chunks (the gateway dies under the open socket). Returns
+    the StreamStarted message."""
     socket = await websockets.connect(url, additional_headers=headers)
     try:
-        started = json.loads(await socket.recv())
+        started = json.loads(await socket.recv()) if starts else {"audio_ms": 0}
         first = started["audio_ms"] // FRAME_MS
 
         async def receive() -> None:
@@ -224,6 +226,57 @@ def test_a_second_connection_to_an_open_stream_takes_it_over_where_the_first_lef
     assert messages[0]["type"] == "StreamStarted" and not messages[0]["resumed"]
     assert old_code == 4000
     assert started["resumed"] and started["next_seq"] == 10 and started["audio_ms"] == 10 * FRAME_MS
+
+
+@pytest.fixture(scope="module")
+def translator_and_speaker(worker):
+    """`callstt translator` and `callstt speaker` on the worker's topics (for the one test that asks
+    the gateway for translations and speech)."""
+    processes = [WorkerProcess(worker.bootstrap, worker.data_root / command, name=worker.name, command=command,
+                               extra_env=worker.extra_env) for command in ("translator", "speaker")]
+    try:
+        for process in processes:
+            process.start(timeout=180)
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def test_two_channels_are_two_streams_each_with_its_finals_translations_and_speech(gateway, translator_and_speaker):
+    """multichannel=true: each channel its own stream of the call; translate_to and speech=true:
+    each final's Portuguese translation and its synthesized speech come on the same socket, all
+    before Metadata."""
+    agent_says, customer_says = ENGLISH_SENTENCES[0], ENGLISH_SENTENCES[2]
+    first = conversation([agent_says], "en", sample_rate=SAMPLE_RATE, silence_s=1.5)
+    second = conversation([customer_says], "en", sample_rate=SAMPLE_RATE, silence_s=1.5)
+    left = np.concatenate([first, np.zeros(len(second), dtype=np.float32)])
+    right = np.concatenate([np.zeros(len(first), dtype=np.float32), second])
+    pcm = [np.frombuffer(encode_samples(channel, "PCM_S16LE"), dtype="<i2") for channel in (left, right)]
+    interleaved = np.stack(pcm, axis=1).reshape(-1).tobytes()
+    frame_bytes = SAMPLE_RATE * FRAME_MS // 1000 * 2 * 2
+    chunks = [interleaved[i:i + frame_bytes] for i in range(0, len(interleaved), frame_bytes)]
+    url = listen_url(gateway, encoding="linear16", sample_rate=SAMPLE_RATE, channels=2, multichannel="true",
+                     stream_id="agent,customer", language="en", translate_to="pt", speech="true",
+                     call_id=f"shop-{uuid.uuid4().hex[:8]}")
+    received: list[dict] = []
+    asyncio.run(stream(url, {"Authorization": f"Token {CLIENT_TOKEN}"}, chunks, received, starts=False))
+
+    finals = [m for m in received if m["type"] == "Results" and m["is_final"]]
+    by_stream = {m["callstt"]["stream_id"]: m for m in finals}
+    assert sorted(by_stream) == ["agent", "customer"] and len(finals) == 2, [m["callstt"] for m in finals]
+    assert by_stream["agent"]["channel_index"] == [0, 2] and by_stream["customer"]["channel_index"] == [1, 2]
+    for stream_id, said in (("agent", agent_says), ("customer", customer_says)):
+        assert word_error_rate(said, by_stream[stream_id]["channel"]["alternatives"][0]["transcript"]) <= 0.3
+    translations = [m for m in received if m["type"] == "Translation"]
+    assert sorted((m["stream_id"], m["target_language"], m["status"]) for m in translations) == \
+        [("agent", "pt", "OK"), ("customer", "pt", "OK")]
+    assert all(m["text"].strip() for m in translations)
+    speech = [m for m in received if m["type"] == "Speech"]
+    assert {m["stream_id"] for m in speech} == {"agent", "customer"}
+    spoken_s = sum(len(base64.b64decode(m["audio"])) for m in speech) / (2 * 16000)
+    assert spoken_s > 1.0, spoken_s
+    assert received[-1]["type"] == "Metadata" and received[-1]["channels"] == 2
 
 
 def test_bad_parameters_tokens_and_calls_are_refused_before_the_upgrade(gateway):

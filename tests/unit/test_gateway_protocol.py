@@ -156,3 +156,24 @@ def test_after_close_a_stream_awaits_the_final_of_its_loud_audio_only():
     assert not leg.awaits_a_final()
     leg.received(transcript(is_final=False, index=1))  # an interim of the next utterance: its final is owed
     assert leg.awaits_a_final()
+
+
+def test_after_close_a_stream_awaits_the_translations_and_speech_it_asked_for():
+    from callstt.schemas.records import Translation, TranslationStatus
+
+    request = parse_listen(query("encoding=linear16&sample_rate=16000&translate_to=pt,es&speech=true"), "c1")
+    leg = StreamLeg(request, 0, StreamMark(call_id="c1", stream_id="caller"))
+    leg.received(transcript(index=0))
+    assert leg.awaits_downstream(now=0.0)  # no translation yet
+
+    def translation(target: str, status: TranslationStatus, text: str) -> Translation:
+        return Translation(translation_id=target, transcript_id="t0", call_id="c1", stream_id="caller",
+                           utterance_index=0, source_language="en", target_language=target, status=status, text=text,
+                           backend="b", transcript_produced_ts_ms=0, produced_ts_ms=0)
+
+    leg.received_translation(translation("pt", TranslationStatus.OK, "Olá, mundo."))
+    assert leg.awaits_downstream(now=0.0)  # es still missing
+    leg.received_translation(translation("es", TranslationStatus.UNSUPPORTED_PAIR, ""))
+    assert leg.awaits_downstream(now=0.0)  # pt's speech not come yet; es has none to wait for
+    leg.received_speech(0, now=10.0)
+    assert leg.awaits_downstream(now=10.5) and not leg.awaits_downstream(now=11.5)  # quiet for a second: done
