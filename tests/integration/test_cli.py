@@ -186,7 +186,7 @@ def test_topics_create_then_describe(kafka_bootstrap):
     name = env["CALLSTT_APP_ID"]
     expected = {f"{name}.audio": 3, f"{name}-control": 3, f"{name}.transcripts": 3, f"{name}.dead-letter": 1,
                 f"{name}.call-settings": 3, f"{name}.transcripts.partial": 3, f"{name}.translations": 3,
-                f"{name}.translations.partial": 3, f"{name}.speech": 3}
+                f"{name}.translations.partial": 3, f"{name}.speech": 3, f"{name}.gateway-sessions": 3}
 
     before = ok(callstt("topics", "describe", env=env)).stdout
     assert all(f"{topic}" in before and "missing" in before for topic in expected)
@@ -201,7 +201,8 @@ def test_topics_create_then_describe(kafka_bootstrap):
     for topic, partitions in expected.items():
         assert rows[topic]["partitions"] == str(partitions)
         assert rows[topic]["replication"] == "1"
-        assert rows[topic]["cleanup.policy"] == ("compact,delete" if topic.endswith("call-settings") else "delete")
+        compacted = topic.endswith(("call-settings", "gateway-sessions"))  # the latest record per key
+        assert rows[topic]["cleanup.policy"] == ("compact,delete" if compacted else "delete")
         assert rows[topic]["min.insync.replicas"] == "1"
     assert rows[f"{name}.audio"]["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert rows[f"{name}.transcripts"]["retention.ms"] == str(30 * 24 * 3600 * 1000)
