@@ -71,8 +71,10 @@ def run_pipeline(worker: WorkerSubprocess, calls: dict[str, BenchCall], expected
     mine = [a for a in arrivals if a.transcript.call_id in calls]
     wall_s = (max(a.arrived_ms for a in mine) - started_ms) / 1000 if mine else None
     inference_s = metric_sum(after, "callstt_inference_seconds_sum") - metric_sum(before, "callstt_inference_seconds_sum")
+    # to the microsecond: with the audio kept by reference (issue 26) the table writes of a whole
+    # section take well under a millisecond, which 3 decimals showed as 0
     stages = {stage: _r(metric_sum(after, f'callstt_stage_seconds_total{{stage="{stage}"}}')
-                        - metric_sum(before, f'callstt_stage_seconds_total{{stage="{stage}"}}'))
+                        - metric_sum(before, f'callstt_stage_seconds_total{{stage="{stage}"}}'), 6)
               for stage in ("avro_decode", "audio_decode", "vad", "assembly", "model", "publish", "table_writes")}
     accounted = sum(value or 0.0 for value in stages.values())
     model_calls = metric_sum(after, "callstt_utterances_per_model_call_count") - \
