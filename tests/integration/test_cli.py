@@ -107,7 +107,8 @@ def own_topics(kafka_bootstrap: str) -> dict[str, str]:
                      CALLSTT_DEAD_LETTER_TOPIC=f"{name}.dead-letter", CALLSTT_CALL_SETTINGS_TOPIC=f"{name}.call-settings",
                      CALLSTT_PARTIAL_TOPIC=f"{name}.transcripts.partial",
                      CALLSTT_TRANSLATION_TOPIC=f"{name}.translations", CALLSTT_SPEECH_TOPIC=f"{name}.speech",
-                     CALLSTT_PARTIAL_TRANSLATION_TOPIC=f"{name}.translations.partial", CALLSTT_TOPIC_PARTITIONS="3")
+                     CALLSTT_PARTIAL_TRANSLATION_TOPIC=f"{name}.translations.partial",
+                     CALLSTT_GATEWAY_SESSION_TOPIC=f"{name}.gateway-sessions", CALLSTT_TOPIC_PARTITIONS="3")
 
 
 def read_audio_topic(bootstrap: str, topic: str, expected_chunks: int, timeout: float = 30) -> list:
