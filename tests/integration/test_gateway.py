@@ -299,11 +299,9 @@ def test_bad_parameters_tokens_and_calls_are_refused_before_the_upgrade(gateway)
     admin = httpx.get(f"{base}?encoding=linear16&sample_rate=16000&lenguage=en&call_id=bank-1",
                       headers={**upgrade, "Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert admin.status_code == 400
-    worker_page = httpx.get(f"http://127.0.0.1:{gateway.web_port}/health")
-    assert worker_page.status_code == 200 and worker_page.json()["status"] == "ok"
-    started = time.monotonic()
-    assert httpx.get(f"http://127.0.0.1:{gateway.web_port}/listen").status_code == 200
-    assert time.monotonic() - started < 5
+    health = httpx.get(f"http://127.0.0.1:{gateway.web_port}/health")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    assert httpx.get(f"http://127.0.0.1:{gateway.web_port}/listen").status_code == 200  # the page holds no call content
 
 
 def english_recordings() -> list[tuple[str, np.ndarray]]:
